@@ -1,0 +1,1 @@
+"""Recurrent cells, Numba kernels, models and streams, model files."""

@@ -1,0 +1,191 @@
+"""Cell types, their equations, gate layout and the packed parameter layout.
+
+The equations, gate order and weight layout are PyTorch's (``nn.RNN``,
+``nn.GRU``, ``nn.LSTM``), so a state_dict moves between the two unchanged::
+
+    rnn_tanh: h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+    rnn_relu: h' = relu(W_ih x + b_ih + W_hh h + b_hh)
+    gru:      r = s(W_ir x + b_ir + W_hr h + b_hr)          gates (r, z, n)
+              z = s(W_iz x + b_iz + W_hz h + b_hz)
+              n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  # reset applied after W_hn h, as cuDNN
+              h' = (1 - z) * n + z * h
+    lstm:     i, f, g, o = s(.), s(.), tanh(.), s(.)         gates (i, f, g, o)
+              c' = f * c + i * g
+              h' = o * tanh(c')
+
+Inside streamrnn every parameter lives in one flat vector ``theta`` (the
+"packed" layout).  Weight matrices are stored *transposed* there, (in, G*H),
+so the kernels run the matrix products as unit-stride row updates that
+vectorise without reassociating any sum (see ``kernels.py``).  The model file
+and ``Model.tensors()`` always use PyTorch's untransposed layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Integer codes the kernels branch on.
+RNN_TANH, RNN_RELU, GRU, LSTM = 0, 1, 2, 3
+CELL_CODES = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "gru": GRU, "lstm": LSTM}
+N_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
+
+# Head activations.
+ACT_IDENTITY, ACT_SIGMOID, ACT_SOFTMAX = 0, 1, 2
+ACT_CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "softmax": ACT_SOFTMAX}
+
+# Per-step values the forward kernel saves for backpropagation, per layer and
+# lane, as multiples of H (``save`` has shape (L, T, B, SAVE_WIDTH[cell] * H)):
+#   rnn:  [h_t]
+#   gru:  [r, z, n, ghn, h_t]       ghn = W_hn h_{t-1} + b_hn (before r is applied)
+#   lstm: [i, f, g, o, c_t, h_t]
+SAVE_WIDTH = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 5, "lstm": 6}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shapes and options that fix a model's parameter set."""
+
+    cell: str
+    input_size: int  # I: features per frame
+    hidden_size: int  # H
+    num_layers: int = 1  # L
+    output_size: int | None = None  # O: head outputs, None for no head
+    activation: str = "identity"  # head activation
+    has_norm: bool = False  # input normalisation (x - mean) / std
+
+    def __post_init__(self):
+        # Internal invariants; user-facing validation happens in the loaders.
+        assert self.cell in CELL_CODES, self.cell
+        assert self.activation in ACT_CODES, self.activation
+
+    @property
+    def gates(self) -> int:
+        return N_GATES[self.cell]
+
+    @property
+    def out_size(self) -> int:
+        """Width of the model output: the head's O, or H without a head."""
+        return self.output_size if self.output_size is not None else self.hidden_size
+
+    def layer_input(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.hidden_size
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """PyTorch-named tensors and their shapes, in file order."""
+        G, H = self.gates, self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {}
+        for k in range(self.num_layers):
+            shapes[f"rnn.weight_ih_l{k}"] = (G * H, self.layer_input(k))
+            shapes[f"rnn.weight_hh_l{k}"] = (G * H, H)
+            shapes[f"rnn.bias_ih_l{k}"] = (G * H,)
+            shapes[f"rnn.bias_hh_l{k}"] = (G * H,)
+        if self.output_size is not None:
+            shapes["head.weight"] = (self.output_size, H)
+            shapes["head.bias"] = (self.output_size,)
+        if self.has_norm:
+            shapes["norm.mean"] = (self.input_size,)
+            shapes["norm.std"] = (self.input_size,)
+        return shapes
+
+    def n_params(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.tensor_shapes().values()))
+
+
+class PackedLayout:
+    """Where each tensor sits in the flat parameter vector ``theta``.
+
+    ``offsets`` (L, 4) int64: start of w_ih^T (I_l, G*H), w_hh^T (H, G*H),
+    b_ih (G*H,), b_hh (G*H,) for each layer.  ``extra`` (4,) int64: start of
+    head w^T (H, O), head b (O,), norm mean (I,), norm std (I,), or -1.
+    """
+
+    def __init__(self, arch: Architecture):
+        self.arch = arch
+        G, H, L = arch.gates, arch.hidden_size, arch.num_layers
+        self.offsets = np.zeros((L, 4), dtype=np.int64)
+        self.extra = np.full(4, -1, dtype=np.int64)
+        # name -> (offset, packed shape, transposed?)
+        self.entries: dict[str, tuple[int, tuple[int, ...], bool]] = {}
+        pos = 0
+
+        def take(name, shape, transposed, slot):
+            nonlocal pos
+            self.entries[name] = (pos, shape, transposed)
+            slot(pos)
+            pos += int(np.prod(shape))
+
+        for k in range(L):
+            Ik = arch.layer_input(k)
+            take(f"rnn.weight_ih_l{k}", (Ik, G * H), True, lambda p, k=k: self.offsets.__setitem__((k, 0), p))
+            take(f"rnn.weight_hh_l{k}", (H, G * H), True, lambda p, k=k: self.offsets.__setitem__((k, 1), p))
+            take(f"rnn.bias_ih_l{k}", (G * H,), False, lambda p, k=k: self.offsets.__setitem__((k, 2), p))
+            take(f"rnn.bias_hh_l{k}", (G * H,), False, lambda p, k=k: self.offsets.__setitem__((k, 3), p))
+        if arch.output_size is not None:
+            take("head.weight", (H, arch.output_size), True, lambda p: self.extra.__setitem__(0, p))
+            take("head.bias", (arch.output_size,), False, lambda p: self.extra.__setitem__(1, p))
+        if arch.has_norm:
+            take("norm.mean", (arch.input_size,), False, lambda p: self.extra.__setitem__(2, p))
+            take("norm.std", (arch.input_size,), False, lambda p: self.extra.__setitem__(3, p))
+        self.size = pos
+
+    def view(self, theta: np.ndarray, name: str) -> np.ndarray:
+        """The packed (possibly transposed) view of one tensor inside theta."""
+        off, shape, _ = self.entries[name]
+        return theta[off : off + int(np.prod(shape))].reshape(shape)
+
+    def pack(self, tensors: dict[str, np.ndarray], dtype=np.float32) -> np.ndarray:
+        """PyTorch-layout tensors -> flat theta."""
+        theta = np.empty(self.size, dtype=dtype)
+        for name, (_, _, transposed) in self.entries.items():
+            t = np.asarray(tensors[name])
+            self.view(theta, name)[...] = t.T if transposed else t
+        return theta
+
+    def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Flat theta -> PyTorch-layout tensors (copies)."""
+        out = {}
+        for name, (_, _, transposed) in self.entries.items():
+            v = self.view(theta, name)
+            out[name] = np.ascontiguousarray(v.T if transposed else v)
+        return out
+
+
+def init_tensors(arch: Architecture, rng: np.random.Generator, scheme: str = "pytorch") -> dict[str, np.ndarray]:
+    """Fresh float64 tensors for ``arch``.
+
+    ``"pytorch"``: every weight and bias U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default.
+    ``"glorot"``: Glorot-uniform input weights, orthogonal recurrent weights (per
+    gate block), zero biases except the LSTM forget gate (bias_ih = 1), the
+    initialisation the trainer uses to keep early gradients from exploding or vanishing.
+    """
+    G, H = arch.gates, arch.hidden_size
+    out: dict[str, np.ndarray] = {}
+    for name, shape in arch.tensor_shapes().items():
+        if name.startswith("norm."):
+            out[name] = np.zeros(shape) if name == "norm.mean" else np.ones(shape)
+            continue
+        if scheme == "pytorch":
+            fan = H if name.startswith("rnn.") else shape[-1]
+            k = 1.0 / np.sqrt(fan)
+            out[name] = rng.uniform(-k, k, size=shape)
+            continue
+        if scheme != "glorot":
+            raise ValueError(f"unknown init scheme {scheme!r}; expected 'pytorch' or 'glorot'")
+        if "weight_hh" in name:
+            blocks = []
+            for _ in range(G):  # orthogonal per gate: keeps |W_hh h| ~ |h| at the start
+                q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                blocks.append(q * np.sign(np.diag(r)))
+            out[name] = np.concatenate(blocks, axis=0)
+        elif "weight" in name:  # weight_ih and head: Glorot-uniform per gate block
+            fan_out, fan_in = (H if name.startswith("rnn.") else shape[0]), shape[1]
+            k = np.sqrt(6.0 / (fan_in + fan_out))
+            out[name] = rng.uniform(-k, k, size=shape)
+        else:
+            b = np.zeros(shape)
+            if arch.cell == "lstm" and "bias_ih" in name:
+                b[H : 2 * H] = 1.0  # forget gate open at the start: long memory by default
+            out[name] = b
+    return out

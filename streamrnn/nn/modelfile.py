@@ -1,0 +1,225 @@
+"""Model files: one ``.safetensors`` file, PyTorch tensor names, JSON metadata.
+
+The format is a public contract, documented in docs/model-format.md.  Loading
+validates everything and raises ``ModelFileError`` with one clear message;
+nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from streamrnn.errors import ModelFileError
+from streamrnn.nn.cells import ACT_CODES, CELL_CODES, Architecture
+from streamrnn.nn.model import Model
+
+FORMAT_VERSION = 1
+META_KEY = "streamrnn"
+MAX_MODEL_BYTES = 256 * 2**20  # 256 MiB: far above any streaming RNN, well below memory
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package (``load_model(name)``)."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.safetensors"))
+
+
+def resolve_model_path(path_or_name) -> Path:
+    """A path, or the name of a bundled model (``"vad"``)."""
+    p = Path(path_or_name)
+    if p.exists():
+        return p
+    s = str(path_or_name)
+    if os.sep not in s and "/" not in s and not p.suffix:
+        bundled = MODELS_DIR / f"{s}.safetensors"
+        if bundled.exists():
+            return bundled
+        names = ", ".join(bundled_models()) or "none"
+        raise ModelFileError(f"no model file {s!r} and no bundled model of that name (bundled: {names})")
+    raise ModelFileError(f"model file not found: {s}")
+
+
+def _read_header(path: Path, max_bytes: int) -> tuple[dict, int]:
+    """Parse and check the safetensors header ourselves, so every defect gets a clear message."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ModelFileError(f"{path}: file is {size} bytes, above the limit of {max_bytes} bytes")
+    if size < 8:
+        raise ModelFileError(f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size - 8:
+            raise ModelFileError(f"{path}: not a safetensors file or truncated (header claims {n} bytes, file has {size - 8})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: not a safetensors file (header is not a JSON object)")
+    data_len = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise ModelFileError(f"{path}: tensor {name!r} has no valid data_offsets") from None
+        if not (0 <= start <= end <= data_len):
+            raise ModelFileError(f"{path}: truncated: tensor {name!r} needs bytes up to {end}, data has {data_len}")
+    return header, size
+
+
+def _check_int(meta: dict, key: str, path: Path, minimum: int = 1, maximum: int = 1 << 16) -> int:
+    v = meta.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not minimum <= v <= maximum:
+        raise ModelFileError(f"{path}: metadata {key!r} must be an integer in [{minimum}, {maximum}], got {v!r}")
+    return v
+
+
+def parse_metadata(meta_json: str, path: Path) -> dict:
+    try:
+        meta = json.loads(meta_json)
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: metadata {META_KEY!r} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: metadata {META_KEY!r} must be a JSON object")
+    fmt = meta.get("format")
+    if fmt != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format {fmt!r} is not supported (this streamrnn reads format {FORMAT_VERSION})")
+    if meta.get("cell") not in CELL_CODES:
+        raise ModelFileError(f"{path}: unknown cell {meta.get('cell')!r}; expected one of {', '.join(CELL_CODES)}")
+    for key in ("input_size", "hidden_size", "num_layers"):
+        _check_int(meta, key, path, maximum=64 if key == "num_layers" else 1 << 16)
+    head = meta.get("head")
+    if head is not None:
+        if not isinstance(head, dict):
+            raise ModelFileError(f"{path}: metadata 'head' must be an object or null, got {head!r}")
+        if head.get("activation", "identity") not in ACT_CODES:
+            raise ModelFileError(f"{path}: unknown head activation {head.get('activation')!r}; expected one of {', '.join(ACT_CODES)}")
+        labels = head.get("labels")
+        if labels is not None and (not isinstance(labels, list) or not all(isinstance(s, str) for s in labels)):
+            raise ModelFileError(f"{path}: head 'labels' must be a list of strings, got {labels!r}")
+    fe = meta.get("frontend")
+    if fe is not None and not isinstance(fe, dict):
+        raise ModelFileError(f"{path}: metadata 'frontend' must be an object or null, got {fe!r}")
+    return meta
+
+
+_NP_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16}
+
+
+def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYTES) -> Model:
+    """Load and validate a model file, or a bundled model by name.
+
+    >>> import streamrnn, tempfile, os
+    >>> m = streamrnn.Model.random("lstm", input_size=4, hidden_size=6, num_layers=2, output_size=1,
+    ...                            activation="sigmoid", labels=["speech"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> m.save(path)
+    >>> streamrnn.load_model(path)
+    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=433, dtype=float32)
+    """
+    path = resolve_model_path(path_or_name)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a file")
+    header, _ = _read_header(path, max_bytes)
+    meta_all = header.get("__metadata__") or {}
+    if META_KEY not in meta_all:
+        raise ModelFileError(f"{path}: no {META_KEY!r} metadata entry: not a streamrnn model file (see docs/model-format.md)")
+    meta = parse_metadata(meta_all[META_KEY], path)
+
+    found = {k: v for k, v in header.items() if k != "__metadata__"}
+    has_norm = "norm.mean" in found or "norm.std" in found
+    head = meta.get("head")
+    out_size = None
+    if head is not None:
+        hw = found.get("head.weight", {}).get("shape")
+        if not hw or len(hw) != 2:
+            raise ModelFileError(f"{path}: metadata declares a head but tensor 'head.weight' (O, H) is missing or not 2-D")
+        out_size = int(hw[0])
+        labels = head.get("labels")
+        if labels is not None and len(labels) != out_size:
+            raise ModelFileError(f"{path}: head has {out_size} outputs but {len(labels)} labels")
+    arch = Architecture(meta["cell"], meta["input_size"], meta["hidden_size"], meta["num_layers"],
+                        out_size, (head or {}).get("activation", "identity"), has_norm)
+    want = arch.tensor_shapes()
+    missing = [k for k in want if k not in found]
+    extra = [k for k in found if k not in want]
+    if missing:
+        raise ModelFileError(f"{path}: missing tensors for a {arch.num_layers}-layer {arch.cell}: {', '.join(missing)}")
+    if extra:
+        raise ModelFileError(f"{path}: unexpected tensors: {', '.join(extra)}")
+    for name, shape in want.items():
+        got = tuple(found[name].get("shape", ()))
+        if got != shape:
+            raise ModelFileError(f"{path}: tensor {name!r} has shape {got}, expected {shape}")
+        if found[name].get("dtype") not in _NP_DTYPES:
+            raise ModelFileError(f"{path}: tensor {name!r} has dtype {found[name].get('dtype')}, expected F32, F64 or F16")
+
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: cannot read tensors: {e}") from None
+    for name, t in tensors.items():
+        if not np.isfinite(t).all():
+            raise ModelFileError(f"{path}: tensor {name!r} contains NaN or Inf")
+    if has_norm and not (tensors["norm.std"] > 0).all():
+        raise ModelFileError(f"{path}: tensor 'norm.std' must be > 0 everywhere (min {tensors['norm.std'].min()})")
+
+    frontend = meta.get("frontend")
+    if frontend is not None:
+        frontend = _validate_frontend(frontend, arch, path)
+    known = {"format", "cell", "input_size", "hidden_size", "num_layers", "head", "frontend", "name"}
+    return Model(arch, tensors, labels=(head or {}).get("labels"), frontend=frontend,
+                 name=meta.get("name") or path.stem, dtype=dtype,
+                 extra_meta={k: v for k, v in meta.items() if k not in known})
+
+
+def _validate_frontend(fe: dict, arch: Architecture, path: Path) -> dict:
+    """Check the front-end settings through the audio package, if it is importable."""
+    try:
+        from streamrnn.audio.frontend import frontend_from_dict
+    except ImportError:  # front end not built yet: keep the dict as is
+        return fe
+    from streamrnn.errors import StreamRNNError
+
+    try:
+        obj = frontend_from_dict(fe)
+    except (StreamRNNError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: invalid 'frontend' metadata: {e}") from None
+    n_out = getattr(obj, "n_features", None)
+    if n_out is not None and n_out != arch.input_size:
+        raise ModelFileError(f"{path}: front end yields {n_out} features per frame but the model takes {arch.input_size}")
+    return fe
+
+
+def model_metadata(model: Model) -> dict:
+    a = model.arch
+    meta = {"format": FORMAT_VERSION, "cell": a.cell, "input_size": a.input_size,
+            "hidden_size": a.hidden_size, "num_layers": a.num_layers,
+            "head": ({"activation": a.activation, "labels": model.labels} if a.output_size else None),
+            "frontend": model.frontend}
+    if model.name:
+        meta["name"] = model.name
+    meta.update(model.extra_meta)
+    return meta
+
+
+def save_model(model: Model, path) -> None:
+    """Write ``model`` as a streamrnn model file, atomically (temp file + rename)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.tensors().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(model_metadata(model))})
+    os.replace(tmp, path)

@@ -1,0 +1,225 @@
+"""Streaming resampler on python-soxr (``soxr.ResampleStream``), with downmix and snapshots.
+
+* Multi-channel input (n, channels) is downmixed to mono by the mean of the
+  channels *before* resampling; the output is always mono float32.
+* Equal rates: identity pass-through (no filter, no delay, exact).
+* soxr's output is delay-compensated: output sample j is the signal at time
+  j / out_rate, so times in seconds (labels) stay aligned.  It holds back
+  ``delay()`` output samples until more input arrives; ``flush()`` drains them
+  at the end of a signal.
+* Snapshots: a soxr object is opaque, so a snapshot keeps the last
+  ``history_seconds`` (default 1 s) of input, starting at a sample index that is
+  a multiple of the rate ratio's period P = in_rate / gcd(in_rate, out_rate).
+  ``restore`` feeds that history to a fresh soxr stream and discards the
+  outputs that were already emitted.  soxr is a linear, time-invariant filter
+  at phase-aligned starts, so once the history is longer than the filter, the
+  restored stream continues with the same outputs to within soxr's own
+  float32 tolerance (~1e-6, the same as block-wise vs one-shot).  A stream
+  younger than ``history_seconds`` is replayed from its start.
+
+>>> import numpy as np
+>>> r = Resampler(48000, 16000)
+>>> y = np.concatenate([r.push(np.zeros(4800, np.float32)), r.flush()])
+>>> len(y)
+1600
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from streamrnn.audio.frontend import as_signal, check_rate
+from streamrnn.errors import AudioError, ConfigError, SnapshotError
+
+SNAPSHOT_VERSION = 1
+QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+_MAX_PERIOD = 1 << 20  # ratio periods longer than this (input samples) cannot be snapshotted
+
+
+def downmix(x: np.ndarray) -> np.ndarray:
+    """(n,) -> as is; (n, channels) -> mean over channels (n,)."""
+    return x if x.ndim == 1 else x.mean(axis=1)
+
+
+@functools.lru_cache(maxsize=64)
+def filter_lookahead(in_rate, out_rate, quality="HQ") -> float:
+    """How far (in input samples) past time j/out_rate output sample j still depends on input.
+
+    Measured once per (rates, quality) from soxr's impulse response: coefficients
+    below 1e-6 of the peak (soxr's own float32 noise floor) count as zero.
+    """
+    if in_rate == out_rate:
+        return 0.0
+    import soxr
+
+    n = int(max(in_rate, out_rate))  # 1 s of zeros around the impulse
+    i0 = n // 2
+    imp = np.zeros(n, dtype=np.float64)
+    imp[i0] = 1.0
+    r = soxr.resample(imp, in_rate, out_rate, quality)
+    nz = np.flatnonzero(np.abs(r) > 1e-6 * np.abs(r).max())
+    j_lo = int(nz[0])  # the first output that sees the impulse at input i0
+    return max(0.0, i0 - j_lo * in_rate / out_rate)
+
+
+class Resampler:
+    """Streaming resampler: ``push(block)`` -> mono float32 samples at ``out_rate``.
+
+    ``channels`` is the channel count of the pushed blocks ((n,) or (n, channels));
+    they are averaged to mono first.  ``quality`` is soxr's ("QQ", "LQ", "MQ",
+    "HQ", "VHQ").  ``history_seconds`` bounds what a snapshot keeps (see module doc).
+    """
+
+    def __init__(self, in_rate, out_rate, channels=1, quality="HQ", history_seconds=1.0):
+        self.in_rate = check_rate(in_rate, "in_rate")
+        self.out_rate = check_rate(out_rate, "out_rate")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise AudioError(f"channels must be an integer >= 1, got {channels!r}")
+        self.channels = channels
+        if quality not in QUALITIES:
+            raise ConfigError(f"quality must be one of {QUALITIES}, got {quality!r}")
+        self.quality = quality
+        self.identity = self.in_rate == self.out_rate
+        ratio = Fraction(self.in_rate) / Fraction(self.out_rate)
+        self._period = ratio.numerator  # input samples per phase period (output: ratio.denominator)
+        self._period_out = ratio.denominator
+        if not isinstance(history_seconds, (int, float)) or not history_seconds >= 0.25:
+            raise ConfigError(f"history_seconds={history_seconds!r} must be >= 0.25 s (longer than soxr's filter)")
+        self._hist_len = int(math.ceil(history_seconds * self.in_rate))
+        self._rs = None
+        self.reset()
+
+    @property
+    def ratio(self) -> float:
+        """out_rate / in_rate."""
+        return self.out_rate / self.in_rate
+
+    @property
+    def lookahead(self) -> float:
+        """Input samples past an output sample's time that it depends on (0 for identity)."""
+        return filter_lookahead(self.in_rate, self.out_rate, self.quality)
+
+    def _new(self):
+        import soxr
+
+        return soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality=self.quality)
+
+    def reset(self) -> None:
+        """Start a fresh signal: no history, no pending output."""
+        if not self.identity:
+            if self._rs is None:
+                self._rs = self._new()
+            else:
+                self._rs.clear()
+        self.n_in = 0  # input samples consumed since reset
+        self.n_out = 0  # output samples emitted since reset
+        self._hist = np.empty(0, dtype=np.float32)  # input [_hist_start, n_in), for snapshots
+        self._hist_start = 0
+        self._pending = np.empty(0, dtype=np.float32)  # outputs owed after a restore
+        self._drop = 0  # outputs to discard after a restore (already emitted before the snapshot)
+
+    def _mono(self, block) -> np.ndarray:
+        x = as_signal(block, "block", allow_2d=True)
+        ch = 1 if x.ndim == 1 else x.shape[1]
+        if ch != self.channels:
+            raise AudioError(f"block has {ch} channel(s) but this resampler was made for {self.channels}")
+        if not np.isfinite(x).all():
+            raise AudioError("block contains NaN/Inf samples; they would poison the resampler's filter state")
+        return np.ascontiguousarray(downmix(x), dtype=np.float32)
+
+    def _remember(self, x: np.ndarray) -> None:
+        # keep at least _hist_len input samples, starting at a multiple of the phase period
+        if self.identity:
+            return
+        h = np.concatenate([self._hist, x]) if len(self._hist) else x.copy()
+        end = self.n_in  # index just past x
+        want = end - self._hist_len
+        if want > self._hist_start:
+            start = (want // self._period) * self._period
+            if start > self._hist_start:
+                h = h[start - self._hist_start:]
+                self._hist_start = start
+        self._hist = h
+
+    def _emit(self, y: np.ndarray) -> np.ndarray:
+        if self._drop:
+            k = min(self._drop, len(y))
+            y = y[k:]
+            self._drop -= k
+        if len(self._pending):
+            y = np.concatenate([self._pending, y])
+            self._pending = np.empty(0, dtype=np.float32)
+        self.n_out += len(y)
+        return y
+
+    def push(self, block) -> np.ndarray:
+        """Resample a block (n,) or (n, channels) of float32/float64/int16 samples; returns (m,) float32."""
+        x = self._mono(block)
+        if self.identity:
+            self.n_in += len(x)
+            self.n_out += len(x)
+            return x.copy() if x is block else x
+        self.n_in += len(x)
+        self._remember(x)
+        y = self._rs.resample_chunk(x) if len(x) else np.empty(0, dtype=np.float32)
+        return self._emit(np.asarray(y, dtype=np.float32))
+
+    def flush(self) -> np.ndarray:
+        """End of signal: drain the outputs soxr holds back (then ``reset`` to reuse)."""
+        if self.identity:
+            return np.empty(0, dtype=np.float32)
+        y = self._rs.resample_chunk(np.empty(0, dtype=np.float32), last=True)
+        return self._emit(np.asarray(y, dtype=np.float32))
+
+    def delay(self) -> float:
+        """Output samples soxr currently holds back (0 for identity)."""
+        return 0.0 if self.identity else float(self._rs.delay())
+
+    # --- snapshots ---
+    def _settings(self) -> dict:
+        return {"in_rate": self.in_rate, "out_rate": self.out_rate, "channels": self.channels,
+                "quality": self.quality}
+
+    def snapshot(self) -> dict:
+        """Versioned state: counters and (if resampling) the input history to replay on restore."""
+        if not self.identity and self._period > _MAX_PERIOD:
+            raise SnapshotError(f"cannot snapshot a resampler {self.in_rate} -> {self.out_rate} Hz: the rate "
+                                f"ratio repeats only every {self._period} input samples (limit {_MAX_PERIOD})")
+        return {"version": SNAPSHOT_VERSION, "kind": "resampler", "settings": self._settings(),
+                "n_in": self.n_in, "n_out": self.n_out, "hist_start": self._hist_start,
+                "history": self._hist.copy()}
+
+    def restore(self, snap: dict) -> None:
+        """Rebuild the soxr state by replaying the snapshot's input history (see module doc)."""
+        if not isinstance(snap, dict) or snap.get("kind") != "resampler":
+            raise SnapshotError("not a resampler snapshot")
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise SnapshotError(f"resampler snapshot version {snap.get('version')!r} is not supported "
+                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
+        if snap.get("settings") != self._settings():
+            raise SnapshotError(f"resampler snapshot settings {snap.get('settings')} differ from {self._settings()}")
+        n_in, n_out, start = int(snap["n_in"]), int(snap["n_out"]), int(snap["hist_start"])
+        hist = np.asarray(snap["history"], dtype=np.float32)
+        if not self.identity and (start % self._period or start + len(hist) != n_in):
+            raise SnapshotError("resampler snapshot history is inconsistent with its counters")
+        self.reset()
+        self.n_in, self.n_out = n_in, n_out
+        if self.identity:
+            return
+        self._hist, self._hist_start = hist.copy(), start
+        k0 = start // self._period * self._period_out  # global output index of the history's first sample
+        y = np.asarray(self._rs.resample_chunk(hist), dtype=np.float32) if len(hist) else np.empty(0, np.float32)
+        # the replay yields global outputs [k0, k0 + len(y)); [0, n_out) were emitted before the snapshot.
+        # (Outputs the snapshotted stream still owed are regenerated by the replay itself.)
+        already = n_out - k0
+        if already < 0:
+            raise SnapshotError(f"resampler snapshot history starts at output {k0}, after the {n_out} outputs "
+                                "already emitted; history_seconds is too short")
+        if len(y) >= already:
+            self._pending = y[already:].copy()
+        else:
+            self._drop = already - len(y)

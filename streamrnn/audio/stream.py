@@ -1,0 +1,192 @@
+"""Streams from raw audio: ``FeatureStream`` (resampler + front end) and ``AudioStream`` (+ model).
+
+Each stream owns all of its carried state (resampler history, leftover samples,
+pre-emphasis, hidden state) and nothing else; models and front-end settings
+are shared.  Input: (n,) mono or (n, channels) (downmixed by the mean of the
+channels), float32/float64 in [-1, 1] or int16 (scaled by 1/32768), at
+``sample_rate`` (the input rate); a different rate from the front end's is
+resampled with soxr (see ``streamrnn.audio.resample``).
+
+>>> import numpy as np
+>>> from streamrnn.audio import LogMel
+>>> fs = FeatureStream(LogMel(), sample_rate=48000)
+>>> f = fs.push(np.zeros((4800, 2), np.float32))     # 100 ms of stereo at 48 kHz
+>>> f.shape[1], fs.frame_rate
+(40, 100.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from streamrnn.audio.frontend import as_frontend, as_signal, check_rate, fix_nonfinite
+from streamrnn.audio.resample import Resampler, downmix
+from streamrnn.errors import ConfigError, SnapshotError
+
+SNAPSHOT_VERSION = 1
+
+
+class FeatureStream:
+    """Resampler (if the input rate differs) + front end: push samples, get feature frames.
+
+    ``frontend``: LogMel, MFCC or a settings dict (a fresh copy is made: the
+    stream owns its state).  ``nonfinite``: "error" (default) rejects NaN/Inf
+    samples with AudioError; "zero" replaces them with 0 and counts them in
+    ``n_nonfinite``.
+    """
+
+    def __init__(self, frontend, sample_rate, nonfinite: str = "error", quality: str = "HQ"):
+        self.frontend = as_frontend(frontend)
+        self.sample_rate = check_rate(sample_rate, "sample_rate")
+        fix_nonfinite(np.zeros(1), nonfinite)  # validates the mode
+        self.nonfinite = nonfinite
+        fe_rate = self.frontend.sample_rate
+        self.resampler = None if self.sample_rate == fe_rate else Resampler(self.sample_rate, fe_rate, 1, quality)
+        self.reset()
+
+    @property
+    def n_features(self) -> int:
+        return self.frontend.n_features
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second (front-end rate / hop_length), whatever the input rate."""
+        return self.frontend.frame_rate
+
+    @property
+    def n_frames(self) -> int:
+        """Frames emitted since the last reset."""
+        return self.frontend.n_frames
+
+    def frame_end_sample(self, k: int) -> int:
+        """Exclusive end, in input-rate samples, of the input frame ``k`` depends on.
+
+        Frame k covers front-end samples [k*hop, k*hop + win); the last one,
+        k*hop + win - 1, is at time (k*hop + win - 1) / fe_rate.  With a
+        resampler, that output sample also depends on input up to the filter's
+        lookahead past that time (``Resampler.lookahead``, measured from soxr's
+        impulse response).  Emission can come later still: soxr holds back
+        ``Resampler.delay()`` output samples until more input arrives.
+        """
+        fe = self.frontend
+        last = k * fe.hop_length + fe.win_length - 1  # front-end sample index
+        if self.resampler is None:
+            return last + 1
+        r = self.resampler
+        return int(math.floor(last * self.sample_rate / fe.sample_rate + r.lookahead)) + 1
+
+    def push(self, samples) -> np.ndarray:
+        """samples (n,) or (n, channels) -> (t, n_features) float32 frames completed by them."""
+        x = as_signal(samples, "samples", allow_2d=True)
+        x, bad = fix_nonfinite(x, self.nonfinite, "samples")
+        self.n_nonfinite += bad
+        x = downmix(x)
+        if self.resampler is not None:
+            x = self.resampler.push(x)
+        return self.frontend.push(x)
+
+    def reset(self) -> None:
+        """Back to the start of a new signal (resampler, leftover samples, counters)."""
+        if self.resampler is not None:
+            self.resampler.reset()
+        self.frontend.reset()
+        self.n_nonfinite = 0  # NaN/Inf input samples replaced by 0 since reset (nonfinite="zero")
+
+    def _settings(self) -> dict:
+        return {"sample_rate": self.sample_rate, "frontend": self.frontend.to_dict()}
+
+    def snapshot(self) -> dict:
+        """Versioned state: resampler (input history to replay), front end, counters."""
+        return {"version": SNAPSHOT_VERSION, "kind": "feature_stream", "settings": self._settings(),
+                "resampler": None if self.resampler is None else self.resampler.snapshot(),
+                "frontend": self.frontend.snapshot(), "n_nonfinite": self.n_nonfinite}
+
+    def restore(self, snap: dict) -> None:
+        """Put back a snapshot from a FeatureStream with the same input rate and front end."""
+        if not isinstance(snap, dict) or snap.get("kind") != "feature_stream":
+            raise SnapshotError("not a FeatureStream snapshot (expected the dict from FeatureStream.snapshot())")
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise SnapshotError(f"feature-stream snapshot version {snap.get('version')!r} is not supported "
+                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
+        if snap.get("settings") != self._settings():
+            raise SnapshotError(f"snapshot of a stream with {snap.get('settings')} cannot be restored into "
+                                f"one with {self._settings()}")
+        self.frontend.restore(snap["frontend"])
+        if self.resampler is not None:
+            self.resampler.restore(snap["resampler"])
+        self.n_nonfinite = int(snap["n_nonfinite"])
+
+
+class AudioStream:
+    """Raw audio in, model outputs out: FeatureStream + ``model.stream()``.
+
+    ``sample_rate``: the input rate (None: the front end's).  ``push(samples)``
+    -> (t, model.output_size) for the frames the samples complete.  The model's
+    ``norm`` tensors (input normalisation) are applied by the model kernel.
+
+    >>> import numpy as np, streamrnn
+    >>> from streamrnn.audio import LogMel
+    >>> m = streamrnn.Model.random("gru", 40, 8, output_size=2, activation="softmax",
+    ...                            frontend=LogMel().to_dict())
+    >>> s = m.audio_stream(sample_rate=8000)
+    >>> s.push(np.zeros(8000, np.float32)).shape[1]
+    2
+    """
+
+    def __init__(self, model, sample_rate=None, nonfinite: str = "error", quality: str = "HQ"):
+        if getattr(model, "frontend", None) is None:
+            raise ConfigError("model has no 'frontend' metadata: it takes feature frames, not audio "
+                              "(use model.stream() with frames)")
+        self.model = model
+        fe = as_frontend(model.frontend)
+        if fe.n_features != model.input_size:
+            raise ConfigError(f"front end yields {fe.n_features} features per frame but the model takes "
+                              f"{model.input_size}")
+        rate = fe.sample_rate if sample_rate is None else sample_rate
+        self.features = FeatureStream(fe, rate, nonfinite=nonfinite, quality=quality)
+        self.stream = model.stream()
+
+    sample_rate = property(lambda self: self.features.sample_rate, doc="Input sample rate (Hz).")
+    frame_rate = property(lambda self: self.features.frame_rate, doc="Frames (outputs) per second.")
+    n_features = property(lambda self: self.features.n_features)
+    n_frames = property(lambda self: self.features.n_frames, doc="Frames (outputs) since reset.")
+    n_nonfinite = property(lambda self: self.features.n_nonfinite, doc="NaN/Inf samples replaced by 0.")
+    output_size = property(lambda self: self.model.output_size)
+    frontend = property(lambda self: self.features.frontend)
+
+    def frame_end_sample(self, k: int) -> int:
+        """See ``FeatureStream.frame_end_sample``: input samples output k depends on (exclusive end)."""
+        return self.features.frame_end_sample(k)
+
+    def push(self, samples) -> np.ndarray:
+        """samples (n,) or (n, channels) -> (t, output_size) outputs for the completed frames."""
+        x = self.features.push(samples)  # (t, F) float32
+        return self.stream.push(x)
+
+    def reset(self) -> None:
+        self.features.reset()
+        self.stream.reset()
+
+    def snapshot(self) -> dict:
+        """Versioned state of everything carried: resampler, leftover samples, pre-emphasis, hidden state."""
+        return {"version": SNAPSHOT_VERSION, "kind": "audio_stream", "features": self.features.snapshot(),
+                "model": self.stream.snapshot()}
+
+    def restore(self, snap: dict) -> None:
+        """Put back a snapshot from an AudioStream of a model of the same shape and front end."""
+        if not isinstance(snap, dict) or snap.get("kind") != "audio_stream":
+            raise SnapshotError("not an AudioStream snapshot (expected the dict from AudioStream.snapshot())")
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise SnapshotError(f"audio-stream snapshot version {snap.get('version')!r} is not supported "
+                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
+        # check both parts before changing anything, so a failed restore leaves the stream as it was
+        before = (self.features.snapshot(), self.stream.snapshot())
+        try:
+            self.stream.restore(snap["model"])
+            self.features.restore(snap["features"])
+        except SnapshotError:
+            self.features.restore(before[0])
+            self.stream.restore(before[1])
+            raise

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Generate PyTorch reference vectors for tests/test_torch_parity.py.
+
+For every cell (nn.GRU, nn.LSTM, nn.RNN tanh/relu) and 1-3 layers, builds a
+PyTorch model with a Linear head, saves it in the streamrnn model format with
+exactly the code shown in docs/model-format.md, runs 1,000 random frames
+through PyTorch and stores the input and PyTorch's output beside it.
+
+    python tools/make_torch_vectors.py            # writes tests/data/torch_*.safetensors
+
+Needs torch (not needed by the test suite, which only reads the files).
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "data"
+I, H, T = 6, 12, 1000
+ACTS = {"gru": "sigmoid", "lstm": "softmax", "rnn_tanh": "identity", "rnn_relu": "sigmoid"}
+
+
+def build(cell, layers):
+    if cell == "gru":
+        return torch.nn.GRU(I, H, num_layers=layers)
+    if cell == "lstm":
+        return torch.nn.LSTM(I, H, num_layers=layers)
+    return torch.nn.RNN(I, H, num_layers=layers, nonlinearity=cell.split("_")[1])
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(1234)
+    for cell, act in ACTS.items():
+        for layers in (1, 2, 3):
+            O = 3 if act == "softmax" else 2
+            rnn, head = build(cell, layers), torch.nn.Linear(H, O)
+            with_norm = cell == "gru" and layers == 2  # one model also carries input normalisation
+            # --- the documented export (docs/model-format.md) ---
+            tensors = {f"rnn.{k}": v.detach().contiguous() for k, v in rnn.state_dict().items()}
+            tensors |= {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
+            mean, std = torch.randn(I), torch.rand(I) + 0.5
+            if with_norm:
+                tensors |= {"norm.mean": mean, "norm.std": std}
+            meta = {"format": 1, "cell": cell, "input_size": I, "hidden_size": H, "num_layers": layers,
+                    "head": {"activation": act, "labels": [f"c{k}" for k in range(O)]}, "frontend": None}
+            name = f"torch_{cell}_l{layers}"
+            save_file(tensors, str(OUT / f"{name}.safetensors"), metadata={"streamrnn": json.dumps(meta)})
+            # --- PyTorch's own output over T frames, one sequence ---
+            x = torch.randn(T, I) * 1.5
+            with torch.no_grad():
+                xin = (x - mean) / std if with_norm else x
+                out, _ = rnn(xin[:, None, :])  # (T, 1, H), batch_first=False
+                z = head(out[:, 0])
+                y = {"identity": z, "sigmoid": torch.sigmoid(z), "softmax": torch.softmax(z, -1)}[act]
+            save_file({"x": x.contiguous(), "y": y.contiguous()}, str(OUT / f"{name}.io.safetensors"),
+                      metadata={"torch": torch.__version__})
+            print(name, tuple(y.shape))
+
+
+if __name__ == "__main__":
+    main()

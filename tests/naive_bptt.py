@@ -17,9 +17,9 @@ def sigmoid(v):
 def frame_loss(kind, z, target):
     """l(z, target) and dl/dz for one frame; z (O,)."""
     if kind == "bce":
-        p = sigmoid(z)
-        l = -np.sum(target * np.log(p) + (1 - target) * np.log(1 - p))
-        return l, p - target
+        # -[y log s(z) + (1-y) log(1-s(z))] = log(1 + e^z) - y z, written without cancellation
+        l = np.sum(np.logaddexp(0.0, z) - target * z)
+        return l, sigmoid(z) - target
     if kind == "ce":
         e = np.exp(z - z.max())
         p = e / e.sum()

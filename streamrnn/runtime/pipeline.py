@@ -1,0 +1,497 @@
+"""The one real-time loop: source -> (front end) -> model stream -> events -> sinks.
+
+Everything runs in the thread that calls ``Pipeline.run``: the source's
+sockets and the sinks' sockets are created, used and closed there. Per stream,
+a ``StreamSlot`` in ``Pipeline.slots`` owns all carried state (processor =
+front end + hidden state, event machines, output sequence numbers); a batched
+bank can replace the processors later without changing the loop.
+
+>>> import numpy as np, streamrnn
+>>> from streamrnn.transport.sources import Chunk
+>>> from streamrnn.transport.sinks import Sink
+>>> class Keep(Sink):
+...     def __init__(self): super().__init__(); self.msgs = []
+...     def write(self, m): self.msgs.append(m)
+>>> m = streamrnn.Model.random("gru", input_size=3, hidden_size=8, output_size=1, activation="sigmoid")
+>>> keep = Keep()
+>>> p = Pipeline(None, [keep], model=m)
+>>> x = np.ones((5, 3), np.float32)
+>>> p.process(Chunk("s0", 1, "features", x, 100.0, 0, 0.0, desc={}))
+>>> preds = [q for q in keep.msgs if q.kind_name == "pred"]
+>>> bool(np.allclose(preds[0].data, m.forward(x)))
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import threading
+import time
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamrnn.errors import ConfigError, StreamRNNError
+from streamrnn.runtime.events import EventDetector, EventParams
+from streamrnn.runtime.stats import Stats
+from streamrnn.transport import wire
+from streamrnn.transport.sources import Chunk, Source, new_epoch
+
+log = logging.getLogger(__name__)
+
+STATS_STREAM = "_stats"  # reserved stream id of the process-wide stats messages
+
+
+# --- configuration -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamConfig:
+    """Options of ``streamrnn stream`` / ``features``; precedence CLI > STREAMRNN_* env > TOML > these."""
+
+    model: str | None = None            # model file or bundled name
+    source: str = "mic"                 # source URI (see transport.sources)
+    sink: tuple[str, ...] = ("stdout",)  # sink URIs (see transport.sinks)
+    stream_id: str | None = None        # id of a single-stream source (default mic0, file0, stdin0, demo0)
+    duration: float = 0.0               # s of wall-clock time to run; 0 = until the source ends or a signal
+    rate: int = 16000                   # Hz: stdin sample rate; microphone rate
+    format: str = "s16le"               # stdin sample format: s16le | f32le
+    channels: int = 1                   # stdin / microphone channels
+    block_ms: float = 20.0              # ms of audio per block read from mic, file, stdin
+    realtime: bool = False              # pace file sources like a live microphone
+    json: bool = False                  # JSON lines on stdout even on a terminal
+    events: bool = True                 # hysteresis events for sigmoid outputs
+    on_threshold: float = 0.5           # probability that starts a segment
+    off_threshold: float = 0.35         # probability below which a segment may end
+    min_on: float = 0.1                 # s: shortest segment
+    min_off: float = 0.2                # s: shortest gap (shorter dips are bridged)
+    max_segment: float = 30.0           # s: longest segment before it is cut
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # bytes: larger messages are refused
+    max_streams: int = 64               # concurrent streams of a ZeroMQ source
+    queue_seconds: float = 2.0          # s of audio the microphone queue holds before dropping the oldest
+    hwm_seconds: float = 2.0            # s of messages each ZeroMQ socket queues
+    stats_interval: float = 1.0         # s between stats messages (kind 7)
+    desc_interval: float = 1.0          # s between repeated descriptors (and heartbeats)
+
+    def event_params(self) -> EventParams:
+        return EventParams(self.on_threshold, self.off_threshold, self.min_on, self.min_off,
+                           self.max_segment).validate()
+
+    def validate(self) -> "StreamConfig":
+        if self.duration < 0:
+            raise ConfigError(f"duration must be >= 0 s, got {self.duration}")
+        if self.format not in ("s16le", "f32le"):
+            raise ConfigError(f"format {self.format!r} is not s16le or f32le")
+        for k, lo in (("rate", 1), ("channels", 1), ("max_streams", 1), ("max_message_bytes", 128)):
+            if getattr(self, k) < lo:
+                raise ConfigError(f"{k} must be >= {lo}, got {getattr(self, k)}")
+        for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):
+            if not getattr(self, k) > 0:
+                raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
+        if not self.sink:
+            raise ConfigError("at least one sink is needed")
+        self.event_params()
+        return self
+
+
+def _field_types():
+    hints = typing.get_type_hints(StreamConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(StreamConfig)}
+
+
+def _coerce(name: str, value, tp, origin: str):
+    """Convert a TOML/env value to the field's type; ConfigError names the key and origin."""
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in args if a is not type(None))
+        args = typing.get_args(tp)
+    try:
+        if typing.get_origin(tp) is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ValueError("expected a list of strings")
+            return tuple(value)
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            v = float(value)
+            if not math.isfinite(v):
+                raise ValueError("expected a finite number")
+            return v
+        if tp is str:
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{origin}: {name} = {value!r}: {e}") from None
+    raise AssertionError(tp)
+
+
+def load_stream_config(path=None, env=None, overrides: dict | None = None) -> StreamConfig:
+    """Merge defaults < TOML file ``path`` < ``STREAMRNN_*`` env < ``overrides`` (non-None values).
+
+    Unknown TOML keys are errors (they are usually typos).
+    """
+    fields = _field_types()
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config {str(p)!r} is not valid TOML: {e}") from None
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"config {str(p)!r}: unknown key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(fields)})")
+        for k, v in data.items():
+            values[k] = _coerce(k, v, fields[k], f"config {p}")
+    env = os.environ if env is None else env
+    for k, tp in fields.items():
+        ev = env.get("STREAMRNN_" + k.upper())
+        if ev is not None and ev != "":
+            values[k] = _coerce(k, ev, tp, f"environment STREAMRNN_{k.upper()}")
+    for k, v in (overrides or {}).items():
+        if k not in fields:
+            raise ConfigError(f"unknown option {k!r}")
+        if v is None or (isinstance(v, tuple) and not v):
+            continue
+        values[k] = _coerce(k, v, fields[k], f"option --{k.replace('_', '-')}")
+    return StreamConfig(**values).validate()
+
+
+# --- processors: what turns one stream's input rows into output rows ---------------------
+class FrameProcessor:
+    """Feature frames -> model outputs (model.stream()); frame k depends on input rows ..k."""
+
+    def __init__(self, model, frame_rate: float):
+        self.stream = model.stream()
+        self.frame_rate = float(frame_rate)
+        self.n_outputs = model.output_size
+
+    def push(self, x):
+        return self.stream.push(x)
+
+    def reset(self):
+        self.stream.reset()
+
+    def frame_end_sample(self, k: int) -> int:
+        return k + 1
+
+
+def make_processor(mode: str, model, frontend, content: str, rate: float, channels: int):
+    """The processor for one stream, or InputError/ShapeError if the content does not fit."""
+    from streamrnn.errors import InputError
+
+    if mode == "features":
+        if content != "audio":
+            raise InputError(f"the features command needs audio, got {content!r}")
+        from streamrnn.audio.stream import FeatureStream
+
+        return FeatureStream(frontend, rate)
+    if content == "audio":
+        if model.frontend is None:
+            raise InputError(f"model {model.name or ''!s} takes feature frames ({model.input_size} "
+                             f"values per frame) but the stream carries audio")
+        return model.audio_stream(rate)
+    if channels != model.input_size:
+        raise InputError(f"feature frames have {channels} values but the model takes {model.input_size}")
+    return FrameProcessor(model, rate)
+
+
+@dataclass
+class StreamSlot:
+    """All carried state of one stream (input bookkeeping, processor, events, output seqs)."""
+
+    stream: str
+    in_epoch: int
+    key: tuple
+    proc: object
+    detector: EventDetector | None
+    out_epoch: int = field(default_factory=new_epoch)
+    out_desc: dict = field(default_factory=dict)
+    seqs: dict = field(default_factory=lambda: {k: 0 for k in wire.KIND_NAMES})
+    pending_flags: int = 0
+    samples: int = 0        # input rows pushed into proc since the last reset
+    frames: int = 0         # output rows produced since the last reset
+    last_t_capture: float = 0.0
+    last_out: float = 0.0   # monotonic time of the last pred/data message
+    last_ref_seq: int = 0
+
+    def next_seq(self, kind: int) -> int:
+        s = self.seqs[kind]
+        self.seqs[kind] = s + 1
+        return s
+
+
+class Pipeline:
+    """Runs one source into sinks through a model (``mode="pred"``) or a front end (``"features"``)."""
+
+    def __init__(self, source: Source | None, sinks: list, model=None, frontend=None,
+                 config: StreamConfig | None = None, stats: Stats | None = None, mode: str = "pred"):
+        if mode not in ("pred", "features"):
+            raise ConfigError(f"mode {mode!r} is not pred or features")
+        if mode == "pred" and model is None:
+            raise ConfigError("a model is needed to stream predictions")
+        if mode == "features" and frontend is None:
+            raise ConfigError("a front end is needed to stream features")
+        self.source, self.sinks, self.model, self.frontend, self.mode = source, list(sinks), model, frontend, mode
+        self.config = config or StreamConfig()
+        self.stats = stats if stats is not None else (source.stats if source is not None else Stats())
+        self.slots: dict[str, StreamSlot] = {}
+        self._events = (mode == "pred" and self.config.events and model.activation == "sigmoid")
+        self._event_params = self.config.event_params() if self._events else None
+        self._stats_seq = 0
+        self._bad_streams: set[str] = set()
+        self._stats_epoch = new_epoch()
+
+    # --- output ------------------------------------------------------------------------------
+    def _emit(self, m: wire.Message) -> None:
+        m.t_send = time.time()
+        for s in list(self.sinks):
+            try:
+                s.write(m)
+            except OSError as e:
+                # A broken file sink (disk full, removed mount) must not stop the others.
+                log.error("sink %s failed and is closed: %s", s.describe(), e)
+                self.stats.count("sink_errors", type(s).__name__)
+                self.sinks.remove(s)
+                try:
+                    s.close()
+                except OSError:
+                    pass
+                if not self.sinks:
+                    raise StreamRNNError(f"every sink failed (last: {s.describe()}: {e})") from None
+        self.stats.add("messages_out")
+
+    def _labels(self, n: int):
+        if self.mode == "pred" and self.model.labels:
+            return list(self.model.labels)
+        return [f"y{j}" for j in range(n)] if self.mode == "pred" else None
+
+    def _make_out_desc(self, slot: StreamSlot, ch: Chunk) -> dict:
+        p = slot.proc
+        if self.mode == "pred":
+            m = self.model
+            n = m.output_size
+            extra = {"model": {"name": m.name, "cell": m.cell, "input_size": m.input_size,
+                               "hidden_size": m.hidden_size, "num_layers": m.num_layers,
+                               "output_size": n, "activation": m.activation}}
+            content = "pred"
+        else:
+            n = p.n_features
+            extra = {"frontend": self.frontend.to_dict() if hasattr(self.frontend, "to_dict") else self.frontend}
+            content = "features"
+        extra["input"] = {"epoch": ch.epoch, "content": ch.content, "rate": ch.rate,
+                          "channels": int(ch.data.shape[1])}
+        return wire.descriptor(slot.stream, slot.out_epoch, content, "float32", n, p.frame_rate,
+                               labels=self._labels(n), **extra)
+
+    def _send_desc(self, slot):
+        self._emit(wire.Message(wire.DESC, slot.stream, epoch=slot.out_epoch,
+                                seq=slot.next_seq(wire.DESC), sample_index=slot.frames,
+                                t_capture=slot.last_t_capture, meta=slot.out_desc))
+
+    # --- streams -----------------------------------------------------------------------------
+    def _open_slot(self, ch: Chunk, key) -> StreamSlot | None:
+        if ch.stream == STATS_STREAM:
+            self.stats.count("bad", "stream_id")
+            return None
+        try:
+            proc = make_processor(self.mode, self.model, self.frontend, ch.content, ch.rate, key[2])
+        except StreamRNNError as e:
+            self.stats.count("bad", "content")
+            if ch.stream not in self._bad_streams:
+                self._bad_streams.add(ch.stream)
+                log.warning("stream %s skipped: %s", ch.stream, e)
+            return None
+        det = (EventDetector(self._labels(self.model.output_size), self._event_params, proc.frame_rate)
+               if self._events else None)
+        slot = StreamSlot(ch.stream, ch.epoch, key, proc, det)
+        slot.out_desc = self._make_out_desc(slot, ch)
+        slot.last_t_capture = ch.t_capture
+        self.slots[ch.stream] = slot
+        self.stats.add("streams_opened")
+        log.info("stream %s: %s at %g/s -> %s", ch.stream, ch.content, ch.rate, slot.out_desc["content"])
+        self._send_desc(slot)
+        return slot
+
+    def _close_slot(self, slot: StreamSlot, reason: str) -> None:
+        if slot.detector is not None:
+            self._send_events(slot, slot.detector.flush(), slot.last_t_capture)
+        self._emit(wire.Message(wire.EOS, slot.stream, flags=wire.FLAG_END, epoch=slot.out_epoch,
+                                seq=slot.next_seq(wire.EOS), sample_index=slot.frames,
+                                t_capture=slot.last_t_capture, ref_seq=slot.last_ref_seq))
+        self.slots.pop(slot.stream, None)
+        log.info("stream %s closed (%s) after %d frames", slot.stream, reason, slot.frames)
+
+    def _send_events(self, slot, events, t_capture):
+        for ev in events:
+            ev = dict(ev, stream=slot.stream)
+            self._emit(wire.Message(wire.EVENT, slot.stream, epoch=slot.out_epoch,
+                                    seq=slot.next_seq(wire.EVENT), sample_index=ev["frame"],
+                                    t_capture=t_capture, meta=ev))
+            self.stats.count("events", ev["event"])
+
+    def process(self, ch: Chunk) -> None:
+        """Run one chunk through its stream's state and emit the outputs."""
+        key = (ch.content, float(ch.rate), int(ch.data.shape[1]))
+        slot = self.slots.get(ch.stream)
+        reset = False
+        if slot is not None and (slot.in_epoch != ch.epoch or slot.key != key or ch.flags & wire.FLAG_RESET):
+            # The producer restarted (new epoch) or changed what it sends: the old state is
+            # meaningless for the new audio. End the old output stream and start afresh.
+            self._close_slot(slot, "input reset")
+            self.stats.count("resets", "epoch" if slot.in_epoch != ch.epoch else "descriptor")
+            slot, reset = None, True
+        if slot is None:
+            if ch.data.shape[0] == 0 and ch.end:
+                return
+            slot = self._open_slot(ch, key)
+            if slot is None:
+                self.stats.count("drops", "bad_stream", ch.data.shape[0])
+                return
+            if reset:
+                slot.pending_flags |= wire.FLAG_RESET
+        slot.pending_flags |= ch.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW)
+        slot.last_ref_seq = ch.seq
+        n = ch.data.shape[0]
+        if n:
+            s0 = slot.samples
+            try:
+                y = slot.proc.push(ch.data)  # (t, O) or (t, F)
+            except StreamRNNError as e:
+                self.stats.count("bad", "input")
+                log.warning("stream %s: block of %d rows skipped: %s", ch.stream, n, e)
+                y = None
+            else:
+                slot.samples += n
+                self.stats.add("frames_in", n)
+            if y is not None and y.shape[0]:
+                t = y.shape[0]
+                k0 = slot.frames
+                # Capture time of the newest input row the last output row depends on.
+                s_end = slot.proc.frame_end_sample(k0 + t - 1)
+                t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
+                slot.last_t_capture = t_cap
+                kind = wire.PRED if self.mode == "pred" else wire.DATA
+                m = wire.Message(kind, ch.stream, flags=slot.pending_flags, epoch=slot.out_epoch,
+                                 seq=slot.next_seq(kind), sample_index=k0, t_capture=t_cap,
+                                 ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
+                slot.pending_flags = 0
+                slot.frames += t
+                self._emit(m)
+                self.stats.latency(m.t_send - t_cap)
+                self.stats.add("frames_out", t)
+                slot.last_out = time.monotonic()
+                if slot.detector is not None:
+                    self._send_events(slot, slot.detector.push(y), t_cap)
+        if ch.end:
+            self._close_slot(slot, "end of stream")
+
+    # --- periodic --------------------------------------------------------------------------------
+    def _periodic_desc(self):
+        now = time.monotonic()
+        for slot in list(self.slots.values()):
+            self._send_desc(slot)
+            if now - slot.last_out >= self.config.desc_interval:
+                self._emit(wire.Message(wire.HEARTBEAT, slot.stream, epoch=slot.out_epoch,
+                                        seq=slot.next_seq(wire.HEARTBEAT), sample_index=slot.frames,
+                                        t_capture=slot.last_t_capture))
+
+    def stats_snapshot(self, roll=True) -> dict:
+        streams = {s.stream: {"epoch": s.out_epoch, "input_epoch": s.in_epoch, "frames_in": s.samples,
+                              "frames_out": s.frames} for s in self.slots.values()}
+        return self.stats.snapshot({"format": wire.FORMAT, "streams": streams}, roll=roll)
+
+    def _send_stats(self):
+        seq = self._stats_seq
+        self._stats_seq += 1
+        self._emit(wire.Message(wire.STATS, STATS_STREAM, epoch=self._stats_epoch, seq=seq,
+                                t_capture=time.time(), meta=self.stats_snapshot()))
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def warm_up(self, rate: float | None = None) -> float:
+        """Compile (or load from cache) every kernel before real data arrives; returns seconds."""
+        t0 = time.perf_counter()
+        rate = float(rate or 16000)
+        if self.mode == "features" or (self.model is not None and self.model.frontend is not None):
+            p = make_processor(self.mode, self.model, self.frontend, "audio", rate, 1)
+            # 0.5 s of quiet noise: enough samples for several frames through every kernel.
+            x = np.random.default_rng(0).standard_normal((int(rate // 2), 1)).astype(np.float32) * 1e-3
+            p.push(x)
+        if self.model is not None:
+            self.model.stream().push(np.zeros((4, self.model.input_size), np.float32))
+        dt = time.perf_counter() - t0
+        log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
+        return dt
+
+    def run(self, stop: threading.Event | None = None, on_ready=None) -> Stats:
+        """Open everything, loop until the source ends, ``duration`` passes or ``stop`` is set.
+
+        On exit (any of those) open segments are ended, every stream gets an
+        end-of-stream message, a last stats message is sent and sinks are flushed.
+        """
+        cfg = self.config
+        stop = stop or threading.Event()
+        self.warm_up(getattr(self.source, "expected_rate", None))
+        opened = []
+        try:
+            for s in self.sinks:
+                s.open()
+                opened.append(s)
+            self.source.open()
+            if on_ready is not None:
+                on_ready()
+            t_start = time.monotonic()
+            t_desc = t_start + cfg.desc_interval
+            t_stats = t_start + cfg.stats_interval
+            while not stop.is_set():
+                for ch in self.source.read(0.05):  # short timeout: signals act within 50 ms
+                    self.process(ch)
+                now = time.monotonic()
+                if now >= t_desc:
+                    self._periodic_desc()
+                    t_desc = now + cfg.desc_interval
+                if now >= t_stats:
+                    self._send_stats()
+                    t_stats = now + cfg.stats_interval
+                if cfg.duration and now - t_start >= cfg.duration:
+                    log.info("duration of %g s reached", cfg.duration)
+                    break
+                if self.source.exhausted:
+                    break
+            for slot in list(self.slots.values()):
+                self._close_slot(slot, "shutdown")
+            self._send_stats()
+        finally:
+            try:
+                self.source.close()
+            finally:
+                for s in opened:
+                    try:
+                        s.close()
+                    except OSError as e:
+                        log.error("closing sink %s failed: %s", s.describe(), e)
+        return self.stats

@@ -1,0 +1,277 @@
+"""Sinks: where predictions, events and stats go.
+
+URIs (``open_sink``): ``stdout``, ``jsonl:PATH``, ``csv:PATH``, ``zmq+pub://HOST:PORT``,
+``zmq+push://HOST:PORT`` (and ``zmq+pub+ipc://PATH``, ``zmq+push+ipc://PATH``), ``null``.
+
+Every sink gets every output ``wire.Message`` (``write``) from the pipeline's
+thread and keeps what it shows: ZeroMQ sinks send all of them (streamrnn/1);
+text sinks write one line per prediction row and per event, plus descriptors
+(when they change) and end-of-stream lines.
+
+JSON line records (``stdout``, ``jsonl:``)::
+
+    {"type": "pred", "stream": "mic0", "epoch": 12, "frame": 41, "time": 0.41,
+     "t_capture": 1700000000.12, "seq": 3, "flags": [], "y": [0.93]}
+    {"type": "event", "stream": "mic0", "event": "start", "label": "speech", "frame": 30, "time": 0.3, ...}
+    {"type": "desc", "stream": "mic0", ...descriptor...}
+    {"type": "eos", "stream": "mic0", "epoch": 12}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from streamrnn.errors import ConfigError
+from streamrnn.runtime.stats import Stats
+from streamrnn.transport import wire
+from streamrnn.transport.endpoints import hwm_messages, is_zmq_uri, open_socket, parse_zmq_uri
+
+log = logging.getLogger(__name__)
+
+
+class Sink:
+    """Base class: ``open()``, ``write(msg)``, ``flush()``, ``close()`` from one thread."""
+
+    def __init__(self, stats: Stats | None = None):
+        self.stats = stats if stats is not None else Stats()
+
+    def open(self) -> None:
+        pass
+
+    def write(self, m: wire.Message) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.flush()
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class NullSink(Sink):
+    """``null``: discards everything (benchmarks, or stats only)."""
+
+    def write(self, m):
+        pass
+
+
+def _rows(m: wire.Message, descs: dict):
+    """(record dicts) for each prediction row of a pred message."""
+    d = descs.get(m.stream) or {}
+    rate = float(d.get("rate") or 0) or None
+    flags = m.flag_names()
+    for i, row in enumerate(m.data.tolist()):
+        k = m.sample_index + i
+        yield {"type": "pred", "stream": m.stream, "epoch": m.epoch, "frame": k,
+               "time": round(k / rate, 6) if rate else None, "t_capture": m.t_capture,
+               "seq": m.seq, "flags": flags if i == 0 else [], "y": row}
+
+
+class _TextSink(Sink):
+    """Shared bookkeeping of text sinks: descriptors per stream, rendering of records."""
+
+    def __init__(self, stats=None):
+        super().__init__(stats)
+        self.descs: dict[str, dict] = {}
+
+    def records(self, m: wire.Message):
+        if m.kind == wire.PRED or (m.kind == wire.DATA and m.direction == "out"):
+            yield from _rows(m, self.descs)
+        elif m.kind == wire.EVENT:
+            yield {"type": "event", "stream": m.stream, "epoch": m.epoch, **m.meta}
+        elif m.kind == wire.DESC:
+            if self.descs.get(m.stream) != m.meta:
+                self.descs[m.stream] = m.meta
+                yield {"type": "desc", **m.meta}
+        elif m.kind == wire.EOS:
+            yield {"type": "eos", "stream": m.stream, "epoch": m.epoch, "frames": m.sample_index}
+
+
+class JsonLinesSink(_TextSink):
+    """``jsonl:PATH`` (or stdout with ``json=True``): one JSON object per line."""
+
+    def __init__(self, path=None, stats=None, stream=None):
+        super().__init__(stats)
+        self.path = Path(path) if path is not None else None
+        self._f = stream
+        self._own = False
+
+    def open(self):
+        if self.path is not None:
+            try:
+                self._f = open(self.path, "w", encoding="utf-8", buffering=1 << 16)
+            except OSError as e:
+                raise ConfigError(f"cannot write {str(self.path)!r}: {e.strerror}") from None
+            self._own = True
+        elif self._f is None:
+            self._f = sys.stdout
+
+    def write(self, m):
+        for r in self.records(m):
+            self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
+
+    def flush(self):
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self):
+        if self._f is not None:
+            self._f.flush()
+            if self._own:
+                self._f.close()
+            self._f = None
+
+    def describe(self):
+        return f"JSON lines to {self.path or 'stdout'}"
+
+
+class CsvSink(_TextSink):
+    """``csv:PATH``: one row per prediction frame: stream, epoch, frame, time, t_capture, flags, one column per label."""
+
+    def __init__(self, path, stats=None):
+        super().__init__(stats)
+        self.path = Path(path)
+        self._f = self._w = None
+        self._labels = None
+
+    def open(self):
+        try:
+            self._f = open(self.path, "w", newline="", encoding="utf-8", buffering=1 << 16)
+        except OSError as e:
+            raise ConfigError(f"cannot write {str(self.path)!r}: {e.strerror}") from None
+        self._w = csv.writer(self._f)
+
+    def write(self, m):
+        for r in self.records(m):
+            if r["type"] != "pred":
+                continue
+            if self._labels is None:
+                d = self.descs.get(m.stream) or {}
+                labels = d.get("labels") or [f"y{j}" for j in range(len(r["y"]))]
+                self._labels = list(labels)
+                self._w.writerow(["stream", "epoch", "frame", "time", "t_capture", "flags", *self._labels])
+            self._w.writerow([r["stream"], r["epoch"], r["frame"], r["time"], f"{r['t_capture']:.6f}",
+                              "|".join(r["flags"]), *(f"{v:.7g}" for v in r["y"])])
+
+    def flush(self):
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self):
+        if self._f is not None:
+            self._f.flush()
+            self._f.close()
+            self._f = None
+
+    def describe(self):
+        return f"CSV to {self.path}"
+
+
+class TerminalSink(_TextSink):
+    """``stdout`` on a TTY: a live line (time, probability, bar) and one line per event."""
+
+    BAR = 20
+    MIN_INTERVAL = 0.05  # s between live-line redraws (20 per second is plenty for eyes)
+
+    def __init__(self, stats=None, out=None):
+        super().__init__(stats)
+        self.out = out or sys.stdout
+        self._last = 0.0
+        self._live = False
+
+    def _line(self, text):
+        self.out.write("\r\x1b[K" + text)
+        self._live = True
+
+    def write(self, m):
+        for r in self.records(m):
+            if r["type"] == "pred":
+                now = time.monotonic()
+                if now - self._last < self.MIN_INTERVAL:
+                    continue
+                self._last = now
+                labels = (self.descs.get(m.stream) or {}).get("labels") or []
+                y = r["y"]
+                j = max(range(len(y)), key=lambda i: y[i]) if len(y) > 1 else 0
+                p = y[j]
+                lab = labels[j] if j < len(labels) else f"y{j}"
+                fill = int(round(max(0.0, min(1.0, p)) * self.BAR))
+                t = r["time"] if r["time"] is not None else r["frame"]
+                self._line(f"{m.stream} {t:9.2f} s  {lab:<10} {p:6.3f} |{'#' * fill}{' ' * (self.BAR - fill)}|")
+            elif r["type"] == "event":
+                if self._live:
+                    self.out.write("\r\x1b[K")
+                extra = f" ({r['duration']:.2f} s)" if r["event"] == "end" else ""
+                self.out.write(f"{r['stream']} {r['time']:9.2f} s  {r['label']} {r['event']}{extra}\n")
+                self._live = False
+            elif r["type"] == "eos":
+                self.out.write(("\n" if self._live else "") + f"{r['stream']} end of stream\n")
+                self._live = False
+        self.out.flush()
+
+    def close(self):
+        if self._live:
+            self.out.write("\n")
+        self.out.flush()
+
+
+class ZmqSink(Sink):
+    """``zmq+pub://`` (binds) or ``zmq+push://`` (connects): every message in streamrnn/1.
+
+    Sends never block: a push sink with no peer or a full queue drops the message
+    and counts it in ``drops[hwm]``; a pub sink's slow subscribers lose messages
+    inside libzmq at their high-water mark (about ``hwm_seconds`` of output).
+    """
+
+    def __init__(self, uri, stats=None, hwm_seconds=2.0, msgs_per_second=200.0):
+        super().__init__(stats)
+        self.ep = parse_zmq_uri(uri, allowed=("pub", "push"))
+        self.hwm = hwm_messages(msgs_per_second, hwm_seconds)
+        self._sock = None
+
+    def open(self):
+        import zmq
+
+        self._zmq = zmq
+        self._sock = open_socket(zmq.Context.instance(), self.ep, hwm=self.hwm)
+
+    def write(self, m):
+        m.t_send = time.time() if not m.t_send else m.t_send
+        try:
+            self._sock.send_multipart(wire.encode(m), self._zmq.NOBLOCK, copy=False)
+        except self._zmq.Again:
+            self.stats.count("drops", "hwm")
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def describe(self):
+        return f"ZeroMQ {self.ep.pattern} {'bound to' if self.ep.bind else 'connected to'} {self.ep.address}"
+
+
+def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0) -> Sink:
+    """Build the sink named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
+    if uri == "stdout":
+        if json_stdout or not sys.stdout.isatty():
+            return JsonLinesSink(stats=stats)
+        return TerminalSink(stats=stats)
+    if uri == "null":
+        return NullSink(stats)
+    if uri.startswith("jsonl:") and len(uri) > 6:
+        return JsonLinesSink(uri[6:], stats=stats)
+    if uri.startswith("csv:") and len(uri) > 4:
+        return CsvSink(uri[4:], stats=stats)
+    if is_zmq_uri(uri):
+        return ZmqSink(uri, stats=stats, hwm_seconds=hwm_seconds)
+    raise ConfigError(f"unknown sink {uri!r}: use stdout, jsonl:PATH, csv:PATH, zmq+pub://HOST:PORT, "
+                      f"zmq+push://HOST:PORT (or zmq+pub+ipc://PATH, zmq+push+ipc://PATH), null")

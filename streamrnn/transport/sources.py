@@ -1,0 +1,484 @@
+"""Sources: where samples or feature frames come from, as ``Chunk``s.
+
+URIs (``open_source``): ``mic`` / ``mic:DEVICE``, ``file:PATH``, ``stdin``, ``demo``,
+``zmq+sub://HOST:PORT``, ``zmq+pull://HOST:PORT`` and their ``zmq+sub+ipc://PATH``
+forms (see ``streamrnn.transport.endpoints``).
+
+A source is used from one thread (the pipeline's): ``open()`` creates sockets
+and devices there, ``read(timeout)`` returns the chunks available (possibly of
+many streams), ``exhausted`` says a finite source is done, ``close()`` releases.
+Sources count what they drop or reject in the shared ``Stats``:
+``bad[<reason>]`` (malformed messages, reasons of ``wire.REASONS`` plus
+``no_descriptor``, ``mismatch``, ``direction``), ``drops[<reason>]``,
+``gaps[seq|sample_index]``, ``overflows``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import select
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamrnn.errors import AudioError, ConfigError, WireError
+from streamrnn.runtime.stats import Stats
+from streamrnn.transport import wire
+from streamrnn.transport.endpoints import hwm_messages, is_zmq_uri, open_socket, parse_zmq_uri
+
+log = logging.getLogger(__name__)
+
+DEMO_NAMES = ("demo.flac", "demo.wav", "demo.ogg")
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def new_epoch() -> int:
+    """A random nonzero epoch below 2**53 (exact in JSON in every language)."""
+    return secrets.randbits(53) | 1
+
+
+@dataclass
+class Chunk:
+    """A block of one stream: audio samples (n, channels) or feature frames (n, F), float32."""
+
+    stream: str
+    epoch: int
+    content: str            # "audio" or "features"
+    data: np.ndarray        # (n, channels|F) float32
+    rate: float             # samples (audio) or frames (features) per second
+    sample_index: int       # index of data[0] since the epoch began
+    t_capture: float        # Unix seconds when data[0] was captured
+    flags: int = 0          # wire.FLAG_* to carry to the outputs
+    seq: int = 0            # seq of the input message (for ref_seq)
+    desc: dict = field(default_factory=dict)
+    end: bool = False       # the stream ends after this chunk
+
+
+def to_float32(a: np.ndarray) -> np.ndarray:
+    """int16 -> float32 in [-1, 1); float -> float32."""
+    if a.dtype == np.int16:
+        return a.astype(np.float32) * np.float32(1.0 / 32768.0)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class Source:
+    """Base class; see the module docstring for the protocol."""
+
+    live = True          # runs until stopped (mic, zmq) vs. ends by itself (file, stdin)
+    exhausted = False
+    expected_rate: float | None = None   # samples/s if known before open (for warm-up)
+
+    def __init__(self, stats: Stats | None = None):
+        self.stats = stats if stats is not None else Stats()
+
+    def open(self) -> None:
+        pass
+
+    def read(self, timeout: float) -> list[Chunk]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+# --- single-stream audio sources --------------------------------------------------------------
+class _SingleStream(Source):
+    def __init__(self, stream_id: str, stats=None):
+        super().__init__(stats)
+        self.stream = wire.check_stream_id(stream_id)
+        self.epoch = new_epoch()
+        self.next_index = 0
+        self.seq = 0
+
+    def _desc(self, rate, channels):
+        return wire.descriptor(self.stream, self.epoch, "audio", "float32", channels, rate)
+
+    def _chunk(self, data, rate, t_capture, flags=0, end=False) -> Chunk:
+        ch = Chunk(self.stream, self.epoch, "audio", data, rate, self.next_index, t_capture,
+                   flags=flags, seq=self.seq, desc=self._desc(rate, data.shape[1]), end=end)
+        self.next_index += data.shape[0]
+        self.seq += 1
+        return ch
+
+
+class FileSource(_SingleStream):
+    """``file:PATH``: any format soundfile reads, in blocks; ``realtime`` paces it like a microphone."""
+
+    live = False
+
+    def __init__(self, path, stream_id="file0", block_ms=20.0, realtime=False, stats=None):
+        super().__init__(stream_id, stats)
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioError(f"audio file {str(self.path)!r} does not exist")
+        self.block_ms, self.realtime = block_ms, realtime
+        self._f = None
+        try:
+            import soundfile as sf
+
+            info = sf.info(str(self.path))
+        except Exception as e:  # soundfile raises RuntimeError/LibsndfileError for unreadable files
+            raise AudioError(f"cannot read audio file {str(self.path)!r}: {e}") from None
+        self.rate, self.channels, self.frames = float(info.samplerate), info.channels, info.frames
+        self.expected_rate = self.rate
+
+    def open(self):
+        import soundfile as sf
+
+        self._f = sf.SoundFile(str(self.path))
+        self._block = max(1, int(round(self.rate * self.block_ms / 1000)))
+        self._t0 = time.time()
+
+    def read(self, timeout):
+        if self.exhausted:
+            return []
+        t_first = self._t0 + self.next_index / self.rate
+        if self.realtime:
+            # A block is "captured" when its last sample would have arrived from a microphone.
+            due = t_first + self._block / self.rate
+            wait = due - time.time()
+            if wait > timeout:
+                time.sleep(timeout)
+                return []
+            if wait > 0:
+                time.sleep(wait)
+        data = self._f.read(self._block, dtype="float32", always_2d=True)  # (n, channels)
+        if data.shape[0] < self._block:
+            self.exhausted = True
+        if data.shape[0] == 0:
+            return [self._chunk(np.zeros((0, self.channels), np.float32), self.rate, time.time(), end=True)]
+        t_cap = t_first if self.realtime else time.time()
+        return [self._chunk(data, self.rate, t_cap, end=self.exhausted)]
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def describe(self):
+        return f"file {self.path} ({self.rate:g} Hz, {self.channels} ch, {self.frames / self.rate:.2f} s)"
+
+
+def demo_path() -> Path:
+    """The packaged demo recording; AudioError if it is not installed."""
+    for n in DEMO_NAMES:
+        p = MODELS_DIR / n
+        if p.is_file():
+            return p
+    raise AudioError(f"the demo recording is missing: expected one of {', '.join(DEMO_NAMES)} in "
+                     f"{MODELS_DIR} (reinstall streamrnn, or use --source file:PATH)")
+
+
+class StdinSource(_SingleStream):
+    """``stdin``: raw interleaved ``s16le`` or ``f32le`` at ``rate`` (e.g. from arecord, sox, ffmpeg)."""
+
+    live = False
+    FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+    def __init__(self, rate=16000, fmt="s16le", channels=1, stream_id="stdin0", block_ms=20.0,
+                 stats=None, fd=None):
+        super().__init__(stream_id, stats)
+        if fmt not in self.FORMATS:
+            raise ConfigError(f"stdin format {fmt!r} is not one of {', '.join(self.FORMATS)}")
+        if not 1 <= rate <= 1_000_000:
+            raise ConfigError(f"stdin rate {rate} is not in 1..1000000 Hz")
+        self.rate, self.dtype, self.channels = float(rate), self.FORMATS[fmt], int(channels)
+        self.expected_rate = self.rate
+        self.frame_bytes = self.dtype.itemsize * self.channels
+        self.block_bytes = max(1, int(round(rate * block_ms / 1000))) * self.frame_bytes
+        self.fd = fd if fd is not None else sys.stdin.fileno()
+        self._buf = bytearray()
+
+    def read(self, timeout):
+        if self.exhausted:
+            return []
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            return []
+        b = os.read(self.fd, 1 << 16)
+        t = time.time()
+        if not b:
+            self.exhausted = True
+            if len(self._buf) % self.frame_bytes:
+                self.stats.count("drops", "partial_sample", len(self._buf) % self.frame_bytes)
+        self._buf += b
+        n = len(self._buf) // self.frame_bytes * self.frame_bytes
+        if not self.exhausted and n < self.block_bytes:
+            return []
+        raw = bytes(self._buf[:n])
+        del self._buf[:n]
+        a = np.frombuffer(raw, dtype=self.dtype).reshape(-1, self.channels)
+        data = to_float32(a)
+        if self.dtype.kind == "f" and not np.isfinite(data).all():
+            # NaN/Inf would poison the hidden state: replace by silence, count the samples
+            bad = ~np.isfinite(data)
+            self.stats.count("bad", "non_finite", int(bad.sum()))
+            data = np.where(bad, np.float32(0), data)
+        # The newest byte just arrived: the first sample was captured n samples earlier.
+        return [self._chunk(data, self.rate, t - data.shape[0] / self.rate, end=self.exhausted)]
+
+    def describe(self):
+        return f"stdin ({self.dtype}, {self.rate:g} Hz, {self.channels} ch)"
+
+
+class MicSource(_SingleStream):
+    """``mic`` / ``mic:DEVICE``: a sounddevice InputStream.
+
+    The PortAudio callback only copies the block into a bounded deque (about
+    ``queue_seconds`` of audio); when it is full the oldest block is dropped,
+    counted in ``overflows`` and the next chunk carries FLAG_OVERFLOW | FLAG_GAP.
+    """
+
+    def __init__(self, device=None, rate=16000, channels=1, stream_id="mic0", block_ms=20.0,
+                 queue_seconds=2.0, stats=None):
+        super().__init__(stream_id, stats)
+        self.device = device
+        self.rate, self.channels = float(rate), int(channels)
+        self.expected_rate = self.rate
+        self.block = max(1, int(round(rate * block_ms / 1000)))
+        self.maxlen = max(2, int(np.ceil(queue_seconds * rate / self.block)))
+        self._q: deque = deque()
+        self._ready = threading.Event()
+        self._cb_index = 0           # samples delivered by PortAudio (callback thread only)
+        self._dropped = 0            # blocks dropped because the queue was full
+        self._pa_overflows = 0       # PortAudio input_overflow statuses
+        self._seen_dropped = 0
+        self._seen_pa = 0
+        self._stream = None
+
+    def _callback(self, indata, frames, time_info, status):
+        # Runs on PortAudio's thread: copy and enqueue only; never block or allocate much.
+        t = time.time()
+        try:
+            lag = time_info.currentTime - time_info.inputBufferAdcTime
+            if 0 <= lag < 1:
+                t -= lag
+        except Exception:  # some host APIs report no times
+            pass
+        if status and status.input_overflow:
+            self._pa_overflows += 1
+        if len(self._q) >= self.maxlen:
+            self._q.popleft()
+            self._dropped += 1
+        self._q.append((self._cb_index, t, indata.copy()))
+        self._cb_index += frames
+        self._ready.set()
+
+    def open(self):
+        sd = import_sounddevice()
+        try:
+            self._stream = sd.InputStream(device=self.device, channels=self.channels,
+                                          samplerate=self.rate, blocksize=self.block,
+                                          dtype="float32", callback=self._callback)
+            self._stream.start()
+        except Exception as e:  # PortAudioError, ValueError for an unknown device name
+            dev = self.device if self.device is not None else "default"
+            raise AudioError(f"cannot open microphone {dev!r} at {self.rate:g} Hz: {e} "
+                             f"(see `streamrnn devices`)") from None
+        log.info("microphone %r open: %g Hz, %d ch, %d-sample blocks", self.device, self.rate,
+                 self.channels, self.block)
+
+    def read(self, timeout):
+        if not self._q:
+            self._ready.wait(timeout)
+            self._ready.clear()
+        out = []
+        while self._q:
+            idx, t, data = self._q.popleft()
+            flags = 0
+            d, p = self._dropped, self._pa_overflows
+            if d != self._seen_dropped or p != self._seen_pa:
+                self.stats.add("overflows", (d - self._seen_dropped) + (p - self._seen_pa))
+                self._seen_dropped, self._seen_pa = d, p
+                flags |= wire.FLAG_OVERFLOW
+            if idx != self.next_index:
+                self.stats.count("gaps", "sample_index")
+                flags |= wire.FLAG_GAP
+                self.next_index = idx
+            out.append(self._chunk(data, self.rate, t, flags=flags))
+        return out
+
+    def close(self):
+        if self._stream is not None:
+            try:
+                self._stream.stop()
+                self._stream.close()
+            finally:
+                self._stream = None
+
+    def describe(self):
+        return f"microphone {self.device or 'default'} ({self.rate:g} Hz, {self.channels} ch)"
+
+
+def import_sounddevice():
+    """sounddevice, or AudioError saying how to install PortAudio."""
+    try:
+        import sounddevice as sd
+    except OSError as e:
+        raise AudioError(f"PortAudio is not installed ({e}); install it with "
+                         f"`apt-get install libportaudio2` (Debian/Ubuntu) or `brew install portaudio`") from None
+    return sd
+
+
+# --- ZeroMQ source: many streams -----------------------------------------------------------
+@dataclass
+class _InStream:
+    desc: dict | None = None
+    epoch: int | None = None
+    next_seq: int | None = None
+    next_index: int | None = None
+    pending_flags: int = 0
+
+
+class ZmqSource(Source):
+    """``zmq+sub://`` / ``zmq+pull://``: streamrnn/1 data of any number of streams.
+
+    Every stream needs a descriptor (kind 3) of its epoch before its data is
+    used; data without one is dropped and counted (``drops[no_descriptor]``).
+    A new epoch or a changed descriptor sets FLAG_RESET on the stream's next
+    chunk; a jump in seq or sample_index counts a gap and sets FLAG_GAP.
+    An end-of-stream message (kind 5) ends that stream.
+    """
+
+    def __init__(self, uri, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, max_streams=64,
+                 hwm_seconds=2.0, msgs_per_second=100.0, stats=None):
+        super().__init__(stats)
+        self.ep = parse_zmq_uri(uri, allowed=("sub", "pull"))
+        if self.ep.pattern == "sub" and self.ep.topic is None:
+            self.ep = parse_zmq_uri(uri + ("&" if "?" in uri else "?") + "topic=in/", allowed=("sub",))
+        self.max_message_bytes = int(max_message_bytes)
+        self.max_streams = int(max_streams)
+        self.hwm = hwm_messages(msgs_per_second, hwm_seconds)
+        self.table: dict[str, _InStream] = {}
+        self._ctx = self._sock = self._poller = None
+
+    def open(self):
+        import zmq
+
+        self._ctx = zmq.Context.instance()
+        # libzmq's MAXMSGSIZE is the hard memory cap (a frame above it drops the sender's
+        # connection); messages between max_message_bytes and it are counted as too_large.
+        self._sock = open_socket(self._ctx, self.ep, hwm=self.hwm,
+                                 max_message_bytes=2 * self.max_message_bytes + 4096)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+
+    def read(self, timeout, max_messages=512):
+        import zmq
+
+        if not self._poller.poll(int(timeout * 1000)):
+            return []
+        out = []
+        for _ in range(max_messages):
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            self.stats.add("messages_in")
+            try:
+                m = wire.decode(frames, self.max_message_bytes)
+            except WireError as e:
+                self.stats.count("bad", e.reason)
+                log.debug("bad message skipped: %s", e)
+                continue
+            ch = self._accept(m)
+            if ch is not None:
+                out.append(ch)
+        return out
+
+    def _accept(self, m: wire.Message) -> Chunk | None:
+        st = self.table.get(m.stream)
+        if st is None:
+            if m.kind not in (wire.DESC, wire.DATA):
+                return None
+            if len(self.table) >= self.max_streams:
+                self.stats.count("drops", "max_streams")
+                return None
+            st = self.table[m.stream] = _InStream()
+        if m.kind == wire.DESC:
+            d = m.meta
+            if d.get("content") not in ("audio", "features"):
+                self.stats.count("bad", "descriptor")
+                return None
+            if st.desc is not None and (st.epoch != m.epoch or _desc_key(st.desc) != _desc_key(d)):
+                st.pending_flags |= wire.FLAG_RESET
+                st.next_seq = st.next_index = None
+            st.desc, st.epoch = d, m.epoch
+            return None
+        if m.kind == wire.DATA:
+            if st.desc is None or st.epoch != m.epoch:
+                self.stats.count("drops", "no_descriptor")
+                return None
+            d = st.desc
+            if m.data.shape[1] != d["channels"] or wire.DTYPE_NAMES[m.dtype] != d["dtype"]:
+                self.stats.count("bad", "mismatch")
+                return None
+            flags = st.pending_flags | (m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET))
+            st.pending_flags = 0
+            if st.next_seq is not None and m.seq != st.next_seq:
+                self.stats.count("gaps", "seq")
+                flags |= wire.FLAG_GAP
+            if st.next_index is not None and m.sample_index != st.next_index:
+                self.stats.count("gaps", "sample_index")
+                flags |= wire.FLAG_GAP
+            st.next_seq, st.next_index = m.seq + 1, m.sample_index + m.data.shape[0]
+            end = bool(m.flags & wire.FLAG_END)
+            if end:
+                self.table.pop(m.stream, None)
+            return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), float(d["rate"]),
+                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end)
+        if m.kind == wire.EOS:
+            if st.epoch != m.epoch or st.desc is None:
+                return None
+            self.table.pop(m.stream, None)
+            d = st.desc
+            return Chunk(m.stream, m.epoch, d["content"], np.zeros((0, d["channels"]), np.float32),
+                         float(d["rate"]), m.sample_index, m.t_capture, seq=m.seq, desc=d, end=True)
+        return None  # heartbeats, events, stats, predictions: nothing to compute
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def describe(self):
+        return f"ZeroMQ {self.ep.pattern} {'bound to' if self.ep.bind else 'connected to'} {self.ep.address}"
+
+
+def _desc_key(d: dict) -> tuple:
+    return (d.get("content"), d.get("dtype"), d.get("channels"), d.get("rate"))
+
+
+def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, realtime=False,
+                block_ms=20.0, queue_seconds=2.0, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES,
+                max_streams=64, hwm_seconds=2.0, stream_id=None) -> Source:
+    """Build the source named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
+    kw = {"stream_id": stream_id} if stream_id else {}
+    if uri == "mic" or uri.startswith("mic:"):
+        dev = uri[4:] or None
+        if dev is not None and dev.isdigit():
+            dev = int(dev)
+        return MicSource(dev, rate=rate, channels=channels, block_ms=block_ms,
+                         queue_seconds=queue_seconds, stats=stats, **kw)
+    if uri.startswith("file:"):
+        return FileSource(uri[5:], block_ms=block_ms, realtime=realtime, stats=stats, **kw)
+    if uri == "demo":
+        return FileSource(demo_path(), block_ms=block_ms, realtime=realtime, stats=stats,
+                          stream_id=stream_id or "demo0")
+    if uri == "stdin":
+        return StdinSource(rate=rate, fmt=fmt, channels=channels, block_ms=block_ms, stats=stats, **kw)
+    if is_zmq_uri(uri):
+        return ZmqSource(uri, max_message_bytes=max_message_bytes, max_streams=max_streams,
+                         hwm_seconds=hwm_seconds, stats=stats)
+    raise ConfigError(f"unknown source {uri!r}: use mic, mic:DEVICE, file:PATH, stdin, demo, "
+                      f"zmq+sub://HOST:PORT, zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH, zmq+pull+ipc://PATH)")

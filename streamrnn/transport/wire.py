@@ -1,0 +1,311 @@
+"""The ``streamrnn/1`` wire protocol: encode and decode three-frame ZeroMQ messages.
+
+Every message is three frames: **topic** (ASCII ``in/<stream>/<kind>`` or
+``out/<stream>/<kind>``), a 64-byte little-endian **header**
+(``<4sBBBBIIQQQddQ``) and a **payload** (a raw C-contiguous array, UTF-8 JSON,
+or nothing). The full specification is ``docs/protocol.md``.
+
+``decode`` validates everything and raises ``WireError(reason, message)``
+where ``reason`` is one of ``REASONS``, the names the stats count
+rejections under.
+
+>>> import numpy as np
+>>> m = Message(kind=DATA, stream="mic0", direction="in", epoch=7, seq=0, sample_index=0,
+...             t_capture=1.5, data=np.zeros((4, 1), np.float32))
+>>> back = decode(encode(m))
+>>> back.topic, back.data.shape, back.epoch
+('in/mic0/data', (4, 1), 7)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamrnn.errors import WireError
+
+FORMAT = "streamrnn/1"
+MAGIC = b"SRNN"
+VERSION = 1
+HEADER = struct.Struct("<4sBBBBIIQQQddQ")
+HEADER_SIZE = HEADER.size  # 64 bytes
+assert HEADER_SIZE == 64
+
+# --- message kinds: header code <-> topic name ---------------------------------------------
+DATA, PRED, DESC, HEARTBEAT, EOS, EVENT, STATS = 1, 2, 3, 4, 5, 6, 7
+KIND_NAMES = {DATA: "data", PRED: "pred", DESC: "desc", HEARTBEAT: "hb", EOS: "eos",
+              EVENT: "event", STATS: "stats"}
+KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
+ARRAY_KINDS = (DATA, PRED)           # payload: raw (n_rows, n_cols) array
+JSON_KINDS = (DESC, EVENT, STATS)    # payload: UTF-8 JSON object
+EMPTY_KINDS = (HEARTBEAT, EOS)       # payload: empty
+
+# --- dtypes: header code <-> numpy ----------------------------------------------------------
+DT_NONE, DT_F32, DT_F64, DT_I16 = 0, 1, 2, 5
+DTYPES = {DT_F32: np.dtype("<f4"), DT_F64: np.dtype("<f8"), DT_I16: np.dtype("<i2")}
+DTYPE_NAMES = {DT_NONE: "none", DT_F32: "float32", DT_F64: "float64", DT_I16: "int16"}
+
+# --- flags ------------------------------------------------------------------------------------
+FLAG_GAP = 1 << 0        # data was lost before this message (seq or sample_index jumped)
+FLAG_OVERFLOW = 1 << 1   # the source's queue overflowed (oldest blocks dropped)
+FLAG_RESET = 1 << 2      # the state of this stream was reset just before this message
+FLAG_END = 1 << 3        # last message of the stream (end-of-stream)
+FLAGS_KNOWN = FLAG_GAP | FLAG_OVERFLOW | FLAG_RESET | FLAG_END
+FLAG_NAMES = {FLAG_GAP: "gap", FLAG_OVERFLOW: "overflow", FLAG_RESET: "reset", FLAG_END: "end"}
+
+STREAM_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DIRECTIONS = ("in", "out")
+CONTENTS = ("audio", "features", "pred")
+DEFAULT_MAX_MESSAGE_BYTES = 4 << 20  # 4 MiB: ~60 s of 16 kHz float32 mono in one message
+
+# Every reason decode() can reject a message for: the stats count rejections by these names.
+REASONS = (
+    "frames",         # not exactly 3 frames
+    "too_large",      # the whole message exceeds the configured maximum
+    "header_size",    # header frame is not exactly 64 bytes
+    "magic",          # header does not start with b"SRNN"
+    "version",        # protocol version other than 1
+    "kind",           # unknown message kind (not 1..7)
+    "dtype",          # unknown dtype, or a dtype that does not fit the kind
+    "flags",          # reserved flag bits (4..7) set
+    "topic",          # topic is not ASCII in|out/<stream>/<kind name>
+    "stream_id",      # stream id does not match [A-Za-z0-9._-]{1,64}
+    "kind_mismatch",  # topic kind name disagrees with the header's kind
+    "payload_size",   # payload length disagrees with n_rows x n_cols x itemsize (or not empty)
+    "non_finite",     # NaN/Inf samples, or NaN/Inf timestamps
+    "json",           # JSON payload is not valid UTF-8 JSON of an object
+    "descriptor",     # descriptor JSON lacks a field or has a bad value
+)
+
+
+def check_stream_id(stream: str) -> str:
+    """Return ``stream`` if it is a valid stream id, else raise WireError('stream_id')."""
+    if not isinstance(stream, str) or not STREAM_ID.fullmatch(stream):
+        raise WireError("stream_id", f"stream id {stream!r} does not match [A-Za-z0-9._-]{{1,64}}")
+    return stream
+
+
+def make_topic(direction: str, stream: str, kind: int) -> str:
+    """``in/<stream>/<kind name>`` or ``out/<stream>/<kind name>``."""
+    return f"{direction}/{stream}/{KIND_NAMES[kind]}"
+
+
+@dataclass
+class Message:
+    """One decoded (or to-be-encoded) streamrnn/1 message.
+
+    ``data`` is the (n_rows, n_cols) array for data/pred, ``meta`` the JSON
+    object for desc/event/stats; both None for heartbeat/end-of-stream.
+    """
+
+    kind: int
+    stream: str
+    direction: str = "out"
+    flags: int = 0
+    epoch: int = 0
+    seq: int = 0
+    sample_index: int = 0
+    t_capture: float = 0.0
+    t_send: float = 0.0
+    ref_seq: int = 0
+    data: np.ndarray | None = None
+    meta: dict | None = None
+    dtype: int = DT_NONE   # filled by decode/encode from data
+    n_bytes: int = 0       # total size on the wire (set by decode)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        return make_topic(self.direction, self.stream, self.kind)
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES[self.kind]
+
+    def flag_names(self) -> list[str]:
+        return [n for b, n in FLAG_NAMES.items() if self.flags & b]
+
+    def to_json(self, with_data: bool = True) -> dict:
+        """A JSON-able dict of every field (the form ``streamrnn listen`` prints)."""
+        d = {"topic": self.topic, "kind": self.kind_name, "stream": self.stream,
+             "direction": self.direction, "flags": self.flag_names(), "epoch": self.epoch,
+             "seq": self.seq, "sample_index": self.sample_index, "t_capture": self.t_capture,
+             "t_send": self.t_send, "ref_seq": self.ref_seq, "dtype": DTYPE_NAMES[self.dtype]}
+        if self.data is not None:
+            d["shape"] = list(self.data.shape)
+            if with_data:
+                d["data"] = self.data.tolist()
+        if self.meta is not None:
+            d["meta"] = self.meta
+        return d
+
+
+def _dtype_code(a: np.ndarray) -> int:
+    for code, dt in DTYPES.items():
+        if a.dtype == dt or a.dtype == dt.newbyteorder("="):
+            return code
+    raise WireError("dtype", f"array dtype {a.dtype} cannot be sent (float32, float64 or int16)")
+
+
+def encode(m: Message) -> list[bytes]:
+    """The three frames of ``m`` (topic, 64-byte header, payload).
+
+    Array kinds take ``m.data`` (2-D; 1-D is sent as one column), JSON kinds take
+    ``m.meta``. Raises WireError for values the protocol cannot carry.
+    """
+    if m.kind not in KIND_NAMES:
+        raise WireError("kind", f"kind {m.kind!r} is not one of 1..7")
+    if m.direction not in DIRECTIONS:
+        raise WireError("topic", f"direction {m.direction!r} is not 'in' or 'out'")
+    check_stream_id(m.stream)
+    if m.flags & ~FLAGS_KNOWN & 0xFF or not 0 <= m.flags <= 0xFF:
+        raise WireError("flags", f"flags {m.flags:#x} set reserved bits (known: {FLAGS_KNOWN:#x})")
+    n_rows = n_cols = 0
+    dtype = DT_NONE
+    if m.kind in ARRAY_KINDS:
+        if m.data is None:
+            raise WireError("payload_size", f"{KIND_NAMES[m.kind]} message needs an array")
+        a = np.asarray(m.data)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2:
+            raise WireError("payload_size", f"array must be 2-D (rows, cols), got shape {a.shape}")
+        dtype = _dtype_code(a)
+        a = np.ascontiguousarray(a, dtype=DTYPES[dtype])
+        n_rows, n_cols = a.shape
+        payload = a.tobytes()
+    elif m.kind in JSON_KINDS:
+        payload = json.dumps(m.meta if m.meta is not None else {}, separators=(",", ":"),
+                             allow_nan=False).encode("utf-8")
+    else:
+        payload = b""
+    header = HEADER.pack(MAGIC, VERSION, m.kind, dtype, m.flags, n_rows, n_cols, m.epoch, m.seq,
+                         m.sample_index, float(m.t_capture), float(m.t_send), m.ref_seq)
+    return [m.topic.encode("ascii"), header, payload]
+
+
+def _check_descriptor(meta: dict, stream: str, epoch: int) -> None:
+    def bad(msg):
+        raise WireError("descriptor", f"descriptor of {stream!r}: {msg}")
+
+    if meta.get("format") != FORMAT:
+        bad(f"format {meta.get('format')!r} is not {FORMAT!r}")
+    if meta.get("stream") != stream:
+        bad(f"stream {meta.get('stream')!r} disagrees with the topic's {stream!r}")
+    if meta.get("epoch") != epoch:
+        bad(f"epoch {meta.get('epoch')!r} disagrees with the header's {epoch}")
+    if meta.get("content") not in CONTENTS:
+        bad(f"content {meta.get('content')!r} is not one of {', '.join(CONTENTS)}")
+    if meta.get("dtype") not in ("float32", "float64", "int16"):
+        bad(f"dtype {meta.get('dtype')!r} is not float32, float64 or int16")
+    ch = meta.get("channels")
+    if not isinstance(ch, int) or isinstance(ch, bool) or not 1 <= ch <= 65535:
+        bad(f"channels {ch!r} is not an integer in 1..65535")
+    rate = meta.get("rate")
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not (0 < rate < 1e7):
+        bad(f"rate {rate!r} is not a number in (0, 1e7)")
+    labels = meta.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+        bad(f"labels {labels!r} is not null or a list of strings")
+
+
+def decode(frames, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Validate and decode the frames of one message.
+
+    Raises ``WireError(reason, message)`` with ``reason`` in ``REASONS``. The
+    returned array (for data/pred) is a read-only view of the payload in
+    native byte order.
+    """
+    if not isinstance(frames, (list, tuple)) or len(frames) != 3:
+        n = len(frames) if isinstance(frames, (list, tuple)) else "?"
+        raise WireError("frames", f"expected 3 frames (topic, header, payload), got {n}")
+    topic_b, header, payload = (bytes(f) if not isinstance(f, bytes) else f for f in frames)
+    total = len(topic_b) + len(header) + len(payload)
+    if max_bytes is not None and total > max_bytes:
+        raise WireError("too_large", f"message of {total} bytes exceeds the maximum of {max_bytes}")
+    if len(header) != HEADER_SIZE:
+        raise WireError("header_size", f"header is {len(header)} bytes, expected {HEADER_SIZE}")
+    (magic, version, kind, dtype, flags, n_rows, n_cols, epoch, seq, sample_index,
+     t_capture, t_send, ref_seq) = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise WireError("magic", f"magic {magic!r} is not {MAGIC!r}")
+    if version != VERSION:
+        raise WireError("version", f"protocol version {version} is not supported (this is {FORMAT}; "
+                                   f"only version {VERSION} is understood)")
+    if kind not in KIND_NAMES:
+        raise WireError("kind", f"kind {kind} is not one of 1..7")
+    if kind in ARRAY_KINDS and dtype not in DTYPES:
+        raise WireError("dtype", f"dtype {dtype} is not valid for {KIND_NAMES[kind]} (1 float32, 2 float64, 5 int16)")
+    if kind not in ARRAY_KINDS and dtype != DT_NONE:
+        raise WireError("dtype", f"dtype {dtype} is not valid for {KIND_NAMES[kind]} (must be 0)")
+    if flags & ~FLAGS_KNOWN:
+        raise WireError("flags", f"flags {flags:#04x} set reserved bits (known: {FLAGS_KNOWN:#04x})")
+    try:
+        topic = topic_b.decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError("topic", f"topic {topic_b[:80]!r} is not ASCII") from None
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] not in DIRECTIONS:
+        raise WireError("topic", f"topic {topic[:80]!r} is not in|out/<stream>/<kind>")
+    direction, stream, kname = parts
+    check_stream_id(stream)
+    if kname not in KIND_CODES:
+        raise WireError("topic", f"topic kind {kname!r} is not one of {', '.join(KIND_CODES)}")
+    if KIND_CODES[kname] != kind:
+        raise WireError("kind_mismatch", f"topic says {kname!r} but the header says kind {kind} "
+                                         f"({KIND_NAMES[kind]})")
+    if not (math.isfinite(t_capture) and math.isfinite(t_send)):
+        raise WireError("non_finite", f"timestamps must be finite (t_capture={t_capture}, t_send={t_send})")
+    m = Message(kind=kind, stream=stream, direction=direction, flags=flags, epoch=epoch, seq=seq,
+                sample_index=sample_index, t_capture=t_capture, t_send=t_send, ref_seq=ref_seq,
+                dtype=dtype, n_bytes=total)
+    if kind in ARRAY_KINDS:
+        dt = DTYPES[dtype]
+        want = n_rows * n_cols * dt.itemsize
+        if n_cols == 0 or len(payload) != want:
+            raise WireError("payload_size", f"payload is {len(payload)} bytes but n_rows={n_rows} x "
+                                            f"n_cols={n_cols} x {dt.itemsize} = {want} (n_cols >= 1)")
+        a = np.frombuffer(payload, dtype=dt).reshape(n_rows, n_cols)
+        if dt.kind == "f" and not np.isfinite(a).all():
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise WireError("non_finite", f"{bad} NaN/Inf values in {KIND_NAMES[kind]} of {stream!r}")
+        m.data = a.astype(dt.newbyteorder("="), copy=False)
+    elif kind in JSON_KINDS:
+        if n_rows or n_cols:
+            raise WireError("payload_size", f"{KIND_NAMES[kind]} must have n_rows = n_cols = 0, "
+                                            f"got {n_rows} x {n_cols}")
+        try:
+            meta = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise WireError("json", f"{KIND_NAMES[kind]} payload is not UTF-8 JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise WireError("json", f"{KIND_NAMES[kind]} payload must be a JSON object, "
+                                    f"got {type(meta).__name__}")
+        if kind == DESC:
+            _check_descriptor(meta, stream, epoch)
+        m.meta = meta
+    else:
+        if payload or n_rows or n_cols:
+            raise WireError("payload_size", f"{KIND_NAMES[kind]} must have an empty payload and "
+                                            f"n_rows = n_cols = 0, got {len(payload)} bytes, {n_rows} x {n_cols}")
+    return m
+
+
+def _no_constant(name):
+    # JSON's NaN/Infinity extensions are not JSON: refuse them like any other bad JSON.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def descriptor(stream: str, epoch: int, content: str, dtype: str, channels: int, rate: float,
+               labels=None, **extra) -> dict:
+    """A descriptor JSON object (kind 3) with the required fields plus ``extra``."""
+    d = {"format": FORMAT, "stream": stream, "epoch": int(epoch), "content": content,
+         "dtype": dtype, "channels": int(channels), "rate": float(rate),
+         "labels": list(labels) if labels is not None else None}
+    d.update(extra)
+    return d

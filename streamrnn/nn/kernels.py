@@ -98,59 +98,94 @@ def sigmoid_vec(a, fast):
 
 
 @njit(cache=True, error_model="numpy")
-def _project_kernel(xin, wT, b, out):
-    """out[r, :] = b + xin[r, :] @ wT for every row r.  xin (R, K), wT (K, N), out (R, N)."""
-    R, K = xin.shape
-    N = wT.shape[1]
-    for r in range(R):
-        for j in range(N):
-            out[r, j] = b[j]
-        for k in range(K):
-            xk = xin[r, k]
-            for j in range(N):
-                out[r, j] += xk * wT[k, j]
+def _affine_kernel(h, wT, b, out):
+    """out[r, :] = b + h[r, :] @ wT for every row r; each weight row read once for all rows.  h (R, K), wT (K, N).
 
-
-@njit(cache=True, error_model="numpy")
-def _recurrent_kernel(h, wT, b, out):
-    """out[b, :] = b + h[b, :] @ wT for all lanes; weights read once for all lanes.  h (B, H)."""
+    Four rows of wT per pass: ``o = (((o + h0 w0) + h1 w1) + h2 w2) + h3 w3`` keeps the exact
+    summation order of the one-row loop (k ascending; no reassociation, so no fastmath) while
+    loading and storing ``out`` a quarter as often.
+    """
     B, K = h.shape
     N = wT.shape[1]
     for bb in range(B):
         for j in range(N):
             out[bb, j] = b[j]
-    for k in range(K):
+    K4 = K - K % 4
+    for k in range(0, K4, 4):
+        w0 = wT[k]
+        w1 = wT[k + 1]
+        w2 = wT[k + 2]
+        w3 = wT[k + 3]
         for bb in range(B):
-            hk = h[bb, k]
+            o = out[bb]
+            h0 = h[bb, k]
+            h1 = h[bb, k + 1]
+            h2 = h[bb, k + 2]
+            h3 = h[bb, k + 3]
             for j in range(N):
-                out[bb, j] += hk * wT[k, j]
+                o[j] = (((o[j] + h0 * w0[j]) + h1 * w1[j]) + h2 * w2[j]) + h3 * w3[j]
+    for k in range(K4, K):
+        w0 = wT[k]
+        for bb in range(B):
+            o = out[bb]
+            h0 = h[bb, k]
+            for j in range(N):
+                o[j] += h0 * w0[j]
+
+
+# The model table ``mi`` (int64) that every kernel takes, built once per model by ``model_table``:
+MI_CELL, MI_ACT, MI_FAST, MI_L, MI_I, MI_H, MI_O, MI_G, MI_OFFS = range(9)
+# then offs (L, 4) flattened, then extra (4,): head w, head b, norm mean, norm std offsets (-1 = absent)
+MODE_APPLY_ACT, MODE_SAVE = 1, 2
+
+
+def model_table(cell, act, fast, num_layers, input_size, hidden_size, out_size, gates, offsets, extra):
+    """Pack a model's constants into the int64 table the kernels read (Python side, once per model)."""
+    head = [cell, act, int(fast), num_layers, input_size, hidden_size, out_size, gates]
+    return np.array(head + list(np.ravel(offsets)) + list(extra), dtype=np.int64)
+
+
+def workspace_size(T, B, I, H, G):
+    """Elements of scratch the forward kernel needs for T frames of B lanes."""
+    return T * B * I + T * B * G * H + B * G * H + 2 * T * B * H
 
 
 @njit(cache=True, error_model="numpy")
-def forward_kernel(cell, act, apply_act, fast, theta, offs, extra, x, h, c, xn, gi, gh, buf_a, buf_b, y, save,
-                   do_save):
-    """Advance B lanes by T frames.
+def forward_kernel(mi, mode, theta, x, lens, h, c, ws, y, save):
+    """Advance B lanes by up to T frames.
 
-    cell, act      int codes (cells.py); apply_act: apply the head activation (False: logits)
-    fast           vectorised tanh/sigmoid approximations (max abs error 1e-6) instead of libm
-    theta          (P,) flat parameters; offs (L, 4), extra (4,) int64 offsets into theta
+    mi             int64 model table (``model_table``): cell, activation, fast, sizes, offsets
+    mode           bit 0: apply the head activation (else logits); bit 1: save activations
+    theta          (P,) flat parameters
     x              (T, B, I) input frames, not modified
+    lens           (B,) int64 frames per lane (lane b advances only for t < lens[b]); empty = all T
     h, c           (L, B, H) state, updated in place (c unused unless LSTM)
-    xn             (T, B, I) scratch: normalised input
-    gi             (T, B, G*H) scratch: input projections of one layer, then the gate activations
-    gh             (B, G*H) scratch: recurrent projection of one step
-    buf_a, buf_b   (T, B, H) scratch: layer outputs (ping-pong)
-    y              (T, B, O) output (O = H without a head)
-    save           (L, T, B, SAVE_WIDTH*H) per-step activations when do_save
+    ws             flat scratch of at least ``workspace_size(T, B, I, H, G)`` elements
+    y              (T, B, O) output (O = H without a head); rows t >= lens[b] are undefined
+    save           (L, T, B, SAVE_WIDTH*H) per-step activations when mode bit 1 is set
     """
     T, B, I = x.shape
     L, _, H = h.shape
-    G = gi.shape[2] // H
+    cell, act, fast, G = mi[MI_CELL], mi[MI_ACT], mi[MI_FAST] != 0, mi[MI_G]
+    apply_act, do_save = (mode & MODE_APPLY_ACT) != 0, (mode & MODE_SAVE) != 0
+    e0 = MI_OFFS + 4 * L
+    GH = G * H
+    # carve the scratch: normalised input, input projections, recurrent projection, ping-pong outputs
+    p0 = T * B * I
+    p1 = p0 + T * B * GH
+    p2 = p1 + B * GH
+    p3 = p2 + T * B * H
+    xn = ws[:p0].reshape((T, B, I))
+    gi = ws[p0:p1].reshape((T, B, GH))
+    gh = ws[p1:p2].reshape((B, GH))
+    buf_a = ws[p2:p3].reshape((T, B, H))
+    buf_b = ws[p3 : p3 + T * B * H].reshape((T, B, H))
+    masked = lens.shape[0] > 0
 
     # Input normalisation: (x - mean) / std, per feature.
-    if extra[2] >= 0:
-        mean = theta[extra[2] : extra[2] + I]
-        std = theta[extra[3] : extra[3] + I]
+    if mi[e0 + 2] >= 0:
+        mean = theta[mi[e0 + 2] : mi[e0 + 2] + I]
+        std = theta[mi[e0 + 3] : mi[e0 + 3] + I]
         for t in range(T):
             for bb in range(B):
                 for i in range(I):
@@ -161,18 +196,21 @@ def forward_kernel(cell, act, apply_act, fast, theta, offs, extra, x, h, c, xn, 
     layer_in = xn
     for l in range(L):
         Ik = layer_in.shape[2]
-        w_ih = theta[offs[l, 0] : offs[l, 0] + Ik * G * H].reshape((Ik, G * H))
-        w_hh = theta[offs[l, 1] : offs[l, 1] + H * G * H].reshape((H, G * H))
-        b_ih = theta[offs[l, 2] : offs[l, 2] + G * H]
-        b_hh = theta[offs[l, 3] : offs[l, 3] + G * H]
+        o_ih, o_hh, o_bi, o_bh = mi[MI_OFFS + 4 * l], mi[MI_OFFS + 4 * l + 1], mi[MI_OFFS + 4 * l + 2], mi[MI_OFFS + 4 * l + 3]
+        w_ih = theta[o_ih : o_ih + Ik * GH].reshape((Ik, GH))
+        w_hh = theta[o_hh : o_hh + H * GH].reshape((H, GH))
+        b_ih = theta[o_bi : o_bi + GH]
+        b_hh = theta[o_bh : o_bh + GH]
         out = buf_a if l % 2 == 0 else buf_b
         # gi = x @ w_ih.T + b_ih for the whole block  # (T*B, G*H)
-        _project_kernel(layer_in.reshape((T * B, Ik)), w_ih, b_ih, gi.reshape((T * B, G * H)))
+        _affine_kernel(layer_in.reshape((T * B, Ik)), w_ih, b_ih, gi.reshape((T * B, G * H)))
         hl = h[l]
         cl = c[l]
         for t in range(T):
-            _recurrent_kernel(hl, w_hh, b_hh, gh)  # gh = h @ w_hh.T + b_hh  # (B, G*H)
+            _affine_kernel(hl, w_hh, b_hh, gh)  # gh = h @ w_hh.T + b_hh  # (B, G*H)
             for bb in range(B):
+                if masked and t >= lens[bb]:
+                    continue  # this lane has no frame t: its state stays put
                 g = gi[t, bb]  # (G*H,) pre-activations, then activations, in place
                 r_ = gh[bb]  # (G*H,) recurrent part
                 hb = hl[bb]
@@ -228,11 +266,11 @@ def forward_kernel(cell, act, apply_act, fast, theta, offs, extra, x, h, c, xn, 
         layer_in = out
 
     # Dense head: y = act(h_top @ head_w.T + head_b)  # (T, B, O)
-    if extra[0] >= 0:
+    if mi[e0] >= 0:
         O = y.shape[2]
-        hw = theta[extra[0] : extra[0] + H * O].reshape((H, O))
-        hb_ = theta[extra[1] : extra[1] + O]
-        _project_kernel(layer_in.reshape((T * B, H)), hw, hb_, y.reshape((T * B, O)))
+        hw = theta[mi[e0] : mi[e0] + H * O].reshape((H, O))
+        hb_ = theta[mi[e0 + 1] : mi[e0 + 1] + O]
+        _affine_kernel(layer_in.reshape((T * B, H)), hw, hb_, y.reshape((T * B, O)))
         if apply_act:
             for t in range(T):
                 for bb in range(B):
@@ -251,6 +289,48 @@ def forward_kernel(cell, act, apply_act, fast, theta, offs, extra, x, h, c, xn, 
                             yv[o] /= tot
     else:
         y[:, :, :] = layer_in
+
+
+@njit(cache=True, error_model="numpy")
+def stream_push_kernel(mi, theta, x, h, c, ws, y):
+    """One stream: x (T, I) -> y (T, O), state h, c (L, 1, H) in place, in one compiled call.
+
+    Returns the number of non-finite values in x; if it is not 0 nothing is computed and the
+    state is untouched (the Python wrapper raises).  Checking here saves a second dispatch
+    on the live, frame-by-frame path.
+    """
+    n_bad = count_nonfinite(x)
+    if n_bad == 0:
+        T, I = x.shape
+        nolens = np.empty(0, np.int64)
+        nosave = np.empty((1, 1, 1, 1), theta.dtype)
+        forward_kernel(mi, MODE_APPLY_ACT, theta, x.reshape((T, 1, I)), nolens, h, c, ws,
+                       y.reshape((T, 1, y.shape[1])), nosave)
+    return n_bad
+
+
+@njit(cache=True, error_model="numpy")
+def bank_step_kernel(mi, theta, x, lens, slots, h_all, c_all, ws, y):
+    """Many streams of one bank in one call: the weights are read once for all of them.
+
+    x (T, n, I) frames of the n streams advanced now (stream i has lens[i] <= T frames),
+    slots (n,) their rows in the bank state h_all, c_all (L, capacity, H), y (T, n, O).
+    """
+    L = h_all.shape[0]
+    n = slots.shape[0]
+    H = h_all.shape[2]
+    hb = np.empty((L, n, H), h_all.dtype)  # gathered states: contiguous lanes for the kernel
+    cb = np.empty((L, n, H), h_all.dtype)
+    for l in range(L):
+        for i in range(n):
+            hb[l, i] = h_all[l, slots[i]]
+            cb[l, i] = c_all[l, slots[i]]
+    nosave = np.empty((1, 1, 1, 1), theta.dtype)
+    forward_kernel(mi, MODE_APPLY_ACT, theta, x, lens, hb, cb, ws, y, nosave)
+    for l in range(L):
+        for i in range(n):
+            h_all[l, slots[i]] = hb[l, i]
+            c_all[l, slots[i]] = cb[l, i]
 
 
 @njit(cache=True, error_model="numpy")

@@ -17,56 +17,69 @@ from streamrnn.nn.cells import (
     PackedLayout,
     init_tensors,
 )
-from streamrnn.nn.kernels import count_nonfinite, forward_kernel
+from streamrnn.nn.kernels import (
+    MODE_APPLY_ACT,
+    MODE_SAVE,
+    bank_step_kernel,
+    forward_kernel,
+    model_table,
+    stream_push_kernel,
+    workspace_size,
+)
 
 SNAPSHOT_VERSION = 1
 _DTYPES = (np.float32, np.float64)
 
 
 class Workspace:
-    """Scratch buffers for blocks of up to ``t_cap`` frames of B lanes; grows on demand.
+    """Flat scratch for blocks of up to ``t_cap`` frames of B lanes; grows on demand.
 
-    Allocation happens only when a block longer than any before arrives,
-    never per frame.
+    Allocation happens only when a block longer than any before arrives, never per frame.
     """
 
     def __init__(self, arch: Architecture, lanes: int, dtype):
         self.arch, self.lanes, self.dtype = arch, lanes, np.dtype(dtype)
         self.t_cap = 0
-        GH = arch.gates * arch.hidden_size
-        self.gh = np.zeros((lanes, GH), dtype=self.dtype)
+        self.buf = np.zeros(0, self.dtype)
         self.no_save = np.zeros((1, 1, 1, 1), dtype=self.dtype)
-        self._grow(1)
+        self.no_lens = np.zeros(0, np.int64)
+        self.ensure(1)
 
-    def _grow(self, T: int):
-        a, B, dt = self.arch, self.lanes, self.dtype
-        self.t_cap = max(T, 2 * self.t_cap)
-        Tc = self.t_cap
-        self._xn = np.zeros((Tc, B, a.input_size), dt)
-        self._gi = np.zeros((Tc, B, a.gates * a.hidden_size), dt)
-        self._a = np.zeros((Tc, B, a.hidden_size), dt)
-        self._b = np.zeros((Tc, B, a.hidden_size), dt)
+    def ensure(self, T: int, lanes: int | None = None) -> np.ndarray:
+        """The flat buffer, big enough for T frames (and ``lanes`` lanes, if more than before)."""
+        if lanes is not None and lanes > self.lanes:
+            self.lanes, self.t_cap = lanes, 0
+        if T > self.t_cap:
+            a = self.arch
+            self.t_cap = max(T, 2 * self.t_cap)
+            n = workspace_size(self.t_cap, self.lanes, a.input_size, a.hidden_size, a.gates)
+            self.buf = np.zeros(n, self.dtype)
+        return self.buf
 
     def views(self, T: int):
-        if T > self.t_cap:
-            self._grow(T)
-        return self._xn[:T], self._gi[:T], self.gh, self._a[:T], self._b[:T]
+        """(xn, gi, gh, out_a, out_b) as the kernel carves them, for the trainer's use of the normalised input."""
+        a, B = self.arch, self.lanes
+        I, H, GH = a.input_size, a.hidden_size, a.gates * a.hidden_size
+        w = self.ensure(T)
+        p0 = T * B * I
+        p1 = p0 + T * B * GH
+        p2 = p1 + B * GH
+        p3 = p2 + T * B * H
+        return (w[:p0].reshape(T, B, I), w[p0:p1].reshape(T, B, GH), w[p1:p2].reshape(B, GH),
+                w[p2:p3].reshape(T, B, H), w[p3:p3 + T * B * H].reshape(T, B, H))
 
 
-def run_forward(model: "Model", x, h, c, ws: Workspace, y, save=None, apply_act=True):
+def run_forward(model: "Model", x, h, c, ws: Workspace, y, save=None, apply_act=True, lens=None):
     """Advance lanes through the model: x (T, B, I) -> y (T, B, O); h, c (L, B, H) in place.
 
-    The one entry point to the kernel, shared by streams, banks and the trainer.
-    ``save`` (L, T, B, SAVE_WIDTH*H) receives the activations backprop needs.
+    The one Python entry point to the forward kernel, shared by banks and the trainer
+    (a Stream calls the same kernel through ``stream_push_kernel``).
+    ``save`` (L, T, B, SAVE_WIDTH*H) receives the activations backprop needs;
+    ``lens`` (B,) int64 lets lane b advance only lens[b] <= T frames.
     """
-    T = x.shape[0]
-    xn, gi, gh, ba, bb = ws.views(T)
-    do_save = save is not None
-    forward_kernel(
-        model._cell_code, model._act_code, apply_act, model.fast, model.theta, model.layout.offsets,
-        model.layout.extra, x, h, c, xn, gi, gh, ba, bb, y,
-        save if do_save else ws.no_save, do_save,
-    )
+    mode = (MODE_APPLY_ACT if apply_act else 0) | (MODE_SAVE if save is not None else 0)
+    forward_kernel(model._mi, mode, model.theta, x, ws.no_lens if lens is None else lens, h, c,
+                   ws.ensure(x.shape[0], x.shape[1]), y, ws.no_save if save is None else save)
 
 
 class Model:
@@ -101,6 +114,9 @@ class Model:
         # Vectorised tanh/sigmoid (max abs error 1e-6) in float32; exact libm in float64,
         # which is the precision used for checks.
         self.fast = dtype == np.float32
+        self._mi = model_table(self._cell_code, self._act_code, self.fast, arch.num_layers, arch.input_size,
+                               arch.hidden_size, arch.out_size if arch.output_size else -1, arch.gates,
+                               self.layout.offsets, self.layout.extra)
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -182,16 +198,14 @@ class Model:
         save_model(self, path)
 
     def check_frames(self, x, what: str = "x") -> np.ndarray:
-        """Validate a (T, input_size) block of frames; returns it as this model's dtype."""
+        """Validate the shape and dtype of a (T, input_size) block; returns it C-contiguous in this
+        model's dtype.  (Finiteness is checked by the kernels' entry points.)"""
         x = np.asarray(x)
         if x.dtype.kind != "f":
             raise ShapeError(f"{what} must be a floating-point array, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != self.input_size:
             hint = " (for one frame use x[None, :])" if x.ndim == 1 else ""
             raise ShapeError(f"{what} must have shape (T, {self.input_size}), got {x.shape}{hint}")
-        bad = count_nonfinite(x) if x.size else 0
-        if bad:
-            raise InputError(f"{what} contains {bad} NaN/Inf values; they would poison the hidden state")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
 
@@ -211,14 +225,23 @@ class Stream:
         self._ws = Workspace(a, 1, model.dtype)
 
     def push(self, x) -> np.ndarray:
-        """x (T, input_size) -> y (T, output_size); the hidden state moves on by T frames."""
-        x = self.model.check_frames(x)
+        """x (T, input_size) -> y (T, output_size); the hidden state moves on by T frames.
+
+        NaN/Inf in x raise ``InputError`` and leave the state untouched.
+        """
+        m = self.model
+        if type(x) is not np.ndarray or x.dtype != m.dtype or not x.flags.c_contiguous:
+            x = m.check_frames(x)
+        elif x.ndim != 2 or x.shape[1] != m.input_size:
+            m.check_frames(x)  # raises the clear shape error
         T = x.shape[0]
-        y = np.empty((T, 1, self.model.output_size), dtype=self.model.dtype)
+        y = np.empty((T, m.output_size), dtype=m.dtype)
         if T:
-            run_forward(self.model, x.reshape(T, 1, -1), self.h, self.c, self._ws, y)
+            bad = stream_push_kernel(m._mi, m.theta, x, self.h, self.c, self._ws.ensure(T), y)
+            if bad:
+                raise InputError(f"x contains {bad} NaN/Inf values; they would poison the hidden state")
             self.n_frames += T
-        return y.reshape(T, self.model.output_size)
+        return y
 
     def reset(self) -> None:
         """Back to the initial (zero) state."""

@@ -10,6 +10,7 @@ The public API::
 
 from streamrnn.errors import (
     AudioError,
+    CapacityError,
     ConfigError,
     InputError,
     ModelFileError,
@@ -19,13 +20,13 @@ from streamrnn.errors import (
     TrainingError,
     WireError,
 )
-from streamrnn.nn.model import Model, Stream
+from streamrnn.nn.model import Bank, Model, Stream
 from streamrnn.nn.modelfile import bundled_models, load_model, save_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AudioError", "ConfigError", "InputError", "ModelFileError", "ShapeError", "SnapshotError",
-    "StreamRNNError", "TrainingError", "WireError", "Model", "Stream", "bundled_models",
+    "AudioError", "CapacityError", "ConfigError", "InputError", "ModelFileError", "ShapeError", "SnapshotError",
+    "StreamRNNError", "TrainingError", "WireError", "Bank", "Model", "Stream", "bundled_models",
     "load_model", "save_model", "__version__",
 ]

@@ -27,6 +27,10 @@ class SnapshotError(StreamRNNError, ValueError):
     """A snapshot does not fit the stream it is restored into."""
 
 
+class CapacityError(StreamRNNError):
+    """A configured bound (streams, queue length, size) was reached."""
+
+
 class ConfigError(StreamRNNError, ValueError):
     """A configuration value or key is invalid."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.errors import InputError, ShapeError, SnapshotError
+from streamrnn.errors import CapacityError, InputError, ShapeError, SnapshotError
 from streamrnn.nn.cells import (
     ACT_CODES,
     CELL_CODES,
@@ -21,6 +21,7 @@ from streamrnn.nn.kernels import (
     MODE_APPLY_ACT,
     MODE_SAVE,
     bank_step_kernel,
+    count_nonfinite,
     forward_kernel,
     model_table,
     stream_push_kernel,
@@ -188,6 +189,10 @@ class Model:
 
         return AudioStream(self, sample_rate)
 
+    def bank(self, capacity: int) -> "Bank":
+        """States for up to ``capacity`` streams, advanced together by one kernel call."""
+        return Bank(self, capacity)
+
     def forward(self, x) -> np.ndarray:
         """Offline: run a whole sequence (T, I) from zero state; returns (T, O)."""
         return self.stream().push(x)
@@ -268,6 +273,131 @@ class Stream:
         self.h[...] = snap["h"]
         self.c[...] = snap["c"]
         self.n_frames = int(snap["n_frames"])
+
+
+class Bank:
+    """The states of many streams of one model, advanced together.
+
+    Each layer's state is one (capacity, H) block, so one kernel call advances every
+    stream that has frames and reads the weights once for all of them.  Streams join
+    and leave at any time; a stream in a bank computes exactly (bit for bit) what a
+    ``Stream`` of the same model computes on the same input, and snapshots move freely
+    between the two.
+
+    >>> import numpy as np, streamrnn
+    >>> m = streamrnn.Model.random("gru", input_size=4, hidden_size=8, output_size=1, activation="sigmoid")
+    >>> bank = m.bank(capacity=100)
+    >>> bank.open("mic0"); bank.open("mic1")
+    >>> out = bank.push_many({"mic0": np.zeros((3, 4), np.float32), "mic1": np.ones((5, 4), np.float32)})
+    >>> out["mic0"].shape, out["mic1"].shape, len(bank)
+    ((3, 1), (5, 1), 2)
+    """
+
+    MAX_CAPACITY = 1 << 20
+
+    def __init__(self, model: Model, capacity: int):
+        if not isinstance(capacity, (int, np.integer)) or not 1 <= capacity <= self.MAX_CAPACITY:
+            raise CapacityError(f"bank capacity must be an integer in [1, {self.MAX_CAPACITY}], got {capacity!r}")
+        a = model.arch
+        self.model, self.capacity = model, int(capacity)
+        self.h = np.zeros((a.num_layers, self.capacity, a.hidden_size), model.dtype)  # (L, capacity, H)
+        self.c = np.zeros_like(self.h)
+        self.n_frames = np.zeros(self.capacity, np.int64)
+        self._slot: dict = {}
+        self._free = list(range(self.capacity - 1, -1, -1))  # pop() hands out low slots first
+        self._ws = Workspace(a, 1, model.dtype)
+
+    def __len__(self):
+        return len(self._slot)
+
+    def __contains__(self, sid):
+        return sid in self._slot
+
+    @property
+    def ids(self) -> list:
+        return list(self._slot)
+
+    def _get(self, sid) -> int:
+        try:
+            return self._slot[sid]
+        except KeyError:
+            raise KeyError(f"stream {sid!r} is not open in this bank") from None
+
+    def open(self, sid) -> None:
+        """Add a stream with zero state."""
+        if sid in self._slot:
+            raise ValueError(f"stream {sid!r} is already open")
+        if not self._free:
+            raise CapacityError(f"bank is full: {self.capacity} streams open (capacity {self.capacity})")
+        slot = self._free.pop()
+        self._slot[sid] = slot
+        self._zero(slot)
+
+    def close(self, sid) -> None:
+        """Remove a stream; its slot is reused by the next ``open``."""
+        slot = self._get(sid)
+        del self._slot[sid]
+        self._free.append(slot)
+
+    def reset(self, sid) -> None:
+        """Zero one stream's state."""
+        self._zero(self._get(sid))
+
+    def _zero(self, slot):
+        self.h[:, slot] = 0
+        self.c[:, slot] = 0
+        self.n_frames[slot] = 0
+
+    def push(self, sid, x) -> np.ndarray:
+        """Advance one stream (a one-stream ``push_many``)."""
+        return self.push_many({sid: x})[sid]
+
+    def push_many(self, frames: dict) -> dict:
+        """Advance every stream in ``frames`` ({id: x (T_i, input_size)}) in one kernel call.
+
+        Returns {id: y (T_i, output_size)}.  All inputs are validated first; if any is
+        invalid nothing is computed and the error names the stream.
+        """
+        m = self.model
+        n = len(frames)
+        slots = np.empty(n, np.int64)
+        lens = np.empty(n, np.int64)
+        xs = []
+        for i, (sid, x) in enumerate(frames.items()):
+            slots[i] = self._get(sid)
+            try:
+                x = m.check_frames(x)
+            except (ShapeError, InputError) as e:
+                raise type(e)(f"stream {sid!r}: {e}") from None
+            bad = count_nonfinite(x)
+            if bad:
+                raise InputError(f"stream {sid!r}: x contains {bad} NaN/Inf values; nothing was computed")
+            lens[i] = x.shape[0]
+            xs.append(x)
+        T = int(lens.max()) if n else 0
+        y = np.empty((T, n, m.output_size), m.dtype)
+        if T:
+            xb = np.zeros((T, n, m.input_size), m.dtype)  # (T, n, I), short streams padded (masked by lens)
+            for i, x in enumerate(xs):
+                xb[: len(x), i] = x
+            ws = self._ws.ensure(T, n)
+            bank_step_kernel(m._mi, m.theta, xb, lens, slots, self.h, self.c, ws, y)
+            self.n_frames[slots] += lens
+        return {sid: y[: lens[i], i].copy() for i, sid in enumerate(frames)}
+
+    def snapshot(self, sid) -> dict:
+        """The stream's state as a ``Stream`` snapshot (restorable into a Stream or a bank slot)."""
+        slot = self._get(sid)
+        return {"version": SNAPSHOT_VERSION, "kind": "stream", "signature": self.model.signature(),
+                "h": self.h[:, slot : slot + 1].copy(), "c": self.c[:, slot : slot + 1].copy(),
+                "n_frames": int(self.n_frames[slot])}
+
+    def restore(self, sid, snap: dict) -> None:
+        check_snapshot(snap, "stream", self.model)
+        slot = self._get(sid)
+        self.h[:, slot : slot + 1] = snap["h"]
+        self.c[:, slot : slot + 1] = snap["c"]
+        self.n_frames[slot] = int(snap["n_frames"])
 
 
 def check_snapshot(snap, kind: str, model: Model) -> None:

@@ -1,0 +1,84 @@
+"""The multi-stream bank: equal to independent streams, join/leave at any time, bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import streamrnn
+from conftest import CELLS, frames, small_model
+
+
+@settings(max_examples=20, deadline=None)
+@given(cell=st.sampled_from(CELLS), plan=st.lists(st.lists(st.integers(0, 12), min_size=5, max_size=5),
+                                                  min_size=1, max_size=8))
+def test_bank_equals_independent_streams(cell, plan):
+    """Each round pushes a random number of frames (0 = no frames this round) to each of 5 streams."""
+    m = small_model(cell, layers=2)
+    bank = m.bank(8)
+    streams = {f"s{i}": m.stream() for i in range(5)}
+    for sid in streams:
+        bank.open(sid)
+    rng = np.random.default_rng(len(plan))
+    for counts in plan:
+        batch = {f"s{i}": frames(n, seed=int(rng.integers(1 << 30))) for i, n in enumerate(counts) if n}
+        out = bank.push_many(batch)
+        for sid, x in batch.items():
+            assert np.array_equal(out[sid], streams[sid].push(x))  # bit for bit, not just 1e-6
+    for sid, s in streams.items():
+        assert np.array_equal(bank.snapshot(sid)["h"], s.snapshot()["h"])
+
+
+def test_streams_join_leave_and_reuse_slots(cell):
+    m = small_model(cell)
+    bank = m.bank(2)
+    bank.open("a")
+    bank.open("b")
+    with pytest.raises(streamrnn.CapacityError, match="bank is full: 2 streams open"):
+        bank.open("c")
+    xa = frames(10, seed=1)
+    bank.push("a", xa[:4])
+    bank.close("b")
+    bank.open("c")  # takes b's slot, starting from zero state, not b's leftovers
+    xc = frames(6, seed=2)
+    np.testing.assert_array_equal(bank.push("c", xc), m.forward(xc))
+    np.testing.assert_array_equal(bank.push("a", xa[4:]), m.forward(xa)[4:])
+    assert sorted(bank.ids) == ["a", "c"] and len(bank) == 2
+    with pytest.raises(KeyError, match="'b' is not open"):
+        bank.push("b", xa)
+    with pytest.raises(ValueError, match="already open"):
+        bank.open("a")
+
+
+def test_reset_and_snapshot_interop_with_stream(cell):
+    m = small_model(cell)
+    bank = m.bank(4)
+    bank.open(7)
+    x = frames(20)
+    bank.push(7, x[:12])
+    snap = bank.snapshot(7)
+    s = m.stream()
+    s.restore(snap)  # a bank slot's snapshot restores into a Stream ...
+    np.testing.assert_array_equal(s.push(x[12:]), m.forward(x)[12:])
+    bank.reset(7)
+    np.testing.assert_array_equal(bank.push(7, x), m.forward(x))
+    bank.restore(7, snap)  # ... and back into the bank
+    np.testing.assert_array_equal(bank.push(7, x[12:]), m.forward(x)[12:])
+
+
+def test_bad_input_names_the_stream_and_computes_nothing():
+    m = small_model("gru")
+    bank = m.bank(3)
+    bank.open("ok")
+    bank.open("bad")
+    x = frames(5)
+    bad = frames(5)
+    bad[2, 1] = np.inf
+    with pytest.raises(streamrnn.InputError, match="stream 'bad'.*1 NaN/Inf"):
+        bank.push_many({"ok": x, "bad": bad})
+    with pytest.raises(streamrnn.ShapeError, match=r"stream 'ok'.*\(T, 5\)"):
+        bank.push_many({"ok": np.zeros((2, 4), np.float32)})
+    assert bank.n_frames.sum() == 0 and not bank.h.any()
+    with pytest.raises(streamrnn.CapacityError, match=r"\[1, 1048576\], got 0"):
+        m.bank(0)

@@ -68,6 +68,214 @@ def info(model: str, as_json: bool):
     click.echo(f"front end   {json.dumps(fe) if fe else 'none (the model takes feature frames)'}")
 
 
+# --- stream / features / listen / devices (the real-time runtime) ------------------------
+def _common_stream_options(f):
+    """Options shared by ``stream`` and ``features``; every default lives in StreamConfig."""
+    opts = [
+        click.option("--source", help="mic, mic:DEVICE, file:PATH, stdin, demo, zmq+sub://HOST:PORT, "
+                                      "zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH ...). Default: mic."),
+        click.option("--sink", multiple=True, help="stdout, jsonl:PATH, csv:PATH, zmq+pub://HOST:PORT, "
+                                                   "zmq+push://HOST:PORT, null; repeat for several. Default: stdout."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="TOML file of defaults (e.g. configs/stream.toml)."),
+        click.option("--duration", type=float, help="Seconds to run (default: until the source ends or a signal)."),
+        click.option("--stream-id", help="Stream id of a single-stream source (default mic0, file0, stdin0, demo0)."),
+        click.option("--rate", type=int, help="Sample rate of stdin and the microphone, Hz (default 16000)."),
+        click.option("--format", "fmt", type=click.Choice(["s16le", "f32le"]), help="stdin sample format."),
+        click.option("--channels", type=int, help="Channels of stdin and the microphone (default 1)."),
+        click.option("--block-ms", type=float, help="Milliseconds of audio per block (default 20)."),
+        click.option("--realtime/--no-realtime", default=None, help="Pace file sources like a microphone."),
+        click.option("--json/--no-json", "as_json", default=None, help="JSON lines on stdout even on a terminal."),
+        click.option("--max-message-bytes", type=int, help="Largest accepted ZeroMQ message (bytes)."),
+        click.option("--max-streams", type=int, help="Most concurrent streams of a ZeroMQ source (default 64)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
+    """Build config, source, sinks and pipeline; run until done or SIGINT/SIGTERM; print stats."""
+    import signal
+    import threading
+
+    from streamrnn.runtime.pipeline import Pipeline, load_stream_config
+    from streamrnn.runtime.stats import Stats
+    from streamrnn.transport.sinks import open_sink
+    from streamrnn.transport.sources import open_source
+
+    cfg = load_stream_config(config_path, overrides=overrides)
+    model = frontend = None
+    if mode == "pred":
+        if not cfg.model:
+            raise click.UsageError("--model is required (or `model` in the config / STREAMRNN_MODEL)")
+        from streamrnn import load_model
+
+        model = load_model(cfg.model)
+    else:
+        from streamrnn.audio.frontend import LogMel, as_frontend
+
+        if cfg.model:
+            from streamrnn import load_model
+
+            fe = load_model(cfg.model).frontend
+            if fe is None:
+                raise click.UsageError(f"model {cfg.model!r} has no front end (it takes feature frames)")
+            frontend = as_frontend(fe)
+        else:
+            frontend = LogMel()
+    stats = Stats()
+    source = open_source(cfg.source, stats=stats, rate=cfg.rate, fmt=cfg.format, channels=cfg.channels,
+                         realtime=cfg.realtime, block_ms=cfg.block_ms, queue_seconds=cfg.queue_seconds,
+                         max_message_bytes=cfg.max_message_bytes, max_streams=cfg.max_streams,
+                         hwm_seconds=cfg.hwm_seconds, stream_id=cfg.stream_id)
+    sinks = [open_sink(u, stats=stats, json_stdout=cfg.json, hwm_seconds=cfg.hwm_seconds) for u in cfg.sink]
+    pipe = Pipeline(source, sinks, model=model, frontend=frontend, config=cfg, stats=stats, mode=mode)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()  # the loop notices within 50 ms, ends segments, flushes sinks, exits 0
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    started = []
+
+    def ready():
+        started.append(1)
+        click.echo(f"streamrnn: streaming {source.describe()} -> "
+                   f"{', '.join(s.describe() for s in sinks)}", err=True)
+
+    try:
+        pipe.run(stop, on_ready=ready)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if started:
+            click.echo(stats.summary(), err=True)
+
+
+@cli.command()
+@click.option("--model", help="Model file or bundled name (e.g. vad).")
+@_common_stream_options
+@click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on).")
+@click.option("--on-threshold", type=float, help="Probability that starts a segment (default 0.5).")
+@click.option("--off-threshold", type=float, help="Probability below which a segment may end (default 0.35).")
+@click.option("--min-on", type=float, help="Shortest segment, seconds (default 0.1).")
+@click.option("--min-off", type=float, help="Shortest gap, seconds; shorter dips are bridged (default 0.2).")
+@click.option("--max-segment", type=float, help="Longest segment before it is cut, seconds (default 30).")
+def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
+           as_json, max_message_bytes, max_streams, events, on_threshold, off_threshold, min_on, min_off,
+           max_segment):
+    """Run MODEL on live audio or feature frames; publish predictions and events.
+
+    Precedence of every option: command line > STREAMRNN_* environment > --config > defaults.
+    Stats go to stderr at exit; SIGINT/SIGTERM end segments, flush the sinks and exit 0.
+    """
+    _run_pipeline("pred", config_path, dict(
+        model=model, source=source, sink=tuple(sink), duration=duration, stream_id=stream_id, rate=rate,
+        format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
+        max_message_bytes=max_message_bytes, max_streams=max_streams, events=events,
+        on_threshold=on_threshold, off_threshold=off_threshold, min_on=min_on, min_off=min_off,
+        max_segment=max_segment))
+
+
+@cli.command()
+@click.option("--model", help="Use this model's front end (default: LogMel defaults, 40 mels at 16 kHz).")
+@_common_stream_options
+def features(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
+             as_json, max_message_bytes, max_streams):
+    """Stream live audio features (the front end alone; content "features")."""
+    _run_pipeline("features", config_path, dict(
+        model=model, source=source, sink=tuple(sink), duration=duration, stream_id=stream_id, rate=rate,
+        format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
+        max_message_bytes=max_message_bytes, max_streams=max_streams))
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--topic", default="", help="Subscription prefix (e.g. out/mic0/); default everything.")
+@click.option("--count", type=int, default=0, help="Exit after this many messages (0: never).")
+@click.option("--duration", type=float, default=0.0, help="Exit after this many seconds (0: never).")
+@click.option("--no-data", is_flag=True, help="Print array shapes only, not the values.")
+@click.option("--max-message-bytes", type=int, default=None, help="Largest accepted message (bytes).")
+def listen(url, topic, count, duration, no_data, max_message_bytes):
+    """Decode any streamrnn/1 traffic at URL to JSON lines.
+
+    URL: zmq+sub://HOST:PORT (connects), zmq+pull://HOST:PORT (binds), their +ipc forms, or a bare
+    tcp://HOST:PORT / ipc://PATH (subscribe, connect). Malformed messages print as
+    {"bad": REASON, "error": ...}; counts by reason go to stderr at exit.
+    """
+    import signal
+    import time
+
+    import zmq
+
+    from streamrnn.runtime.stats import Stats
+    from streamrnn.transport import wire
+    from streamrnn.transport.endpoints import open_socket, parse_zmq_uri
+
+    if url.startswith(("tcp://", "ipc://")):
+        scheme, rest = url.split("://", 1)
+        url = f"zmq+sub://{rest}" if scheme == "tcp" else f"zmq+sub+ipc://{rest}"
+    ep = parse_zmq_uri(url, allowed=("sub", "pull"))
+    if ep.pattern == "sub":
+        ep = type(ep)(ep.pattern, ep.address, ep.bind, topic if ep.topic is None else ep.topic, ep.uri)
+    mmb = max_message_bytes or wire.DEFAULT_MAX_MESSAGE_BYTES
+    sock = open_socket(zmq.Context.instance(), ep, hwm=10000, max_message_bytes=2 * mmb + 4096)
+    stats, stopped = Stats(), []
+    old = {s: signal.signal(s, lambda *a: stopped.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
+    click.echo(f"streamrnn: listening on {ep.address} (topic {ep.topic!r})", err=True)
+    t_end = time.monotonic() + duration if duration else None
+    n = 0
+    try:
+        while not stopped and (not count or n < count) and (t_end is None or time.monotonic() < t_end):
+            if not sock.poll(50):
+                continue
+            frames = sock.recv_multipart()
+            n += 1
+            try:
+                m = wire.decode(frames, mmb)
+            except wire.WireError as e:
+                stats.count("bad", e.reason)
+                click.echo(json.dumps({"bad": e.reason, "error": str(e)}))
+                continue
+            stats.count("messages", m.kind_name)
+            click.echo(json.dumps(m.to_json(with_data=not no_data)))
+    finally:
+        sock.close(0)
+        for s, h in old.items():
+            signal.signal(s, h)
+        sys.stdout.flush()
+        click.echo(stats.summary(), err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per device.")
+def devices(as_json):
+    """List audio input devices (for --source mic:DEVICE)."""
+    from streamrnn.transport.sources import import_sounddevice
+
+    sd = import_sounddevice()
+    try:
+        devs = sd.query_devices()
+        default_in = sd.default.device[0]
+    except Exception as e:  # PortAudioError: no host API could be initialised
+        raise click.ClickException(f"cannot list audio devices: {e}") from None
+    inputs = [(i, d) for i, d in enumerate(devs) if d["max_input_channels"] > 0]
+    if not inputs:
+        click.echo("no audio input devices found (is PulseAudio/ALSA running? see docs/operations.md)", err=True)
+        sys.exit(1)
+    for i, d in inputs:
+        api = sd.query_hostapis(d["hostapi"])["name"]
+        if as_json:
+            click.echo(json.dumps({"index": i, "name": d["name"], "hostapi": api, "channels": d["max_input_channels"],
+                                   "default_samplerate": d["default_samplerate"], "default": i == default_in}))
+        else:
+            mark = "*" if i == default_in else " "
+            click.echo(f"{mark} {i:3d}  {d['name']}  ({api}, {d['max_input_channels']} in, "
+                       f"{d['default_samplerate']:g} Hz)")
+
+
 def main():
     cli(prog_name="streamrnn")
 

@@ -89,9 +89,11 @@ def main():
     while True:
         for i in range(0, len(x), args.block):
             block = x[i:i + args.block]
-            t_capture = t0 + index / args.rate if args.realtime else time.time()
-            if args.realtime:
+            if args.realtime:  # a live source has a block once its last sample has arrived
                 time.sleep(max(0.0, t0 + (index + len(block)) / args.rate - time.time()))
+                t_capture = t0 + index / args.rate
+            else:              # as fast as possible: pretend the block ends now
+                t_capture = time.time() - len(block) / args.rate
             sock.send_multipart(message(args.stream, "data", DATA, dtype, 0, block.shape, epoch,
                                         seqs["data"], index, t_capture, block.tobytes()))
             seqs["data"] += 1

@@ -157,7 +157,8 @@ class FileSource(_SingleStream):
             self.exhausted = True
         if data.shape[0] == 0:
             return [self._chunk(np.zeros((0, self.channels), np.float32), self.rate, time.time(), end=True)]
-        t_cap = t_first if self.realtime else time.time()
+        # As fast as possible: the block is treated as captured just now, ending at this instant.
+        t_cap = t_first if self.realtime else time.time() - data.shape[0] / self.rate
         return [self._chunk(data, self.rate, t_cap, end=self.exhausted)]
 
     def close(self):
@@ -399,7 +400,10 @@ class ZmqSource(Source):
     def _accept(self, m: wire.Message) -> Chunk | None:
         st = self.table.get(m.stream)
         if st is None:
-            if m.kind not in (wire.DESC, wire.DATA):
+            # Only a descriptor opens a stream, so stray data cannot fill the table.
+            if m.kind == wire.DATA:
+                self.stats.count("drops", "no_descriptor")
+            if m.kind != wire.DESC:
                 return None
             if len(self.table) >= self.max_streams:
                 self.stats.count("drops", "max_streams")

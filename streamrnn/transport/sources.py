@@ -156,7 +156,8 @@ class FileSource(_SingleStream):
         if data.shape[0] < self._block:
             self.exhausted = True
         if data.shape[0] == 0:
-            return [self._chunk(np.zeros((0, self.channels), np.float32), self.rate, time.time(), end=True)]
+            return [self._chunk(np.zeros((0, self.channels), np.float32), self.rate,
+                                t_first if self.realtime else time.time(), end=True)]
         # As fast as possible: the block is treated as captured just now, ending at this instant.
         t_cap = t_first if self.realtime else time.time() - data.shape[0] / self.rate
         return [self._chunk(data, self.rate, t_cap, end=self.exhausted)]

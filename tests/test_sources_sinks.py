@@ -1,0 +1,247 @@
+"""Sources and sinks on their own: files, stdin pipes, the microphone queue policy, text and
+ZeroMQ sinks, URI parsing and the errors users meet."""
+
+import csv
+import io
+import json
+import os
+import socket
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import zmq
+
+from streamrnn.errors import AudioError, ConfigError
+from streamrnn.runtime.stats import Stats
+from streamrnn.transport import wire
+from streamrnn.transport.endpoints import parse_zmq_uri
+from streamrnn.transport.sinks import CsvSink, JsonLinesSink, TerminalSink, ZmqSink, open_sink
+from streamrnn.transport.sources import (FileSource, MicSource, StdinSource, demo_path, open_source,
+                                         to_float32)
+
+
+def pred_msg(stream="s", seq=0, idx=0, y=((0.25,), (0.75,)), flags=0):
+    return wire.Message(wire.PRED, stream, epoch=7, seq=seq, sample_index=idx, t_capture=12.5, flags=flags,
+                        data=np.array(y, np.float32))
+
+
+def desc_msg(stream="s", labels=("speech",)):
+    return wire.Message(wire.DESC, stream, epoch=7, meta=wire.descriptor(stream, 7, "pred", "float32",
+                                                                         len(labels), 100.0, labels=labels))
+
+
+def read_all(src):
+    src.open()
+    out = []
+    while not src.exhausted:
+        out += src.read(0.5)
+    src.close()
+    return out
+
+
+def test_file_source_blocks_cover_the_file_in_order(tmp_path):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1000, 2)).astype(np.float32)
+    sf.write(tmp_path / "a.flac", x, 8000, subtype="PCM_24")
+    ref, _ = sf.read(tmp_path / "a.flac", dtype="float32", always_2d=True)
+    chunks = read_all(FileSource(tmp_path / "a.flac", block_ms=10, realtime=False))
+    assert all(c.data.shape[1] == 2 and c.rate == 8000 and c.content == "audio" for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.data for c in chunks]), ref)
+    assert [c.sample_index for c in chunks] == [80 * i for i in range(len(chunks))]
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert chunks[-1].end and not any(c.end for c in chunks[:-1])
+    assert len({c.epoch for c in chunks}) == 1 and chunks[0].desc["channels"] == 2
+
+
+def test_file_source_realtime_timestamps_follow_the_samples(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
+    chunks = read_all(FileSource(tmp_path / "a.wav", block_ms=20, realtime=True))
+    t = np.array([c.t_capture for c in chunks])
+    # paced: capture times are exactly the sample positions (no assertion on wall-clock duration)
+    np.testing.assert_allclose(np.diff(t), 0.02, atol=1e-6)
+
+
+def test_file_source_errors(tmp_path):
+    with pytest.raises(AudioError, match="does not exist"):
+        FileSource(tmp_path / "nope.wav")
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    with pytest.raises(AudioError, match="cannot read"):
+        FileSource(tmp_path / "bad.wav")
+
+
+@pytest.mark.parametrize("fmt", ["s16le", "f32le"])
+def test_stdin_source_formats_from_a_real_pipe(fmt):
+    x = np.array([[0, 0.5], [-0.5, 0.25], [1 - 2 ** -15, -1]] * 50, np.float32)   # (150, 2)
+    raw = (np.round(x * 32768).clip(-32768, 32767).astype("<i2") if fmt == "s16le" else x.astype("<f4")).tobytes()
+    r, w = os.pipe()
+    os.write(w, raw + b"\x01")  # one stray byte: not a whole sample, counted
+    os.close(w)
+    stats = Stats()
+    src = StdinSource(rate=8000, fmt=fmt, channels=2, block_ms=5, fd=r, stats=stats)
+    chunks = read_all(src)
+    os.close(r)
+    got = np.concatenate([c.data for c in chunks])
+    np.testing.assert_allclose(got, x, atol=0)
+    assert chunks[-1].end and stats.get("drops", "partial_sample") == 1
+    assert [c.sample_index for c in chunks] == list(np.cumsum([0] + [len(c.data) for c in chunks])[:-1])
+
+
+def test_stdin_nonfinite_replaced_by_silence_and_counted():
+    x = np.array([0.1, np.nan, 0.2, np.inf], "<f4")
+    r, w = os.pipe()
+    os.write(w, x.tobytes())
+    os.close(w)
+    stats = Stats()
+    chunks = read_all(StdinSource(rate=100, fmt="f32le", fd=r, stats=stats))
+    os.close(r)
+    np.testing.assert_array_equal(np.concatenate([c.data for c in chunks])[:, 0], np.array([0.1, 0, 0.2, 0], np.float32))
+    assert stats.get("bad", "non_finite") == 2
+
+
+def test_int16_scaling():
+    np.testing.assert_array_equal(to_float32(np.array([-32768, 0, 16384], np.int16)), [-1.0, 0.0, 0.5])
+
+
+class _Status:
+    def __init__(self, overflow=False):
+        self.input_overflow = overflow
+
+    def __bool__(self):
+        return self.input_overflow
+
+
+def test_mic_queue_drops_oldest_counts_and_flags():
+    # The PortAudio callback's queue policy, exercised by calling the callback as PortAudio would.
+    stats = Stats()
+    mic = MicSource(rate=1000, block_ms=100, queue_seconds=0.3, stats=stats)  # 3 blocks of 100 samples
+    assert mic.maxlen == 3
+    for i in range(5):
+        mic._callback(np.full((100, 1), i, np.float32), 100, None, _Status())
+    chunks = mic.read(0.1)
+    assert [int(c.data[0, 0]) for c in chunks] == [2, 3, 4]          # the two oldest were dropped
+    assert [c.sample_index for c in chunks] == [200, 300, 400]
+    assert chunks[0].flags == wire.FLAG_OVERFLOW | wire.FLAG_GAP and chunks[1].flags == 0
+    assert stats.get("overflows") == 2 and stats.get("gaps", "sample_index") == 1
+    mic._callback(np.zeros((100, 1), np.float32), 100, None, _Status(overflow=True))  # PortAudio's own
+    assert mic.read(0.1)[0].flags & wire.FLAG_OVERFLOW and stats.get("overflows") == 3
+
+
+def test_missing_microphone_is_a_clear_error():
+    with pytest.raises(AudioError, match="cannot open microphone 'no-such-device-xyz'"):
+        MicSource("no-such-device-xyz").open()
+
+
+def test_demo_path_resolves_or_names_the_missing_file():
+    try:
+        p = demo_path()
+    except AudioError as e:
+        assert "demo recording is missing" in str(e) and "models" in str(e)
+    else:
+        assert p.is_file() and p.parent.name == "models"
+
+
+def test_jsonl_and_csv_sinks(tmp_path):
+    js, cs = JsonLinesSink(tmp_path / "o.jsonl"), CsvSink(tmp_path / "o.csv")
+    for s in (js, cs):
+        s.open()
+        s.write(desc_msg())
+        s.write(pred_msg(flags=wire.FLAG_GAP))
+        s.write(wire.Message(wire.EVENT, "s", epoch=7, meta={"event": "start", "label": "speech", "frame": 1}))
+        s.write(wire.Message(wire.EOS, "s", epoch=7, sample_index=2, flags=wire.FLAG_END))
+        s.close()
+    recs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in recs] == ["desc", "pred", "pred", "event", "eos"]
+    assert recs[1] == {"type": "pred", "stream": "s", "epoch": 7, "frame": 0, "time": 0.0, "t_capture": 12.5,
+                       "seq": 0, "flags": ["gap"], "y": [0.25]}
+    assert recs[2]["frame"] == 1 and recs[2]["time"] == 0.01 and recs[2]["flags"] == []
+    rows = list(csv.reader(open(tmp_path / "o.csv")))
+    assert rows[0] == ["stream", "epoch", "frame", "time", "t_capture", "flags", "speech"]
+    assert rows[1][:3] == ["s", "7", "0"] and rows[1][5] == "gap" and float(rows[2][6]) == 0.75
+
+
+def test_terminal_sink_live_line_and_events():
+    out = io.StringIO()
+    t = TerminalSink(out=out)
+    t.MIN_INTERVAL = 0
+    t.write(desc_msg())
+    t.write(pred_msg(y=((0.5,),)))
+    t.write(wire.Message(wire.EVENT, "s", meta={"event": "start", "label": "speech", "frame": 3, "time": 0.03}))
+    t.close()
+    text = out.getvalue()
+    assert "speech" in text and "0.500" in text and "|" + "#" * 10 + " " * 10 + "|" in text
+    assert "0.03 s  speech start\n" in text
+
+
+def test_open_sink_and_source_reject_unknown_uris():
+    with pytest.raises(ConfigError, match="unknown sink 'kafka://x'"):
+        open_sink("kafka://x")
+    with pytest.raises(ConfigError, match="unknown source 'http://x'"):
+        open_source("http://x")
+    with pytest.raises(ConfigError, match="cannot be used here"):
+        open_sink("zmq+sub://127.0.0.1:5")
+    assert isinstance(open_sink("stdout", json_stdout=True), JsonLinesSink)
+
+
+@pytest.mark.parametrize("uri,want", [
+    ("zmq+pub://127.0.0.1:5555", ("pub", "tcp://127.0.0.1:5555", True, None)),
+    ("zmq+push://127.0.0.1:5555", ("push", "tcp://127.0.0.1:5555", False, None)),
+    ("zmq+pull://127.0.0.1:5555?connect", ("pull", "tcp://127.0.0.1:5555", False, None)),
+    ("zmq+sub://127.0.0.1:5555?bind&topic=in/a/", ("sub", "tcp://127.0.0.1:5555", True, "in/a/")),
+    ("zmq+pub+ipc:///tmp/x.sock", ("pub", "ipc:///tmp/x.sock", True, None)),
+])
+def test_zmq_uris(uri, want):
+    e = parse_zmq_uri(uri)
+    assert (e.pattern, e.address, e.bind, e.topic) == want
+
+
+@pytest.mark.parametrize("uri", ["zmq+pub://127.0.0.1", "zmq+pub://127.0.0.1:0", "zmq+pub://127.0.0.1:99999",
+                                 "zmq+dealer://127.0.0.1:5", "zmq+pub://127.0.0.1:5?bind&connect",
+                                 "zmq+pub://127.0.0.1:5?color=red", "zmq+push://*:5555", "zmq+pub+udp://x"])
+def test_bad_zmq_uris(uri):
+    with pytest.raises(ConfigError):
+        parse_zmq_uri(uri)
+
+
+def test_port_in_use_is_a_clear_error():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    try:
+        sink = ZmqSink(f"zmq+pub://127.0.0.1:{port}")
+        with pytest.raises(ConfigError, match=f"cannot bind .*{port}.*in use"):
+            sink.open()
+    finally:
+        s.close()
+
+
+def test_push_sink_without_peer_never_blocks_and_counts_drops(tmp_path):
+    stats = Stats()
+    sink = ZmqSink(f"zmq+push+ipc://{tmp_path}/nobody.sock", stats=stats, hwm_seconds=0.01)
+    sink.open()
+    for i in range(50):
+        sink.write(pred_msg(seq=i))
+    sink.close()
+    # a connecting push queues up to its high-water mark for the peer to come, then drops
+    assert sink.hwm == 16 and stats.get("drops", "hwm") == 50 - 16
+
+
+def test_pub_sink_messages_decode(tmp_path):
+    addr = f"ipc://{tmp_path}/pub.sock"
+    sink = ZmqSink(f"zmq+pub+ipc://{tmp_path}/pub.sock")
+    sink.open()
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"out/s/")
+    sub.connect(addr)
+    got = None
+    for _ in range(100):  # until the subscription has reached the publisher
+        sink.write(pred_msg())
+        if sub.poll(50):
+            got = wire.decode(sub.recv_multipart())
+            break
+    sub.close()
+    sink.close()
+    assert got is not None and got.topic == "out/s/pred" and got.t_send > 0
+    np.testing.assert_array_equal(got.data, [[0.25], [0.75]])

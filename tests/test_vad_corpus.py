@@ -194,3 +194,19 @@ def test_cli_rejects_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(TOOLS / "make_vad_corpus.py"), "--out", str(tmp_path),
                            "--n-train", "-1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--n-train must be >= 0" in proc.stderr
+
+
+def test_bundled_demo_is_reproducible_and_labelled(tmp_path):
+    """tools/make_demo.py regenerates the committed demo byte for byte."""
+    proc = subprocess.run([sys.executable, str(TOOLS / "make_demo.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    models = ROOT / "streamrnn" / "models"
+    assert (tmp_path / "demo.txt").read_bytes() == (models / "demo.txt").read_bytes()
+    assert (tmp_path / "demo.flac").read_bytes() == (models / "demo.flac").read_bytes()
+    info = sf.info(str(models / "demo.flac"))
+    assert (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
+    assert 20.0 <= info.duration <= 30.0 and (models / "demo.flac").stat().st_size < 500_000
+    labels = read_labels(models / "demo.txt")
+    speech_s = sum(e - s for s, e, _ in labels)
+    assert len(labels) >= 4 and 0.3 * info.duration < speech_s < 0.7 * info.duration

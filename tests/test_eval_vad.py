@@ -121,3 +121,27 @@ def test_model_path_collects_frames_from_audio_stream(corpus):
     det.chunk = 16000
     p3, _ = det.scores(items[1].samples, 16000)
     np.testing.assert_array_equal(p2, p3)
+
+
+def test_cli_evaluates_a_real_model_file_through_audio_stream(corpus, tmp_path):
+    import streamrnn
+    from streamrnn.audio import LogMel
+
+    model = streamrnn.Model.random("gru", 40, 8, 1, output_size=1, activation="sigmoid", labels=["speech"],
+                                   frontend=LogMel().to_dict(), name="tinyvad", seed=1)
+    path = tmp_path / "tinyvad.safetensors"
+    streamrnn.save_model(model, path)
+    out_json = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "eval_vad.py"), str(corpus / "test.jsonl"), "--modes",
+                           "--model", str(path), "--json", str(out_json)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "frames, the labels give" not in proc.stderr  # the stream's frames line up with the labels
+    (r,) = json.loads(out_json.read_text())["results"]
+    assert r["detector"] == f"streamrnn {path}"
+    assert r["n_frames"] == 5 * (1 + (6 * 16000 - 400) // 160)
+    # The tool's scores are the stream's outputs for the whole file.
+    items = eval_vad.read_manifest(corpus / "test.jsonl", limit=1)
+    det = eval_vad.ModelDetector(str(path))
+    p, _ = det.scores(items[0].samples, 16000)
+    ref = streamrnn.load_model(path).audio_stream(16000).push(items[0].samples)[:, 0]
+    np.testing.assert_allclose(p, ref, rtol=1e-5, atol=1e-6)

@@ -234,3 +234,32 @@ def test_model_file_roundtrip_with_frontend(tmp_path):
     streamrnn.save_model(bad, tmp_path / "bad.safetensors")
     with pytest.raises(ModelFileError, match="n_mel"):
         streamrnn.load_model(tmp_path / "bad.safetensors")
+
+
+def test_malformed_snapshots_raise_snapshot_error():
+    fe = LogMel(preemphasis=0.97)
+    a = model_with(fe).audio_stream(48000)
+    x = np.random.default_rng(11).standard_normal(20000).astype(np.float32) * 0.1
+    a.push(x)
+    snap = a.snapshot()
+    ref = a.snapshot()
+    broken = [
+        {**snap, "features": {**snap["features"], "frontend": {**snap["features"]["frontend"], "buffer": np.zeros(999)}}},
+        {**snap, "features": {**snap["features"], "frontend": {k: v for k, v in snap["features"]["frontend"].items()
+                                                              if k != "prev"}}},
+        {**snap, "features": {**snap["features"], "resampler": {**snap["features"]["resampler"], "hist_start": 1}}},
+        {**snap, "features": {**snap["features"], "resampler": None}},
+        {k: v for k, v in snap.items() if k != "model"},
+        {**snap, "model": {**snap["model"], "h": np.zeros((5, 5, 5))}},
+    ]
+    b = model_with(fe).audio_stream(48000)
+    b.push(x[:7777])
+    before = b.snapshot()
+    cont = b.push(x[7777:9000])
+    for bad in broken:
+        b.restore(before)
+        with pytest.raises(SnapshotError):
+            b.restore(bad)
+        np.testing.assert_array_equal(b.push(x[7777:9000]), cont)  # the failed restore changed nothing
+    b.restore(ref)
+    np.testing.assert_allclose(b.push(x[:3000]), a.push(x[:3000]), atol=1e-5)

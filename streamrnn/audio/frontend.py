@@ -523,6 +523,14 @@ class LogMel:
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot taken from a front end with identical settings."""
+        try:
+            self._restore(snap)
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # a hand-made or damaged dict
+            raise SnapshotError(f"malformed front-end snapshot: {e!r}") from None
+
+    def _restore(self, snap: dict) -> None:
         if not isinstance(snap, dict) or snap.get("kind") != "frontend":
             raise SnapshotError(f"not a front-end snapshot: {type(snap).__name__} "
                                 f"kind={snap.get('kind') if isinstance(snap, dict) else None!r}")
@@ -537,11 +545,9 @@ class LogMel:
         if buf.ndim != 1 or len(buf) >= self.win_length:
             raise SnapshotError(f"front-end snapshot buffer has shape {buf.shape}; "
                                 f"expected (n,) with n < win_length={self.win_length}")
-        self._buf = buf.copy()
-        self._prev = float(snap["prev"])
-        self._skip = int(snap["skip"])
-        self.n_frames = int(snap["n_frames"])
-        self.n_nonfinite = int(snap["n_nonfinite"])
+        vals = (float(snap["prev"]), int(snap["skip"]), int(snap["n_frames"]), int(snap["n_nonfinite"]))
+        self._buf = buf.copy()  # assigned only once every value has been read
+        self._prev, self._skip, self.n_frames, self.n_nonfinite = vals
 
 
 class MFCC(LogMel):

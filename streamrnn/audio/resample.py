@@ -195,6 +195,14 @@ class Resampler:
 
     def restore(self, snap: dict) -> None:
         """Rebuild the soxr state by replaying the snapshot's input history (see module doc)."""
+        try:
+            self._restore(snap)
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # a hand-made or damaged dict
+            raise SnapshotError(f"malformed resampler snapshot: {e!r}") from None
+
+    def _restore(self, snap: dict) -> None:
         if not isinstance(snap, dict) or snap.get("kind") != "resampler":
             raise SnapshotError("not a resampler snapshot")
         if snap.get("version") != SNAPSHOT_VERSION:

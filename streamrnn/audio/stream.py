@@ -113,10 +113,19 @@ class FeatureStream:
         if snap.get("settings") != self._settings():
             raise SnapshotError(f"snapshot of a stream with {snap.get('settings')} cannot be restored into "
                                 f"one with {self._settings()}")
-        self.frontend.restore(snap["frontend"])
-        if self.resampler is not None:
-            self.resampler.restore(snap["resampler"])
-        self.n_nonfinite = int(snap["n_nonfinite"])
+        if not all(k in snap for k in ("frontend", "resampler", "n_nonfinite")):
+            raise SnapshotError("malformed FeatureStream snapshot: missing keys")
+        before = (self.frontend.snapshot(), None if self.resampler is None else self.resampler.snapshot())
+        try:
+            self.frontend.restore(snap["frontend"])
+            if self.resampler is not None:
+                self.resampler.restore(snap["resampler"])
+            self.n_nonfinite = int(snap["n_nonfinite"])
+        except (SnapshotError, TypeError, ValueError) as e:  # put the stream back as it was
+            self.frontend.restore(before[0])
+            if self.resampler is not None:
+                self.resampler.restore(before[1])
+            raise e if isinstance(e, SnapshotError) else SnapshotError(f"malformed snapshot: {e!r}") from None
 
 
 class AudioStream:
@@ -181,12 +190,16 @@ class AudioStream:
         if snap.get("version") != SNAPSHOT_VERSION:
             raise SnapshotError(f"audio-stream snapshot version {snap.get('version')!r} is not supported "
                                 f"(this streamrnn reads {SNAPSHOT_VERSION})")
-        # check both parts before changing anything, so a failed restore leaves the stream as it was
+        if "features" not in snap or "model" not in snap:
+            raise SnapshotError("malformed AudioStream snapshot: needs 'features' and 'model'")
+        # a failed restore leaves the stream as it was
         before = (self.features.snapshot(), self.stream.snapshot())
         try:
             self.stream.restore(snap["model"])
             self.features.restore(snap["features"])
-        except SnapshotError:
+        except (SnapshotError, KeyError, TypeError, ValueError) as e:
             self.features.restore(before[0])
             self.stream.restore(before[1])
-            raise
+            if isinstance(e, SnapshotError):
+                raise
+            raise SnapshotError(f"malformed AudioStream snapshot: {e!r}") from None

@@ -87,6 +87,15 @@ def test_kernel_matches_numpy_reference(cfg, speech16k):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("n_fft", [4, 6, 8, 16, 32, 64, 2048])
+def test_small_and_large_fft_sizes(n_fft):
+    """Every stage of the radix-2 FFT (sizes 8+), and the DFT path (4, 6), against numpy.fft."""
+    x = np.random.default_rng(n_fft).standard_normal(6000)
+    fe = LogMel(n_fft=n_fft, win_length=n_fft - 1, hop_length=max(1, n_fft // 2), n_mels=2, log=None)
+    ref = naive_features(x, fe)
+    np.testing.assert_allclose(fe.compute(x), ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
 def test_mfcc_matches_numpy_reference(speech16k):
     x, _ = speech16k
     for fe in (MFCC(), MFCC(n_mfcc=20, lifter=22, log="db", preemphasis=0.5, n_fft=400)):

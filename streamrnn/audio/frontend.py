@@ -51,12 +51,37 @@ NONFINITE_MODES = ("error", "zero")
 
 @njit(cache=True)
 def _cfft_kernel(re, im, tw_re, tw_im, m):
-    """In-place radix-2 complex FFT of size m on input already in bit-reversed order.
+    """In-place radix-2 complex FFT of size m >= 4 on input already in bit-reversed order.
 
-    tw_re/tw_im (m/2,) hold e^{-2 pi i k / m}.  Twiddle-outer loop order: one
-    twiddle load per k per stage.
+    tw_re/tw_im (m/2,) hold e^{-2 pi i k / m}.  The first two stages have the
+    trivial twiddles 1 and -i and are written out; the others load one twiddle
+    per k per stage.
     """
-    size = 2
+    for a in range(0, m, 2):  # size 2: twiddle 1
+        b = a + 1
+        tr = re[b]
+        ti = im[b]
+        re[b] = re[a] - tr
+        im[b] = im[a] - ti
+        re[a] += tr
+        im[a] += ti
+    for a in range(0, m, 4):  # size 4: twiddles 1 and -i
+        b = a + 2
+        tr = re[b]
+        ti = im[b]
+        re[b] = re[a] - tr
+        im[b] = im[a] - ti
+        re[a] += tr
+        im[a] += ti
+        a1 = a + 1
+        b1 = a + 3
+        tr = im[b1]  # (re + i im) * (-i) = im - i re
+        ti = -re[b1]
+        re[b1] = re[a1] - tr
+        im[b1] = im[a1] - ti
+        re[a1] += tr
+        im[a1] += ti
+    size = 8
     while size <= m:
         half = size // 2
         step = m // size
@@ -81,7 +106,7 @@ def _frames_kernel(x, n_frames, hop, window, n_fft, use_fft, bitrev, tw_re, tw_i
     """Features of ``n_frames`` frames of ``x`` (float64) into ``out`` (n_frames, F) float32.
 
     x (N,) with N >= (n_frames - 1) * hop + win; window (win,).
-    ``use_fft`` (n_fft a power of two >= 4): real FFT of size n_fft as one complex
+    ``use_fft`` (n_fft a power of two >= 8): real FFT of size n_fft as one complex
     FFT of size m = n_fft/2 on z[j] = x[2j] + i x[2j+1]; bitrev (m,), twiddles
     tw_re/tw_im (m/2,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
     Otherwise a direct DFT with tables dft_cos/dft_sin (n_bins, win).
@@ -364,7 +389,7 @@ class LogMel:
         self._window = np.ascontiguousarray(w, dtype=np.float64)  # (win,)
         n = self.n_fft
         n_bins = n // 2 + 1
-        self._use_fft = n >= 4 and (n & (n - 1)) == 0
+        self._use_fft = n >= 8 and (n & (n - 1)) == 0
         if self._use_fft:
             m = n // 2  # real FFT of size n = complex FFT of size m + a split step
             bits = m.bit_length() - 1

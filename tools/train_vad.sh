@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Regenerate the VAD corpus and retrain the bundled voice-activity model (issue 6).
+#
+#   tools/train_vad.sh            # from the repository root or anywhere
+#
+# Steps (model card: docs/models/vad.md):
+#   1. tools/make_vad_corpus.py -> runs/vad-corpus/{train,test}.jsonl (seed 1, 1000 + 150 files of 10 s;
+#      the held-out test split depends only on the seed and its index, not on --n-train)
+#   2. streamrnn train configs/vad.toml --out runs/vad     (configs/vad.toml reads runs/vad-corpus/train.jsonl)
+#   3. copy the exported best model to streamrnn/models/vad.safetensors
+#   4. tools/eval_vad.py on the held-out split: the model and WebRTC VAD modes 0-3 -> runs/vad/eval_test.{json,md}
+# Needs the Debian packages espeak-ng and sox. Deterministic: same seed, same corpus bytes; the trainer
+# is seeded by train.seed in configs/vad.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CORPUS=runs/vad-corpus   # must match data.train in configs/vad.toml
+SEED=${SEED:-1}
+N_TRAIN=${N_TRAIN:-1000}
+N_TEST=${N_TEST:-150}
+JOBS=${JOBS:-2}
+OUT=runs/vad
+
+python tools/make_vad_corpus.py --out "$CORPUS" --n-train "$N_TRAIN" --n-test "$N_TEST" --seconds 10 \
+    --seed "$SEED" --jobs "$JOBS"
+streamrnn train configs/vad.toml --out "$OUT"
+cp "$OUT/model.safetensors" streamrnn/models/vad.safetensors   # the trainer exports the best epoch here
+python tools/eval_vad.py "$CORPUS/test.jsonl" --model streamrnn/models/vad.safetensors \
+    --json "$OUT/eval_test.json" --markdown "$OUT/eval_test.md"
+ls -l streamrnn/models/vad.safetensors

@@ -235,3 +235,10 @@ def test_bad_inputs_are_typed_errors():
         M.vad_metrics([np.zeros(3)], [np.zeros(3)], frame_rate=0)
     with pytest.raises(ShapeError, match="1-D"):
         M.accuracy(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(M, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0

@@ -455,12 +455,13 @@ class Pipeline:
         """
         cfg = self.config
         stop = stop or threading.Event()
-        self.warm_up(getattr(self.source, "expected_rate", None))
         opened = []
         try:
-            for s in self.sinks:
+            for s in self.sinks:  # first: a busy port fails before any waiting
                 s.open()
                 opened.append(s)
+            # Compile before the source opens, so a microphone's first blocks never wait for the JIT.
+            self.warm_up(getattr(self.source, "expected_rate", None))
             self.source.open()
             if on_ready is not None:
                 on_ready()

@@ -198,8 +198,12 @@ class StdinSource(_SingleStream):
         self.expected_rate = self.rate
         self.frame_bytes = self.dtype.itemsize * self.channels
         self.block_bytes = max(1, int(round(rate * block_ms / 1000))) * self.frame_bytes
-        self.fd = fd if fd is not None else sys.stdin.fileno()
+        self.fd = fd
         self._buf = bytearray()
+
+    def open(self):
+        if self.fd is None:
+            self.fd = sys.stdin.fileno()
 
     def read(self, timeout):
         if self.exhausted:

@@ -236,6 +236,8 @@ class ModelSection:
     hidden_size: int = 64  # H
     num_layers: int = 1  # L
     init: str = "glorot"  # glorot (Glorot-uniform W_ih, orthogonal W_hh, LSTM forget bias 1) or pytorch
+    gru_update_bias: float = 1.0  # added to the initial GRU update-gate bias b_iz: > 0 keeps the state longer
+    #                               at the start (z = sigmoid(1) = 0.73 for 1.0), the GRU analogue of LSTM's forget bias 1
     norm: bool = True  # input normalisation with mean/std of the training set (frozen, exported)
     name: str = ""  # model name written to the file (default: the config file's stem)
 

@@ -289,7 +289,8 @@ class BPTT:
             if lanes.size:
                 h[:, lanes] = 0.0
                 c[:, lanes] = 0.0
-            run_forward(m, x[t0:t1], h, c, self.ws, y[t0:t1], save[:, t0:t1], apply_act=False)
+            run_forward(m, x[t0:t1], h, c, self.ws, y[t0:t1], None if save is None else save[:, t0:t1],
+                        apply_act=False)
             xn[t0:t1] = self.ws.views(t1 - t0)[0]  # the kernel's normalised input (layer-0 input)
 
     def backward(self, theta, xn, h0, c0, reset, save, dy, grad, dh0, dc0):

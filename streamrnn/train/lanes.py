@@ -1,0 +1,305 @@
+"""Stateful lanes and truncated BPTT(k1, k2).
+
+Lanes
+-----
+B lanes each stream whole sequences back to back.  At the start of an epoch
+the sequences are shuffled (``rng.permutation``) and dealt greedily, each to
+the lane with the fewest frames so far, so lanes end at about the same time.
+A lane's hidden state is carried from chunk to chunk (cut from the gradient
+at the window start) and zeroed at every sequence boundary by a per-lane
+reset flag ``R[t, b] = 1``; the tail after a lane's last sequence is padding
+with mask 0.
+
+TBPTT(k1, k2)
+-------------
+Every k1 frames (one *chunk*), the loss of those k1 new frames is
+backpropagated through the last k2 >= k1 frames::
+
+    frames  ... | c-2 | c-1 |  c  |                 chunk c = the k1 newest frames
+                      <------ k2 ------>            backward window (k2 = 2 k1 here)
+                      ^ h_start (state at the window start, treated as a constant)
+
+What is and is not recomputed: the forward runs exactly once per frame (only
+the k1 new frames, from the carried state); the window buffer keeps, for its
+last k2 frames, the normalised inputs, the saved activations and the reset
+flags, plus the state at the window start, so the backward over k2 frames
+needs no forward recomputation.  The activations of the k2 - k1 older frames
+were computed with the parameters of the updates that saw them first (the
+usual "stale activations" of online TBPTT); with k2 = k1 there is no such
+overlap and each update is the exact gradient of its chunk.  The backward
+itself is recomputed over the whole window every update (k2 frames of
+backward per k1 frames of data).  With the parameters held fixed the sum of
+the chunk gradients equals full BPTT as soon as k2 covers whole lanes (tested).
+
+Optional jitter draws each chunk's length uniformly from
+[ceil(k1 (1 - jitter)), k1] (``rng.integers``), so updates do not always fall
+on the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrnn.errors import ShapeError, TrainingError
+from streamrnn.nn.cells import SAVE_WIDTH, Architecture
+from streamrnn.train.bptt import BPTT
+from streamrnn.train.losses import loss_and_dlogits
+
+
+@dataclass
+class Prepared:
+    """One sequence ready for lanes: x (T, I), target (T, Ot), mask (T,) float64 weights."""
+
+    x: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+    name: str
+
+
+def target_width(loss: str, task: str, n_outputs: int) -> int:
+    """Columns of the packed target array: 1 (a class index) for ce, else the output width."""
+    return 1 if loss == "ce" else n_outputs
+
+
+def prepare(seqs, *, task: str, loss: str, n_outputs: int, mean=None, std=None) -> list[Prepared]:
+    """Turn ``data.Sequence`` objects into targets and masks for the task.
+
+    frame       y per frame: ce (T,) class indices (or (T, C) one-hot -> argmax), bce/mse (T, O)
+                ((T,) integer labels become (T, 1) 0/1 targets for bce)
+    sequence    the loss only on the last frame whose mask > 0, its target from that frame
+    next_frame  target[t] = normalised x[t + 1] ((x - mean) / std, as the model sees it);
+                the last frame (and any frame whose successor is masked) is not in the loss
+    """
+    out = []
+    for s in seqs:
+        x = np.asarray(s.x, np.float64)
+        T = x.shape[0]
+        mask = np.asarray(s.mask, np.float64).reshape(T).copy()
+        if task == "next_frame":
+            xn = x if mean is None else (x - mean) / std
+            tg = np.zeros((T, x.shape[1]))
+            tg[:-1] = xn[1:]
+            mask[:-1] *= (mask[1:] > 0)
+            mask[-1] = 0.0
+        else:
+            if s.y is None:
+                raise TrainingError(f"{s.name}: task {task!r} needs targets y, the sequence has none")
+            y = np.asarray(s.y)
+            if y.shape[0] != T:
+                raise ShapeError(f"{s.name}: y has {y.shape[0]} frames, x has {T}")
+            if loss == "ce":
+                if y.ndim == 2:
+                    y = y.argmax(axis=1)
+                if y.min() < 0 or y.max() >= n_outputs:
+                    raise TrainingError(f"{s.name}: class index out of range [0, {n_outputs}): "
+                                        f"min {y.min()}, max {y.max()}")
+                tg = y.astype(np.float64).reshape(T, 1)
+            else:
+                tg = y.astype(np.float64).reshape(T, -1)
+                if tg.shape[1] != n_outputs:
+                    raise ShapeError(f"{s.name}: y has {tg.shape[1]} columns, the model has {n_outputs} outputs")
+            if task == "sequence":
+                valid = np.flatnonzero(mask > 0)
+                w = mask[valid[-1]] if valid.size else 0.0
+                mask = np.zeros(T)
+                if valid.size:
+                    mask[valid[-1]] = w  # many-to-one: only the last valid frame counts
+        out.append(Prepared(x, tg, mask, s.name))
+    return out
+
+
+def norm_stats(seqs, floor: float = 1e-5):
+    """Per-feature mean and std (float64) over every frame of ``seqs``; std < floor -> 1."""
+    n = 0
+    s1 = None
+    for s in seqs:
+        x = np.asarray(s.x, np.float64)
+        s1 = x.sum(axis=0) if s1 is None else s1 + x.sum(axis=0)
+        n += x.shape[0]
+    mean = s1 / n
+    s2 = sum(((np.asarray(s.x, np.float64) - mean) ** 2).sum(axis=0) for s in seqs)
+    std = np.sqrt(s2 / n)
+    std[std < floor] = 1.0  # constant feature: leave its scale alone
+    return mean, std
+
+
+@dataclass
+class Plan:
+    """One epoch of lanes: X (T, B, I), Y (T, B, Ot), M (T, B), R (T, B) uint8, chunk bounds."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    M: np.ndarray
+    R: np.ndarray
+    bounds: list  # [(t0, t1), ...]
+    order: list  # sequence indices in the order dealt
+
+
+def deal(prepared: list[Prepared], order, lanes: int, dtype=np.float32):
+    """Pack sequences into ``lanes`` back-to-back streams (greedy: shortest lane first)."""
+    I = prepared[0].x.shape[1]
+    Ot = prepared[0].target.shape[1]
+    fill = [0] * lanes
+    place = []
+    for i in order:
+        b = int(np.argmin(fill))  # ties -> lowest lane index: deterministic
+        place.append((i, b, fill[b]))
+        fill[b] += prepared[i].x.shape[0]
+    T = max(fill) if fill else 0
+    X = np.zeros((T, lanes, I), dtype)
+    Y = np.zeros((T, lanes, Ot), dtype)
+    M = np.zeros((T, lanes), dtype)
+    R = np.zeros((T, lanes), np.uint8)
+    for i, b, t0 in place:
+        p = prepared[i]
+        n = p.x.shape[0]
+        X[t0:t0 + n, b] = p.x
+        Y[t0:t0 + n, b] = p.target
+        M[t0:t0 + n, b] = p.mask
+        R[t0, b] = 1  # new sequence: zero the lane's state
+    for b in range(lanes):
+        if fill[b] < T:
+            R[fill[b], b] = 1  # padding starts from zero state too (its mask is 0)
+    return X, Y, M, R, place
+
+
+def make_plan(prepared, lanes: int, k1: int, jitter: float, rng: np.random.Generator, dtype=np.float32,
+              shuffle: bool = True) -> Plan:
+    """Shuffle, deal into lanes and cut into chunks; consumes rng in a fixed order."""
+    order = rng.permutation(len(prepared)).tolist() if shuffle else list(range(len(prepared)))
+    X, Y, M, R, _ = deal(prepared, order, lanes, dtype)
+    T = X.shape[0]
+    bounds = []
+    t = 0
+    lo = max(1, math.ceil(k1 * (1.0 - jitter)))
+    while t < T:
+        n = int(rng.integers(lo, k1 + 1)) if jitter > 0 else k1
+        bounds.append((t, min(t + n, T)))
+        t += n
+    return Plan(X, Y, M, R, bounds, order)
+
+
+class TBPTTRunner:
+    """Forward the k1 new frames, backward through the last k2 (see module doc).
+
+    Carries the lane state ``h``, ``c`` (L, B, H) and the window buffer
+    between calls; ``clear()`` empties both (epoch start).
+    """
+
+    def __init__(self, arch: Architecture, lanes: int, k1: int, k2: int, loss: str, dtype=np.float32):
+        self.arch, self.B, self.k1, self.k2, self.loss = arch, lanes, k1, k2, loss
+        self.dtype = np.dtype(dtype)
+        self.eng = BPTT(arch, lanes, dtype)
+        L, H, I, O = arch.num_layers, arch.hidden_size, arch.input_size, arch.out_size
+        W = SAVE_WIDTH[arch.cell] * H
+        self.h = np.zeros((L, lanes, H), dtype)
+        self.c = np.zeros((L, lanes, H), dtype)
+        self.win_h = np.zeros((L, lanes, H), dtype)  # state at the window start
+        self.win_c = np.zeros((L, lanes, H), dtype)
+        self.xn = np.zeros((k2, lanes, I), dtype)
+        self.save = np.zeros((L, k2, lanes, W), dtype)
+        self.reset = np.zeros((k2, lanes), np.uint8)
+        self.y = np.zeros((k1, lanes, O), dtype)
+        self.dy = np.zeros((k2, lanes, O), dtype)
+        self.n = 0  # frames in the window buffer
+        self.grad = None
+        self.dh0 = np.zeros((L, lanes, H), dtype)
+        self.dc0 = np.zeros((L, lanes, H), dtype)
+
+    def clear(self):
+        self.h[...] = 0
+        self.c[...] = 0
+        self.n = 0
+
+    def step(self, theta, X, Y, M, R):
+        """One update's worth: X (n, B, I) new frames (n <= k1) -> (loss, weight, grad (P,)).
+
+        ``grad`` is the gradient of the mean loss over the new frames (weight =
+        their total mask); the returned array is reused by the next call.
+        """
+        n = X.shape[0]
+        assert 0 < n <= self.k1
+        if self.grad is None or self.grad.shape != theta.shape:
+            self.grad = np.zeros_like(theta)
+        H = self.arch.hidden_size
+        hoff = self.save.shape[3] - H
+        drop = max(0, self.n + n - self.k2)
+        if drop:
+            # the new window starts after frame drop-1 of the buffer: its state is saved there
+            self.win_h[...] = self.save[:, drop - 1, :, hoff:]
+            if self.arch.cell == "lstm":
+                self.win_c[...] = self.save[:, drop - 1, :, 4 * H:5 * H]
+            keep = self.n - drop
+            self.xn[:keep] = self.xn[drop:self.n]
+            self.save[:, :keep] = self.save[:, drop:self.n]
+            self.reset[:keep] = self.reset[drop:self.n]
+            self.n = keep
+        if self.n == 0:
+            self.win_h[...] = self.h
+            self.win_c[...] = self.c
+        a, b = self.n, self.n + n
+        self.reset[a:b] = R
+        y = self.y[:n]
+        self.eng.forward(theta, np.ascontiguousarray(X, self.dtype), self.h, self.c, self.reset[a:b], y,
+                         self.save[:, a:b], self.xn[a:b])
+        self.n = b
+        loss, dy_new, w = loss_and_dlogits(self.loss, y, Y, M)
+        dy = self.dy[:b]
+        dy[:a] = 0.0  # older frames: their loss was counted by earlier updates
+        dy[a:b] = dy_new
+        self.eng.backward(theta, self.xn[:b], self.win_h, self.win_c, self.reset[:b], self.save[:, :b], dy,
+                          self.grad, self.dh0, self.dc0)
+        return loss, w, self.grad
+
+    def drop_bad_state(self):
+        """After a non-finite step: zero lanes whose state is not finite and empty the window."""
+        bad = ~(np.isfinite(self.h).all(axis=(0, 2)) & np.isfinite(self.c).all(axis=(0, 2)))
+        self.h[:, bad] = 0
+        self.c[:, bad] = 0
+        self.n = 0
+        return int(bad.sum())
+
+    # --- checkpoint support --------------------------------------------------------------
+    def state_arrays(self) -> dict:
+        return {"lanes.h": self.h, "lanes.c": self.c, "lanes.win_h": self.win_h, "lanes.win_c": self.win_c,
+                "lanes.xn": self.xn[:self.n], "lanes.save": np.ascontiguousarray(self.save[:, :self.n]),
+                "lanes.reset": self.reset[:self.n]}
+
+    def load_state(self, arrays: dict):
+        for k in ("h", "c", "win_h", "win_c"):
+            getattr(self, k)[...] = arrays[f"lanes.{k}"]
+        n = arrays["lanes.xn"].shape[0]
+        if n > self.k2:
+            raise TrainingError(f"checkpoint window holds {n} frames, more than tbptt.k2 = {self.k2}")
+        self.xn[:n] = arrays["lanes.xn"]
+        self.save[:, :n] = arrays["lanes.save"]
+        self.reset[:n] = arrays["lanes.reset"]
+        self.n = n
+
+
+def run_lanes(arch: Architecture, theta, prepared: list[Prepared], lanes: int, dtype=np.float32,
+              block: int = 512):
+    """Forward every sequence (no gradient) in lanes; returns [(logits (T, O), target, mask)] per sequence."""
+    if not prepared:
+        return []
+    B = max(1, min(lanes, len(prepared)))
+    X, Y, M, R, place = deal(prepared, list(range(len(prepared))), B, dtype)
+    eng = BPTT(arch, B, dtype)
+    L, H = arch.num_layers, arch.hidden_size
+    h = np.zeros((L, B, H), dtype)
+    c = np.zeros((L, B, H), dtype)
+    T = X.shape[0]
+    Yhat = np.zeros((T, B, arch.out_size), dtype)
+    xn = np.zeros((min(block, T), B, arch.input_size), dtype)
+    for t0 in range(0, T, block):
+        t1 = min(t0 + block, T)
+        eng.forward(theta, X[t0:t1], h, c, R[t0:t1], Yhat[t0:t1], None, xn[:t1 - t0])
+    out = [None] * len(prepared)
+    for i, b, t0 in place:
+        p = prepared[i]
+        n = p.x.shape[0]
+        out[i] = (Yhat[t0:t0 + n, b].astype(np.float64), p.target, p.mask)
+    return out

@@ -1,0 +1,533 @@
+"""The training loop: lanes, TBPTT, optimiser, guard, validation, checkpoints, export.
+
+>>> import numpy as np, tempfile
+>>> from streamrnn.config import load_config, TrainConfig
+>>> from streamrnn.train.data import Sequence
+>>> rng = np.random.default_rng(0)
+>>> seqs = [Sequence(rng.standard_normal((30, 2)).astype(np.float32), None, np.ones(30, np.float32), f"s{i}")
+...         for i in range(4)]
+>>> cfg = load_config(TrainConfig, overrides=["data.task=next_frame", "data.loss=mse", "model.hidden_size=8",
+...                   "tbptt.k1=10", "tbptt.k2=10", "tbptt.lanes=2", "train.epochs=2"], env={})
+>>> result = Trainer(cfg, seqs, seqs[:1], out_dir=tempfile.mkdtemp()).fit()
+>>> len(result.history), result.model.arch.has_norm
+(2, True)
+
+Checkpoints (``<out>/checkpoint.safetensors``) hold every array (parameters,
+best parameters, optimiser moments, lane states and the TBPTT window) as
+safetensors tensors and everything else (config, epoch, position inside the
+epoch, RNG state at the epoch start, schedule and guard state, history) as
+JSON in the file's metadata.  They are written to a temporary file, flushed,
+fsync'ed and renamed over the old one (``os.replace``), so a crash at any
+moment leaves the previous checkpoint intact.  ``fit(resume=True)`` rebuilds
+the epoch's lane plan from the stored RNG state and continues from the
+stored chunk; the final weights equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamrnn.config import TrainConfig, to_dict
+from streamrnn.errors import ConfigError, TrainingError
+from streamrnn.nn.cells import Architecture, PackedLayout, init_tensors
+from streamrnn.nn.model import Model
+from streamrnn.train import metrics as M
+from streamrnn.train.lanes import TBPTTRunner, make_plan, norm_stats, prepare, run_lanes
+from streamrnn.train.losses import HEAD_ACTIVATION, frame_losses
+from streamrnn.train.optim import Optimizer, clip_gradients, scheduled_lr
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.safetensors"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+_CKPT_KEY = "streamrnn_checkpoint"
+CKPT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    model: Model  # the best model (by train.monitor), as exported
+    history: list = field(default_factory=list)  # one dict per epoch
+    steps: int = 0
+    bad_steps: int = 0
+    stopped_early: bool = False
+    theta: np.ndarray | None = None  # final (last) parameters
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def infer_outputs(cfg: TrainConfig, seqs) -> tuple[int, list[str] | None]:
+    """Head width and labels from the config and the training targets."""
+    d = cfg.data
+    labels = list(d.classes) or None
+    if d.task == "next_frame":
+        return seqs[0].x.shape[1], None
+    ys = [np.asarray(s.y) for s in seqs if s.y is not None]
+    if not ys:
+        raise TrainingError(f"task {d.task!r} with loss {d.loss!r} needs targets, but no training sequence has y")
+    if d.loss == "ce":
+        n = max(int(y.max()) + 1 if y.ndim == 1 else y.shape[1] for y in ys)
+        if labels is not None:
+            if len(labels) < n:
+                raise ConfigError(f"data.classes names {len(labels)} classes but the targets use {n}")
+            n = len(labels)
+        return n, labels
+    widths = {1 if y.ndim == 1 else y.shape[1] for y in ys}
+    if len(widths) != 1:
+        raise TrainingError(f"training targets have different widths {sorted(widths)}")
+    n = widths.pop()
+    if labels is not None and len(labels) != n:
+        raise ConfigError(f"data.classes names {len(labels)} labels but the targets have {n} columns")
+    return n, labels
+
+
+def load_data(cfg: TrainConfig, base_dir=".", out_dir=None):
+    """(train, valid, frontend dict | None) for the config; paths relative to ``base_dir``."""
+    from streamrnn.train.data import load_dataset
+
+    d = cfg.data
+    if not d.train:
+        raise ConfigError("data.train is empty: give a folder of .npz files or a JSONL manifest")
+    base = Path(base_dir)
+
+    def path(p):
+        q = Path(p)
+        return q if q.is_absolute() else base / q
+
+    frontend = None
+    train_path = path(d.train)
+    classes = list(d.classes) or None
+    cache = d.cache_dir and path(d.cache_dir)
+    if not train_path.is_dir():
+        from streamrnn.audio.frontend import as_frontend
+
+        frontend = as_frontend({"type": d.frontend}).to_dict()
+        if cache == "" and out_dir is not None:
+            cache = Path(out_dir) / "cache"
+        if classes is None and d.loss == "ce":
+            from streamrnn.train.data import manifest_classes
+
+            classes = manifest_classes(train_path)
+    kw = dict(frontend=frontend, cache_dir=cache or None, classes=classes)
+    train = load_dataset(train_path, **kw)
+    valid = load_dataset(path(d.valid), **kw) if d.valid else None
+    if valid is None and d.valid_fraction > 0 and len(train) > 1:
+        # a separate generator: the held-out split never disturbs the training RNG stream
+        perm = np.random.default_rng([cfg.train.seed, 1]).permutation(len(train))
+        n_val = max(1, int(round(len(train) * d.valid_fraction)))
+        valid = [train[i] for i in sorted(perm[:n_val])]
+        train = [train[i] for i in sorted(perm[n_val:])]
+    return train, valid, frontend
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics
+
+
+def evaluate_outputs(outs, loss: str, task: str) -> dict:
+    """Loss and task metrics from ``run_lanes`` outputs [(logits (T, O), target, mask)]."""
+    tot, wsum = 0.0, 0.0
+    logits, targets = [], []
+    for z, tg, m in outs:
+        l, _ = frame_losses(loss, z[:, None, :], tg[:, None, 0] if loss == "ce" else tg[:, None, :])
+        sel = m > 0
+        tot += float((l[:, 0] * m)[sel].sum())
+        wsum += float(m[sel].sum())
+        logits.append(z[sel])
+        targets.append(tg[sel])
+    res = {"loss": tot / wsum if wsum > 0 else float("nan"), "frames": int(sum(len(z) for z in logits))}
+    if loss == "mse" or not logits:
+        return res
+    z = np.concatenate(logits)
+    tg = np.concatenate(targets)
+    if loss == "bce":
+        p = 1.0 / (1.0 + np.exp(-z))
+        t = (tg > 0.5).astype(np.int64).ravel()
+        pr = p.ravel()
+        res["accuracy"] = M.accuracy(t, (pr >= 0.5).astype(np.int64))
+        res["precision"], res["recall"], res["f1"] = M.precision_recall_f1(t, pr)
+        res["auc"] = M.roc_auc(t, pr) if 0 < t.sum() < len(t) else None
+    else:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        t = tg[:, 0].astype(np.int64)
+        pred = p.argmax(axis=1)
+        res["accuracy"] = M.accuracy(t, pred)
+        res["precision"], res["recall"], res["f1"] = M.macro_precision_recall_f1(t, pred,
+                                                                                labels=list(range(z.shape[1])))
+        aucs = [M.roc_auc(t == k, p[:, k]) for k in range(z.shape[1]) if 0 < (t == k).sum() < len(t)]
+        res["auc"] = float(np.mean(aucs)) if aucs else None  # one-vs-rest, macro average
+    return res
+
+
+def evaluate(model: Model, seqs, *, loss: str | None = None, task: str | None = None, lanes: int = 16) -> dict:
+    """Run ``model`` over sequences (each from zero state) and return loss and metrics.
+
+    ``loss``/``task`` default to what the model was trained with (file metadata)
+    or to the loss matching the head activation.
+    """
+    meta = model.extra_meta.get("training", {})
+    act_loss = {v: k for k, v in HEAD_ACTIVATION.items()}
+    loss = loss or meta.get("loss") or act_loss.get(model.activation or "identity", "mse")
+    task = task or meta.get("task") or "frame"
+    if task == "next_frame":
+        mean, std = _norm_of(model)
+        prep = prepare(seqs, task=task, loss=loss, n_outputs=model.output_size, mean=mean, std=std)
+    else:
+        prep = prepare(seqs, task=task, loss=loss, n_outputs=model.output_size)
+    outs = run_lanes(model.arch, np.asarray(model.theta), prep, lanes, model.dtype)
+    res = evaluate_outputs(outs, loss, task)
+    res.update(task=task, loss_name=loss, sequences=len(seqs))
+    return res
+
+
+def _norm_of(model: Model):
+    if not model.arch.has_norm:
+        return None, None
+    t = model.tensors()
+    return t["norm.mean"].astype(np.float64), t["norm.std"].astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def write_checkpoint(path, arrays: dict, meta: dict) -> None:
+    """Atomically write a checkpoint: temp file, flush + fsync, ``os.replace``."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp),
+              metadata={_CKPT_KEY: json.dumps(meta)})
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """(arrays, meta) of a checkpoint; TrainingError for a missing, truncated or foreign file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"{path}: no checkpoint to resume from")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta_all = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TrainingError(f"{path}: unreadable checkpoint (truncated or not safetensors): {e}") from None
+    if _CKPT_KEY not in meta_all:
+        raise TrainingError(f"{path}: not a streamrnn checkpoint (no {_CKPT_KEY!r} metadata)")
+    meta = json.loads(meta_all[_CKPT_KEY])
+    if meta.get("version") != CKPT_VERSION:
+        raise TrainingError(f"{path}: checkpoint version {meta.get('version')!r}, this streamrnn reads {CKPT_VERSION}")
+    return arrays, meta
+
+
+# ------------------------------------------------------------------------------------------------
+# trainer
+
+
+class Trainer:
+    """Train a model on in-memory sequences (``data.Sequence``) according to a TrainConfig.
+
+    ``on_step(info)`` is called after every update with loss, grad_norm (before
+    clipping), lr, epoch, step and progress; ``on_epoch(record)`` after every
+    validation.  ``out_dir`` receives the checkpoint, the best model, the
+    metrics log and (with matplotlib) the curves.
+    """
+
+    def __init__(self, cfg: TrainConfig, train, valid=None, *, out_dir=None, frontend: dict | None = None,
+                 name: str | None = None, on_step=None, on_epoch=None):
+        if not train:
+            raise TrainingError("no training sequences")
+        self.cfg = cfg
+        self.train_seqs, self.valid_seqs = list(train), list(valid or [])
+        self.out = Path(out_dir) if out_dir is not None else None
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.frontend = frontend
+        self.name = cfg.model.name or name or "model"
+        self.on_step, self.on_epoch = on_step, on_epoch
+        self.grad_hook = None  # tests: fn(step, grad) may poison a gradient
+        d, mc = cfg.data, cfg.model
+        I = self.train_seqs[0].x.shape[1]
+        for s in self.train_seqs + self.valid_seqs:
+            if s.x.ndim != 2 or s.x.shape[1] != I:
+                raise TrainingError(f"{s.name}: x has shape {s.x.shape}, expected (T, {I}) like the first sequence")
+        n_out, self.labels = infer_outputs(cfg, self.train_seqs)
+        self.arch = Architecture(mc.cell, I, mc.hidden_size, mc.num_layers, n_out, HEAD_ACTIVATION[d.loss],
+                                 has_norm=mc.norm)
+        self.layout = PackedLayout(self.arch)
+        self.dtype = np.dtype(cfg.train.dtype)
+        self.mean, self.std = norm_stats(self.train_seqs) if mc.norm else (None, None)
+        kw = dict(task=d.task, loss=d.loss, n_outputs=n_out, mean=self.mean, std=self.std)
+        self.train_p = prepare(self.train_seqs, **kw)
+        self.valid_p = prepare(self.valid_seqs, **kw)
+        t = cfg.tbptt
+        self.runner = TBPTTRunner(self.arch, t.lanes, t.k1, t.k2, d.loss, self.dtype)
+        trainable = np.ones(self.layout.size, bool)
+        decay = np.zeros(self.layout.size, bool)
+        for nm, (off, shape, _) in self.layout.entries.items():
+            n = int(np.prod(shape))
+            if nm.startswith("norm."):
+                trainable[off:off + n] = False  # statistics of the training set, frozen
+            if "weight" in nm:
+                decay[off:off + n] = True
+        self.trainable = trainable
+        o = cfg.optim
+        self.opt = Optimizer(o.name, self.layout.size, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
+                             momentum=o.momentum, weight_decay=o.weight_decay, trainable=trainable, decay=decay,
+                             dtype=self.dtype)
+        frames = sum(p.x.shape[0] for p in self.train_p)
+        k_mean = t.k1 * (1.0 - t.jitter / 2.0)
+        self.total_steps = cfg.train.epochs * max(1, math.ceil(frames / t.lanes / k_mean))
+        self.fingerprint = {"n_train": len(self.train_p), "train_frames": int(frames),
+                            "n_valid": len(self.valid_p), "n_params": self.layout.size}
+
+    # --- state ----------------------------------------------------------------------------------
+    def _fresh(self):
+        rng = np.random.default_rng(self.cfg.train.seed)
+        tensors = init_tensors(self.arch, rng, self.cfg.model.init)
+        if self.arch.cell == "gru" and self.cfg.model.gru_update_bias:
+            H = self.arch.hidden_size
+            for k in range(self.arch.num_layers):
+                tensors[f"rnn.bias_ih_l{k}"][H:2 * H] += self.cfg.model.gru_update_bias  # gate z
+        if self.arch.has_norm:
+            tensors["norm.mean"], tensors["norm.std"] = self.mean, self.std
+        self.theta = self.layout.pack(tensors, self.dtype)
+        self.rng = rng
+        self.best_theta = self.theta.copy()
+        self.good_theta = self.theta.copy()
+        self.opt.m[...] = 0
+        self.opt.v[...] = 0
+        self.opt.t = 0
+        self.runner.clear()
+        self.s = {"epoch": 0, "chunk": 0, "step": 0, "lr_scale": 1.0, "bad_run": 0, "bad_total": 0,
+                  "best": None, "best_epoch": -1, "since_best": 0, "history": [], "stopped_early": False,
+                  "epoch_rng_state": rng.bit_generator.state, "epoch_loss": 0.0, "epoch_weight": 0.0,
+                  "grad_norm_sum": 0.0, "n_updates_epoch": 0}
+
+    def _checkpoint(self):
+        if self.out is None:
+            return
+        arrays = {"theta": self.theta, "best_theta": self.best_theta, **self.opt.state_arrays(),
+                  **self.runner.state_arrays()}
+        meta = {"version": CKPT_VERSION, "config": to_dict(self.cfg), "fingerprint": self.fingerprint,
+                "optim": self.opt.state_meta(), "state": self.s}
+        write_checkpoint(self.out / CHECKPOINT, arrays, meta)
+
+    def _resume(self):
+        arrays, meta = read_checkpoint(self.out / CHECKPOINT)
+        if meta["fingerprint"] != self.fingerprint:
+            raise TrainingError(f"checkpoint was made with different data or model: {meta['fingerprint']} "
+                                f"vs now {self.fingerprint}")
+        if meta["config"] != to_dict(self.cfg):
+            diff = [f"{s}.{k}" for s, sec in to_dict(self.cfg).items() for k in sec
+                    if meta["config"].get(s, {}).get(k) != sec[k]]
+            if any(not k.startswith("train.epochs") for k in diff):
+                raise TrainingError(f"checkpoint config differs in {', '.join(diff)}; resume with the same config")
+        self._fresh()
+        self.theta[...] = arrays["theta"]
+        self.best_theta[...] = arrays["best_theta"]
+        self.good_theta[...] = self.theta
+        self.opt.load_state(arrays, meta["optim"])
+        self.runner.load_state(arrays)
+        self.s = meta["state"]
+        log.info("resumed at epoch %d, chunk %d, step %d", self.s["epoch"], self.s["chunk"], self.s["step"])
+
+    # --- loop -----------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, max_steps: int | None = None) -> TrainResult:
+        """Train to the end (or early stop); returns the best model.
+
+        ``resume``: continue from ``<out>/checkpoint.safetensors``.  ``max_steps``
+        stops after that many updates *without* saving anything more, like a
+        kill (for tests of resume).
+        """
+        if resume:
+            if self.out is None:
+                raise ConfigError("resume needs an output folder with a checkpoint")
+            self._resume()
+        else:
+            self._fresh()
+        cfg, s = self.cfg, self.s
+        steps_this_run = 0
+        while s["epoch"] < cfg.train.epochs and not s["stopped_early"]:
+            # the lane plan of an epoch is a function of the RNG state at its start only
+            self.rng.bit_generator.state = s["epoch_rng_state"]
+            plan = make_plan(self.train_p, cfg.tbptt.lanes, cfg.tbptt.k1, cfg.tbptt.jitter, self.rng, self.dtype)
+            if s["chunk"] == 0:
+                self.runner.clear()
+            t_epoch = time.perf_counter()
+            for ci in range(s["chunk"], len(plan.bounds)):
+                if max_steps is not None and steps_this_run >= max_steps:
+                    return self._result()
+                t0, t1 = plan.bounds[ci]
+                self._update(plan, t0, t1, len(plan.bounds), ci)
+                steps_this_run += 1
+                s["chunk"] = ci + 1
+                if cfg.train.checkpoint_every and s["step"] % cfg.train.checkpoint_every == 0:
+                    self._checkpoint()
+            self._end_epoch(time.perf_counter() - t_epoch)
+        return self._result()
+
+    def _update(self, plan, t0, t1, n_chunks, ci):
+        cfg, s = self.cfg, self.s
+        loss, w, grad = self.runner.step(self.theta, plan.X[t0:t1], plan.Y[t0:t1], plan.M[t0:t1], plan.R[t0:t1])
+        if w == 0:
+            return  # padding only: nothing to learn from these frames
+        grad[~self.trainable] = 0.0
+        if self.grad_hook is not None:
+            self.grad_hook(s["step"], grad)
+        o = cfg.optim
+        gnorm = clip_gradients(grad, o.clip, o.clip_norm, o.clip_value)
+        sc = cfg.schedule
+        lr = s["lr_scale"] * scheduled_lr(o.lr, s["step"], s["epoch"], self.total_steps, name=sc.name,
+                                          warmup_steps=sc.warmup_steps, min_lr=sc.min_lr,
+                                          step_epochs=sc.step_epochs, gamma=sc.gamma)
+        ok = math.isfinite(loss) and math.isfinite(gnorm)
+        if ok:
+            m, v, t = self.opt.m.copy(), self.opt.v.copy(), self.opt.t
+            self.opt.step(self.theta, grad, lr)
+            if not np.isfinite(self.theta).all():
+                self.opt.m[...], self.opt.v[...], self.opt.t = m, v, t
+                ok = False
+        if ok:
+            self.good_theta[...] = self.theta
+            s["bad_run"] = 0
+            s["epoch_loss"] += loss * w
+            s["epoch_weight"] += w
+            s["grad_norm_sum"] += gnorm
+            s["n_updates_epoch"] += 1
+        else:
+            # NaN/Inf guard: skip, restore the last good parameters, halve the learning rate
+            self.theta[...] = self.good_theta
+            s["bad_run"] += 1
+            s["bad_total"] += 1
+            s["lr_scale"] *= 0.5
+            lanes = self.runner.drop_bad_state()
+            log.warning("non-finite step %d (loss %s, grad norm %s): update skipped, parameters restored, "
+                        "lr scale now %g, %d lane state(s) zeroed", s["step"], loss, gnorm, s["lr_scale"], lanes)
+            if s["bad_run"] >= cfg.train.max_bad_steps:
+                raise TrainingError(f"training diverged: {s['bad_run']} consecutive updates with NaN/Inf loss or "
+                                    f"gradient (last at epoch {s['epoch']}, step {s['step']}); lower optim.lr, "
+                                    f"check the data for NaN/Inf, or use optim.clip = 'norm'")
+        s["step"] += 1
+        if self.on_step is not None:
+            self.on_step({"epoch": s["epoch"], "step": s["step"], "chunk": ci + 1, "n_chunks": n_chunks,
+                          "loss": loss, "grad_norm": gnorm, "lr": lr, "ok": ok})
+
+    def _end_epoch(self, seconds):
+        cfg, s = self.cfg, self.s
+        rec = {"epoch": s["epoch"] + 1, "step": s["step"], "seconds": round(seconds, 3),
+               "train_loss": s["epoch_loss"] / s["epoch_weight"] if s["epoch_weight"] else None,
+               "grad_norm_mean": s["grad_norm_sum"] / s["n_updates_epoch"] if s["n_updates_epoch"] else None,
+               "lr_scale": s["lr_scale"], "bad_steps": s["bad_total"]}
+        if self.valid_p:
+            outs = run_lanes(self.arch, self.theta, self.valid_p, cfg.tbptt.lanes, self.dtype)
+            res = evaluate_outputs(outs, cfg.data.loss, cfg.data.task)
+            for k in ("loss", "accuracy", "f1", "auc", "precision", "recall"):
+                if k in res:
+                    rec[f"valid_{k}"] = res[k]
+        key = cfg.train.monitor if self.valid_p else "train_loss"
+        value = rec.get(key)
+        if value is None:
+            if key != "train_loss":
+                raise ConfigError(f"train.monitor = {key!r} is not computed for loss {cfg.data.loss!r}; "
+                                  f"use valid_loss")
+        lower = key.endswith("loss")
+        improved = value is not None and math.isfinite(value) and (
+            s["best"] is None or (value < s["best"] if lower else value > s["best"]))
+        if improved:
+            s["best"], s["best_epoch"], s["since_best"] = value, s["epoch"] + 1, 0
+            self.best_theta[...] = self.theta
+        else:
+            s["since_best"] += 1
+        rec["best_epoch"] = s["best_epoch"]
+        s["history"].append(rec)
+        log.info("epoch %d: %s", s["epoch"] + 1, rec)
+        s["epoch"] += 1
+        s["chunk"] = 0
+        s["epoch_rng_state"] = self.rng.bit_generator.state
+        s["epoch_loss"] = s["epoch_weight"] = s["grad_norm_sum"] = 0.0
+        s["n_updates_epoch"] = 0
+        if cfg.train.patience and s["since_best"] >= cfg.train.patience:
+            s["stopped_early"] = True
+            log.info("early stop: %s did not improve for %d epochs", key, cfg.train.patience)
+        if self.out is not None:
+            self._export(self.best_theta)
+            self._write_metrics()
+            self._checkpoint()
+        if self.on_epoch is not None:
+            self.on_epoch(rec)
+
+    def model_for(self, theta) -> Model:
+        """A runtime model (float32, as exported) from packed parameters."""
+        d = self.cfg.data
+        meta = {"training": {"task": d.task, "loss": d.loss, "epochs": self.s["epoch"],
+                             "best_epoch": self.s["best_epoch"], "k1": self.cfg.tbptt.k1, "k2": self.cfg.tbptt.k2}}
+        return Model(self.arch, self.layout.unpack(np.asarray(theta, np.float64)), labels=self.labels,
+                     frontend=self.frontend, name=self.name, extra_meta=meta)
+
+    def _export(self, theta):
+        from streamrnn.nn.modelfile import save_model
+
+        save_model(self.model_for(theta), self.out / MODEL_FILE)
+
+    def _write_metrics(self):
+        tmp = self.out / (METRICS_FILE + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.s["history"]))
+        os.replace(tmp, self.out / METRICS_FILE)  # rewritten whole: a resumed run never duplicates lines
+
+    def _result(self) -> TrainResult:
+        s = self.s
+        return TrainResult(self.model_for(self.best_theta), list(s["history"]), s["step"], s["bad_total"],
+                           s["stopped_early"], self.theta.copy())
+
+
+def plot_curves(history: list, path) -> bool:
+    """PNG of train/valid loss per epoch; False (nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ep = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "valid_loss"):
+        vals = [r.get(key) for r in history]
+        if any(v is not None for v in vals):
+            ax.plot(ep, [np.nan if v is None else v for v in vals], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def train_from_config(cfg: TrainConfig, *, base_dir=".", out_dir="runs/train", resume=False, on_step=None,
+                      on_epoch=None, name=None) -> TrainResult:
+    """Load the data named in ``cfg`` and train; the CLI's entry point."""
+    train, valid, frontend = load_data(cfg, base_dir, out_dir)
+    tr = Trainer(cfg, train, valid, out_dir=out_dir, frontend=frontend, name=name, on_step=on_step,
+                 on_epoch=on_epoch)
+    res = tr.fit(resume=resume)
+    plot_curves(res.history, Path(out_dir) / "curves.png")
+    return res

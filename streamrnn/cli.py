@@ -276,6 +276,92 @@ def devices(as_json):
                        f"{d['default_samplerate']:g} Hz)")
 
 
+# --- train / eval / gradcheck (the offline trainer, docs/training.md) --------------------
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.safetensors.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set optim.lr=0.003 (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default runs/<config name>).")
+def train(config: str, resume: bool, overrides: tuple, out_dir: str | None):
+    """Train a model with truncated BPTT as CONFIG.toml says; writes OUT/model.safetensors,
+    OUT/checkpoint.safetensors, OUT/metrics.jsonl (and OUT/curves.png with matplotlib)."""
+    from streamrnn.config import TrainConfig, load_config
+    from streamrnn.train.trainer import train_from_config
+
+    cfg_path = Path(config)
+    cfg = load_config(TrainConfig, cfg_path, overrides)
+    out = Path(out_dir) if out_dir else Path("runs") / cfg_path.stem
+    tty = sys.stderr.isatty()
+
+    def on_step(i):
+        line = (f"epoch {i['epoch'] + 1} [{i['chunk']}/{i['n_chunks']}] step {i['step']}  loss {i['loss']:.4f}  "
+                f"grad norm {i['grad_norm']:.3g}  lr {i['lr']:.3g}{'' if i['ok'] else '  (skipped: NaN/Inf)'}")
+        if tty:
+            click.echo("\r" + line.ljust(100), nl=False, err=True)
+        elif i["chunk"] == i["n_chunks"] or not i["ok"]:
+            click.echo(line, err=True)
+
+    def on_epoch(r):
+        parts = [f"{k} {v:.4g}" for k, v in r.items()
+                 if isinstance(v, float) and (k.startswith("valid_") or k == "train_loss")]
+        click.echo(("\n" if tty else "") + f"epoch {r['epoch']}: " + "  ".join(parts), err=True)
+
+    res = train_from_config(cfg, base_dir=cfg_path.parent, out_dir=out, resume=resume, on_step=on_step,
+                            on_epoch=on_epoch, name=cfg_path.stem)
+    note = " (stopped early)" if res.stopped_early else ""
+    click.echo(f"trained {len(res.history)} epoch(s), {res.steps} updates{note}; "
+               f"best model: {out / 'model.safetensors'}", err=True)
+
+
+@cli.command("eval")
+@click.option("--model", "model_path", required=True, help="Model file or bundled name.")
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--task", type=click.Choice(["frame", "sequence", "next_frame"]), default=None,
+              help="Override the task stored in the model file.")
+def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None):
+    """Evaluate a model on DATA (a folder of .npz files or a JSONL manifest): loss and,
+    for classifiers, accuracy, precision, recall, F1 and ROC-AUC."""
+    from streamrnn import load_model
+    from streamrnn.train.data import load_dataset
+    from streamrnn.train.trainer import evaluate
+
+    m = load_model(model_path)
+    seqs = load_dataset(data, frontend=m.frontend, classes=m.labels if m.activation == "softmax" else None)
+    res = evaluate(m, seqs, task=task)
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    for k, v in res.items():
+        click.echo(f"{k:<12}{v:.6g}" if isinstance(v, float) else f"{k:<12}{v}")
+
+
+@cli.command()
+@click.option("--cell", "cells", multiple=True, type=click.Choice(["rnn_tanh", "rnn_relu", "gru", "lstm"]),
+              help="Cell(s) to check (default all).")
+@click.option("--layers", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--loss", "losses", multiple=True, type=click.Choice(["bce", "ce", "mse"]),
+              help="Loss(es) to check (default all).")
+@click.option("--tolerance", type=float, default=1e-6, show_default=True)
+def gradcheck(cells: tuple, layers: int, losses: tuple, tolerance: float):
+    """Float64 central-difference check of the backward kernels; prints the worst relative
+    error per cell and loss, exits 1 if any is above the tolerance."""
+    from streamrnn.train.bptt import gradcheck as check
+
+    worst = 0.0
+    for cell in cells or ("rnn_tanh", "rnn_relu", "gru", "lstm"):
+        for loss in losses or ("bce", "ce", "mse"):
+            r = check(cell, layers, loss)
+            worst = max(worst, r["worst"])
+            click.echo(f"{cell:<9} {loss:<4} layers {layers}  worst relative error {r['worst']:.2e} "
+                       f"({r['where']}, {r['n_checked']} entries)")
+    click.echo(f"worst {worst:.2e} (tolerance {tolerance:g}): {'ok' if worst <= tolerance else 'FAILED'}")
+    if worst > tolerance:
+        sys.exit(1)
+
+
 def main():
     cli(prog_name="streamrnn")
 

@@ -28,5 +28,17 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioError", "CapacityError", "ConfigError", "InputError", "ModelFileError", "ShapeError", "SnapshotError",
     "StreamRNNError", "TrainingError", "WireError", "Bank", "Model", "Stream", "bundled_models",
-    "load_model", "save_model", "__version__",
+    "load_model", "save_model", "__version__", "LogMel", "MFCC", "Resampler", "AudioStream", "FeatureStream",
 ]
+
+_LAZY = {"LogMel": "streamrnn.audio.frontend", "MFCC": "streamrnn.audio.frontend",
+         "Resampler": "streamrnn.audio.resample", "AudioStream": "streamrnn.audio.stream",
+         "FeatureStream": "streamrnn.audio.stream"}
+
+
+def __getattr__(name):  # the audio classes load soxr/soundfile: import them on first use only
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'streamrnn' has no attribute {name!r}")

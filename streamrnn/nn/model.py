@@ -180,14 +180,15 @@ class Model:
         """A new stream with zero initial state."""
         return Stream(self)
 
-    def audio_stream(self, sample_rate: float | None = None):
+    def audio_stream(self, sample_rate: float | None = None, **kw):
         """One stream from raw audio to model outputs (resampler, front end, hidden state).
 
-        Needs a model with ``frontend`` metadata; see ``streamrnn.audio.stream``.
+        Needs a model with ``frontend`` metadata; ``kw`` (``nonfinite``, ``quality``) go to
+        ``streamrnn.audio.stream.AudioStream``.
         """
         from streamrnn.audio.stream import AudioStream
 
-        return AudioStream(self, sample_rate)
+        return AudioStream(self, sample_rate, **kw)
 
     def bank(self, capacity: int) -> "Bank":
         """States for up to ``capacity`` streams, advanced together by one kernel call."""

@@ -397,3 +397,27 @@ def test_listen_decodes_any_traffic_and_names_bad_messages(tmp_path):
     assert out[1]["bad"] == "magic"
     assert out[2]["meta"] == {"event": "start"}
     assert "magic=1" in lp.err.read_text()
+
+
+def test_protocol_doc_shows_exactly_the_tested_examples():
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert (EX / "producer.py").read_text() in blocks
+    assert (EX / "consumer.py").read_text() in blocks
+    for reason in wire.REASONS:
+        assert f"| `{reason}` |" in doc
+
+
+def test_demo_source_plays_the_packaged_recording(tmp_path, models):
+    from streamrnn.transport.sources import demo_path
+    from streamrnn.audio.files import read_audio
+
+    x, sr = read_audio(demo_path())
+    path, model = models["audio"]
+    r = subprocess.run([PY, "-m", "streamrnn", "stream", "--model", path, "--source", "demo", "--sink", "jsonl:o.jsonl",
+                        "--no-events"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    y = np.array([r["y"] for r in recs if r["type"] == "pred"], np.float32)
+    np.testing.assert_allclose(y, model.audio_stream(sr).push(x), atol=1e-6)
+    assert recs[0]["stream"] == "demo0"

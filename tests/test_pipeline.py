@@ -330,6 +330,26 @@ def test_zmq_source_gaps_no_descriptor_epoch_and_max_streams(zsrc):
     assert flags == [0, wire.FLAG_GAP, wire.FLAG_GAP, wire.FLAG_RESET]
 
 
+def test_many_streams_in_one_socket_each_keep_their_own_state(zsrc):
+    src, push, stats = zsrc
+    m = audio_model()
+    keep = Keep()
+    p = Pipeline(None, [keep], model=m, stats=stats)
+    rng = np.random.default_rng(11)
+    xs = {k: (0.1 * rng.standard_normal(4000)).astype(np.float32) for k in ("a", "b", "c")}
+    for k in xs:
+        d = wire.descriptor(k, 5, "audio", "float32", 1, 16000.0)
+        push.send_multipart(wire.encode(wire.Message(wire.DESC, k, direction="in", epoch=5, meta=d)))
+    for i in range(10):  # interleaved blocks of 400 samples
+        for k, x in xs.items():
+            push.send_multipart(_data(k, 5, i, 400 * i, x[400 * i:400 * i + 400, None]))
+    _drain(src, p, 30, keep)
+    for k, x in xs.items():
+        y = np.concatenate([q.data for q in keep.kind("pred", k)])
+        np.testing.assert_allclose(y, m.audio_stream(16000).push(x), atol=1e-6)
+    assert set(p.slots) == set(xs) and stats.get("gaps") == 0
+
+
 # --- configuration precedence ---------------------------------------------------------------
 def test_config_precedence_and_unknown_keys(tmp_path):
     toml = tmp_path / "s.toml"

@@ -120,7 +120,7 @@ def from_dict(cls, d: dict, prefix: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in d if k not in names]
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys in "
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known keys in "
                           f"{prefix.rstrip('.') or 'the top level'}: {', '.join(names)}")
     kw = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
     try:

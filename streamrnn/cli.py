@@ -205,6 +205,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes):
     tcp://HOST:PORT / ipc://PATH (subscribe, connect). Malformed messages print as
     {"bad": REASON, "error": ...}; counts by reason go to stderr at exit.
     """
+    import dataclasses
     import signal
     import time
 
@@ -219,7 +220,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes):
         url = f"zmq+sub://{rest}" if scheme == "tcp" else f"zmq+sub+ipc://{rest}"
     ep = parse_zmq_uri(url, allowed=("sub", "pull"))
     if ep.pattern == "sub":
-        ep = type(ep)(ep.pattern, ep.address, ep.bind, topic if ep.topic is None else ep.topic, ep.uri)
+        ep = dataclasses.replace(ep, topic=topic if ep.topic is None else ep.topic)
     mmb = max_message_bytes or wire.DEFAULT_MAX_MESSAGE_BYTES
     sock = open_socket(zmq.Context.instance(), ep, hwm=10000, max_message_bytes=2 * mmb + 4096)
     stats, stopped = Stats(), []

@@ -245,3 +245,18 @@ def test_pub_sink_messages_decode(tmp_path):
     sink.close()
     assert got is not None and got.topic == "out/s/pred" and got.t_send > 0
     np.testing.assert_array_equal(got.data, [[0.25], [0.75]])
+
+
+def test_devices_without_portaudio_says_how_to_install_it(tmp_path):
+    # A stand-in sounddevice that fails like the real one does when libportaudio is missing.
+    import subprocess
+    import sys
+
+    (tmp_path / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    r = subprocess.run([sys.executable, "-m", "streamrnn", "devices"], capture_output=True, text=True, env=env,
+                       timeout=60, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("streamrnn: error: PortAudio is not installed (PortAudio library not found); "
+                                "install it with `apt-get install libportaudio2` (Debian/Ubuntu) or "
+                                "`brew install portaudio`")

@@ -282,13 +282,25 @@ class MicSource(_SingleStream):
 
     def open(self):
         sd = import_sounddevice()
+        dev = self.device if self.device is not None else "default"
         try:
+            try:
+                sd.check_input_settings(device=self.device, channels=self.channels, samplerate=self.rate,
+                                        dtype="float32")
+            except sd.PortAudioError:
+                # Many hardware devices only run at their native rate: use it, the front end resamples.
+                native = float(sd.query_devices(self.device, "input")["default_samplerate"])
+                log.warning("microphone %r does not support %g Hz; recording at its native %g Hz",
+                            dev, self.rate, native)
+                self.rate = native
+                self.block = max(1, int(round(self.rate * self.block / self.expected_rate)))
+                self.maxlen = max(2, int(np.ceil(self.maxlen * self.rate / self.expected_rate)))
+                self.expected_rate = self.rate
             self._stream = sd.InputStream(device=self.device, channels=self.channels,
                                           samplerate=self.rate, blocksize=self.block,
                                           dtype="float32", callback=self._callback)
             self._stream.start()
         except Exception as e:  # PortAudioError, ValueError for an unknown device name
-            dev = self.device if self.device is not None else "default"
             raise AudioError(f"cannot open microphone {dev!r} at {self.rate:g} Hz: {e} "
                              f"(see `streamrnn devices`)") from None
         log.info("microphone %r open: %g Hz, %d ch, %d-sample blocks", self.device, self.rate,
@@ -330,9 +342,11 @@ def import_sounddevice():
     """sounddevice, or AudioError saying how to install PortAudio."""
     try:
         import sounddevice as sd
-    except OSError as e:
+    except OSError as e:  # sounddevice raises OSError when libportaudio cannot be loaded
         raise AudioError(f"PortAudio is not installed ({e}); install it with "
                          f"`apt-get install libportaudio2` (Debian/Ubuntu) or `brew install portaudio`") from None
+    except ImportError:
+        raise AudioError("the sounddevice package is missing: pip install sounddevice") from None
     return sd
 
 

@@ -194,6 +194,23 @@ def test_run_file_source_end_to_end(tmp_path):
     assert stats.lat_total.n == len(keep.kind("pred"))
 
 
+def test_stats_are_published_periodically_while_running(tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", np.zeros(8000, np.float32), 16000)
+    keep = Keep()
+    stats = Stats()
+    cfg = StreamConfig(stats_interval=0.1, desc_interval=0.1)
+    p = Pipeline(FileSource(tmp_path / "a.wav", realtime=True, stats=stats), [keep], model=audio_model(),
+                 stats=stats, config=cfg)
+    p.run()
+    st = keep.kind("stats")
+    assert len(st) >= 3 and [m.seq for m in st] == list(range(len(st)))
+    assert all(m.topic == "out/_stats/stats" and "counters" in m.meta and "latency" in m.meta for m in st)
+    assert st[-1].meta["counters"]["frames_in"] == 8000
+    assert len(keep.kind("desc")) >= 3  # the descriptor repeats too
+
+
 def test_stop_event_ends_a_live_run_quickly(tmp_path):
     m = feat_model()
     stats = Stats()

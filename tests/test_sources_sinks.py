@@ -189,6 +189,7 @@ def test_open_sink_and_source_reject_unknown_uris():
     ("zmq+pull://127.0.0.1:5555?connect", ("pull", "tcp://127.0.0.1:5555", False, None)),
     ("zmq+sub://127.0.0.1:5555?bind&topic=in/a/", ("sub", "tcp://127.0.0.1:5555", True, "in/a/")),
     ("zmq+pub+ipc:///tmp/x.sock", ("pub", "ipc:///tmp/x.sock", True, None)),
+    ("zmq+pub://:5556", ("pub", "tcp://127.0.0.1:5556", True, None)),   # no host: loopback
 ])
 def test_zmq_uris(uri, want):
     e = parse_zmq_uri(uri)

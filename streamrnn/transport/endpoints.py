@@ -58,7 +58,8 @@ def parse_zmq_uri(uri: str, allowed=PATTERNS) -> Endpoint:
         address = f"ipc://{rest}"
     else:
         host, colon, port = rest.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        host = host or "127.0.0.1"  # zmq+pub://:5556 -> loopback only, never all interfaces
+        if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ConfigError(f"{uri!r}: expected HOST:PORT with a port in 1..65535")
         address = f"tcp://{host}:{int(port)}"
     q = parse_qs(query, keep_blank_values=True)

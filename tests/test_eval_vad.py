@@ -145,3 +145,26 @@ def test_cli_evaluates_a_real_model_file_through_audio_stream(corpus, tmp_path):
     p, _ = det.scores(items[0].samples, 16000)
     ref = streamrnn.load_model(path).audio_stream(16000).push(items[0].samples)[:, 0]
     np.testing.assert_allclose(p, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_breakdown_groups_files_by_snr_and_events(corpus, tmp_path):
+    out_json = tmp_path / "b.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "eval_vad.py"), str(corpus / "test.jsonl"), "--modes", "2",
+                           "--breakdown", "--json", str(out_json)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out_json.read_text())
+    groups = {g["group"]: g for g in doc["breakdown"]}
+    snr = [g for name, g in groups.items() if name.startswith("SNR")]
+    assert sum(g["n_files"] for g in snr) == 5  # the SNR bands partition the files
+    meta = [json.loads(line) for line in (corpus / "test_meta.jsonl").read_text().splitlines()]
+    n_low = sum(m["snr_db"] < 5 for m in meta)
+    assert groups.get("SNR < 5 dB", {"n_files": 0})["n_files"] == n_low
+    for g in doc["breakdown"]:
+        assert set(g["detectors"]) == {"webrtcvad mode 2"}
+    assert "| SNR" in proc.stdout
+    # A group holding every file reproduces the overall numbers.
+    items = eval_vad.read_manifest(corpus / "test.jsonl")
+    scored = eval_vad.score_all(items, modes=(2,))
+    rows = eval_vad.breakdown(items, scored, [{"snr_db": 20.0}] * len(items))
+    assert [(r["group"], r["n_files"]) for r in rows] == [("SNR >= 15 dB", 5), ("no events", 5)]
+    assert rows[0]["detectors"]["webrtcvad mode 2"]["f1"] == pytest.approx(doc["results"][0]["f1"])

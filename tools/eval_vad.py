@@ -28,9 +28,13 @@ ROC curve, (TPR + TNR) / 2. Real-time factor (RTF) = processing time / audio dur
 calls (int16 conversion and framing of WebRTC's input excluded, and the model's push()
 calls including its resampler and front end).
 
+``--breakdown`` adds F1 / ROC-AUC per group of files (SNR band, event kind, band-limited),
+read from the generator's ``SPLIT_meta.jsonl`` beside the manifest. Before timing, the
+model is warmed up on 0.5 s of silence (Numba kernels load or compile on first use).
+
 Example::
 
-    python tools/eval_vad.py /tmp/vadc/test.jsonl --json wv.json --markdown wv.md
+    python tools/eval_vad.py /tmp/vadc/test.jsonl --json wv.json --markdown wv.md --breakdown
     python tools/eval_vad.py /tmp/vadc/test.jsonl --model vad --modes 3
 """
 
@@ -180,6 +184,8 @@ class ModelDetector:
         labels = list(getattr(self.model, "labels", None) or [])
         self.column = labels.index(label) if label in labels else 0
         self.chunk = chunk
+        # Warm up (Numba kernels load from cache or compile on first use) so RTF measures steady state.
+        self.model.audio_stream(self.rate).push(np.zeros(self.rate // 2, np.float32))
 
     def scores(self, x: np.ndarray, rate: int) -> tuple[np.ndarray, float]:
         """Frame probabilities (frames at the model's front-end rate) and the seconds spent."""
@@ -199,16 +205,25 @@ class ModelDetector:
 # ------------------------------------------------------------------- evaluation
 
 
-def evaluate(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None = None, label: str = "speech",
-             threshold: float = 0.5, off_threshold: float | None = None) -> list[dict]:
-    """One result dict per detector: the vad_metrics keys plus detector, rtf, audio_hours."""
-    from streamrnn.train.metrics import vad_metrics
+@dataclass
+class Scored:
+    """One detector's per-file scores and targets on the same frames."""
 
-    results = []
-    audio_s = sum(len(it.samples) / it.rate for it in items)
+    detector: str
+    scores: list  # [(n_frames_i,) float64]
+    targets: list  # [(n_frames_i,) int8]
+    seconds: float  # time spent in the detector
+    frame_rate: float
+    threshold: float
+    off_threshold: float | None
+
+
+def score_all(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None = None, label: str = "speech",
+              threshold: float = 0.5, off_threshold: float | None = None) -> list[Scored]:
+    """Run every detector over every file."""
+    out = []
     if modes:
-        targets = []
-        x16s = []
+        targets, x16s = [], []
         for it in items:
             x16 = to_16k(it.samples, it.rate)
             x16s.append(x16)
@@ -219,8 +234,7 @@ def evaluate(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None 
                 s, t = webrtc_scores(x16, mode)
                 scores.append(s)
                 spent += t
-            m = vad_metrics(scores, targets, frame_rate=SR / HOP, threshold=0.5)
-            results.append({"detector": f"webrtcvad mode {mode}", "rtf": spent / audio_s, **m})
+            out.append(Scored(f"webrtcvad mode {mode}", scores, targets, spent, SR / HOP, 0.5, None))
     if model is not None:
         probs, targets, spent = [], [], 0.0
         for it in items:
@@ -234,12 +248,73 @@ def evaluate(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None 
             probs.append(p[:n])
             targets.append(y[:n])
             spent += t
-        m = vad_metrics(probs, targets, frame_rate=model.rate / model.hop, threshold=threshold,
-                        off_threshold=off_threshold)
-        results.append({"detector": f"streamrnn {model.name}", "rtf": spent / audio_s, **m})
+        out.append(Scored(f"streamrnn {model.name}", probs, targets, spent, model.rate / model.hop, threshold,
+                          off_threshold))
+    return out
+
+
+def _metrics(sc: Scored, idx: list[int], audio_s: float) -> dict:
+    from streamrnn.train.metrics import vad_metrics
+
+    m = vad_metrics([sc.scores[i] for i in idx], [sc.targets[i] for i in idx], frame_rate=sc.frame_rate,
+                    threshold=sc.threshold, off_threshold=sc.off_threshold)
+    return {"detector": sc.detector, "rtf": sc.seconds / audio_s if audio_s > 0 else math.nan, **m}
+
+
+def evaluate(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None = None, label: str = "speech",
+             threshold: float = 0.5, off_threshold: float | None = None) -> list[dict]:
+    """One result dict per detector: the vad_metrics keys plus detector, rtf, audio_hours."""
+    audio_s = sum(len(it.samples) / it.rate for it in items)
+    results = [_metrics(sc, list(range(len(items))), audio_s)
+               for sc in score_all(items, modes, model, label, threshold, off_threshold)]
     for r in results:
         r["audio_hours"] = audio_s / 3600.0
     return results
+
+
+def file_groups(meta: list[dict]) -> dict[str, list[int]]:
+    """Groups of file indices from a generator's SPLIT_meta.jsonl rows: SNR bands and event kinds."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(meta):
+        snr = r.get("snr_db")
+        if snr is not None:
+            band = "SNR < 5 dB" if snr < 5 else ("SNR 5-15 dB" if snr < 15 else "SNR >= 15 dB")
+            groups.setdefault(band, []).append(i)
+        for kind in sorted(set(r.get("events", []))):
+            groups.setdefault(f"with {kind} events", []).append(i)
+        if not r.get("events"):
+            groups.setdefault("no events", []).append(i)
+        if r.get("bandlimited"):
+            groups.setdefault("band-limited", []).append(i)
+    order = ["SNR < 5 dB", "SNR 5-15 dB", "SNR >= 15 dB", "no events"]
+    return {k: groups[k] for k in order + sorted(set(groups) - set(order)) if k in groups}
+
+
+def breakdown(items: list[Item], scored: list[Scored], meta: list[dict]) -> list[dict]:
+    """Per group of files: F1 and ROC-AUC of every detector."""
+    if len(meta) != len(items):
+        raise ValueError(f"meta has {len(meta)} rows but the manifest {len(items)} files")
+    rows = []
+    for name, idx in file_groups(meta).items():
+        audio_s = sum(len(items[i].samples) / items[i].rate for i in idx)
+        row = {"group": name, "n_files": len(idx), "detectors": {}}
+        for sc in scored:
+            m = _metrics(sc, idx, audio_s)
+            row["detectors"][sc.detector] = {k: m[k] for k in ("roc_auc", "f1", "false_alarms_per_hour")}
+        rows.append(row)
+    return rows
+
+
+def breakdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    dets = list(rows[0]["detectors"])
+    lines = ["| files | n | " + " | ".join(f"{d} F1 / AUC" for d in dets) + " |",
+             "|---|---|" + "---|" * len(dets)]
+    for r in rows:
+        cells = [f"{_fmt(r['detectors'][d]['f1'])} / {_fmt(r['detectors'][d]['roc_auc'])}" for d in dets]
+        lines.append(f"| {r['group']} | {r['n_files']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(v: float, digits: int = 3) -> str:
@@ -272,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N files")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="write the Markdown table here")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also report F1 / ROC-AUC per SNR band and event kind, from SPLIT_meta.jsonl "
+                        "beside the manifest (written by make_vad_corpus.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -285,16 +363,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"eval_vad: error: {args.manifest} lists no files", file=sys.stderr)
             return 2
         model = ModelDetector(args.model, args.label, args.chunk) if args.model else None
-        results = evaluate(items, args.modes, model, args.label, args.threshold, args.off_threshold)
-    except (StreamRNNError, OSError) as e:
+        scored = score_all(items, args.modes, model, args.label, args.threshold, args.off_threshold)
+        audio_s = sum(len(it.samples) / it.rate for it in items)
+        results = [_metrics(sc, list(range(len(items))), audio_s) for sc in scored]
+        for r in results:
+            r["audio_hours"] = audio_s / 3600.0
+        groups = []
+        if args.breakdown:
+            meta_path = args.manifest.with_name(args.manifest.stem + "_meta.jsonl")
+            with open(meta_path, encoding="utf-8") as f:
+                meta = [json.loads(line) for line in f if line.strip()][: len(items)]
+            groups = breakdown(items, scored, meta)
+    except (StreamRNNError, OSError, ValueError) as e:
         print(f"eval_vad: error: {e}", file=sys.stderr)
         return 2
     table = markdown_table(results)
+    if groups:
+        table += "\n" + breakdown_table(groups)
     hours = results[0]["audio_hours"] if results else 0.0
     print(f"{len(items)} files, {hours * 60:.1f} min of audio, manifest {args.manifest}\n")
     print(table, end="")
     if args.json:
         doc = {"manifest": str(args.manifest), "n_files": len(items), "results": results}
+        if groups:
+            doc["breakdown"] = groups
         args.json.write_text(json.dumps(doc, indent=1, allow_nan=True) + "\n", encoding="utf-8")
     if args.markdown:
         args.markdown.write_text(table, encoding="utf-8")

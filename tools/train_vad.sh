@@ -26,5 +26,5 @@ python tools/make_vad_corpus.py --out "$CORPUS" --n-train "$N_TRAIN" --n-test "$
 streamrnn train configs/vad.toml --out "$OUT"
 cp "$OUT/model.safetensors" streamrnn/models/vad.safetensors   # the trainer exports the best epoch here
 python tools/eval_vad.py "$CORPUS/test.jsonl" --model streamrnn/models/vad.safetensors \
-    --json "$OUT/eval_test.json" --markdown "$OUT/eval_test.md"
+    --breakdown --json "$OUT/eval_test.json" --markdown "$OUT/eval_test.md"
 ls -l streamrnn/models/vad.safetensors

@@ -45,7 +45,7 @@ from streamrnn.train.losses import loss_and_dlogits
 
 @njit(cache=True)
 def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad, dh0, dc0,
-                    dcur, dnext, dgi, dgh, hprev, cprev, xin, wpt, carry_h, carry_c):
+                    dcur, dnext, dgi, dgh, hprev, cprev, xin, wpt, carry_h, carry_c, dhp):
     """Gradients of sum(dy * y) with respect to theta and the initial state.
 
     cell           int code (cells.py)
@@ -58,7 +58,7 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
     grad           (P,) output: dLoss/dtheta (overwritten)
     dh0, dc0       (L, B, H) output: dLoss/dh0, dLoss/dc0
     scratch        dcur (T, B, H); dnext (T*B, max(I, H)) flat-prefix views; dgi, dgh (T, B, G*H);
-                   hprev, cprev (T, B, H); xin (T, B, H); wpt (G*H, H); carry_h, carry_c (B, H)
+                   hprev, cprev (T, B, H); xin (T, B, H); wpt (G*H, H); carry_h, carry_c, dhp (B, H)
     """
     T, B, I = xn.shape
     L, _, H = h0.shape
@@ -178,12 +178,11 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
                         gh[j] = da
                         carry_h[bb, j] = 0.0
             # dh_{t-1} += dgh_t @ W_hh  # (B, H)         <- gh = h_{t-1} @ W_hhT + b_hh
-            for j in range(GH):
-                for bb in range(B):
-                    g = dgh[t, bb, j]
-                    if g != 0.0:
-                        for k in range(H):
-                            carry_h[bb, k] += g * wpt[j, k]
+            # (BLAS: the one product per step; gradients need not be bit-exact)
+            np.dot(dgh[t], wpt, dhp)
+            for bb in range(B):
+                for k in range(H):
+                    carry_h[bb, k] += dhp[bb, k]
             for bb in range(B):  # a reset cuts the graph: nothing flows into the previous sequence
                 if reset[t, bb]:
                     for k in range(H):
@@ -257,6 +256,7 @@ class BPTT:
         self.wpt = np.zeros((GH, H), self.dtype)
         self.carry_h = np.zeros((B, H), self.dtype)
         self.carry_c = np.zeros((B, H), self.dtype)
+        self.dhp = np.zeros((B, H), self.dtype)
         self._grow(1)
 
     def _grow(self, T):
@@ -304,7 +304,7 @@ class BPTT:
                         np.ascontiguousarray(dy), grad, dh0, dc0,
                         self._dcur[:T], self._dnext[: T * self.B * max(I, H)], self._dgi[:T],
                         self._dgh[:T], self._hprev[:T], self._cprev[:T], self._xin[:T],
-                        self.wpt, self.carry_h, self.carry_c)
+                        self.wpt, self.carry_h, self.carry_c, self.dhp)
 
     def alloc(self, T):
         """Fresh (y, save, xn) buffers for blocks of T frames."""

@@ -2,6 +2,8 @@
 # Regenerate the VAD corpus and retrain the bundled voice-activity model (issue 6).
 #
 #   tools/train_vad.sh            # from the repository root or anywhere
+#   N_TRAIN=20 N_TEST=5 OUT=runs/vad-smoke MODEL_OUT=/tmp/vad.safetensors TRAIN_ARGS="--set train.epochs=1" \
+#       tools/train_vad.sh        # a smoke run that leaves the bundled model alone
 #
 # Steps (model card: docs/models/vad.md):
 #   1. tools/make_vad_corpus.py -> runs/vad-corpus/{train,test}.jsonl (seed 1, 1000 + 150 files of 10 s;
@@ -19,12 +21,15 @@ SEED=${SEED:-1}
 N_TRAIN=${N_TRAIN:-1000}
 N_TEST=${N_TEST:-150}
 JOBS=${JOBS:-2}
-OUT=runs/vad
+OUT=${OUT:-runs/vad}
+MODEL_OUT=${MODEL_OUT:-streamrnn/models/vad.safetensors}
+# Extra `streamrnn train` arguments, e.g. TRAIN_ARGS="--set train.epochs=1" for a smoke run.
+read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 
 python tools/make_vad_corpus.py --out "$CORPUS" --n-train "$N_TRAIN" --n-test "$N_TEST" --seconds 10 \
     --seed "$SEED" --jobs "$JOBS"
-streamrnn train configs/vad.toml --out "$OUT"
-cp "$OUT/model.safetensors" streamrnn/models/vad.safetensors   # the trainer exports the best epoch here
-python tools/eval_vad.py "$CORPUS/test.jsonl" --model streamrnn/models/vad.safetensors \
+streamrnn train configs/vad.toml --out "$OUT" "${TRAIN_ARGS[@]}"
+cp "$OUT/model.safetensors" "$MODEL_OUT"   # the trainer exports the best epoch (train.monitor) here
+python tools/eval_vad.py "$CORPUS/test.jsonl" --model "$MODEL_OUT" \
     --breakdown --json "$OUT/eval_test.json" --markdown "$OUT/eval_test.md"
-ls -l streamrnn/models/vad.safetensors
+ls -l "$MODEL_OUT"

@@ -55,6 +55,15 @@ class Proc:
             time.sleep(0.05)
         raise AssertionError(f"timeout waiting for {pattern!r}; stderr:\n{self.err.read_text()}")
 
+    def wait_for_file(self, path, text, timeout=30):
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            if path.exists() and text in path.read_text():
+                return
+            assert self.p.poll() is None, self.err.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"timeout waiting for {text!r} in {path}; stderr:\n{self.err.read_text()}")
+
     def ready(self):
         self.wait_for("err", r"streamrnn: streaming")
         return self
@@ -421,3 +430,28 @@ def test_demo_source_plays_the_packaged_recording(tmp_path, models):
     y = np.array([r["y"] for r in recs if r["type"] == "pred"], np.float32)
     np.testing.assert_allclose(y, model.audio_stream(sr).push(x), atol=1e-6)
     assert recs[0]["stream"] == "demo0"
+
+
+def test_features_command_feeds_a_stream_command(tmp_path, procs):
+    # streamrnn features (front end) -> push/pull over IPC -> streamrnn stream (a feature-input model)
+    import soundfile as sf
+    from streamrnn.audio.stream import FeatureStream
+
+    fe = LogMel()
+    model = streamrnn.Model.random("gru", input_size=fe.n_features, hidden_size=8, output_size=1,
+                                   activation="sigmoid", seed=6, name="onfeat")
+    model.save(tmp_path / "onfeat.safetensors")
+    x = tone(1.0, seed=4)
+    sf.write(tmp_path / "t.wav", x, SR, subtype="FLOAT")
+    s = Proc(stream_cmd("onfeat.safetensors", f"zmq+pull+ipc://{tmp_path}/f.sock", "jsonl:o.jsonl"), tmp_path, "stream")
+    procs.append(s)
+    s.ready()
+    r = subprocess.run([PY, "-m", "streamrnn", "features", "--source", "file:t.wav", "--sink",
+                        f"zmq+push+ipc://{tmp_path}/f.sock"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s.wait_for_file(tmp_path / "o.jsonl", '"type":"eos"')  # the jsonl sink flushes at each end of stream
+    assert s.finish(signal.SIGTERM) == 0
+    recs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    y = np.array([r["y"] for r in recs if r["type"] == "pred"], np.float32)
+    np.testing.assert_allclose(y, model.forward(FeatureStream(fe, SR).push(x)), atol=1e-5)
+    assert recs[0]["input"]["content"] == "features" and recs[-1]["type"] == "eos"

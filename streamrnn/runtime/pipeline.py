@@ -474,6 +474,8 @@ class Pipeline:
                 now = time.monotonic()
                 if now >= t_desc:
                     self._periodic_desc()
+                    for s in self.sinks:  # files readable (tail -f) within a second
+                        s.flush()
                     t_desc = now + cfg.desc_interval
                 if now >= t_stats:
                     self._send_stats()

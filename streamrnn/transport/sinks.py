@@ -117,6 +117,8 @@ class JsonLinesSink(_TextSink):
     def write(self, m):
         for r in self.records(m):
             self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        if m.kind == wire.EOS:  # a finished stream is complete on disk
+            self._f.flush()
 
     def flush(self):
         if self._f is not None:

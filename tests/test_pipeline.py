@@ -211,6 +211,26 @@ def test_stats_are_published_periodically_while_running(tmp_path):
     assert len(keep.kind("desc")) >= 3  # the descriptor repeats too
 
 
+def test_a_full_disk_closes_that_sink_and_the_others_go_on(tmp_path):
+    import soundfile as sf
+
+    from streamrnn.errors import StreamRNNError
+    from streamrnn.transport.sinks import JsonLinesSink
+
+    sf.write(tmp_path / "a.wav", np.zeros(64000, np.float32), 16000)
+    keep, stats = Keep(), Stats()
+    full = JsonLinesSink("/dev/full")  # every flush fails with ENOSPC
+    p = Pipeline(FileSource(tmp_path / "a.wav", stats=stats), [full, keep], model=audio_model(), stats=stats)
+    p.run()
+    assert stats.get("sink_errors", "JsonLinesSink") == 1 and p.sinks == [keep]
+    assert sum(len(q.data) for q in keep.kind("pred")) == 398 and keep.kind("eos")
+    stats = Stats()
+    alone = Pipeline(FileSource(tmp_path / "a.wav", stats=stats), [JsonLinesSink("/dev/full")],
+                     model=audio_model(), stats=stats)
+    with pytest.raises(StreamRNNError, match="every sink failed.*No space left"):
+        alone.run()
+
+
 def test_stop_event_ends_a_live_run_quickly(tmp_path):
     m = feat_model()
     stats = Stats()

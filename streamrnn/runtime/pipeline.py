@@ -267,22 +267,25 @@ class Pipeline:
         self._stats_epoch = new_epoch()
 
     # --- output ------------------------------------------------------------------------------
+    def _sink_call(self, s, method: str, *args) -> None:
+        try:
+            getattr(s, method)(*args)
+        except OSError as e:
+            # A broken file sink (disk full, removed mount) must not stop the others.
+            log.error("sink %s failed and is closed: %s", s.describe(), e)
+            self.stats.count("sink_errors", type(s).__name__)
+            self.sinks.remove(s)
+            try:
+                s.close()
+            except OSError:
+                pass
+            if not self.sinks:
+                raise StreamRNNError(f"every sink failed (last: {s.describe()}: {e})") from None
+
     def _emit(self, m: wire.Message) -> None:
         m.t_send = time.time()
         for s in list(self.sinks):
-            try:
-                s.write(m)
-            except OSError as e:
-                # A broken file sink (disk full, removed mount) must not stop the others.
-                log.error("sink %s failed and is closed: %s", s.describe(), e)
-                self.stats.count("sink_errors", type(s).__name__)
-                self.sinks.remove(s)
-                try:
-                    s.close()
-                except OSError:
-                    pass
-                if not self.sinks:
-                    raise StreamRNNError(f"every sink failed (last: {s.describe()}: {e})") from None
+            self._sink_call(s, "write", m)
         self.stats.add("messages_out")
 
     def _labels(self, n: int):
@@ -474,8 +477,8 @@ class Pipeline:
                 now = time.monotonic()
                 if now >= t_desc:
                     self._periodic_desc()
-                    for s in self.sinks:  # files readable (tail -f) within a second
-                        s.flush()
+                    for s in list(self.sinks):  # files readable (tail -f) within a second
+                        self._sink_call(s, "flush")
                     t_desc = now + cfg.desc_interval
                 if now >= t_stats:
                     self._send_stats()
@@ -488,13 +491,18 @@ class Pipeline:
             for slot in list(self.slots.values()):
                 self._close_slot(slot, "shutdown")
             self._send_stats()
+            for s in list(self.sinks):
+                self._sink_call(s, "flush")
         finally:
             try:
                 self.source.close()
             finally:
                 for s in opened:
+                    if s not in self.sinks:
+                        continue  # already closed when it failed
                     try:
                         s.close()
                     except OSError as e:
                         log.error("closing sink %s failed: %s", s.describe(), e)
+                        self.stats.count("sink_errors", type(s).__name__)
         return self.stats

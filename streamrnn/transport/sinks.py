@@ -125,11 +125,13 @@ class JsonLinesSink(_TextSink):
             self._f.flush()
 
     def close(self):
-        if self._f is not None:
-            self._f.flush()
-            if self._own:
-                self._f.close()
-            self._f = None
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.flush()
+            finally:
+                if self._own:
+                    f.close()
 
     def describe(self):
         return f"JSON lines to {self.path or 'stdout'}"
@@ -168,10 +170,12 @@ class CsvSink(_TextSink):
             self._f.flush()
 
     def close(self):
-        if self._f is not None:
-            self._f.flush()
-            self._f.close()
-            self._f = None
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.flush()
+            finally:
+                f.close()
 
     def describe(self):
         return f"CSV to {self.path}"

@@ -292,6 +292,8 @@ def test_malformed_messages_counted_by_reason_and_valid_ones_all_processed(tmp_p
         "json": [b"in/z/desc", HDR.pack(b"SRNN", 1, 3, 0, 0, 0, 0, ep, 1, 0, 0, 0, 0), b"\x00nope"],
         "too_large": data(99, np.zeros((100, 6), np.float32)),     # 2.5 kB > 2000
         "kind_mismatch": [b"in/z/event", ok[1], ok[2]],
+        "flags": [ok[0], ok[1][:7] + b"\x20" + ok[1][8:], ok[2]],
+        "topic": [b"up/" + ok[0][3:], ok[1], ok[2]],
     }
     push.send_multipart(wire.encode(wire.Message(wire.DESC, "z", direction="in", epoch=ep,
                                                  meta=wire.descriptor("z", ep, "features", "float32", 6, 100.0))))

@@ -306,8 +306,11 @@ def test_zmq_source_counts_each_malformed_kind_and_processes_the_valid_around_it
         "json": [b"in/s/desc", HDR.pack(b"SRNN", 1, 3, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0), b"{oops"],
         "too_large": _data("s", 9, 99, 0, np.zeros((300, 4), np.float32)),  # 4.9 kB > 4096
         "kind_mismatch": [b"in/s/pred", ok[1], ok[2]],
+        "flags": [ok[0], ok[1][:7] + b"\x20" + ok[1][8:], ok[2]],
+        "topic": [b"up/" + ok[0][3:], ok[1], ok[2]],
         "descriptor": wire.encode(wire.Message(wire.DESC, "s", direction="in", epoch=9, meta={"format": "x"})),
     }
+    assert set(bad) == set(wire.REASONS)  # every reason, over a real socket
     push.send_multipart(_desc("s", 9))
     # interleave: good[i], then one bad message, for every i
     bads = list(bad.items())

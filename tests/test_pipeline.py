@@ -1,7 +1,6 @@
 """The real-time loop in-process: outputs equal offline, resets, flags, events, stats, config,
 and the ZeroMQ source with real sockets (IPC in a temp dir) counting every bad message by reason."""
 
-import json
 import struct
 import threading
 import time

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import socket
-import time
 
 import numpy as np
 import pytest

@@ -23,7 +23,7 @@ import json
 import math
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -117,7 +117,6 @@ class Message:
     meta: dict | None = None
     dtype: int = DT_NONE   # filled by decode/encode from data
     n_bytes: int = 0       # total size on the wire (set by decode)
-    extra: dict = field(default_factory=dict)
 
     @property
     def topic(self) -> str:

@@ -304,3 +304,33 @@ def test_classification_metrics_and_early_stopping():
     r = res.history[0]
     assert 0 <= r["valid_accuracy"] <= 1 and 0 <= r["valid_f1"] <= 1 and 0 <= r["valid_auc"] <= 1
     assert res.model.activation == "softmax" and res.model.output_size == 3
+
+
+def test_manifest_of_audio_trains_a_model_with_its_front_end(tmp_path):
+    """The audio path: JSONL manifest -> front end (cached) -> lanes -> model file with frontend metadata."""
+    import json
+
+    import soundfile as sf
+
+    from streamrnn.train.trainer import train_from_config
+
+    rng = np.random.default_rng(0)
+    sr = 16000
+    t = np.arange(sr // 2) / sr
+    with open(tmp_path / "m.jsonl", "w") as f:
+        for i in range(6):
+            cls = "tone" if i % 2 else "noise"
+            sig = 0.3 * np.sin(2 * np.pi * 440 * t) if cls == "tone" else 0.1 * rng.standard_normal(t.size)
+            sf.write(tmp_path / f"a{i}.wav", sig.astype(np.float32), sr)
+            f.write(json.dumps({"audio": f"a{i}.wav", "class": cls}) + "\n")
+    (tmp_path / "c.toml").write_text('[data]\ntrain = "m.jsonl"\ntask = "sequence"\nloss = "ce"\n'
+                                     'valid_fraction = 0.0\n[model]\nhidden_size = 8\n'
+                                     '[tbptt]\nk1 = 20\nk2 = 20\nlanes = 2\n[train]\nepochs = 2\n')
+    cfg = load_config(TrainConfig, tmp_path / "c.toml", env={})
+    out = tmp_path / "out"
+    res = train_from_config(cfg, base_dir=tmp_path, out_dir=out)
+    assert len(res.history) == 2
+    m = streamrnn.load_model(out / "model.safetensors")  # validates frontend vs input_size
+    assert m.frontend is not None and m.frontend["type"] == "logmel"
+    assert m.labels == ["noise", "tone"] and m.activation == "softmax"
+    assert len(list((out / "cache").glob("*.npz"))) == 6  # features cached for the next run

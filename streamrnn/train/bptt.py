@@ -214,10 +214,12 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
                 grad[offs[l, 2] + j] += dgi2[r, j]
                 grad[offs[l, 3] + j] += dgh2[r, j]
         # dx_in = dgi @ W_ih  # (T*B, Ik)             <- gi = x_in @ W_ihT
-        dn2 = dnext[: TB * Ik].reshape((TB, Ik))
-        np.dot(dgi2, w_ih.T, dn2)
-        if l > 0:
-            dcur[:, :, :] = dn2.reshape((T, B, H))
+        # (layer 0 only needs it for the normalisation's gradient)
+        if l > 0 or extra[2] >= 0:
+            dn2 = dnext[: TB * Ik].reshape((TB, Ik))
+            np.dot(dgi2, w_ih.T, dn2)
+            if l > 0:
+                dcur[:, :, :] = dn2.reshape((T, B, H))
 
     # ---- input normalisation: xn = (x - mean) / std
     if extra[2] >= 0:

@@ -67,10 +67,10 @@ class TrainResult:
 # data
 
 
-def infer_outputs(cfg: TrainConfig, seqs) -> tuple[int, list[str] | None]:
-    """Head width and labels from the config and the training targets."""
+def infer_outputs(cfg: TrainConfig, seqs, labels=None) -> tuple[int, list[str] | None]:
+    """Head width and labels from the config (or ``labels``) and the training targets."""
     d = cfg.data
-    labels = list(d.classes) or None
+    labels = list(labels or d.classes) or None
     if d.task == "next_frame":
         return seqs[0].x.shape[1], None
     ys = [np.asarray(s.y) for s in seqs if s.y is not None]
@@ -93,7 +93,11 @@ def infer_outputs(cfg: TrainConfig, seqs) -> tuple[int, list[str] | None]:
 
 
 def load_data(cfg: TrainConfig, base_dir=".", out_dir=None):
-    """(train, valid, frontend dict | None) for the config; paths relative to ``base_dir``."""
+    """(train, valid, frontend dict | None, classes | None) for the config; paths relative to ``base_dir``.
+
+    For a manifest with ``ce`` and no ``data.classes``, the classes are the
+    manifest's sorted class names.
+    """
     from streamrnn.train.data import load_dataset
 
     d = cfg.data
@@ -128,7 +132,7 @@ def load_data(cfg: TrainConfig, base_dir=".", out_dir=None):
         n_val = max(1, int(round(len(train) * d.valid_fraction)))
         valid = [train[i] for i in sorted(perm[:n_val])]
         train = [train[i] for i in sorted(perm[n_val:])]
-    return train, valid, frontend
+    return train, valid, frontend, classes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,11 +251,12 @@ class Trainer:
     ``on_step(info)`` is called after every update with loss, grad_norm (before
     clipping), lr, epoch, step and progress; ``on_epoch(record)`` after every
     validation.  ``out_dir`` receives the checkpoint, the best model, the
-    metrics log and (with matplotlib) the curves.
+    metrics log and (with matplotlib) the curves.  ``frontend`` (dict) and
+    ``labels`` go into the exported model's metadata.
     """
 
     def __init__(self, cfg: TrainConfig, train, valid=None, *, out_dir=None, frontend: dict | None = None,
-                 name: str | None = None, on_step=None, on_epoch=None):
+                 name: str | None = None, labels=None, on_step=None, on_epoch=None):
         if not train:
             raise TrainingError("no training sequences")
         self.cfg = cfg
@@ -268,7 +273,7 @@ class Trainer:
         for s in self.train_seqs + self.valid_seqs:
             if s.x.ndim != 2 or s.x.shape[1] != I:
                 raise TrainingError(f"{s.name}: x has shape {s.x.shape}, expected (T, {I}) like the first sequence")
-        n_out, self.labels = infer_outputs(cfg, self.train_seqs)
+        n_out, self.labels = infer_outputs(cfg, self.train_seqs, labels)
         self.arch = Architecture(mc.cell, I, mc.hidden_size, mc.num_layers, n_out, HEAD_ACTIVATION[d.loss],
                                  has_norm=mc.norm)
         self.layout = PackedLayout(self.arch)
@@ -525,9 +530,9 @@ def plot_curves(history: list, path) -> bool:
 def train_from_config(cfg: TrainConfig, *, base_dir=".", out_dir="runs/train", resume=False, on_step=None,
                       on_epoch=None, name=None) -> TrainResult:
     """Load the data named in ``cfg`` and train; the CLI's entry point."""
-    train, valid, frontend = load_data(cfg, base_dir, out_dir)
-    tr = Trainer(cfg, train, valid, out_dir=out_dir, frontend=frontend, name=name, on_step=on_step,
-                 on_epoch=on_epoch)
+    train, valid, frontend, classes = load_data(cfg, base_dir, out_dir)
+    tr = Trainer(cfg, train, valid, out_dir=out_dir, frontend=frontend, name=name, labels=classes,
+                 on_step=on_step, on_epoch=on_epoch)
     res = tr.fit(resume=resume)
     plot_curves(res.history, Path(out_dir) / "curves.png")
     return res

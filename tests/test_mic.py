@@ -7,6 +7,7 @@ Skips where that set-up is absent, unless STREAMRNN_REQUIRE_AUDIO=1 (CI), where 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ def test_microphone_predictions_follow_the_played_audio(pulse, tmp_path):
     energy_model(x).save(tmp_path / "energy.safetensors")
     err = open(tmp_path / "err.txt", "w")
     p = subprocess.Popen([sys.executable, "-m", "streamrnn", "stream", "--model", "energy.safetensors",
-                          "--source", "mic:pulse", "--sink", "jsonl:o.jsonl", "--duration", "8",
+                          "--source", "mic:pulse", "--sink", "jsonl:o.jsonl", "--duration", "30",
                           "--min-on", "0.1", "--min-off", "0.2"], cwd=tmp_path, stderr=err)
     try:
         t_end = time.monotonic() + 60
@@ -89,6 +90,8 @@ def test_microphone_predictions_follow_the_played_audio(pulse, tmp_path):
             time.sleep(0.05)
         time.sleep(0.3)
         subprocess.run(["paplay", "--device=virt", str(tmp_path / "tone.wav")], check=True, timeout=30)
+        time.sleep(0.5)  # the last played samples travel through PulseAudio
+        p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0, (tmp_path / "err.txt").read_text()
     finally:
         if p.poll() is None:

@@ -88,6 +88,8 @@ def _common_stream_options(f):
         click.option("--json/--no-json", "as_json", default=None, help="JSON lines on stdout even on a terminal."),
         click.option("--max-message-bytes", type=int, help="Largest accepted ZeroMQ message (bytes)."),
         click.option("--max-streams", type=int, help="Most concurrent streams of a ZeroMQ source (default 64)."),
+        click.option("--idle-timeout", type=float,
+                     help="Close a stream after this many seconds without data (default 0: never)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -164,8 +166,8 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
 @click.option("--min-off", type=float, help="Shortest gap, seconds; shorter dips are bridged (default 0.2).")
 @click.option("--max-segment", type=float, help="Longest segment before it is cut, seconds (default 30).")
 def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
-           as_json, max_message_bytes, max_streams, events, on_threshold, off_threshold, min_on, min_off,
-           max_segment):
+           as_json, max_message_bytes, max_streams, idle_timeout, events, on_threshold, off_threshold, min_on,
+           min_off, max_segment):
     """Run MODEL on live audio or feature frames; publish predictions and events.
 
     Precedence of every option: command line > STREAMRNN_* environment > --config > defaults.
@@ -174,7 +176,7 @@ def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, cha
     _run_pipeline("pred", config_path, dict(
         model=model, source=source, sink=tuple(sink), duration=duration, stream_id=stream_id, rate=rate,
         format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
-        max_message_bytes=max_message_bytes, max_streams=max_streams, events=events,
+        max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout, events=events,
         on_threshold=on_threshold, off_threshold=off_threshold, min_on=min_on, min_off=min_off,
         max_segment=max_segment))
 
@@ -183,12 +185,12 @@ def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, cha
 @click.option("--model", help="Use this model's front end (default: LogMel defaults, 40 mels at 16 kHz).")
 @_common_stream_options
 def features(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
-             as_json, max_message_bytes, max_streams):
+             as_json, max_message_bytes, max_streams, idle_timeout):
     """Stream live audio features (the front end alone; content "features")."""
     _run_pipeline("features", config_path, dict(
         model=model, source=source, sink=tuple(sink), duration=duration, stream_id=stream_id, rate=rate,
         format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
-        max_message_bytes=max_message_bytes, max_streams=max_streams))
+        max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout))
 
 
 @cli.command()

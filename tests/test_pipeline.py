@@ -389,6 +389,31 @@ def test_many_streams_in_one_socket_each_keep_their_own_state(zsrc):
     assert set(p.slots) == set(xs) and stats.get("gaps") == 0
 
 
+def test_idle_stream_is_closed_and_comes_back_after_its_descriptor(zsrc):
+    src, push, stats = zsrc
+    keep = Keep()
+    p = Pipeline(src, [keep], model=feat_model(), stats=stats,
+                 config=StreamConfig(idle_timeout=0.2, desc_interval=0.05))
+    x = np.ones((4, 4), np.float32)
+    push.send_multipart(_desc("s", 1))
+    push.send_multipart(_data("s", 1, 0, 0, x))
+    t_end = time.monotonic() + 10
+    while time.monotonic() < t_end and not stats.get("closed"):
+        for ch in src.read(0.05):
+            p.process(ch)
+        p._periodic_desc()
+    assert stats.get("closed", "idle") == 1 and "s" not in p.slots and "s" not in src.table
+    eos = keep.kind("eos")
+    assert len(eos) == 1 and eos[0].sample_index == 4
+    push.send_multipart(_data("s", 1, 1, 4, x))   # no descriptor yet: dropped, counted
+    push.send_multipart(_desc("s", 1))
+    push.send_multipart(_data("s", 1, 2, 8, x))
+    _drain(src, p, 2, keep)
+    assert stats.get("drops", "no_descriptor") == 1
+    preds = keep.kind("pred")
+    assert len(preds) == 2 and preds[1].epoch != preds[0].epoch and preds[1].sample_index == 0
+
+
 # --- configuration precedence ---------------------------------------------------------------
 def test_config_precedence_and_unknown_keys(tmp_path):
     toml = tmp_path / "s.toml"

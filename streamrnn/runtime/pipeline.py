@@ -73,6 +73,7 @@ class StreamConfig:
     max_segment: float = 30.0           # s: longest segment before it is cut
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # bytes: larger messages are refused
     max_streams: int = 64               # concurrent streams of a ZeroMQ source
+    idle_timeout: float = 0.0           # s without data after which a stream is closed; 0 = never
     queue_seconds: float = 2.0          # s of audio the microphone queue holds before dropping the oldest
     hwm_seconds: float = 2.0            # s of messages each ZeroMQ socket queues
     stats_interval: float = 1.0         # s between stats messages (kind 7)
@@ -90,6 +91,8 @@ class StreamConfig:
         for k, lo in (("rate", 1), ("channels", 1), ("max_streams", 1), ("max_message_bytes", 128)):
             if getattr(self, k) < lo:
                 raise ConfigError(f"{k} must be >= {lo}, got {getattr(self, k)}")
+        if self.idle_timeout < 0:
+            raise ConfigError(f"idle_timeout must be >= 0 s (0 = never), got {self.idle_timeout}")
         for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
@@ -237,6 +240,7 @@ class StreamSlot:
     frames: int = 0         # output rows produced since the last reset
     last_t_capture: float = 0.0
     last_out: float = 0.0   # monotonic time of the last pred/data message
+    last_in: float = field(default_factory=time.monotonic)  # monotonic time of the last input chunk
     last_ref_seq: int = 0
 
     def next_seq(self, kind: int) -> int:
@@ -379,6 +383,7 @@ class Pipeline:
                 slot.pending_flags |= wire.FLAG_RESET
         slot.pending_flags |= ch.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW)
         slot.last_ref_seq = ch.seq
+        slot.last_in = time.monotonic()
         n = ch.data.shape[0]
         if n:
             s0 = slot.samples
@@ -417,6 +422,15 @@ class Pipeline:
     def _periodic_desc(self):
         now = time.monotonic()
         for slot in list(self.slots.values()):
+            if self.config.idle_timeout and now - slot.last_in >= self.config.idle_timeout:
+                # A producer gone without an end-of-stream: free its state; if it comes back
+                # (after its next descriptor) it starts a new output stream.
+                self._close_slot(slot, "idle")
+                self.stats.count("closed", "idle")
+                forget = getattr(self.source, "forget", None)
+                if forget is not None:
+                    forget(slot.stream)
+                continue
             self._send_desc(slot)
             if now - slot.last_out >= self.config.desc_interval:
                 self._emit(wire.Message(wire.HEARTBEAT, slot.stream, epoch=slot.out_epoch,

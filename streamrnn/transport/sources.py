@@ -469,6 +469,10 @@ class ZmqSource(Source):
                          float(d["rate"]), m.sample_index, m.t_capture, seq=m.seq, desc=d, end=True)
         return None  # heartbeats, events, stats, predictions: nothing to compute
 
+    def forget(self, stream: str) -> None:
+        """Drop what is known of ``stream`` (its data is used again after its next descriptor)."""
+        self.table.pop(stream, None)
+
     def close(self):
         if self._sock is not None:
             self._sock.close()

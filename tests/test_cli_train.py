@@ -65,7 +65,7 @@ def test_gradcheck_command():
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    args = ["--set", "train.epochs=120", "--set", "train.patience=0", "--set", "train.checkpoint_every=5",
+    args = ["--set", "train.epochs=60", "--set", "train.patience=0", "--set", "train.checkpoint_every=5",
             "--set", "tbptt.jitter=0.3"]
     full = run("train", str(TINY), "--out", str(tmp_path / "full"), *args)
     assert full.returncode == 0, full.stderr
@@ -77,7 +77,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         deadline = time.monotonic() + 120
         metrics = cut / "metrics.jsonl"
         while time.monotonic() < deadline:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
                 break
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
@@ -85,7 +85,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
     _, meta = read_checkpoint(cut / "checkpoint.safetensors")
-    assert meta["state"]["epoch"] < 120
+    assert meta["state"]["epoch"] < 60
 
     resumed = run("train", str(TINY), "--out", str(cut), "--resume", *args)
     assert resumed.returncode == 0, resumed.stderr
@@ -94,7 +94,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert np.array_equal(a["theta"], b["theta"])
     assert np.array_equal(streamrnn.load_model(tmp_path / "full" / "model.safetensors").theta,
                           streamrnn.load_model(cut / "model.safetensors").theta)
-    assert (tmp_path / "full" / "metrics.jsonl").read_text().count("\n") == 120
+    assert (tmp_path / "full" / "metrics.jsonl").read_text().count("\n") == 60
     fa = [json.loads(s)["valid_loss"] for s in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     fb = [json.loads(s)["valid_loss"] for s in (cut / "metrics.jsonl").read_text().splitlines()]
     assert fa == fb

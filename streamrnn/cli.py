@@ -324,21 +324,41 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--task", type=click.Choice(["frame", "sequence", "next_frame"]), default=None,
               help="Override the task stored in the model file.")
-def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None):
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also draw waveform, log-mel, probability and labels of one manifest file to this PNG "
+                   "(needs matplotlib: the plot extra).")
+@click.option("--plot-file", type=click.IntRange(0), default=0, show_default=True,
+              help="Which manifest entry --plot draws (0 = first line).")
+def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_path: str | None, plot_file: int):
     """Evaluate a model on DATA (a folder of .npz files or a JSONL manifest): loss and,
-    for classifiers, accuracy, precision, recall, F1 and ROC-AUC."""
+    for classifiers, accuracy, precision, recall, F1 and ROC-AUC; for a one-output sigmoid
+    model with an audio front end on frame labels (a voice-activity detector) also false
+    alarms per hour of labelled non-speech."""
     from streamrnn import load_model
-    from streamrnn.train.data import load_dataset
+    from streamrnn.errors import ConfigError
+    from streamrnn.train.data import load_dataset, read_manifest
     from streamrnn.train.trainer import evaluate
 
     m = load_model(model_path)
-    seqs = load_dataset(data, frontend=m.frontend, classes=m.labels if m.activation == "softmax" else None)
+    # the model's labels are the classes it was trained with (None: "any label" targets)
+    seqs = load_dataset(data, frontend=m.frontend, classes=m.labels)
     res = evaluate(m, seqs, task=task)
+    if plot_path:
+        from streamrnn.train.vadplot import plot_vad
+
+        if Path(data).is_dir():
+            raise ConfigError("--plot needs a JSONL manifest of audio files, not a folder of .npz features")
+        entries = read_manifest(data)
+        if plot_file >= len(entries):
+            raise ConfigError(f"--plot-file {plot_file}: the manifest has {len(entries)} entries (0-{len(entries) - 1})")
+        e = entries[plot_file]
+        plot_vad(m, e.audio, plot_path, labels_path=e.labels)
+        res["plot"] = str(plot_path)
     if as_json:
         click.echo(json.dumps(res))
         return
     for k, v in res.items():
-        click.echo(f"{k:<12}{v:.6g}" if isinstance(v, float) else f"{k:<12}{v}")
+        click.echo(f"{k:<22}{v:.6g}" if isinstance(v, float) else f"{k:<22}{v}")
 
 
 @cli.command()

@@ -334,3 +334,20 @@ def test_manifest_of_audio_trains_a_model_with_its_front_end(tmp_path):
     assert m.frontend is not None and m.frontend["type"] == "logmel"
     assert m.labels == ["noise", "tone"] and m.activation == "softmax"
     assert len(list((out / "cache").glob("*.npz"))) == 6  # features cached for the next run
+
+
+def test_monitor_must_exist_for_the_loss():
+    from streamrnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid_accuracy.*not computed for loss 'mse'"):
+        Trainer(cfg_of(*BASE, "train.monitor=valid_accuracy", "train.epochs=1"), regression_set(8),
+                regression_set(2, seed=5)).fit()
+
+
+def test_curves_png(tmp_path):
+    pytest.importorskip("matplotlib")  # the optional `plot` extra
+    from streamrnn.train.trainer import plot_curves
+
+    res = Trainer(cfg_of(*BASE, "train.epochs=2"), regression_set(8), regression_set(2, seed=5)).fit()
+    assert plot_curves(res.history, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

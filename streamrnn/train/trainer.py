@@ -192,8 +192,30 @@ def evaluate(model: Model, seqs, *, loss: str | None = None, task: str | None = 
         prep = prepare(seqs, task=task, loss=loss, n_outputs=model.output_size)
     outs = run_lanes(model.arch, np.asarray(model.theta), prep, lanes, model.dtype)
     res = evaluate_outputs(outs, loss, task)
+    if loss == "bce" and task == "frame" and model.output_size == 1 and model.frontend:
+        res.update(_vad_extras(model, outs))
     res.update(task=task, loss_name=loss, sequences=len(seqs))
     return res
+
+
+def _vad_extras(model: Model, outs) -> dict:
+    """False alarms of a one-output sigmoid detector on frame labels (``metrics.vad_metrics``).
+
+    A false alarm is a run of frames with p >= 0.5 inside one sequence that touches no
+    labelled frame; the rate is per hour of labelled non-speech, at the front end's frame
+    rate (frames per second = sample_rate / hop_length).
+    """
+    fe = model.frontend
+    frame_rate = float(fe.get("sample_rate", 16000)) / float(fe.get("hop_length", 160))
+    probs, labels = [], []
+    for z, tg, m in outs:
+        if tg is None:
+            return {}
+        sel = m > 0
+        probs.append(0.5 * (1.0 + np.tanh(0.5 * z[sel, 0])))  # sigmoid without exp overflow, (T,)
+        labels.append(tg[sel, 0] > 0.5)
+    v = M.vad_metrics(probs, labels, frame_rate=frame_rate)
+    return {k: v[k] for k in ("false_alarms", "nonspeech_hours", "false_alarms_per_hour")}
 
 
 def _norm_of(model: Model):
@@ -448,11 +470,9 @@ class Trainer:
                 if k in res:
                     rec[f"valid_{k}"] = res[k]
         key = cfg.train.monitor if self.valid_p else "train_loss"
-        value = rec.get(key)
-        if value is None:
-            if key != "train_loss":
-                raise ConfigError(f"train.monitor = {key!r} is not computed for loss {cfg.data.loss!r}; "
-                                  f"use valid_loss")
+        if key not in rec:
+            raise ConfigError(f"train.monitor = {key!r} is not computed for loss {cfg.data.loss!r}; use valid_loss")
+        value = rec[key]  # None (e.g. AUC of a one-class validation set) counts as no improvement
         lower = key.endswith("loss")
         improved = value is not None and math.isfinite(value) and (
             s["best"] is None or (value < s["best"] if lower else value > s["best"]))

@@ -341,18 +341,21 @@ def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_p
 
     m = load_model(model_path)
     # the model's labels are the classes it was trained with (None: "any label" targets)
-    seqs = load_dataset(data, frontend=m.frontend, classes=m.labels)
-    res = evaluate(m, seqs, task=task)
-    if plot_path:
-        from streamrnn.train.vadplot import plot_vad
-
+    entry = None
+    if plot_path:  # checked before the (long) evaluation
         if Path(data).is_dir():
             raise ConfigError("--plot needs a JSONL manifest of audio files, not a folder of .npz features")
         entries = read_manifest(data)
         if plot_file >= len(entries):
-            raise ConfigError(f"--plot-file {plot_file}: the manifest has {len(entries)} entries (0-{len(entries) - 1})")
-        e = entries[plot_file]
-        plot_vad(m, e.audio, plot_path, labels_path=e.labels)
+            raise ConfigError(f"--plot-file {plot_file}: the manifest has {len(entries)} entries "
+                              f"(0-{len(entries) - 1})")
+        entry = entries[plot_file]
+    seqs = load_dataset(data, frontend=m.frontend, classes=m.labels)
+    res = evaluate(m, seqs, task=task)
+    if entry is not None:
+        from streamrnn.train.vadplot import plot_vad
+
+        plot_vad(m, entry.audio, plot_path, labels_path=entry.labels)
         res["plot"] = str(plot_path)
     if as_json:
         click.echo(json.dumps(res))

@@ -209,10 +209,12 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
         # d W_hhT (H, G*H) = h_prev^T @ dgh          <- gh = h_{t-1} @ W_hhT + b_hh
         np.dot(hprev.reshape((TB, H)).T, dgh2, grad[offs[l, 1]: offs[l, 1] + H * GH].reshape((H, GH)))
         # d b_ih, d b_hh = sums over steps and lanes
+        gb_ih = grad[offs[l, 2]: offs[l, 2] + GH]
+        gb_hh = grad[offs[l, 3]: offs[l, 3] + GH]
         for r in range(TB):
             for j in range(GH):
-                grad[offs[l, 2] + j] += dgi2[r, j]
-                grad[offs[l, 3] + j] += dgh2[r, j]
+                gb_ih[j] += dgi2[r, j]
+                gb_hh[j] += dgh2[r, j]
         # dx_in = dgi @ W_ih  # (T*B, Ik)             <- gi = x_in @ W_ihT
         # (layer 0 only needs it for the normalisation's gradient)
         if l > 0 or extra[2] >= 0:

@@ -207,7 +207,10 @@ def load_config(cls, path=None, overrides=(), env=None):
             d = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as e:
             raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from None
-        except tomllib.TOMLDecodeError as e:
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: config is not UTF-8 text: {e}") from None
+        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
+            # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
             raise ConfigError(f"{p}: invalid TOML: {e}") from None
     prefix = getattr(cls, "ENV_PREFIX", None)
     if prefix:

@@ -58,21 +58,36 @@ def _read_header(path: Path, max_bytes: int) -> tuple[dict, int]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ModelFileError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: not a safetensors file (header is not a JSON object)")
     data_len = size - 8 - n
+    meta = header.get("__metadata__")
+    if meta is not None and (not isinstance(meta, dict)
+                             or not all(isinstance(v, str) for v in meta.values())):
+        # safetensors metadata is a string -> string map; anything else is a forged file
+        raise ModelFileError(f"{path}: '__metadata__' must be an object of strings")
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            start, end = info["data_offsets"]
-        except (TypeError, KeyError, ValueError):
+        # every entry must be {"dtype": str, "shape": [int >= 0], "data_offsets": [int, int]}:
+        # checked here so later code never meets a string where it expects a number
+        if (not isinstance(info, dict) or not isinstance(info.get("dtype"), str)
+                or not isinstance(info.get("shape"), list) or not all(_is_uint(d) for d in info["shape"])):
+            raise ModelFileError(f"{path}: tensor {name!r} needs a string 'dtype' and a list of "
+                                 f"non-negative integers 'shape'")
+        offsets = info.get("data_offsets")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_uint(o) for o in offsets):
             raise ModelFileError(f"{path}: tensor {name!r} has no valid data_offsets") from None
+        start, end = offsets
         if not (0 <= start <= end <= data_len):
             raise ModelFileError(f"{path}: truncated: tensor {name!r} needs bytes up to {end}, data has {data_len}")
     return header, size
+
+
+def _is_uint(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _check_int(meta: dict, key: str, path: Path, minimum: int = 1, maximum: int = 1 << 16) -> int:
@@ -85,14 +100,14 @@ def _check_int(meta: dict, key: str, path: Path, minimum: int = 1, maximum: int 
 def parse_metadata(meta_json: str, path: Path) -> dict:
     try:
         meta = json.loads(meta_json)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly nested JSON
         raise ModelFileError(f"{path}: metadata {META_KEY!r} is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: metadata {META_KEY!r} must be a JSON object")
     fmt = meta.get("format")
     if fmt != FORMAT_VERSION:
         raise ModelFileError(f"{path}: model format {fmt!r} is not supported (this streamrnn reads format {FORMAT_VERSION})")
-    if meta.get("cell") not in CELL_CODES:
+    if not isinstance(meta.get("cell"), str) or meta["cell"] not in CELL_CODES:
         raise ModelFileError(f"{path}: unknown cell {meta.get('cell')!r}; expected one of {', '.join(CELL_CODES)}")
     for key in ("input_size", "hidden_size", "num_layers"):
         _check_int(meta, key, path, maximum=64 if key == "num_layers" else 1 << 16)
@@ -100,7 +115,8 @@ def parse_metadata(meta_json: str, path: Path) -> dict:
     if head is not None:
         if not isinstance(head, dict):
             raise ModelFileError(f"{path}: metadata 'head' must be an object or null, got {head!r}")
-        if head.get("activation", "identity") not in ACT_CODES:
+        act = head.get("activation", "identity")
+        if not isinstance(act, str) or act not in ACT_CODES:
             raise ModelFileError(f"{path}: unknown head activation {head.get('activation')!r}; expected one of {', '.join(ACT_CODES)}")
         labels = head.get("labels")
         if labels is not None and (not isinstance(labels, list) or not all(isinstance(s, str) for s in labels)):

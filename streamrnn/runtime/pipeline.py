@@ -162,7 +162,10 @@ def load_stream_config(path=None, env=None, overrides: dict | None = None) -> St
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as e:
             raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config {str(p)!r} is not UTF-8 text: {e}") from None
+        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
+            # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
             raise ConfigError(f"config {str(p)!r} is not valid TOML: {e}") from None
         unknown = sorted(set(data) - set(fields))
         if unknown:

@@ -280,7 +280,7 @@ def decode(frames, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message
                                             f"got {n_rows} x {n_cols}")
         try:
             meta = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
             raise WireError("json", f"{KIND_NAMES[kind]} payload is not UTF-8 JSON ({e})") from None
         if not isinstance(meta, dict):
             raise WireError("json", f"{KIND_NAMES[kind]} payload must be a JSON object, "

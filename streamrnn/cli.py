@@ -90,10 +90,34 @@ def _common_stream_options(f):
         click.option("--max-streams", type=int, help="Most concurrent streams of a ZeroMQ source (default 64)."),
         click.option("--idle-timeout", type=float,
                      help="Close a stream after this many seconds without data (default 0: never)."),
+        click.option("--max-model-bytes", type=int, help="Refuse model files larger than this (default 256 MiB)."),
+        *_curve_options(),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _curve_options():
+    """CurveZMQ options (docs/operations.md, "Security"); keys come from `streamrnn keygen`."""
+    return [
+        click.option("--curve-secret-key", type=click.Path(dir_okay=False),
+                     help="CurveZMQ key pair (a .key_secret file): binding sockets encrypt with it; "
+                          "connecting sockets present it."),
+        click.option("--curve-server-key", type=click.Path(dir_okay=False),
+                     help="The server's CurveZMQ public key (.key): connecting sockets encrypt."),
+        click.option("--curve-allow", type=click.Path(file_okay=False),
+                     help="Directory of client public keys (*.key): binding sockets accept only these."),
+    ]
+
+
+def _apply(options):
+    """Decorate with a list of click options (in the order given)."""
+    def deco(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return deco
 
 
 def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
@@ -113,25 +137,29 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
             raise click.UsageError("--model is required (or `model` in the config / STREAMRNN_MODEL)")
         from streamrnn import load_model
 
-        model = load_model(cfg.model)
+        model = load_model(cfg.model, max_bytes=cfg.max_model_bytes)
     else:
         from streamrnn.audio.frontend import LogMel, as_frontend
 
         if cfg.model:
             from streamrnn import load_model
 
-            fe = load_model(cfg.model).frontend
+            fe = load_model(cfg.model, max_bytes=cfg.max_model_bytes).frontend
             if fe is None:
                 raise click.UsageError(f"model {cfg.model!r} has no front end (it takes feature frames)")
             frontend = as_frontend(fe)
         else:
             frontend = LogMel()
+    from streamrnn.transport.endpoints import CurveConfig
+
+    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow)
     stats = Stats()
     source = open_source(cfg.source, stats=stats, rate=cfg.rate, fmt=cfg.format, channels=cfg.channels,
                          realtime=cfg.realtime, block_ms=cfg.block_ms, queue_seconds=cfg.queue_seconds,
                          max_message_bytes=cfg.max_message_bytes, max_streams=cfg.max_streams,
-                         hwm_seconds=cfg.hwm_seconds, stream_id=cfg.stream_id)
-    sinks = [open_sink(u, stats=stats, json_stdout=cfg.json, hwm_seconds=cfg.hwm_seconds) for u in cfg.sink]
+                         hwm_seconds=cfg.hwm_seconds, stream_id=cfg.stream_id, curve=curve)
+    sinks = [open_sink(u, stats=stats, json_stdout=cfg.json, hwm_seconds=cfg.hwm_seconds, curve=curve)
+             for u in cfg.sink]
     pipe = Pipeline(source, sinks, model=model, frontend=frontend, config=cfg, stats=stats, mode=mode)
     stop = threading.Event()
 
@@ -167,7 +195,7 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
 @click.option("--max-segment", type=float, help="Longest segment before it is cut, seconds (default 30).")
 def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
            as_json, max_message_bytes, max_streams, idle_timeout, events, on_threshold, off_threshold, min_on,
-           min_off, max_segment):
+           min_off, max_segment, **limits):
     """Run MODEL on live audio or feature frames; publish predictions and events.
 
     Precedence of every option: command line > STREAMRNN_* environment > --config > defaults.
@@ -178,19 +206,19 @@ def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, cha
         format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
         max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout, events=events,
         on_threshold=on_threshold, off_threshold=off_threshold, min_on=min_on, min_off=min_off,
-        max_segment=max_segment))
+        max_segment=max_segment, **limits))  # limits: --max-model-bytes and the --curve-* options
 
 
 @cli.command()
 @click.option("--model", help="Use this model's front end (default: LogMel defaults, 40 mels at 16 kHz).")
 @_common_stream_options
 def features(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
-             as_json, max_message_bytes, max_streams, idle_timeout):
+             as_json, max_message_bytes, max_streams, idle_timeout, **limits):
     """Stream live audio features (the front end alone; content "features")."""
     _run_pipeline("features", config_path, dict(
         model=model, source=source, sink=tuple(sink), duration=duration, stream_id=stream_id, rate=rate,
         format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
-        max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout))
+        max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout, **limits))
 
 
 @cli.command()
@@ -200,7 +228,9 @@ def features(model, source, sink, config_path, duration, stream_id, rate, fmt, c
 @click.option("--duration", type=float, default=0.0, help="Exit after this many seconds (0: never).")
 @click.option("--no-data", is_flag=True, help="Print array shapes only, not the values.")
 @click.option("--max-message-bytes", type=int, default=None, help="Largest accepted message (bytes).")
-def listen(url, topic, count, duration, no_data, max_message_bytes):
+@_apply(_curve_options())
+def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret_key, curve_server_key,
+           curve_allow):
     """Decode any streamrnn/1 traffic at URL to JSON lines.
 
     URL: zmq+sub://HOST:PORT (connects), zmq+pull://HOST:PORT (binds), their +ipc forms, or a bare
@@ -215,7 +245,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes):
 
     from streamrnn.runtime.stats import Stats
     from streamrnn.transport import wire
-    from streamrnn.transport.endpoints import open_socket, parse_zmq_uri
+    from streamrnn.transport.endpoints import CurveConfig, close_socket, open_socket, parse_zmq_uri
 
     if url.startswith(("tcp://", "ipc://")):
         scheme, rest = url.split("://", 1)
@@ -224,7 +254,8 @@ def listen(url, topic, count, duration, no_data, max_message_bytes):
     if ep.pattern == "sub":
         ep = dataclasses.replace(ep, topic=topic if ep.topic is None else ep.topic)
     mmb = max_message_bytes or wire.DEFAULT_MAX_MESSAGE_BYTES
-    sock = open_socket(zmq.Context.instance(), ep, hwm=10000, max_message_bytes=2 * mmb + 4096)
+    curve = CurveConfig.from_options(curve_secret_key, curve_server_key, curve_allow)
+    sock = open_socket(zmq.Context.instance(), ep, hwm=10000, max_message_bytes=2 * mmb + 4096, curve=curve)
     stats, stopped = Stats(), []
     old = {s: signal.signal(s, lambda *a: stopped.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
     click.echo(f"streamrnn: listening on {ep.address} (topic {ep.topic!r})", err=True)
@@ -245,7 +276,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes):
             stats.count("messages", m.kind_name)
             click.echo(json.dumps(m.to_json(with_data=not no_data)))
     finally:
-        sock.close(0)
+        close_socket(sock, 0)
         for s, h in old.items():
             signal.signal(s, h)
         sys.stdout.flush()
@@ -279,6 +310,19 @@ def devices(as_json):
                        f"{d['default_samplerate']:g} Hz)")
 
 
+# --- keygen (CurveZMQ key pairs, docs/operations.md "Security") ---------------------------
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", default="streamrnn", show_default=True, help="File names: NAME.key and NAME.key_secret.")
+def keygen(directory: str, name: str):
+    """Write a CurveZMQ key pair to DIRECTORY: NAME.key (public: give it to peers, or put it in a
+    server's --curve-allow directory) and NAME.key_secret (secret, mode 0600: --curve-secret-key)."""
+    from streamrnn.transport.endpoints import write_keypair
+
+    pub, sec = write_keypair(directory, name)
+    click.echo(f"public key  {pub}\nsecret key  {sec}")
+
+
 # --- train / eval / gradcheck (the offline trainer, docs/training.md) --------------------
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
@@ -299,7 +343,9 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None):
     tty = sys.stderr.isatty()
 
     def on_step(i):
-        line = (f"epoch {i['epoch'] + 1} [{i['chunk']}/{i['n_chunks']}] step {i['step']}  loss {i['loss']:.4f}  "
+        done = int(20 * i["chunk"] / max(i["n_chunks"], 1))
+        bar = "#" * done + "." * (20 - done)
+        line = (f"epoch {i['epoch'] + 1} [{bar}] {i['chunk']}/{i['n_chunks']} step {i['step']}  loss {i['loss']:.4f}  "
                 f"grad norm {i['grad_norm']:.3g}  lr {i['lr']:.3g}{'' if i['ok'] else '  (skipped: NaN/Inf)'}")
         if tty:
             click.echo("\r" + line.ljust(100), nl=False, err=True)

@@ -50,6 +50,16 @@ STATS_STREAM = "_stats"  # reserved stream id of the process-wide stats messages
 
 
 # --- configuration -------------------------------------------------------------------------------
+LIMITS = {                              # upper bounds of StreamConfig values (docs/operations.md)
+    "max_streams": 4096,                # streams: each holds a model state and a resampler
+    "max_message_bytes": 256 * 2**20,   # bytes: libzmq's MAXMSGSIZE is twice this
+    "max_model_bytes": 4 * 2**30,       # bytes
+    "queue_seconds": 60.0,              # s of microphone audio held in memory
+    "hwm_seconds": 60.0,                # s of messages queued per ZeroMQ socket
+    "channels": 64,
+    "rate": 1_000_000,                  # Hz
+}
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Options of ``streamrnn stream`` / ``features``; precedence CLI > STREAMRNN_* env > TOML > these."""
@@ -78,6 +88,10 @@ class StreamConfig:
     hwm_seconds: float = 2.0            # s of messages each ZeroMQ socket queues
     stats_interval: float = 1.0         # s between stats messages (kind 7)
     desc_interval: float = 1.0          # s between repeated descriptors (and heartbeats)
+    max_model_bytes: int = 256 * 2**20  # bytes: larger model files are refused before reading
+    curve_secret_key: str | None = None  # CurveZMQ key pair (.key_secret): binding sockets encrypt
+    curve_server_key: str | None = None  # server's public key (.key): connecting sockets encrypt
+    curve_allow: str | None = None      # directory of client public keys (*.key) a binding socket accepts
 
     def event_params(self) -> EventParams:
         return EventParams(self.on_threshold, self.off_threshold, self.min_on, self.min_off,
@@ -88,9 +102,13 @@ class StreamConfig:
             raise ConfigError(f"duration must be >= 0 s, got {self.duration}")
         if self.format not in ("s16le", "f32le"):
             raise ConfigError(f"format {self.format!r} is not s16le or f32le")
-        for k, lo in (("rate", 1), ("channels", 1), ("max_streams", 1), ("max_message_bytes", 128)):
+        for k, lo in (("rate", 1), ("channels", 1), ("max_streams", 1), ("max_message_bytes", 128),
+                      ("max_model_bytes", 8)):
             if getattr(self, k) < lo:
                 raise ConfigError(f"{k} must be >= {lo}, got {getattr(self, k)}")
+        for k, hi in LIMITS.items():  # hard caps: each bounds memory a config typo could exhaust
+            if getattr(self, k) > hi:
+                raise ConfigError(f"{k} = {getattr(self, k)} is above the limit of {hi}")
         if self.idle_timeout < 0:
             raise ConfigError(f"idle_timeout must be >= 0 s (0 = never), got {self.idle_timeout}")
         for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):

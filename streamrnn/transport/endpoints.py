@@ -12,9 +12,11 @@ optional ``?bind`` / ``?connect`` (override the usual direction) and, for sub,
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from streamrnn.errors import ConfigError
@@ -79,19 +81,166 @@ def parse_zmq_uri(uri: str, allowed=PATTERNS) -> Endpoint:
     return Endpoint(pattern, address, bind, topic, uri)
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1); False otherwise.
+
+    Interface names and other host names count as exposed (they usually are).
+
+    >>> is_loopback_host("127.0.0.2"), is_loopback_host("[::1]"), is_loopback_host("0.0.0.0")
+    (True, True, False)
+    """
+    h = host.strip("[]")
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(ep: Endpoint, curve: "CurveConfig | None" = None) -> str | None:
+    """The warning to log when ``ep`` binds a TCP address other than loopback, else None."""
+    if not ep.bind or not ep.address.startswith("tcp://"):
+        return None
+    host = ep.address[6:].rpartition(":")[0]
+    if is_loopback_host(host):
+        return None
+    everywhere = " (all network interfaces)" if host in ALL_INTERFACES else ""
+    if curve is not None and curve.secret_key is not None and curve.allow_dir is not None:
+        guard = f"CurveZMQ is on: only the client keys in {curve.allow_dir} can connect"
+    elif curve is not None and curve.secret_key is not None:
+        guard = "CurveZMQ encrypts, but any client key is accepted (add --curve-allow DIR to authenticate)"
+    else:
+        guard = ("anyone who can reach this machine can connect and read or inject streams "
+                 "(use --curve-secret-key and --curve-allow)")
+    return f"binding {ep.pattern} to {ep.address}{everywhere}, which is not a loopback address: {guard}"
+
+
+# --- CurveZMQ: encryption and client authentication ---------------------------------------------
+@dataclass(frozen=True)
+class CurveConfig:
+    """CurveZMQ keys of this process (``streamrnn keygen`` writes them; see docs/operations.md).
+
+    Binding sockets (pub/pull by default) are CurveZMQ *servers* when ``secret_key`` is given,
+    and accept only the client public keys found in ``allow_dir`` (``*.key`` files) when it is
+    given. Connecting sockets (sub/push) are CurveZMQ *clients* when ``server_key`` (the
+    server's public key file) is given, using ``secret_key`` as their own key pair (or a fresh
+    throw-away pair, which a server with ``allow_dir`` refuses).
+    """
+
+    secret_key: Path | None = None   # a .key_secret certificate: this process's key pair
+    server_key: Path | None = None   # the server's .key (or .key_secret) certificate
+    allow_dir: Path | None = None    # directory of authorised clients' .key certificates
+    public: bytes | None = None      # Z85 public key of secret_key
+    secret: bytes | None = None      # Z85 secret key of secret_key
+    server_public: bytes | None = None
+
+    @classmethod
+    def from_options(cls, secret_key=None, server_key=None, allow_dir=None) -> "CurveConfig | None":
+        """Load and check the key files; None when no option is given; ConfigError naming the file."""
+        if not (secret_key or server_key or allow_dir):
+            return None
+        import zmq
+        import zmq.auth
+
+        if not zmq.has("curve"):
+            raise ConfigError("this libzmq was built without CurveZMQ support")
+
+        def load(path, what):
+            p = Path(path)
+            try:
+                return zmq.auth.load_certificate(p)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read the {what} {str(p)!r}: {e}") from None
+
+        public = secret = server_public = None
+        if secret_key:
+            public, secret = load(secret_key, "CurveZMQ secret key file")
+            if not secret:
+                raise ConfigError(f"{secret_key}: no secret key in this file (give the .key_secret file "
+                                  f"written by `streamrnn keygen`)")
+        if server_key:
+            server_public, _ = load(server_key, "CurveZMQ server public key file")
+        if allow_dir:
+            d = Path(allow_dir)
+            if not d.is_dir():
+                raise ConfigError(f"--curve-allow {str(d)!r} is not a directory of client public keys")
+            keys = sorted(d.glob("*.key"))
+            if not keys:
+                raise ConfigError(f"--curve-allow {str(d)!r} holds no client public keys (*.key files)")
+            for k in keys:
+                load(k, "client public key file")
+            if not secret_key:
+                raise ConfigError("--curve-allow needs --curve-secret-key (the server's own key pair)")
+        return cls(Path(secret_key) if secret_key else None, Path(server_key) if server_key else None,
+                   Path(allow_dir) if allow_dir else None, public, secret, server_public)
+
+
+# One ZAP authenticator thread per context, shared by its CurveZMQ server sockets; it stops
+# when the last of them closes (close_socket).
+_AUTH: dict = {}   # id(ctx) -> [ThreadAuthenticator, set of id(socket), allow_dir]
+
+
+def _authenticate(ctx, sock, allow_dir: Path) -> None:
+    import zmq.auth.thread
+
+    entry = _AUTH.get(id(ctx))
+    if entry is None:
+        auth = zmq.auth.thread.ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".auth"))
+        auth.start()
+        entry = _AUTH[id(ctx)] = [auth, set(), None]
+    if entry[2] is not None and entry[2] != allow_dir:
+        raise ConfigError(f"one process can only use one --curve-allow directory ({entry[2]} and {allow_dir})")
+    # Re-read on every new socket: keys added to the directory take effect at the next start.
+    entry[0].configure_curve(domain="*", location=str(allow_dir))
+    entry[2] = allow_dir
+    entry[1].add(id(sock))
+
+
+def close_socket(sock, linger_ms: int | None = None) -> None:
+    """Close a socket made by ``open_socket`` (and stop the authenticator with its last user)."""
+    for key, entry in list(_AUTH.items()):
+        if id(sock) in entry[1]:
+            entry[1].discard(id(sock))
+            if not entry[1]:
+                entry[0].stop()
+                del _AUTH[key]
+    sock.close(linger_ms)
+
+
+class RateLimitedLog:
+    """Log a warning at most once per ``interval`` seconds (limits hit under a flood stay visible
+    without flooding the log; every event is counted in the stats anyway)."""
+
+    def __init__(self, logger, interval: float = 10.0):
+        self.logger, self.interval, self._last = logger, interval, -math.inf
+
+    def __call__(self, message: str) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.logger.warning("%s", message)
+
+
 def hwm_messages(msgs_per_second: float, seconds: float = 2.0) -> int:
     """High-water mark holding about ``seconds`` of messages (at least 16)."""
     return max(16, int(math.ceil(msgs_per_second * seconds)))
 
 
 def open_socket(ctx, ep: Endpoint, *, hwm: int, max_message_bytes: int | None = None,
-                linger_ms: int = 200):
+                linger_ms: int = 200, curve: CurveConfig | None = None):
     """Create, configure and bind/connect a socket for ``ep`` in the calling thread.
 
     Linger is short (exit never hangs), high-water marks hold ``hwm`` messages,
     reconnects back off from 100 ms to 5 s, and receivers refuse frames above
     ``max_message_bytes`` with libzmq's own MAXMSGSIZE (which drops that peer's
-    connection). Raises ConfigError if the address cannot be bound or connected.
+    connection). With ``curve`` the socket is a CurveZMQ server (binding, with
+    ``curve.secret_key``) or client (connecting, with ``curve.server_key``); see
+    ``CurveConfig``. Close it with ``close_socket``. Raises ConfigError if the
+    address cannot be bound or connected. Binding a non-loopback address logs a
+    warning (``exposure_warning``).
     """
     import zmq
 
@@ -106,19 +255,69 @@ def open_socket(ctx, ep: Endpoint, *, hwm: int, max_message_bytes: int | None = 
         s.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
     if ep.pattern == "sub":
         s.setsockopt_string(zmq.SUBSCRIBE, ep.topic if ep.topic is not None else "")
+    secure = "plain"
+    try:
+        if ep.bind and curve is not None and curve.secret_key is not None:
+            s.curve_secretkey, s.curve_publickey = curve.secret, curve.public
+            s.curve_server = True
+            secure = "CurveZMQ server"
+            if curve.allow_dir is not None:
+                _authenticate(ctx, s, curve.allow_dir)
+                secure += f", clients of {curve.allow_dir} only"
+        elif not ep.bind and curve is not None and curve.server_public is not None:
+            if curve.secret is not None:
+                pub, sec = curve.public, curve.secret
+            else:
+                pub, sec = zmq.curve_keypair()  # throw-away identity: encryption without authentication
+            s.curve_secretkey, s.curve_publickey, s.curve_serverkey = sec, pub, curve.server_public
+            secure = "CurveZMQ client"
+    except ConfigError:
+        close_socket(s, 0)
+        raise
     try:
         if ep.bind:
-            host = ep.address[6:].rpartition(":")[0] if ep.address.startswith("tcp://") else None
-            if host in ALL_INTERFACES:
-                log.warning("binding %s on all network interfaces (%s): anyone who can reach this "
-                            "machine can connect", ep.pattern, ep.address)
+            warning = exposure_warning(ep, curve)
+            if warning:
+                log.warning("%s", warning)
             s.bind(ep.address)
         else:
             s.connect(ep.address)
     except zmq.ZMQError as e:
-        s.close(0)
+        close_socket(s, 0)
         verb = "bind" if ep.bind else "connect"
         raise ConfigError(f"cannot {verb} {ep.uri} ({ep.address}): {e.strerror}") from None
-    log.info("%s %s %s (hwm %d messages)", ep.pattern, "bound to" if ep.bind else "connected to",
-             ep.address, hwm)
+    log.info("%s %s %s (hwm %d messages, %s)", ep.pattern, "bound to" if ep.bind else "connected to",
+             ep.address, hwm, secure)
     return s
+
+
+def write_keypair(directory, name: str = "streamrnn") -> tuple[Path, Path]:
+    """Write a CurveZMQ key pair: ``DIR/NAME.key`` (public) and ``DIR/NAME.key_secret`` (mode 0600).
+
+    Refuses to overwrite an existing pair. Returns (public_file, secret_file).
+    """
+    import os
+
+    import zmq.auth
+
+    from streamrnn.transport.wire import STREAM_ID
+
+    if not STREAM_ID.fullmatch(name):
+        raise ConfigError(f"key name {name!r} must match [A-Za-z0-9._-]{{1,64}}")
+    d = Path(directory)
+    pub, sec = d / f"{name}.key", d / f"{name}.key_secret"
+    for p in (pub, sec):
+        if p.exists():
+            raise ConfigError(f"{p} exists; remove it or choose another --name")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        old = os.umask(0o077)  # the secret file is never readable by others, not even briefly
+        try:
+            zmq.auth.create_certificates(d, name)
+        finally:
+            os.umask(old)
+        os.chmod(pub, 0o644)
+        os.chmod(sec, 0o600)
+    except OSError as e:
+        raise ConfigError(f"cannot write keys in {str(d)!r}: {e.strerror or e}") from None
+    return pub, sec

@@ -29,7 +29,8 @@ from pathlib import Path
 from streamrnn.errors import ConfigError
 from streamrnn.runtime.stats import Stats
 from streamrnn.transport import wire
-from streamrnn.transport.endpoints import hwm_messages, is_zmq_uri, open_socket, parse_zmq_uri
+from streamrnn.transport.endpoints import (RateLimitedLog, close_socket, hwm_messages, is_zmq_uri,
+                                           open_socket, parse_zmq_uri)
 
 log = logging.getLogger(__name__)
 
@@ -237,17 +238,19 @@ class ZmqSink(Sink):
     inside libzmq at their high-water mark (about ``hwm_seconds`` of output).
     """
 
-    def __init__(self, uri, stats=None, hwm_seconds=2.0, msgs_per_second=200.0):
+    def __init__(self, uri, stats=None, hwm_seconds=2.0, msgs_per_second=200.0, curve=None):
         super().__init__(stats)
         self.ep = parse_zmq_uri(uri, allowed=("pub", "push"))
         self.hwm = hwm_messages(msgs_per_second, hwm_seconds)
+        self.curve = curve
         self._sock = None
+        self._warn_hwm = RateLimitedLog(log)
 
     def open(self):
         import zmq
 
         self._zmq = zmq
-        self._sock = open_socket(zmq.Context.instance(), self.ep, hwm=self.hwm)
+        self._sock = open_socket(zmq.Context.instance(), self.ep, hwm=self.hwm, curve=self.curve)
 
     def write(self, m):
         m.t_send = time.time() if not m.t_send else m.t_send
@@ -255,17 +258,19 @@ class ZmqSink(Sink):
             self._sock.send_multipart(wire.encode(m), self._zmq.NOBLOCK, copy=False)
         except self._zmq.Again:
             self.stats.count("drops", "hwm")
+            self._warn_hwm(f"{self.describe()}: queue full ({self.hwm} messages, hwm_seconds) or no peer: "
+                           f"messages dropped (counted in drops.hwm)")
 
     def close(self):
         if self._sock is not None:
-            self._sock.close()
+            close_socket(self._sock)
             self._sock = None
 
     def describe(self):
         return f"ZeroMQ {self.ep.pattern} {'bound to' if self.ep.bind else 'connected to'} {self.ep.address}"
 
 
-def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0) -> Sink:
+def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0, curve=None) -> Sink:
     """Build the sink named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
     if uri == "stdout":
         if json_stdout or not sys.stdout.isatty():
@@ -278,6 +283,6 @@ def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0) -> Si
     if uri.startswith("csv:") and len(uri) > 4:
         return CsvSink(uri[4:], stats=stats)
     if is_zmq_uri(uri):
-        return ZmqSink(uri, stats=stats, hwm_seconds=hwm_seconds)
+        return ZmqSink(uri, stats=stats, hwm_seconds=hwm_seconds, curve=curve)
     raise ConfigError(f"unknown sink {uri!r}: use stdout, jsonl:PATH, csv:PATH, zmq+pub://HOST:PORT, "
                       f"zmq+push://HOST:PORT (or zmq+pub+ipc://PATH, zmq+push+ipc://PATH), null")

@@ -31,7 +31,8 @@ import numpy as np
 from streamrnn.errors import AudioError, ConfigError, WireError
 from streamrnn.runtime.stats import Stats
 from streamrnn.transport import wire
-from streamrnn.transport.endpoints import hwm_messages, is_zmq_uri, open_socket, parse_zmq_uri
+from streamrnn.transport.endpoints import (RateLimitedLog, close_socket, hwm_messages, is_zmq_uri,
+                                           open_socket, parse_zmq_uri)
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ class MicSource(_SingleStream):
         self._seen_dropped = 0
         self._seen_pa = 0
         self._stream = None
+        self._warn_overflow = RateLimitedLog(log)
 
     def _callback(self, indata, frames, time_info, status):
         # Runs on PortAudio's thread: copy and enqueue only; never block or allocate much.
@@ -317,6 +319,9 @@ class MicSource(_SingleStream):
             d, p = self._dropped, self._pa_overflows
             if d != self._seen_dropped or p != self._seen_pa:
                 self.stats.add("overflows", (d - self._seen_dropped) + (p - self._seen_pa))
+                self._warn_overflow(f"microphone queue full ({self.maxlen} blocks = queue_seconds of audio): "
+                                    f"{d} block(s) dropped, {p} PortAudio overflow(s) so far; the reader "
+                                    f"is too slow (counted in overflows)")
                 self._seen_dropped, self._seen_pa = d, p
                 flags |= wire.FLAG_OVERFLOW
             if idx != self.next_index:
@@ -371,8 +376,10 @@ class ZmqSource(Source):
     """
 
     def __init__(self, uri, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, max_streams=64,
-                 hwm_seconds=2.0, msgs_per_second=100.0, stats=None):
+                 hwm_seconds=2.0, msgs_per_second=100.0, stats=None, curve=None):
         super().__init__(stats)
+        self.curve = curve
+        self._warn_full = RateLimitedLog(log)
         self.ep = parse_zmq_uri(uri, allowed=("sub", "pull"))
         if self.ep.pattern == "sub" and self.ep.topic is None:
             self.ep = parse_zmq_uri(uri + ("&" if "?" in uri else "?") + "topic=in/", allowed=("sub",))
@@ -389,7 +396,7 @@ class ZmqSource(Source):
         # libzmq's MAXMSGSIZE is the hard memory cap (a frame above it drops the sender's
         # connection); messages between max_message_bytes and it are counted as too_large.
         self._sock = open_socket(self._ctx, self.ep, hwm=self.hwm,
-                                 max_message_bytes=2 * self.max_message_bytes + 4096)
+                                 max_message_bytes=2 * self.max_message_bytes + 4096, curve=self.curve)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
 
@@ -426,6 +433,9 @@ class ZmqSource(Source):
                 return None
             if len(self.table) >= self.max_streams:
                 self.stats.count("drops", "max_streams")
+                self._warn_full(f"stream {m.stream!r} refused: {len(self.table)} streams are open, the "
+                                f"limit is max_streams={self.max_streams} (--max-streams); counted in "
+                                f"drops.max_streams")
                 return None
             st = self.table[m.stream] = _InStream()
         if m.kind == wire.DESC:
@@ -475,7 +485,7 @@ class ZmqSource(Source):
 
     def close(self):
         if self._sock is not None:
-            self._sock.close()
+            close_socket(self._sock)
             self._sock = None
 
     def describe(self):
@@ -488,7 +498,7 @@ def _desc_key(d: dict) -> tuple:
 
 def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, realtime=False,
                 block_ms=20.0, queue_seconds=2.0, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES,
-                max_streams=64, hwm_seconds=2.0, stream_id=None) -> Source:
+                max_streams=64, hwm_seconds=2.0, stream_id=None, curve=None) -> Source:
     """Build the source named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
     kw = {"stream_id": stream_id} if stream_id else {}
     if uri == "mic" or uri.startswith("mic:"):
@@ -506,6 +516,6 @@ def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, re
         return StdinSource(rate=rate, fmt=fmt, channels=channels, block_ms=block_ms, stats=stats, **kw)
     if is_zmq_uri(uri):
         return ZmqSource(uri, max_message_bytes=max_message_bytes, max_streams=max_streams,
-                         hwm_seconds=hwm_seconds, stats=stats)
+                         hwm_seconds=hwm_seconds, stats=stats, curve=curve)
     raise ConfigError(f"unknown source {uri!r}: use mic, mic:DEVICE, file:PATH, stdin, demo, "
                       f"zmq+sub://HOST:PORT, zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH, zmq+pull+ipc://PATH)")

@@ -206,42 +206,63 @@ def load_stream_config(path=None, env=None, overrides: dict | None = None) -> St
 
 
 # --- processors: what turns one stream's input rows into output rows ---------------------
-class FrameProcessor:
-    """Feature frames -> model outputs (model.stream()); frame k depends on input rows ..k."""
+class BankProcessor:
+    """One stream's share of the pipeline's model bank: its own front end (for audio) and
+    one slot of the bank, which every stream's frames advance together (``Pipeline._run_model``).
 
-    def __init__(self, model, frame_rate: float):
-        self.stream = model.stream()
-        self.frame_rate = float(frame_rate)
-        self.n_outputs = model.output_size
+    ``features(x)`` turns input rows into model frames; ``push(x)`` does that and runs the
+    model for this stream alone.  Frame k depends on input rows up to ``frame_end_sample(k)``.
+    """
+
+    def __init__(self, bank, sid: str, fe=None, frame_rate: float | None = None):
+        self.bank, self.sid, self.fe = bank, sid, fe
+        self.frame_rate = float(fe.frame_rate if fe is not None else frame_rate)
+        self.n_outputs = bank.model.output_size
+        bank.open(sid)
+
+    def features(self, x):
+        return self.fe.push(x) if self.fe is not None else x
 
     def push(self, x):
-        return self.stream.push(x)
+        f = self.features(x)
+        if f.shape[0] == 0:
+            return np.zeros((0, self.n_outputs), np.float32)
+        return self.bank.push(self.sid, f)
 
     def reset(self):
-        self.stream.reset()
+        if self.fe is not None:
+            self.fe.reset()
+        self.bank.reset(self.sid)
+
+    def close(self):
+        self.bank.close(self.sid)
 
     def frame_end_sample(self, k: int) -> int:
-        return k + 1
+        return self.fe.frame_end_sample(k) if self.fe is not None else k + 1
 
 
-def make_processor(mode: str, model, frontend, content: str, rate: float, channels: int):
+def make_processor(mode: str, model, frontend, content: str, rate: float, channels: int, bank=None,
+                   sid: str = ""):
     """The processor for one stream, or InputError/ShapeError if the content does not fit."""
     from streamrnn.errors import InputError
+    from streamrnn.audio.stream import FeatureStream
 
     if mode == "features":
         if content != "audio":
             raise InputError(f"the features command needs audio, got {content!r}")
-        from streamrnn.audio.stream import FeatureStream
-
         return FeatureStream(frontend, rate)
     if content == "audio":
         if model.frontend is None:
             raise InputError(f"model {model.name or ''!s} takes feature frames ({model.input_size} "
                              f"values per frame) but the stream carries audio")
-        return model.audio_stream(rate)
-    if channels != model.input_size:
-        raise InputError(f"feature frames have {channels} values but the model takes {model.input_size}")
-    return FrameProcessor(model, rate)
+        fe = FeatureStream(model.frontend, rate)
+    else:
+        if channels != model.input_size:
+            raise InputError(f"feature frames have {channels} values but the model takes {model.input_size}")
+        fe = None
+    if bank is None:
+        bank = model.bank(1)
+    return BankProcessor(bank, sid, fe, rate)
 
 
 @dataclass
@@ -285,6 +306,8 @@ class Pipeline:
         self.config = config or StreamConfig()
         self.stats = stats if stats is not None else (source.stats if source is not None else Stats())
         self.slots: dict[str, StreamSlot] = {}
+        # Every stream's hidden state lives in one bank: one kernel call per read advances them all.
+        self.bank = model.bank(max(1, int(self.config.max_streams))) if mode == "pred" else None
         self._events = (mode == "pred" and self.config.events and model.activation == "sigmoid")
         self._event_params = self.config.event_params() if self._events else None
         self._stats_seq = 0
@@ -347,7 +370,8 @@ class Pipeline:
             self.stats.count("bad", "stream_id")
             return None
         try:
-            proc = make_processor(self.mode, self.model, self.frontend, ch.content, ch.rate, key[2])
+            proc = make_processor(self.mode, self.model, self.frontend, ch.content, ch.rate, key[2],
+                                  self.bank, ch.stream)
         except StreamRNNError as e:
             self.stats.count("bad", "content")
             if ch.stream not in self._bad_streams:
@@ -372,6 +396,9 @@ class Pipeline:
                                 seq=slot.next_seq(wire.EOS), sample_index=slot.frames,
                                 t_capture=slot.last_t_capture, ref_seq=slot.last_ref_seq))
         self.slots.pop(slot.stream, None)
+        close = getattr(slot.proc, "close", None)
+        if close is not None:
+            close()  # frees the stream's bank slot
         log.info("stream %s closed (%s) after %d frames", slot.stream, reason, slot.frames)
 
     def _send_events(self, slot, events, t_capture):
@@ -384,6 +411,26 @@ class Pipeline:
 
     def process(self, ch: Chunk) -> None:
         """Run one chunk through its stream's state and emit the outputs."""
+        self.process_many([ch])
+
+    def process_many(self, chunks) -> None:
+        """Run chunks (of any streams) through their streams' states and emit the outputs.
+
+        Each chunk goes through its own stream's front end; then one bank call advances the
+        model of every stream that has new frames, so the weights are read once for all of
+        them.  A stream that appears twice is split into successive bank calls, keeping order.
+        """
+        batch: dict[str, tuple] = {}
+        for ch in chunks:
+            if ch.stream in batch:
+                self._run_model(batch)
+            item = self._prepare(ch)
+            if item is not None:
+                batch[ch.stream] = item
+        self._run_model(batch)
+
+    def _prepare(self, ch: Chunk):
+        """Stream bookkeeping and the front end for one chunk: (slot, chunk, frames, s0) or None."""
         key = (ch.content, float(ch.rate), int(ch.data.shape[1]))
         slot = self.slots.get(ch.stream)
         reset = False
@@ -395,49 +442,75 @@ class Pipeline:
             slot, reset = None, True
         if slot is None:
             if ch.data.shape[0] == 0 and ch.end:
-                return
+                return None
             slot = self._open_slot(ch, key)
             if slot is None:
                 self.stats.count("drops", "bad_stream", ch.data.shape[0])
-                return
+                return None
             if reset:
                 slot.pending_flags |= wire.FLAG_RESET
         slot.pending_flags |= ch.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW)
         slot.last_ref_seq = ch.seq
         slot.last_in = time.monotonic()
         n = ch.data.shape[0]
+        s0 = slot.samples
+        frames = None
         if n:
-            s0 = slot.samples
             try:
-                y = slot.proc.push(ch.data)  # (t, O) or (t, F)
+                # features mode: the front end's frames are the output; pred: the model's input
+                frames = slot.proc.push(ch.data) if self.mode == "features" else slot.proc.features(ch.data)
             except StreamRNNError as e:
                 self.stats.count("bad", "input")
                 log.warning("stream %s: block of %d rows skipped: %s", ch.stream, n, e)
-                y = None
             else:
                 slot.samples += n
                 self.stats.add("frames_in", n)
+        return slot, ch, frames, s0
+
+    def _run_model(self, batch: dict) -> None:
+        """One bank call for every prepared stream with frames, then emit each stream's outputs."""
+        if self.mode == "pred":
+            todo = {sid: it[2] for sid, it in batch.items() if it[2] is not None and it[2].shape[0]}
+            outs = {}
+            if todo:
+                try:
+                    outs = self.bank.push_many(todo)
+                except StreamRNNError:  # one bad stream: run them one by one so the others go on
+                    for sid, f in todo.items():
+                        try:
+                            outs[sid] = self.bank.push(sid, f)
+                        except StreamRNNError as e:
+                            self.stats.count("bad", "input")
+                            log.warning("stream %s: %d frames skipped: %s", sid, f.shape[0], e)
+        else:
+            outs = {sid: it[2] for sid, it in batch.items() if it[2] is not None}
+        for sid, (slot, ch, _, s0) in batch.items():
+            y = outs.get(sid)
             if y is not None and y.shape[0]:
-                t = y.shape[0]
-                k0 = slot.frames
-                # Capture time of the newest input row the last output row depends on.
-                s_end = slot.proc.frame_end_sample(k0 + t - 1)
-                t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
-                slot.last_t_capture = t_cap
-                kind = wire.PRED if self.mode == "pred" else wire.DATA
-                m = wire.Message(kind, ch.stream, flags=slot.pending_flags, epoch=slot.out_epoch,
-                                 seq=slot.next_seq(kind), sample_index=k0, t_capture=t_cap,
-                                 ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
-                slot.pending_flags = 0
-                slot.frames += t
-                self._emit(m)
-                self.stats.latency(m.t_send - t_cap)
-                self.stats.add("frames_out", t)
-                slot.last_out = time.monotonic()
-                if slot.detector is not None:
-                    self._send_events(slot, slot.detector.push(y), t_cap)
-        if ch.end:
-            self._close_slot(slot, "end of stream")
+                self._emit_output(slot, ch, y, s0)
+            if ch.end:
+                self._close_slot(slot, "end of stream")
+        batch.clear()
+
+    def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int) -> None:
+        t = y.shape[0]
+        k0 = slot.frames
+        # Capture time of the newest input row the last output row depends on.
+        s_end = slot.proc.frame_end_sample(k0 + t - 1)
+        t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
+        slot.last_t_capture = t_cap
+        kind = wire.PRED if self.mode == "pred" else wire.DATA
+        m = wire.Message(kind, ch.stream, flags=slot.pending_flags, epoch=slot.out_epoch,
+                         seq=slot.next_seq(kind), sample_index=k0, t_capture=t_cap,
+                         ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
+        slot.pending_flags = 0
+        slot.frames += t
+        self._emit(m)
+        self.stats.latency(m.t_send - t_cap)
+        self.stats.add("frames_out", t)
+        slot.last_out = time.monotonic()
+        if slot.detector is not None:
+            self._send_events(slot, slot.detector.push(y), t_cap)
 
     # --- periodic --------------------------------------------------------------------------------
     def _periodic_desc(self):
@@ -507,8 +580,7 @@ class Pipeline:
             t_desc = t_start + cfg.desc_interval
             t_stats = t_start + cfg.stats_interval
             while not stop.is_set():
-                for ch in self.source.read(0.05):  # short timeout: signals act within 50 ms
-                    self.process(ch)
+                self.process_many(self.source.read(0.05))  # short timeout: signals act within 50 ms
                 now = time.monotonic()
                 if now >= t_desc:
                     self._periodic_desc()

@@ -49,7 +49,7 @@ NONFINITE_MODES = ("error", "zero")
 
 # --- kernel -----------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _cfft_kernel(re, im, tw_re, tw_im, m):
     """In-place radix-2 complex FFT of size m >= 4 on input already in bit-reversed order.
 
@@ -99,7 +99,7 @@ def _cfft_kernel(re, im, tw_re, tw_im, m):
         size *= 2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _frames_kernel(x, n_frames, hop, window, n_fft, use_fft, bitrev, tw_re, tw_im, tw2_re, tw2_im,
                    dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
                    re, im, spec, mel, out):

@@ -435,7 +435,8 @@ def test_demo_source_plays_the_packaged_recording(tmp_path, models, monkeypatch)
     from streamrnn.cli import cli
 
     monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(cli, ["stream", "--model", path, "--source", "demo", "--sink", "jsonl:o.jsonl", "--no-events"])
+    r = CliRunner().invoke(cli, ["stream", "--model", path, "--source", "demo", "--sink", "jsonl:o.jsonl", "--no-events",
+                                       "--no-realtime"])
     assert r.exit_code == 0, r.output
     recs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     y = np.array([r["y"] for r in recs if r["type"] == "pred"], np.float32)

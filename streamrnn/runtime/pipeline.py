@@ -73,7 +73,7 @@ class StreamConfig:
     format: str = "s16le"               # stdin sample format: s16le | f32le
     channels: int = 1                   # stdin / microphone channels
     block_ms: float = 20.0              # ms of audio per block read from mic, file, stdin
-    realtime: bool = False              # pace file sources like a live microphone
+    realtime: bool | None = None        # pace file sources like a live microphone; None: the demo yes, files no
     json: bool = False                  # JSON lines on stdout even on a terminal
     events: bool = True                 # hysteresis events for sigmoid outputs
     on_threshold: float = 0.5           # probability that starts a segment

@@ -500,7 +500,7 @@ def _desc_key(d: dict) -> tuple:
     return (d.get("content"), d.get("dtype"), d.get("channels"), d.get("rate"))
 
 
-def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, realtime=False,
+def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, realtime=None,
                 block_ms=20.0, queue_seconds=2.0, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES,
                 max_streams=64, hwm_seconds=2.0, stream_id=None, curve=None) -> Source:
     """Build the source named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
@@ -512,9 +512,11 @@ def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, re
         return MicSource(dev, rate=rate, channels=channels, block_ms=block_ms,
                          queue_seconds=queue_seconds, stats=stats, **kw)
     if uri.startswith("file:"):
-        return FileSource(uri[5:], block_ms=block_ms, realtime=realtime, stats=stats, **kw)
+        return FileSource(uri[5:], block_ms=block_ms, realtime=bool(realtime), stats=stats, **kw)
     if uri == "demo":
-        return FileSource(demo_path(), block_ms=block_ms, realtime=realtime, stats=stats,
+        # The demo plays like a live source unless told otherwise (realtime=False): a listener
+        # started beside it sees 24 s of predictions, not a burst.
+        return FileSource(demo_path(), block_ms=block_ms, realtime=realtime is None or bool(realtime), stats=stats,
                           stream_id=stream_id or "demo0")
     if uri == "stdin":
         return StdinSource(rate=rate, fmt=fmt, channels=channels, block_ms=block_ms, stats=stats, **kw)

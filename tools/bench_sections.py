@@ -1,21 +1,241 @@
-"""Sections of tools/bench.py that exercise the runtime, the bank and the trainer (filled in as they land)."""
+"""Sections of tools/bench.py that exercise the whole runtime: pipeline, many streams, start-up, training.
+
+Each returns a dict with its numbers and a ``markdown`` section for docs/bench.md.
+CPU time is measured with ``time.process_time`` (in-process) or from /proc (subprocesses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
 
 
-def _todo(name):
-    return {"markdown": f"## {name}\n\nNot measured yet.\n"}
+def _long_file(seconds: int, rate: int, d: Path) -> Path:
+    """``seconds`` of the demo recording (tiled) at ``rate`` Hz: speech, music-like sounds, noise."""
+    import soundfile as sf
+    import soxr
+
+    from streamrnn.transport.sources import demo_path
+
+    x, sr = sf.read(str(demo_path()), dtype="float32")
+    x = np.tile(x, seconds * sr // len(x) + 1)[: seconds * sr]
+    if rate != sr:
+        x = soxr.resample(x, sr, rate).astype(np.float32)
+    path = d / f"long_{seconds}s_{rate}.wav"
+    sf.write(str(path), x, rate, subtype="PCM_16")
+    return path
 
 
-def bench_pipeline(a):
-    return _todo("Whole pipeline")
+# --- whole pipeline ---------------------------------------------------------------------------
+def _streamrnn_pipeline_cpu(path: Path, out: Path) -> float:
+    """CPU seconds of the pipeline's run(): read, resample, log-mel, model, events, write JSON lines."""
+    import streamrnn
+    from streamrnn.runtime.pipeline import Pipeline, StreamConfig
+    from streamrnn.transport.sinks import open_sink
+    from streamrnn.transport.sources import open_source
+
+    model = streamrnn.load_model("vad")
+    p = Pipeline(open_source(f"file:{path}"), [open_sink(f"jsonl:{out}")], model=model, config=StreamConfig())
+    p.warm_up(48000)
+    t0 = time.process_time()
+    p.run()
+    return time.process_time() - t0
 
 
-def bench_streams(a):
-    return _todo("Many streams")
+def _silero_cpu(path: Path, out: Path):
+    """The same file through Silero VAD's packaged ONNX model, as its own streaming wrapper runs it:
+    read, resample to 16 kHz, 512-sample windows with 64 samples of context, one ONNX Runtime
+    thread, probabilities written as JSON lines."""
+    try:
+        import importlib.resources
+
+        import onnxruntime as ort
+        import silero_vad  # noqa: F401  (the package that ships the model)
+    except ImportError as e:
+        return None, f"Silero VAD not measured ({e.name} not installed: pip install silero-vad onnxruntime)"
+    import soundfile as sf
+    import soxr
+
+    onnx_path = importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx"
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    t0 = time.process_time()
+    x, sr = sf.read(str(path), dtype="float32")
+    x = soxr.resample(x, sr, 16000).astype(np.float32)
+    state = np.zeros((2, 1, 128), np.float32)
+    context = np.zeros((1, 64), np.float32)
+    srate = np.array(16000, dtype=np.int64)
+    with open(out, "w") as f:
+        for i in range(0, len(x) - 511, 512):
+            chunk = np.concatenate([context, x[None, i:i + 512]], axis=1)  # (1, 576)
+            prob, state = sess.run(None, {"input": chunk, "state": state, "sr": srate})
+            context = chunk[:, -64:]
+            f.write(json.dumps({"t": i / 16000, "p": float(prob[0, 0])}) + "\n")
+    return time.process_time() - t0, "Silero VAD v6 (silero_vad.onnx from the silero-vad package), ONNX Runtime, 1 thread"
 
 
-def bench_startup(a):
-    return _todo("Start-up")
+def bench_pipeline(a) -> dict:
+    seconds = 600 if not a.quick else 60
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        path = _long_file(seconds, 48000, d)
+        ours, theirs, note = [], [], ""
+        for _ in range(max(1, a.repeats // 2)):
+            ours.append(_streamrnn_pipeline_cpu(path, d / "ours.jsonl"))
+            cpu, note = _silero_cpu(path, d / "silero.jsonl")
+            if cpu is not None:
+                theirs.append(cpu)
+    r = {"audio_seconds": seconds, "input_rate": 48000, "streamrnn_cpu_s": float(np.median(ours)),
+         "silero_cpu_s": float(np.median(theirs)) if theirs else None, "silero": note}
+    r["streamrnn_rtf"] = r["streamrnn_cpu_s"] / seconds
+    r["silero_rtf"] = r["silero_cpu_s"] / seconds if theirs else None
+    ratio = f"{r['silero_cpu_s'] / r['streamrnn_cpu_s']:.1f}x" if theirs else "-"
+    r["markdown"] = "\n".join([
+        "## Whole pipeline on a long file", "",
+        f"{seconds} s of audio at 48 kHz (the demo recording tiled): read, resample to 16 kHz, log-mel, "
+        "the bundled VAD (2-layer GRU), events, JSON lines to a file. CPU seconds of the processing "
+        "(after start-up), median of repeats; the real-time factor is CPU time / audio time.", "",
+        "| | CPU s | real-time factor | CPU vs streamrnn |", "|---|---:|---:|---:|",
+        f"| streamrnn (bundled VAD) | {r['streamrnn_cpu_s']:.2f} | {r['streamrnn_rtf']:.5f} | 1x |",
+        (f"| {note} | {r['silero_cpu_s']:.2f} | {r['silero_rtf']:.5f} | {ratio} |" if theirs else f"| {note} | - | - | - |"),
+    ])
+    print("pipeline", {k: v for k, v in r.items() if k != "markdown"}, flush=True)
+    return r
 
 
-def bench_train(a):
-    return _todo("Training")
+# --- many streams through the real ZeroMQ path -------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_streams(n: int, seconds: float, block_ms: int) -> dict:
+    import re
+
+    port_in = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", f"zmq+pull://127.0.0.1:{port_in}",
+         "--sink", "null", "--max-streams", str(n + 8), "--no-events", "--duration", str(seconds + 8)],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    time.sleep(3.0)  # start-up and warm-up
+    gen = subprocess.Popen([sys.executable, str(TOOLS / "loadgen.py"), "--streams", str(n), "--seconds", str(seconds),
+                            "--block-ms", str(block_ms), f"tcp://127.0.0.1:{port_in}"],
+                           env=env, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # every stream has started
+    c0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+    out, _ = gen.communicate(timeout=seconds + 120)
+    c1, t1 = _cpu_seconds(proc.pid), time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    sent = json.loads(out.strip().splitlines()[-1])
+    frames = re.search(r"frames_out\s+(\d+)", err)
+    lat = re.search(r"latency\s+p50 ([\d.]+) ms, p99 ([\d.]+) ms", err)
+    drops = re.search(r"drops\s+(\d+)", err)
+    cpu_frac = (c1 - c0) / (t1 - t0)
+    return {"streams": n, "cpu_fraction": cpu_frac, "messages_sent": sent["messages"],
+            "generator_behind_s": sent["behind_s"], "frames_out": int(frames.group(1)) if frames else None,
+            "drops": int(drops.group(1)) if drops else 0,
+            "latency_ms": [float(lat.group(1)), float(lat.group(2))] if lat else None,
+            "streams_per_core": n / cpu_frac if cpu_frac > 0 else None}
+
+
+def bench_streams(a) -> dict:
+    counts = [50, 200] if a.quick else [100, 250, 500, 1000]
+    seconds = 5 if a.quick else 12
+    rows = []
+    for n in counts:
+        r = _run_streams(n, seconds, 100)
+        rows.append(r)
+        print("streams", r, flush=True)
+        if r["cpu_fraction"] > 0.95:
+            break  # this many streams saturate the core: the process no longer keeps real time
+    best = max((r for r in rows if r["cpu_fraction"] <= 0.9), key=lambda r: r["streams"], default=None)
+    md = ["## Many streams on one core", "",
+          "`tools/loadgen.py` (a second process) sends N concurrent 16 kHz streams, 100 ms int16 blocks in "
+          "real time, over ZeroMQ PUSH on 127.0.0.1 to one `streamrnn stream --model vad --source "
+          "zmq+pull://...` process (bank of all streams' GRU states, one front end per stream). "
+          "CPU fraction is that process's CPU time over wall time while the load runs (1.0 = one core busy); "
+          "streams per core = N / CPU fraction.", "",
+          "| streams | CPU fraction | streams per core | latency p50 / p99 ms | drops |", "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lat = r["latency_ms"]
+        md.append(f"| {r['streams']} | {r['cpu_fraction']:.2f} | {r['streams_per_core']:.0f} | "
+                  f"{'-' if not lat else f'{lat[0]:.1f} / {lat[1]:.1f}'} | {r['drops']} |")
+    if best:
+        md += ["", f"Largest measured load kept in real time on one core: {best['streams']} streams "
+                   f"(estimated capacity {best['streams_per_core']:.0f} streams per core)."]
+    return {"rows": rows, "markdown": "\n".join(md)}
+
+
+# --- start-up ---------------------------------------------------------------------------------------
+def _first_prediction_seconds(cache_dir: str) -> float:
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", "demo",
+                             "--sink", "stdout", "--json", "--no-events"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if '"pred"' in line:
+                return time.perf_counter() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    raise RuntimeError("no prediction")
+
+
+def bench_startup(a) -> dict:
+    with tempfile.TemporaryDirectory() as cache:
+        cold = _first_prediction_seconds(cache)
+        warm = float(np.median([_first_prediction_seconds(cache) for _ in range(max(3, a.repeats))]))
+    md = "\n".join(["## Start-up", "",
+                    "Wall time from starting `streamrnn stream --model vad --source demo --sink stdout` to its "
+                    "first prediction on stdout. Cold: empty Numba cache (every kernel compiles); warm: kernels "
+                    "loaded from the on-disk cache (median of repeats).", "",
+                    "| cold s | warm s |", "|---:|---:|", f"| {cold:.2f} | {warm:.2f} |"])
+    print("startup", cold, warm, flush=True)
+    return {"cold_s": cold, "warm_s": warm, "markdown": md}
+
+
+# --- training --------------------------------------------------------------------------------------
+def bench_train(a) -> dict:
+    args = [sys.executable, str(TOOLS / "bench_train.py"), "--json", "--epochs", "2" if a.quick else "3",
+            "--rounds", "1" if a.quick else "2"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        return {"markdown": f"## Training\n\nbench_train.py failed: {r.stderr.strip().splitlines()[-1:]}\n"}
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    md = ["## Training (truncated BPTT)", "",
+          "`tools/bench_train.py`: 2-layer GRU, input 40, batch 32, k1 = k2 = 100, Adam, clipping 1.0, the same "
+          "initial weights, data and chunking for both, one thread; seconds per epoch (fastest timed epoch).", "",
+          "| hidden | streamrnn s/epoch | PyTorch s/epoch | PyTorch / streamrnn | valid loss streamrnn | valid loss PyTorch |",
+          "|---:|---:|---:|---:|---:|---:|"]
+    for row in rep.get("rows", []):
+        torch_s = row.get("torch_s_per_epoch")
+        ratio = row.get("speed_ratio_torch_over_streamrnn")
+        md.append(f"| {row['hidden']} | {row['streamrnn_s_per_epoch']:.3f} | "
+                  f"{'-' if torch_s is None else f'{torch_s:.3f}'} | {'-' if ratio is None else f'{ratio:.2f}x'} | "
+                  f"{row['streamrnn_valid_loss']:.6f} | {row.get('torch_valid_loss', float('nan')):.6f} |")
+    rep["markdown"] = "\n".join(md)
+    print("train", rep.get("rows"), flush=True)
+    return rep

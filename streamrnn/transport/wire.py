@@ -179,8 +179,11 @@ def encode(m: Message) -> list[bytes]:
         n_rows, n_cols = a.shape
         payload = a.tobytes()
     elif m.kind in JSON_KINDS:
-        payload = json.dumps(m.meta if m.meta is not None else {}, separators=(",", ":"),
-                             allow_nan=False).encode("utf-8")
+        try:
+            payload = json.dumps(m.meta if m.meta is not None else {}, separators=(",", ":"),
+                                 allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as e:  # NaN/Inf, non-JSON objects, cycles
+            raise WireError("json", f"{KIND_NAMES[m.kind]} of {m.stream!r} cannot be sent as JSON: {e}") from None
     else:
         payload = b""
     header = HEADER.pack(MAGIC, VERSION, m.kind, dtype, m.flags, n_rows, n_cols, m.epoch, m.seq,

@@ -94,3 +94,55 @@ def test_properties(p, a, b, min_on, min_off, extra, data):
             assert s - prev_end >= min_off
         prev_end = e
         assert 0 <= s < e <= len(p)
+
+
+class ReferenceHysteresis:
+    """Plain-Python reference of the state machine (one column), written from the docstring rules."""
+
+    def __init__(self, on, off, min_on, min_off, max_len):
+        self.on, self.off, self.min_on, self.min_off, self.max_len = on, off, min_on, min_off, max_len
+        self.state, self.frame, self.start, self.end, self.last_end, self.peak = "off", 0, 0, 0, -(1 << 62), 0.0
+
+    def push(self, probs):
+        out = []
+        for p in probs:
+            k = self.frame
+            if self.state == "off" and p >= self.on and k >= self.last_end + self.min_off:
+                self.start, self.peak, self.state = k, p, "pending_on"
+            elif self.state == "pending_on":
+                if p < self.off:
+                    self.state = "off"
+                else:
+                    self.peak = max(self.peak, p)
+            elif self.state == "on" and p < self.off:
+                self.end, self.state = k, "pending_off"
+            elif self.state == "pending_off" and p >= self.off:
+                self.state = "on"
+            if self.state == "pending_on" and k - self.start + 1 >= self.min_on:
+                out.append({"event": "start", "frame": self.start, "probability": self.peak, "column": 0})
+                self.state = "on"
+            if self.state == "on" and k - self.start + 1 > self.max_len:
+                out.append(self._end(self.start + self.max_len, "max_length"))
+            elif self.state == "pending_off" and k - self.end + 1 >= self.min_off:
+                out.append(self._end(self.end, "off"))
+            self.frame = k + 1
+        return out
+
+    def _end(self, e, reason):
+        self.last_end, self.state = e, "off"
+        return {"event": "end", "frame": e, "start_frame": self.start, "length": e - self.start,
+                "reason": reason, "column": 0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 1, allow_nan=False), min_size=3, max_size=3), max_size=200),
+       st.floats(0, 1), st.floats(0, 1), st.integers(1, 6), st.integers(1, 6), st.integers(0, 20))
+def test_kernel_equals_python_reference_for_every_column(rows, a, b, min_on, min_off, extra):
+    on, off = max(a, b), min(a, b)
+    y = np.array(rows, np.float64).reshape(-1, 3)
+    h = Hysteresis(on, off, min_on, min_off, min_on + extra, n_labels=3)
+    got = h.push(y)
+    for j in range(3):
+        ref = ReferenceHysteresis(on, off, min_on, min_off, min_on + extra).push(list(y[:, j]))
+        mine = [dict(e, column=0) for e in got if e["column"] == j]
+        assert mine == ref

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from numba import njit
+
 from streamrnn.errors import ConfigError
 
 OFF, PENDING_ON, ON, PENDING_OFF = 0, 1, 2, 3
@@ -54,118 +57,165 @@ class EventParams:
                     max_len=max(min_on, round(self.max_segment * frame_rate)))
 
 
+_EV_START, _EV_END = 0, 1
+_REASONS = ("off", "max_length", "end_of_stream")
+# per-label state columns
+_ST, _FRAME, _START, _END, _LAST_END = range(5)
+
+
+@njit(cache=True, error_model="numpy")
+def _hysteresis_kernel(y, on, off, min_on, min_off, max_len, st, peak, ev, ev_peak):
+    """Advance the state machines of every column of y (T, n) by T frames.
+
+    st (n, 5) int64 [state, next frame, start, candidate end, end of last segment] and
+    peak (n,) float64 are updated in place.  Events go to ev (>= T*n, 4) int64 rows
+    [column, type (0 start, 1 end), frame, reason (0 off, 1 max_length)] and ev_peak
+    (start probability peak); returns the number written, frame by frame.
+    """
+    T, n = y.shape
+    n_ev = 0
+    for t in range(T):
+        for j in range(n):
+            p = y[t, j]
+            k = st[j, _FRAME]
+            s = st[j, _ST]
+            if s == OFF:
+                if p >= on and k >= st[j, _LAST_END] + min_off:
+                    st[j, _START] = k
+                    peak[j] = p
+                    s = PENDING_ON
+            elif s == PENDING_ON:
+                if p < off:
+                    s = OFF
+                else:
+                    peak[j] = max(peak[j], p)
+            elif s == ON:
+                if p < off:
+                    st[j, _END] = k
+                    s = PENDING_OFF
+            else:  # PENDING_OFF
+                if p >= off:
+                    s = ON
+            # decisions that complete on this frame
+            if s == PENDING_ON and k - st[j, _START] + 1 >= min_on:
+                ev[n_ev, 0], ev[n_ev, 1], ev[n_ev, 2], ev[n_ev, 3], ev[n_ev, 4] = j, _EV_START, st[j, _START], st[j, _START], 0
+                ev_peak[n_ev] = peak[j]
+                n_ev += 1
+                s = ON
+            if s == ON and k - st[j, _START] + 1 > max_len:
+                # frames start .. start+max_len-1 make a full segment; this frame is not in it
+                e = st[j, _START] + max_len
+                ev[n_ev, 0], ev[n_ev, 1], ev[n_ev, 2], ev[n_ev, 3], ev[n_ev, 4] = j, _EV_END, e, st[j, _START], 1
+                n_ev += 1
+                st[j, _LAST_END] = e
+                s = OFF  # a new segment may start min_off frames later, from p >= on again
+            elif s == PENDING_OFF and k - st[j, _END] + 1 >= min_off:
+                ev[n_ev, 0], ev[n_ev, 1], ev[n_ev, 2], ev[n_ev, 3], ev[n_ev, 4] = j, _EV_END, st[j, _END], st[j, _START], 0
+                n_ev += 1
+                st[j, _LAST_END] = st[j, _END]
+                s = OFF
+            st[j, _ST] = s
+            st[j, _FRAME] = k + 1
+    return n_ev
+
+
 class Hysteresis:
-    """State machine of one label; ``push`` probabilities, get event dicts.
+    """State machines of ``n_labels`` output columns; ``push`` probabilities, get event dicts.
 
     Events: ``{"event": "start", "frame": s, "probability": p}`` and
     ``{"event": "end", "frame": e, "start_frame": s, "length": e - s, "reason":
-    "off" | "max_length" | "end_of_stream"}``. Frames are stream frame indices.
+    "off" | "max_length" | "end_of_stream"}``, plus ``"column"`` (the label index).
+    Frames are stream frame indices.  The per-frame work is a Numba kernel; a pure
+    Python reference of the same machine is in tests/test_events.py.
     """
 
-    def __init__(self, on: float, off: float, min_on: int, min_off: int, max_len: int):
+    def __init__(self, on: float, off: float, min_on: int, min_off: int, max_len: int, n_labels: int = 1):
         if not 0 <= off <= on <= 1:
             raise ConfigError(f"need 0 <= off ({off}) <= on ({on}) <= 1")
         if min_on < 1 or min_off < 1 or max_len < min_on:
             raise ConfigError(f"need min_on >= 1, min_off >= 1, max_len >= min_on frames "
                               f"(got {min_on}, {min_off}, {max_len})")
         self.on, self.off, self.min_on, self.min_off, self.max_len = on, off, min_on, min_off, max_len
+        self.n_labels = int(n_labels)
+        self._st = np.zeros((self.n_labels, 5), np.int64)
+        self._peak = np.zeros(self.n_labels, np.float64)
+        self._ev = np.zeros((64, 5), np.int64)  # grows with the block length, never per frame
+        self._ev_peak = np.zeros(64, np.float64)
         self.reset()
 
     def reset(self) -> None:
-        self.state = OFF
-        self.frame = 0               # index of the next frame pushed
-        self.start = 0               # candidate or actual segment start
-        self.end = 0                 # candidate end (first frame below off)
-        self.last_end = -(1 << 62)   # end of the previous segment (for min_off)
-        self.peak = 0.0
+        self._st[:] = 0  # OFF, frame 0
+        self._st[:, _LAST_END] = -(1 << 62)  # no previous segment (for min_off)
+        self._peak[:] = 0.0
 
     @property
     def active(self) -> bool:
-        """True while a segment has started and not ended."""
-        return self.state in (ON, PENDING_OFF)
+        """True while a segment of any column has started and not ended."""
+        return bool(np.isin(self._st[:, _ST], (ON, PENDING_OFF)).any())
 
     def push(self, probs) -> list[dict]:
-        """Advance by one probability per frame; returns the events decided on these frames."""
+        """Advance by one probability (per column) per frame; returns the events decided on these frames."""
+        y = np.asarray(probs, dtype=np.float64)
+        y = np.ascontiguousarray(y.reshape(-1, 1) if y.ndim == 1 else y)
+        if y.shape[1] != self.n_labels:
+            raise ValueError(f"expected {self.n_labels} probability column(s), got shape {y.shape}")
+        cap = y.shape[0] * self.n_labels  # at most one event per column per frame
+        if cap > len(self._ev):
+            self._ev = np.zeros((cap, 5), np.int64)
+            self._ev_peak = np.zeros(cap, np.float64)
+        n = _hysteresis_kernel(y, float(self.on), float(self.off), self.min_on, self.min_off, self.max_len,
+                               self._st, self._peak, self._ev, self._ev_peak)
         out = []
-        on, off = self.on, self.off
-        for p in probs:
-            p = float(p)
-            k = self.frame
-            st = self.state
-            if st == OFF:
-                if p >= on and k >= self.last_end + self.min_off:
-                    self.start, self.peak, st = k, p, PENDING_ON
-            elif st == PENDING_ON:
-                if p < off:
-                    st = OFF
-                else:
-                    self.peak = max(self.peak, p)
-            elif st == ON:
-                if p < off:
-                    self.end, st = k, PENDING_OFF
-            else:  # PENDING_OFF
-                if p >= off:
-                    st = ON
-            # Decisions that complete on this frame.
-            if st == PENDING_ON and k - self.start + 1 >= self.min_on:
-                out.append({"event": "start", "frame": self.start, "probability": self.peak})
-                st = ON
-            if st == ON and k - self.start + 1 > self.max_len:
-                # frames start .. start+max_len-1 make a full segment; this frame is not in it
-                e = self.start + self.max_len
-                out.append(self._end(e, "max_length"))
-                st = OFF  # a new segment may start min_off frames later, from p >= on again
-            elif st == PENDING_OFF and k - self.end + 1 >= self.min_off:
-                out.append(self._end(self.end, "off"))
-                st = OFF
-            self.state = st
-            self.frame = k + 1
+        for i in range(n):
+            j, typ, frame, start, reason = (int(v) for v in self._ev[i])
+            if typ == _EV_START:
+                out.append({"event": "start", "frame": frame, "probability": float(self._ev_peak[i]), "column": j})
+            else:
+                out.append(self._end(j, start, frame, _REASONS[reason]))
         return out
 
-    def _end(self, e: int, reason: str) -> dict:
-        ev = {"event": "end", "frame": e, "start_frame": self.start, "length": e - self.start,
-              "reason": reason}
-        self.last_end = e
-        return ev
+    @staticmethod
+    def _end(j: int, s: int, e: int, reason: str) -> dict:
+        return {"event": "end", "frame": e, "start_frame": s, "length": e - s, "reason": reason, "column": j}
 
     def flush(self) -> list[dict]:
-        """End an open segment at the current frame (end of stream); a pending start is dropped."""
+        """End open segments at the current frame (end of stream); a pending start is dropped."""
         out = []
-        if self.state == ON:
-            out.append(self._end(self.frame, "end_of_stream"))
-        elif self.state == PENDING_OFF:
-            out.append(self._end(self.end, "end_of_stream"))
-        self.state = OFF
+        for j in range(self.n_labels):
+            s = self._st[j, _ST]
+            if s == ON:
+                out.append(self._end(j, int(self._st[j, _START]), int(self._st[j, _FRAME]), "end_of_stream"))
+            elif s == PENDING_OFF:
+                out.append(self._end(j, int(self._st[j, _START]), int(self._st[j, _END]), "end_of_stream"))
+            if s in (ON, PENDING_OFF):
+                self._st[j, _LAST_END] = out[-1]["frame"]
+            self._st[j, _ST] = OFF
         return out
 
 
 class EventDetector:
-    """Hysteresis over every output column (label) of one stream."""
+    """Hysteresis over every output column (label) of one stream, one kernel call per block."""
 
     def __init__(self, labels: list[str], params: EventParams, frame_rate: float):
         self.labels = list(labels)
         self.frame_rate = float(frame_rate)
         kw = params.validate().in_frames(frame_rate)
-        self.machines = [Hysteresis(**kw) for _ in self.labels]
+        self.machine = Hysteresis(**kw, n_labels=len(self.labels))
 
     def push(self, y) -> list[dict]:
         """y (T, n_labels) probabilities -> events sorted by frame, with label and time (s)."""
-        events = []
-        for j, (lab, m) in enumerate(zip(self.labels, self.machines)):
-            for ev in m.push(y[:, j]):
-                events.append(self._finish(ev, lab))
+        events = [self._finish(ev) for ev in self.machine.push(y)]
         events.sort(key=lambda e: (e["frame"], e["event"] == "start"))
         return events
 
     def flush(self) -> list[dict]:
-        return [self._finish(ev, lab) for lab, m in zip(self.labels, self.machines) for ev in m.flush()]
+        return [self._finish(ev) for ev in self.machine.flush()]
 
     def reset(self) -> None:
-        for m in self.machines:
-            m.reset()
+        self.machine.reset()
 
-    def _finish(self, ev: dict, label: str) -> dict:
-        ev["label"] = label
+    def _finish(self, ev: dict) -> dict:
+        ev["label"] = self.labels[ev.pop("column")]
         ev["time"] = ev["frame"] / self.frame_rate
         if ev["event"] == "end":
             ev["start_time"] = ev["start_frame"] / self.frame_rate

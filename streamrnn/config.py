@@ -194,24 +194,27 @@ def env_overrides(prefix: str, env=None) -> list[str]:
     return out
 
 
+def read_toml(path) -> dict:
+    """A TOML file as a dict; ConfigError (naming the file) if unreadable or invalid."""
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: config is not UTF-8 text: {e}") from None
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
+        # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+
+
 def load_config(cls, path=None, overrides=(), env=None):
     """Defaults < TOML ``path`` < environment (``cls.ENV_PREFIX``) < ``overrides``.
 
     Raises ConfigError for unreadable files, TOML syntax errors, unknown keys
     and badly typed values (each naming the key).
     """
-    d: dict = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            d = tomllib.loads(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{p}: config is not UTF-8 text: {e}") from None
-        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
-            # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
-            raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    d: dict = read_toml(path) if path is not None else {}
     prefix = getattr(cls, "ENV_PREFIX", None)
     if prefix:
         apply_overrides(cls, d, env_overrides(prefix, env))

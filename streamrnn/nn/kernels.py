@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import njit
 
-from streamrnn.nn.cells import ACT_SIGMOID, ACT_SOFTMAX, GRU, LSTM, RNN_RELU, RNN_TANH  # noqa: F401
+from streamrnn.nn.cells import ACT_SIGMOID, ACT_SOFTMAX, GRU, LSTM, RNN_TANH
 
 
 # --- nonlinearities ------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import math
 import os
 import threading
 import time
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.config import read_toml
 from streamrnn.errors import ConfigError, StreamRNNError
 from streamrnn.runtime.events import EventDetector, EventParams
 from streamrnn.runtime.stats import Stats
@@ -176,15 +176,7 @@ def load_stream_config(path=None, env=None, overrides: dict | None = None) -> St
     values: dict = {}
     if path is not None:
         p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"config {str(p)!r} is not UTF-8 text: {e}") from None
-        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
-            # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
-            raise ConfigError(f"config {str(p)!r} is not valid TOML: {e}") from None
+        data = read_toml(p)
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ConfigError(f"config {str(p)!r}: unknown key(s) {', '.join(unknown)} "

@@ -435,6 +435,37 @@ def gradcheck(cells: tuple, layers: int, losses: tuple, tolerance: float):
         sys.exit(1)
 
 
+# --- bench (tools/bench.py, docs/bench.md) ---------------------------------------------------
+@cli.command()
+@click.option("--quick", is_flag=True, help="Fewer repeats: a smoke run in about a minute.")
+@click.option("--only", multiple=True,
+              type=click.Choice(["step", "bound", "pipeline", "streams", "startup", "train"]),
+              help="Run only these sections (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory for bench.json and bench.md (default: docs/ of the checkout).")
+def bench(quick, only, out):
+    """Side-by-side benchmark against NumPy, PyTorch, ONNX Runtime and Silero VAD.
+
+    Runs tools/bench.py of a source checkout (the benchmark and its peers are not part of the
+    installed package); optional peers are skipped with a note when not installed.
+    """
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
+    if not script.is_file():
+        raise StreamRNNError("streamrnn bench runs tools/bench.py from a source checkout of streamrnn; "
+                             f"{script} is not there (clone the repository and pip install -e .)")
+    argv = [str(script)] + (["--quick"] if quick else []) + [a for o in only for a in ("--only", o)]
+    if out:
+        argv += ["--out", out]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = old
+
+
 def main():
     cli(prog_name="streamrnn")
 

@@ -40,3 +40,13 @@ def test_info_on_a_bad_file_is_one_line_and_exit_2(tmp_path):
     r = run("info", str(bad))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "streamrnn: error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_command_writes_a_report(tmp_path):
+    """`streamrnn bench` runs tools/bench.py; the report's numbers come from the run, not a template."""
+    r = run("bench", "--quick", "--only", "bound", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "bench.json").read_text())
+    assert rep["bound"]["bandwidth_GBps"] > 0.1
+    md = (tmp_path / "bench.md").read_text()
+    assert f"{rep['bound']['bandwidth_GBps']:.1f} GB/s" in md

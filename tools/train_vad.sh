@@ -29,7 +29,8 @@ read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 python tools/make_vad_corpus.py --out "$CORPUS" --n-train "$N_TRAIN" --n-test "$N_TEST" --seconds 10 \
     --seed "$SEED" --jobs "$JOBS"
 streamrnn train configs/vad.toml --out "$OUT" "${TRAIN_ARGS[@]}"
-cp "$OUT/model.safetensors" "$MODEL_OUT"   # the trainer exports the best epoch (train.monitor) here
+# The trainer exports the best epoch (train.monitor) there, owner-only (0600); the package ships 0644.
+install -m 0644 "$OUT/model.safetensors" "$MODEL_OUT"
 python tools/eval_vad.py "$CORPUS/test.jsonl" --model "$MODEL_OUT" \
     --breakdown --json "$OUT/eval_test.json" --markdown "$OUT/eval_test.md"
 ls -l "$MODEL_OUT"

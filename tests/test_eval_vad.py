@@ -47,6 +47,21 @@ def test_webrtc_frame_holding_the_model_frame_centre_is_used(monkeypatch):
     assert np.flatnonzero(scores).tolist() == [9]
 
 
+def test_event_decisions_follow_the_pipeline_hysteresis():
+    # 100 frames/s: on 0.5, off 0.35, min_on 0.1 s = 10 frames, min_off 0.2 s = 20 frames.
+    p = np.r_[[0.1] * 10, [0.9] * 30, [0.4] * 5, [0.9] * 10, [0.1] * 40, [0.9] * 5, [0.1] * 30]
+    d = eval_vad.event_decisions(p, 100.0)
+    # Worked by hand: a segment starts at frame 10 and rides over the 0.4 dip (>= off); the
+    # 40-frame run below off (>= min_off) ends it at frame 55; the 5-frame blip at 95 is
+    # shorter than min_on and never becomes a segment.
+    expected = np.zeros(len(p))
+    expected[10:55] = 1.0
+    np.testing.assert_array_equal(d, expected)
+    # A segment still open at the end of the file is closed there (flush).
+    np.testing.assert_array_equal(eval_vad.event_decisions(np.r_[[0.1] * 5, [0.9] * 20], 100.0),
+                                  np.r_[[0.0] * 5, [1.0] * 20])
+
+
 def test_cli_reports_all_webrtc_modes(corpus, tmp_path):
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     proc = subprocess.run([sys.executable, str(TOOLS / "eval_vad.py"), str(corpus / "test.jsonl"),

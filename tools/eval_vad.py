@@ -28,6 +28,10 @@ ROC curve, (TPR + TNR) / 2. Real-time factor (RTF) = processing time / audio dur
 calls (int16 conversion and framing of WebRTC's input excluded, and the model's push()
 calls including its resampler and front end).
 
+``--events`` adds a row for the model's start/end segments as ``streamrnn stream`` emits them
+(the pipeline's ``Hysteresis`` with its default settings: on 0.5, off 0.35, min_on 0.1 s,
+min_off 0.2 s): frames inside a segment are speech. Its ROC-AUC is a balanced accuracy.
+
 ``--breakdown`` adds F1 / ROC-AUC per group of files (SNR band, event kind, band-limited),
 read from the generator's ``SPLIT_meta.jsonl`` beside the manifest. Before timing, the
 model is warmed up on 0.5 s of silence (Numba kernels load or compile on first use).
@@ -36,6 +40,7 @@ Example::
 
     python tools/eval_vad.py /tmp/vadc/test.jsonl --json wv.json --markdown wv.md --breakdown
     python tools/eval_vad.py /tmp/vadc/test.jsonl --model vad --modes 3
+    python tools/eval_vad.py runs/vad-corpus/test.jsonl --model vad --events --breakdown
 """
 
 from __future__ import annotations
@@ -219,8 +224,8 @@ class Scored:
 
 
 def score_all(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None = None, label: str = "speech",
-              threshold: float = 0.5, off_threshold: float | None = None) -> list[Scored]:
-    """Run every detector over every file."""
+              threshold: float = 0.5, off_threshold: float | None = None, events: bool = False) -> list[Scored]:
+    """Run every detector over every file (``events``: also the model's start/end segments)."""
     out = []
     if modes:
         targets, x16s = [], []
@@ -250,7 +255,27 @@ def score_all(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None
             spent += t
         out.append(Scored(f"streamrnn {model.name}", probs, targets, spent, model.rate / model.hop, threshold,
                           off_threshold))
+        if events:
+            segs = [event_decisions(p, model.rate / model.hop) for p in probs]
+            out.append(Scored(f"streamrnn {model.name} events", segs, targets, spent, model.rate / model.hop, 0.5,
+                              None))
     return out
+
+
+def event_decisions(probs: np.ndarray, frame_rate: float) -> np.ndarray:
+    """0/1 per frame: inside a start..end segment of the pipeline's event detector (default settings).
+
+    The same ``Hysteresis`` as ``streamrnn stream`` (on 0.5, off 0.35, min_on 0.1 s, min_off 0.2 s,
+    max_segment 30 s), run over one file from a fresh state and flushed at its end.
+    """
+    from streamrnn.runtime.events import EventParams, Hysteresis
+
+    h = Hysteresis(**EventParams().in_frames(frame_rate))
+    d = np.zeros(len(probs))
+    for e in h.push(np.asarray(probs, np.float32)[:, None]) + h.flush():
+        if e["event"] == "end":
+            d[e["start_frame"]:e["frame"]] = 1.0  # segment [start_frame, frame)
+    return d
 
 
 def _metrics(sc: Scored, idx: list[int], audio_s: float) -> dict:
@@ -344,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=0.5, help="model decision threshold (default 0.5)")
     p.add_argument("--off-threshold", type=float, default=None, help="model hysteresis off threshold")
     p.add_argument("--chunk", type=int, default=1600, help="samples per push at 16 kHz (default 1600 = 100 ms)")
+    p.add_argument("--events", action="store_true",
+                   help="also score the model's start/end segments as `streamrnn stream` emits them "
+                        "(hysteresis 0.5/0.35, min_on 0.1 s, min_off 0.2 s)")
     p.add_argument("--limit", type=int, default=None, help="only the first N files")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="write the Markdown table here")
@@ -363,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"eval_vad: error: {args.manifest} lists no files", file=sys.stderr)
             return 2
         model = ModelDetector(args.model, args.label, args.chunk) if args.model else None
-        scored = score_all(items, args.modes, model, args.label, args.threshold, args.off_threshold)
+        scored = score_all(items, args.modes, model, args.label, args.threshold, args.off_threshold, args.events)
         audio_s = sum(len(it.samples) / it.rate for it in items)
         results = [_metrics(sc, list(range(len(items))), audio_s) for sc in scored]
         for r in results:

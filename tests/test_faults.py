@@ -55,13 +55,13 @@ def jsonl_preds(path):
 # --- subscribers ----------------------------------------------------------------------------------
 def test_subscriber_killed_and_restarted(tmp_path, feat_model, procs):
     path, model = feat_model
-    a_in, a_out = f"{tmp_path}/in.sock", f"{tmp_path}/out.sock"
-    s = Proc(stream_cmd(path, f"zmq+pull+ipc://{a_in}", f"zmq+pub+ipc://{a_out}", "jsonl:o.jsonl",
+    port, a_out = free_port(), f"{tmp_path}/out.sock"  # input over TCP (see the IPC note below)
+    s = Proc(stream_cmd(path, f"zmq+pull://127.0.0.1:{port}", f"zmq+pub+ipc://{a_out}", "jsonl:o.jsonl",
                         extra=["--no-events"]), tmp_path, "stream")
     procs.append(s)
     s.ready()
     x = np.random.default_rng(1).standard_normal((1600, 6)).astype(np.float32)  # 4 s at 400 frames/s
-    p = producer(tmp_path, f"ipc://{a_in}", x, extra=["--content", "features", "--rate", "400", "--block", "8",
+    p = producer(tmp_path, f"tcp://127.0.0.1:{port}", x, extra=["--content", "features", "--rate", "400", "--block", "8",
                                                        "--realtime", "--stream", "f"])
     procs.append(p)
     c1 = consumer(tmp_path, f"ipc://{a_out}", "c1", extra=["--topic", "out/f/"])
@@ -208,15 +208,15 @@ def test_disk_full_file_sink_is_closed_and_zeromq_sinks_keep_going(tmp_path, fea
     """Documented behaviour: a failing file sink is logged, counted (sink_errors) and closed; the
     other sinks carry on; only when every sink has failed does the process stop (exit 2)."""
     path, model = feat_model
-    a_in, a_out = f"{tmp_path}/in.sock", f"{tmp_path}/out.sock"
-    s = Proc(stream_cmd(path, f"zmq+pull+ipc://{a_in}", "jsonl:/dev/full", f"zmq+pub+ipc://{a_out}",
+    port, a_out = free_port(), f"{tmp_path}/out.sock"
+    s = Proc(stream_cmd(path, f"zmq+pull://127.0.0.1:{port}", "jsonl:/dev/full", f"zmq+pub+ipc://{a_out}",
                         extra=["--no-events"]), tmp_path, "stream")
     procs.append(s)
     s.ready()
     c = consumer(tmp_path, f"ipc://{a_out}", extra=["--topic", "out/f/", "--until-eos", "1", "--timeout", "30"])
     procs.append(c)
     x = np.random.default_rng(3).standard_normal((2000, 6)).astype(np.float32)  # > 64 kB of JSON lines
-    p = producer(tmp_path, f"ipc://{a_in}", x, extra=["--content", "features", "--rate", "100", "--block", "10",
+    p = producer(tmp_path, f"tcp://127.0.0.1:{port}", x, extra=["--content", "features", "--rate", "100", "--block", "10",
                                                        "--stream", "f"])
     procs.append(p)
     assert p.finish() == 0 and c.finish() == 0

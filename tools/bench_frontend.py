@@ -1,19 +1,29 @@
 """Benchmark the log-mel front end: microseconds per frame, and the ratio to librosa.
 
 Settings: 16 kHz, 25 ms window (400), 10 ms hop (160), n_fft 512, 40 mels.
-Reports the best of several repeats (the machine is shared) for
+Reports the minimum and the median over repeats (the machine may be shared) for
 
-* ``compute``  offline, one call on the whole signal;
-* ``push``     streaming in 10 ms blocks (one frame per push: includes the Python
+* ``compute``    offline, one call on the whole signal;
+* ``push 10ms``  streaming in 10 ms blocks (one frame per push: includes the Python
   overhead of a push, the cost a live stream pays);
-* ``librosa``  ``librosa.feature.melspectrogram(center=False)`` + ``np.log`` on the same signal.
+* ``push 100ms`` streaming in 100 ms blocks (10 frames per push: what each stream of
+  the many-streams server pays);
+* ``librosa``    ``librosa.feature.melspectrogram(center=False)`` + ``np.log`` on the same signal.
 
-Run:  python tools/bench_frontend.py [--seconds 30] [--repeats 5]
+``--baseline FILE`` also times the ``LogMel`` of another copy of the module (e.g. the
+previous ``streamrnn/audio/frontend.py``, saved with ``git show HEAD~1:streamrnn/audio/frontend.py``),
+interleaved with the current one in the same process, and checks that both give
+bit-identical frames.
+
+Run:  python tools/bench_frontend.py [--seconds 10] [--repeats 7] [--baseline old_frontend.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import pathlib
+import sys
 import time
 
 import numpy as np
@@ -21,40 +31,65 @@ import numpy as np
 from streamrnn.audio import LogMel
 
 
-def best_of(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def load_baseline(path):
+    """Import a file as a module named after it (Numba's disk cache finds its module by that name)."""
+    name = pathlib.Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=30.0, help="signal length (s)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=10.0, help="signal length (s)")
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--n-fft", type=int, default=512)
+    ap.add_argument("--baseline", help="a frontend.py to compare against, timed in the same run")
     args = ap.parse_args(argv)
 
     sr, win, hop, n_mels = 16000, 400, 160, 40
     x = np.random.default_rng(0).standard_normal(int(args.seconds * sr)).astype(np.float32) * 0.1
-    fe = LogMel(sample_rate=sr, n_fft=args.n_fft, win_length=win, hop_length=hop, n_mels=n_mels)
-    T = fe.n_frames_for(len(x))
-    fe.compute(x[:1000])  # compile / load the cached kernel outside the timing
+    kw = dict(sample_rate=sr, n_fft=args.n_fft, win_length=win, hop_length=hop, n_mels=n_mels)
+    fes = {"streamrnn": LogMel(**kw)}
+    if args.baseline:
+        fes["baseline"] = load_baseline(args.baseline).LogMel(**kw)
+    T = fes["streamrnn"].n_frames_for(len(x))
+    for fe in fes.values():
+        fe.compute(x[:1000])  # compile / load the cached kernel outside the timing
+    if args.baseline:
+        same = np.array_equal(fes["streamrnn"].compute(x), fes["baseline"].compute(x))
+        print(f"frames bit-identical to the baseline: {same}")
 
-    t_compute = best_of(lambda: fe.compute(x), args.repeats)
+    def stream(fe, block):
+        def run():
+            fe.reset()
+            for i in range(0, len(x), block):
+                fe.push(x[i:i + block])
+        return run
 
-    def stream():
-        fe.reset()
-        for i in range(0, len(x), hop):
-            fe.push(x[i:i + hop])
+    rows = [("compute", lambda fe: lambda: fe.compute(x), ""),
+            ("push 10ms", lambda fe: stream(fe, hop), "(one 10 ms block = 1 frame per push)"),
+            ("push 100ms", lambda fe: stream(fe, 10 * hop), "(100 ms blocks = 10 frames per push)")]
+    times = {}
+    for _ in range(args.repeats):  # variants interleaved, so load changes hit them alike
+        for row, make, _note in rows:
+            for name, fe in fes.items():
+                fn = make(fe)
+                t0 = time.perf_counter()
+                fn()
+                times.setdefault((row, name), []).append((time.perf_counter() - t0) / T * 1e6)
 
-    t_push = best_of(stream, max(1, args.repeats // 2))
-
-    print(f"signal {args.seconds:g} s at {sr} Hz, {T} frames, n_fft {args.n_fft}, win {win}, hop {hop}, {n_mels} mels")
-    print(f"streamrnn compute  {t_compute / T * 1e6:8.2f} us/frame")
-    print(f"streamrnn push     {t_push / T * 1e6:8.2f} us/frame (one 10 ms block per push)")
+    print(f"signal {args.seconds:g} s at {sr} Hz, {T} frames, n_fft {args.n_fft}, win {win}, hop {hop}, "
+          f"{n_mels} mels; us/frame, min and median of {args.repeats} repeats")
+    for row, _make, note in rows:
+        for name in fes:
+            t = times[(row, name)]
+            print(f"{name:9s} {row:10s} min {min(t):7.2f}  median {np.median(t):7.2f}  {note}")
+        if args.baseline:
+            ratio = min(times[(row, "baseline")]) / min(times[(row, "streamrnn")])
+            print(f"{'':9s} {row:10s} speed-up (min) {ratio:.2f}x")
     try:
         import librosa
     except ImportError:
@@ -67,10 +102,16 @@ def main(argv=None):
         np.log(S + 1e-6)
 
     lib()
-    t_lib = best_of(lib, args.repeats)
+    t_lib = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        lib()
+        t_lib.append(time.perf_counter() - t0)
     T_lib = 1 + (len(x) - args.n_fft) // hop
-    print(f"librosa            {t_lib / T_lib * 1e6:8.2f} us/frame (melspectrogram center=False + log)")
-    print(f"ratio compute / librosa = {t_compute / T / (t_lib / T_lib):.2f}")
+    per = [t / T_lib * 1e6 for t in t_lib]
+    print(f"{'librosa':9s} {'':10s} min {min(per):7.2f}  median {np.median(per):7.2f}  "
+          "(melspectrogram center=False + log)")
+    print(f"ratio compute / librosa (min) = {min(times[('compute', 'streamrnn')]) / min(per):.2f}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ across pushes), window of ``win_length`` samples, zero-padded at the end to
 DCT-II (orthonormal) over the log-mel values and optional liftering.
 
 The per-frame work runs in one Numba kernel (``_frames_kernel``) over a whole
-block of frames; ``LogMel.push`` only concatenates the leftover samples with
-the new block and keeps the tail.  Because every frame is computed by the same
-kernel from the same float64 samples, ``push`` in any block sizes gives frames
-bit-identical to ``compute`` on the whole signal.
+block of frames, in tiles of 8, 4, 2 and 1 frames that advance together;
+``LogMel.push`` only concatenates the leftover samples with the new block and
+keeps the tail.  Every frame goes through the same floating-point operations
+from the same float64 samples whatever tile it falls in, so ``push`` in any
+block sizes gives frames bit-identical to ``compute`` on the whole signal.
 
 Input normalisation is *not* part of the front end: a model's ``norm.mean`` /
 ``norm.std`` tensors hold it and the model kernel applies it.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import threading
 
 import numpy as np
 from numba import njit
@@ -49,108 +51,182 @@ NONFINITE_MODES = ("error", "zero")
 
 # --- kernel -----------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
-def _cfft_kernel(re, im, tw_re, tw_im, m):
-    """In-place radix-2 complex FFT of size m >= 4 on input already in bit-reversed order.
+_TILE = 8  # frames per tile: the innermost loops run over 8 frames
+_U = np.uint64  # index cast: unsigned indices skip the negative-index wrap-around
 
-    tw_re/tw_im (m/2,) hold e^{-2 pi i k / m}.  The first two stages have the
-    trivial twiddles 1 and -i and are written out; the others load one twiddle
-    per k per stage.
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                 dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
+                 re, im, spec, mel, out):
+    """Frames t0 .. t0+W-1 of ``x`` into out[t0:t0+W]; W is a constant at every call site.
+
+    Scratch is laid out (row, frame): re[j*W + t] holds bin j of frame t0+t, and every
+    butterfly, split step and mel sum is done for the W frames in its innermost loop,
+    so index arithmetic, table loads and loop control are paid once per W frames and
+    the W independent chains keep the floating-point units busy.  Each frame goes
+    through the operations of a one-frame transform, in the same order: results do
+    not depend on W or on a frame's place in its tile.
+    Indices are cast to unsigned (_U): they are never negative, and a signed index
+    makes Numba emit a negative-index wrap-around select for every access.
     """
-    for a in range(0, m, 2):  # size 2: twiddle 1
-        b = a + 1
-        tr = re[b]
-        ti = im[b]
-        re[b] = re[a] - tr
-        im[b] = im[a] - ti
-        re[a] += tr
-        im[a] += ti
-    for a in range(0, m, 4):  # size 4: twiddles 1 and -i
-        b = a + 2
-        tr = re[b]
-        ti = im[b]
-        re[b] = re[a] - tr
-        im[b] = im[a] - ti
-        re[a] += tr
-        im[a] += ti
-        a1 = a + 1
-        b1 = a + 3
-        tr = im[b1]  # (re + i im) * (-i) = im - i re
-        ti = -re[b1]
-        re[b1] = re[a1] - tr
-        im[b1] = im[a1] - ti
-        re[a1] += tr
-        im[a1] += ti
-    size = 8
-    while size <= m:
-        half = size // 2
-        step = m // size
-        for k in range(half):
-            wr = tw_re[k * step]
-            wi = tw_im[k * step]
-            for a in range(k, m, size):
-                b = a + half
-                tr = re[b] * wr - im[b] * wi
-                ti = re[b] * wi + im[b] * wr
-                re[b] = re[a] - tr
-                im[b] = im[a] - ti
-                re[a] += tr
-                im[a] += ti
-        size *= 2
-
-
-@njit(cache=True, error_model="numpy")
-def _frames_kernel(x, n_frames, hop, window, n_fft, use_fft, bitrev, tw_re, tw_im, tw2_re, tw2_im,
-                   dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
-                   re, im, spec, mel, out):
-    """Features of ``n_frames`` frames of ``x`` (float64) into ``out`` (n_frames, F) float32.
-
-    x (N,) with N >= (n_frames - 1) * hop + win; window (win,).
-    ``use_fft`` (n_fft a power of two >= 8): real FFT of size n_fft as one complex
-    FFT of size m = n_fft/2 on z[j] = x[2j] + i x[2j+1]; bitrev (m,), twiddles
-    tw_re/tw_im (m/2,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
-    Otherwise a direct DFT with tables dft_cos/dft_sin (n_bins, win).
-    fb (n_mels, n_bins), nonzero on [fb_lo[m], fb_hi[m]); dct (F, n_mels) when ``use_dct``.
-    Scratch: re, im (n_fft,), spec (n_bins,), mel (n_mels,).
-    """
-    win = window.shape[0]
-    n_bins = n_fft // 2 + 1
     n_mels = fb.shape[0]
-    half_n = n_fft // 2
-    for t in range(n_frames):
-        s = t * hop
-        if use_fft:
-            for i in range(half_n):
-                re[i] = 0.0
-                im[i] = 0.0
-            # windowed frame packed as z[j] = x[2j] + i x[2j+1], scattered into bit-reversed order;
-            # the tail [win, n_fft) stays zero padding
-            for i in range(win):
-                v = x[s + i] * window[i]
-                j = bitrev[i >> 1]
-                if i & 1:
-                    im[j] = v
-                else:
-                    re[j] = v
-            _cfft_kernel(re, im, tw_re, tw_im, half_n)
-            # split Z into the spectra of the even and odd samples: X_k = E_k + e^{-2 pi i k/n} O_k
-            for k in range(half_n + 1):
-                k1 = k % half_n
-                k2 = (half_n - k) % half_n
-                ar = re[k1]
-                ai = im[k1]
-                br = re[k2]
-                bi = -im[k2]  # conj(Z[m - k])
+    n_bins = fb.shape[1]
+    s0 = t0 * hop
+    if use_fft:
+        m = src_re.shape[0]  # complex FFT size n_fft/2
+        # windowed frame packed as z[j] = x[2j] + i x[2j+1] in bit-reversed order (slot j takes
+        # samples src_re[j], src_im[j]; -1: zero padding past win_length), and in the same pass the
+        # first two radix-2 stages on each group of 4 slots: their twiddles are 1 and -i
+        for a in range(0, m, 4):
+            sr0 = src_re[a]
+            sr1 = src_re[a + 1]
+            sr2 = src_re[a + 2]
+            sr3 = src_re[a + 3]
+            si0 = src_im[a]
+            si1 = src_im[a + 1]
+            si2 = src_im[a + 2]
+            si3 = src_im[a + 3]
+            for t in range(W):
+                o = s0 + t * hop
+                r0 = x[_U(o + sr0)] * w_re[a] if sr0 >= 0 else 0.0
+                r1 = x[_U(o + sr1)] * w_re[a + 1] if sr1 >= 0 else 0.0
+                r2 = x[_U(o + sr2)] * w_re[a + 2] if sr2 >= 0 else 0.0
+                r3 = x[_U(o + sr3)] * w_re[a + 3] if sr3 >= 0 else 0.0
+                q0 = x[_U(o + si0)] * w_im[a] if si0 >= 0 else 0.0
+                q1 = x[_U(o + si1)] * w_im[a + 1] if si1 >= 0 else 0.0
+                q2 = x[_U(o + si2)] * w_im[a + 2] if si2 >= 0 else 0.0
+                q3 = x[_U(o + si3)] * w_im[a + 3] if si3 >= 0 else 0.0
+                tr = r1  # size 2, twiddle 1: (0, 1) and (2, 3)
+                ti = q1
+                r1 = r0 - tr
+                q1 = q0 - ti
+                r0 = r0 + tr
+                q0 = q0 + ti
+                tr = r3
+                ti = q3
+                r3 = r2 - tr
+                q3 = q2 - ti
+                r2 = r2 + tr
+                q2 = q2 + ti
+                tr = r2  # size 4: (0, 2) twiddle 1, (1, 3) twiddle -i
+                ti = q2
+                re[_U(a * W + 2 * W + t)] = r0 - tr
+                im[_U(a * W + 2 * W + t)] = q0 - ti
+                re[_U(a * W + t)] = r0 + tr
+                im[_U(a * W + t)] = q0 + ti
+                tr = q3  # (re + i im) * (-i) = im - i re
+                ti = -r3
+                re[_U(a * W + 3 * W + t)] = r1 - tr
+                im[_U(a * W + 3 * W + t)] = q1 - ti
+                re[_U(a * W + W + t)] = r1 + tr
+                im[_U(a * W + W + t)] = q1 + ti
+        # the other stages, two at a time
+        size = 8
+        while size <= m:
+            half = size // 2
+            step = m // size
+            if 2 * size <= m:
+                # stages `size` and 2 `size` in one pass: each group of 4 values a, a+half, a+size,
+                # a+size+half gets its two stage-`size` butterflies (twiddle k) then its two
+                # stage-2`size` ones (twiddles k, k+half), kept in registers in between; the
+                # butterflies and their operations are exactly those of the two separate stages
+                for k in range(half):
+                    w1r = tw_re[k * step]
+                    w1i = tw_im[k * step]
+                    w2r = tw_re[k * step // 2]
+                    w2i = tw_im[k * step // 2]
+                    w3r = tw_re[(k + half) * step // 2]
+                    w3i = tw_im[(k + half) * step // 2]
+                    for a in range(k, m, 2 * size):
+                        for t in range(W):
+                            i0 = _U(a * W + t)
+                            i1 = _U((a + half) * W + t)
+                            i2 = _U((a + size) * W + t)
+                            i3 = _U((a + size + half) * W + t)
+                            r0 = re[i0]
+                            q0 = im[i0]
+                            r1 = re[i1]
+                            q1 = im[i1]
+                            r2 = re[i2]
+                            q2 = im[i2]
+                            r3 = re[i3]
+                            q3 = im[i3]
+                            tr = r1 * w1r - q1 * w1i  # stage `size`: (0, 1) and (2, 3)
+                            ti = r1 * w1i + q1 * w1r
+                            r1 = r0 - tr
+                            q1 = q0 - ti
+                            r0 = r0 + tr
+                            q0 = q0 + ti
+                            tr = r3 * w1r - q3 * w1i
+                            ti = r3 * w1i + q3 * w1r
+                            r3 = r2 - tr
+                            q3 = q2 - ti
+                            r2 = r2 + tr
+                            q2 = q2 + ti
+                            tr = r2 * w2r - q2 * w2i  # stage 2 `size`: (0, 2) and (1, 3)
+                            ti = r2 * w2i + q2 * w2r
+                            re[i2] = r0 - tr
+                            im[i2] = q0 - ti
+                            re[i0] = r0 + tr
+                            im[i0] = q0 + ti
+                            tr = r3 * w3r - q3 * w3i
+                            ti = r3 * w3i + q3 * w3r
+                            re[i3] = r1 - tr
+                            im[i3] = q1 - ti
+                            re[i1] = r1 + tr
+                            im[i1] = q1 + ti
+                size *= 4
+            else:  # the last stage when their number is odd
+                for k in range(half):
+                    wr = tw_re[k * step]
+                    wi = tw_im[k * step]
+                    for a in range(k, m, size):
+                        for t in range(W):
+                            ia = _U(a * W + t)
+                            ib = _U((a + half) * W + t)
+                            tr = re[ib] * wr - im[ib] * wi
+                            ti = re[ib] * wi + im[ib] * wr
+                            re[ib] = re[ia] - tr
+                            im[ib] = im[ia] - ti
+                            re[ia] += tr
+                            im[ia] += ti
+                size *= 2
+        # split Z into the spectra of the even and odd samples: X_k = E_k + e^{-2 pi i k/n} O_k
+        # (Z_m = Z_0), fused with the power |X_k|^2.  Bins k and m - k share E and O up to signs
+        # (E_{m-k} = conj E_k, O_{m-k} = conj O_k: the same sums with swapped operands, so equal
+        # to the last bit except for the sign of an exact zero, which the power squares away);
+        # bin 0 and bin m share them exactly (Z_m = Z_0)
+        mh = m // 2
+        for k in range(mh + 1):
+            k2 = m - k if k > 0 else 0
+            sg = 1.0 if k == 0 else -1.0  # conj for bin m - k; bin m = bin 0's E, O as they are
+            wr = tw2_re[k]
+            wi = tw2_im[k]
+            vr = tw2_re[m - k]
+            vi = tw2_im[m - k]
+            for t in range(W):
+                ar = re[_U(k * W + t)]
+                ai = im[_U(k * W + t)]
+                br = re[_U(k2 * W + t)]
+                bi = -im[_U(k2 * W + t)]  # conj(Z[m - k])
                 er = 0.5 * (ar + br)
                 ei = 0.5 * (ai + bi)
                 o_r = 0.5 * (ai - bi)  # O_k = (Z_k - conj Z_{m-k}) / 2i
                 o_i = -0.5 * (ar - br)
-                wr = tw2_re[k]
-                wi = tw2_im[k]
                 xr = er + o_r * wr - o_i * wi
                 xi = ei + o_r * wi + o_i * wr
-                spec[k] = xr * xr + xi * xi  # |X_k|^2
-        else:
+                spec[_U(k * W + t)] = xr * xr + xi * xi  # |X_k|^2
+                if k < mh:  # bin m - k (bin m when k = 0)
+                    ei = sg * ei
+                    o_i = sg * o_i
+                    xr = er + o_r * vr - o_i * vi
+                    xi = ei + o_r * vi + o_i * vr
+                    spec[_U((m - k) * W + t)] = xr * xr + xi * xi
+    else:  # direct DFT over the win_length nonzero samples (any n_fft)
+        win = window.shape[0]
+        for t in range(W):
+            s = s0 + t * hop
             for k in range(n_bins):
                 acc_r = 0.0
                 acc_i = 0.0
@@ -158,31 +234,124 @@ def _frames_kernel(x, n_frames, hop, window, n_fft, use_fft, bitrev, tw_re, tw_i
                     v = x[s + i] * window[i]
                     acc_r += v * dft_cos[k, i]
                     acc_i += v * dft_sin[k, i]
-                spec[k] = acc_r * acc_r + acc_i * acc_i  # |X_k|^2
-        if power == 1.0:
-            for k in range(n_bins):
-                spec[k] = math.sqrt(spec[k])
-        elif power != 2.0:
-            for k in range(n_bins):
-                spec[k] = spec[k] ** (0.5 * power)
-        for m in range(n_mels):
-            acc = 0.0
-            for k in range(fb_lo[m], fb_hi[m]):
-                acc += fb[m, k] * spec[k]
-            if log_mode == 1:
-                acc = math.log(acc + log_floor)
-            elif log_mode == 2:
-                acc = 10.0 * math.log10(max(acc, log_floor))
-            mel[m] = acc
-        if use_dct:
+                spec[k * W + t] = acc_r * acc_r + acc_i * acc_i  # |X_k|^2
+    if power == 1.0:
+        for k in range(n_bins * W):
+            spec[k] = math.sqrt(spec[k])
+    elif power != 2.0:
+        for k in range(n_bins * W):
+            spec[k] = spec[k] ** (0.5 * power)
+    # mel projection over each filter's nonzero bins, then the log
+    for mm in range(n_mels):
+        for t in range(W):
+            mel[_U(mm * W + t)] = 0.0
+        for k in range(fb_lo[mm], fb_hi[mm]):
+            f = fb[mm, k]
+            for t in range(W):
+                mel[_U(mm * W + t)] += f * spec[_U(k * W + t)]
+    if log_mode == 1:
+        for i in range(n_mels * W):
+            mel[i] = math.log(mel[i] + log_floor)
+    elif log_mode == 2:
+        for i in range(n_mels * W):
+            mel[i] = 10.0 * math.log10(max(mel[i], log_floor))
+    if use_dct:
+        for t in range(W):
             for j in range(dct.shape[0]):
                 acc = 0.0
-                for m in range(n_mels):
-                    acc += dct[j, m] * mel[m]
-                out[t, j] = acc
-        else:
-            for m in range(n_mels):
-                out[t, m] = mel[m]
+                for mm in range(n_mels):
+                    acc += dct[j, mm] * mel[_U(mm * W + t)]
+                out[t0 + t, j] = acc
+    else:
+        for t in range(W):
+            for mm in range(n_mels):
+                out[t0 + t, mm] = mel[_U(mm * W + t)]
+
+
+# int table itab: 8 settings, then the start offsets of its 4 parts (+ end) and of ftab's 11 parts (+ end)
+_NI, _NF = 4, 11
+_HEAD = 8 + (_NI + 1) + (_NF + 1)
+
+
+@njit(cache=True, error_model="numpy")
+def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
+    """Features of ``n_frames`` frames of ``x`` (float64) into ``out`` (n_frames, F) float32.
+
+    x (N,) with N >= (n_frames - 1) * hop + win.  Settings and tables come packed in
+    two flat arrays (``LogMel._pack_tables``; few arguments keep the call cheap):
+    itab (int64) = [hop, use_fft, log_mode, use_dct, n_bins, n_mels, dft_cols, dct_rows,
+    offsets..., src_re, src_im, fb_lo, fb_hi]; ftab (float64) = [power, log_floor,
+    window, w_re, w_im, tw_re, tw_im, tw2_re, tw2_im, dft_cos, dft_sin, fb, dct].
+
+    ``use_fft`` (n_fft a power of two >= 8): real FFT of size n_fft as one complex
+    FFT of size m = n_fft/2 on z[j] = x[2j] + i x[2j+1]: slot j of the bit-reversed
+    input takes sample src_re[j] (real part) and src_im[j] (imaginary part) times
+    the window values w_re[j], w_im[j] (src -1: zero padding); twiddles
+    tw_re/tw_im (m/2,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
+    Otherwise a direct DFT with window (win,) and tables dft_cos/dft_sin (n_bins, win).
+    fb (n_mels, n_bins), nonzero on [fb_lo[m], fb_hi[m]); dct (F, n_mels) when ``use_dct``.
+    scratch: room for _TILE frames of re, im (m,), spec (n_bins,), mel (n_mels,).
+    Frames go in tiles of 8, then 4, 2, 1 (W is a constant in each inlined copy).
+    """
+    hop = itab[0]
+    use_fft = itab[1] != 0
+    log_mode = itab[2]
+    use_dct = itab[3] != 0
+    n_bins = itab[4]
+    n_mels = itab[5]
+    oi = itab[8:8 + _NI + 1]
+    of = itab[8 + _NI + 1:_HEAD]
+    src_re = itab[oi[0]:oi[1]]
+    src_im = itab[oi[1]:oi[2]]
+    fb_lo = itab[oi[2]:oi[3]]
+    fb_hi = itab[oi[3]:oi[4]]
+    power = ftab[0]
+    log_floor = ftab[1]
+    window = ftab[of[0]:of[1]]
+    w_re = ftab[of[1]:of[2]]
+    w_im = ftab[of[2]:of[3]]
+    tw_re = ftab[of[3]:of[4]]
+    tw_im = ftab[of[4]:of[5]]
+    tw2_re = ftab[of[5]:of[6]]
+    tw2_im = ftab[of[6]:of[7]]
+    dft_cos = ftab[of[7]:of[8]].reshape(((of[8] - of[7]) // itab[6], itab[6]))  # (1, 1) if unused
+    dft_sin = ftab[of[8]:of[9]].reshape(((of[9] - of[8]) // itab[6], itab[6]))
+    fb = ftab[of[9]:of[10]].reshape((n_mels, n_bins))
+    dct = ftab[of[10]:of[11]].reshape((itab[7], (of[11] - of[10]) // itab[7]))  # (1, 1) if unused
+    mt = (n_bins - 1) * _TILE
+    re = scratch[:mt]
+    im = scratch[mt:2 * mt]
+    spec = scratch[2 * mt:2 * mt + n_bins * _TILE]
+    mel = scratch[2 * mt + n_bins * _TILE:2 * mt + (n_bins + n_mels) * _TILE]
+    t0 = 0
+    while n_frames - t0 >= 8:
+        _tile_kernel(x, t0, 8, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
+                     re, im, spec, mel, out)
+        t0 += 8
+    if n_frames - t0 >= 4:
+        _tile_kernel(x, t0, 4, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
+                     re, im, spec, mel, out)
+        t0 += 4
+    if n_frames - t0 >= 2:
+        _tile_kernel(x, t0, 2, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
+                     re, im, spec, mel, out)
+        t0 += 2
+    if n_frames - t0 >= 1:
+        _tile_kernel(x, t0, 1, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
+                     re, im, spec, mel, out)
+
+
+@njit(cache=True)
+def _all_finite(x):
+    """True if no sample of x (n,) is NaN or Inf."""
+    for v in x:
+        if not math.isfinite(v):
+            return False
+    return True
 
 
 # --- mel scale and filterbank (librosa's definitions, written from the equations) -------------
@@ -279,6 +448,8 @@ def as_signal(x, what="signal", allow_2d=False) -> np.ndarray:
 
     1-D (n,) always; (n, channels) only if ``allow_2d``.
     """
+    if type(x) is np.ndarray and x.ndim == 1 and x.dtype.char in "fd":  # the common case, checked cheaply
+        return x.astype(np.float64, copy=False)
     if isinstance(x, (list, tuple)):
         x = np.asarray(x, dtype=np.float64)
     if not isinstance(x, np.ndarray):
@@ -301,9 +472,9 @@ def fix_nonfinite(x: np.ndarray, nonfinite: str, what="signal"):
     """Return (x, n_replaced): NaN/Inf raise AudioError (``"error"``) or become 0 (``"zero"``)."""
     if nonfinite not in NONFINITE_MODES:
         raise ConfigError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
-    ok = np.isfinite(x)
-    if ok.all():
+    if _all_finite(x.reshape(-1)):  # the common case, without np.isfinite's temporary array
         return x, 0
+    ok = np.isfinite(x)
     n_bad = int(ok.size - np.count_nonzero(ok))
     if nonfinite == "error":
         first = int(np.argmin(ok.reshape(len(x), -1).all(axis=1)))
@@ -311,6 +482,23 @@ def fix_nonfinite(x: np.ndarray, nonfinite: str, what="signal"):
                          "pass nonfinite='zero' to replace them with zeros")
     x = np.where(ok, x, 0.0)
     return x, n_bad
+
+
+_local = threading.local()
+
+
+def _scratch(n_fft: int, n_mels: int) -> np.ndarray:
+    """Kernel scratch for _TILE frames (re, im, spec, mel), one per thread, grown on demand.
+
+    Shared by every front end of the thread (a stream server holds thousands of
+    front ends; 52 KB at n_fft 512, 40 mels).  The kernel holds the GIL, so one
+    scratch array per thread is never used by two calls at once.
+    """
+    need = (2 * (n_fft // 2) + n_fft // 2 + 1 + n_mels) * _TILE
+    s = getattr(_local, "scratch", None)
+    if s is None or len(s) < need:
+        s = _local.scratch = np.empty(need if s is None else max(need, len(s)))
+    return s
 
 
 # --- LogMel / MFCC ------------------------------------------------------------------------------
@@ -376,6 +564,7 @@ class LogMel:
         if not 0.0 <= self.preemphasis < 1.0:
             raise ConfigError(f"preemphasis={self.preemphasis:g} must be in [0, 1)")
         self._build_tables()
+        self._pack_tables()
         self.reset()
 
     # --- tables (built once; the kernel only reads them) ---
@@ -397,7 +586,14 @@ class LogMel:
             rev = np.zeros(m, dtype=np.int64)
             for b in range(bits):
                 rev |= ((idx >> b) & 1) << (bits - 1 - b)
-            self._bitrev = rev  # (m,)
+            # slot j of the bit-reversed packed input z holds samples 2 rev[j] (real) and 2 rev[j] + 1
+            # (imaginary) of the frame; past win_length it is zero padding (-1)
+            src = 2 * rev
+            self._src_re = np.where(src < self.win_length, src, -1)  # (m,)
+            self._src_im = np.where(src + 1 < self.win_length, src + 1, -1)
+            self._w_re = np.where(src < self.win_length, self._window[np.minimum(src, self.win_length - 1)], 0.0)
+            self._w_im = np.where(src + 1 < self.win_length,
+                                  self._window[np.minimum(src + 1, self.win_length - 1)], 0.0)
             k = np.arange(m // 2)
             self._tw_re = np.cos(2 * np.pi * k / m)  # e^{-2 pi i k / m}, (m/2,)
             self._tw_im = -np.sin(2 * np.pi * k / m)
@@ -406,7 +602,8 @@ class LogMel:
             self._tw2_im = -np.sin(2 * np.pi * k / n)
             self._dft_cos = self._dft_sin = np.zeros((1, 1))
         else:  # any other n_fft: direct DFT over the win_length nonzero samples
-            self._bitrev = np.zeros(1, dtype=np.int64)
+            self._src_re = self._src_im = np.zeros(1, dtype=np.int64)
+            self._w_re = self._w_im = np.zeros(1)
             self._tw_re = self._tw_im = self._tw2_re = self._tw2_im = np.zeros(1)
             ang = 2 * np.pi * np.outer(np.arange(n_bins), np.arange(self.win_length)) / n
             self._dft_cos = np.cos(ang)  # (n_bins, win)
@@ -422,6 +619,19 @@ class LogMel:
         self._fb_hi = np.where(nz.any(1), n_bins - nz[:, ::-1].argmax(1), 0).astype(np.int64)
         self._dct = np.zeros((1, 1))
         self._use_dct = False
+
+    def _pack_tables(self):
+        """Settings and tables as the kernel's two flat arrays (see ``_frames_kernel``)."""
+        ints = [self._src_re, self._src_im, self._fb_lo, self._fb_hi]
+        floats = [self._window, self._w_re, self._w_im, self._tw_re, self._tw_im, self._tw2_re,
+                  self._tw2_im, self._dft_cos.ravel(), self._dft_sin.ravel(), self._fb.ravel(), self._dct.ravel()]
+        assert len(ints) == _NI and len(floats) == _NF
+        oi = _HEAD + np.cumsum([0] + [len(a) for a in ints])
+        of = 2 + np.cumsum([0] + [len(a) for a in floats])
+        head = [self.hop_length, int(self._use_fft), _LOG_CODES[self.log], int(self._use_dct),
+                self.n_fft // 2 + 1, self.n_mels, self._dft_cos.shape[1], self._dct.shape[0]]
+        self._itab = np.concatenate([head, oi, of] + ints).astype(np.int64)
+        self._ftab = np.concatenate([[self.power, self.log_floor]] + floats).astype(np.float64)
 
     # --- properties ---
     @property
@@ -459,18 +669,10 @@ class LogMel:
 
     # --- computation ---
     def _run(self, x: np.ndarray, n_frames: int) -> np.ndarray:
-        """Kernel call on float64 samples x; allocates the output and scratch once per call."""
+        """Kernel call on float64 samples x; allocates the output (scratch is reused)."""
         out = np.empty((n_frames, self.n_features), dtype=np.float32)
-        if n_frames == 0:
-            return out
-        n = self.n_fft
-        re, im = np.empty(n), np.empty(n)
-        spec, mel = np.empty(n // 2 + 1), np.empty(self.n_mels)
-        _frames_kernel(x, n_frames, self.hop_length, self._window, n, self._use_fft, self._bitrev,
-                       self._tw_re, self._tw_im, self._tw2_re, self._tw2_im, self._dft_cos,
-                       self._dft_sin, self.power, self._fb,
-                       self._fb_lo, self._fb_hi, _LOG_CODES[self.log], self.log_floor, self._dct,
-                       self._use_dct, re, im, spec, mel, out)
+        if n_frames:
+            _frames_kernel(x, n_frames, self._itab, self._ftab, _scratch(self.n_fft, self.n_mels), out)
         return out
 
     def _preemph(self, x: np.ndarray, prev: float) -> np.ndarray:

@@ -430,7 +430,8 @@ class Pipeline:
             # The producer restarted (new epoch) or changed what it sends: the old state is
             # meaningless for the new audio. End the old output stream and start afresh.
             self._close_slot(slot, "input reset")
-            self.stats.count("resets", "epoch" if slot.in_epoch != ch.epoch else "descriptor")
+            self.stats.count("resets", "epoch" if slot.in_epoch != ch.epoch else
+                             "descriptor" if slot.key != key else "flag")
             slot, reset = None, True
         if slot is None:
             if ch.data.shape[0] == 0 and ch.end:

@@ -319,3 +319,41 @@ def test_training_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_pat
     assert np.array_equal(a["theta"], b["theta"]) and np.array_equal(a["best_theta"], b["best_theta"])
     assert np.array_equal(streamrnn.load_model(tmp_path / "full" / "model.safetensors").theta,
                           streamrnn.load_model(cut / "model.safetensors").theta)
+
+
+# --- reset policy on endless streams (docs/operations.md) -----------------------------------------
+def test_reset_policy_gaps_carry_state_reset_flag_and_epoch_restart_it():
+    from streamrnn.runtime.pipeline import Pipeline
+    from streamrnn.transport.sinks import Sink
+    from streamrnn.transport.sources import Chunk
+
+    class Keep(Sink):
+        def __init__(self):
+            super().__init__()
+            self.msgs = []
+
+        def write(self, m):
+            self.msgs.append(m)
+
+    m = streamrnn.Model.random("lstm", input_size=3, hidden_size=8, output_size=1, seed=3)
+    x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    keep, stats = Keep(), Stats()
+    p = Pipeline(None, [keep], model=m, stats=stats)
+    d = {}
+
+    def chunk(rows, idx, epoch=1, flags=0):
+        return Chunk("s", epoch, "features", rows, 100.0, idx, 0.0, flags=flags, desc=d)
+
+    p.process(chunk(x[:10], 0))
+    p.process(chunk(x[10:20], 15, flags=wire.FLAG_GAP))   # data lost upstream: flagged, state carried on
+    p.process(chunk(x[20:30], 30, flags=wire.FLAG_RESET))  # the producer asks for a reset
+    p.process(chunk(x[30:40], 0, epoch=2))                 # the producer restarted
+    preds = [q for q in keep.msgs if q.kind == wire.PRED]
+    y = [q.data for q in preds]
+    np.testing.assert_allclose(np.concatenate(y[:2]), m.forward(x[:20]), atol=1e-6)  # gap: no reset
+    np.testing.assert_allclose(y[2], m.forward(x[20:30]), atol=1e-6)                 # reset flag: fresh state
+    np.testing.assert_allclose(y[3], m.forward(x[30:40]), atol=1e-6)                 # new epoch: fresh state
+    assert [q.flag_names() for q in preds] == [[], ["gap"], ["reset"], ["reset"]]
+    assert len({q.epoch for q in preds}) == 3  # each reset starts a new output stream (after an eos)
+    assert [q.kind for q in keep.msgs].count(wire.EOS) == 2
+    assert stats.get("resets", "flag") == 1 and stats.get("resets", "epoch") == 1

@@ -348,3 +348,24 @@ def test_model_size_cap_from_the_api_and_the_cli(tmp_path):
     assert r.returncode == 2 and f"file is {size} bytes, above the limit of 1000 bytes" in r.stderr
     env_cfg = load_stream_config(env={"STREAMRNN_MAX_MODEL_BYTES": "5000"})
     assert env_cfg.max_model_bytes == 5000 and StreamConfig().max_model_bytes == 256 * 2**20
+
+
+# --- docs/operations.md stays true ----------------------------------------------------------------
+def test_operations_doc_names_every_limit_option_and_existing_test():
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for key in LIMITS:
+        assert f"`{key}`" in doc or f"`{key}`," in doc or key in doc, key
+    for opt in ("--curve-secret-key", "--curve-server-key", "--curve-allow", "streamrnn keygen",
+                "--max-message-bytes", "--max-model-bytes", "--max-streams", "Restart=on-failure", "User="):
+        assert opt in doc, opt
+    # every test the failure table points to exists
+    refs = re.findall(r"`(test_\w+\.py)::(test_\w+)`|`::(test_\w+)`", doc)
+    last_file = None
+    n = 0
+    for f, name, bare in refs:
+        if f:
+            last_file = f
+        src = (ROOT / "tests" / (f or last_file)).read_text()
+        assert f"def {name or bare}(" in src, (f or last_file, name or bare)
+        n += 1
+    assert n >= 15

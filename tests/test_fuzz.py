@@ -229,6 +229,9 @@ def test_mutated_model_files_load_or_raise_model_file_error(model_bytes, tmp_pat
     {"__metadata__": {"streamrnn": json.dumps({"format": 1, "cell": "gru", "input_size": 2, "hidden_size": 2,
                                                "num_layers": 1, "head": {"activation": ["x"]}})}},
     {"__metadata__": {"streamrnn": "[" * 50_000}},
+    {"__metadata__": {"streamrnn": json.dumps({"format": 1, "cell": "gru", "input_size": 40, "hidden_size": 2,
+                                               "num_layers": 1, "head": None,
+                                               "frontend": {"type": "logmel", "hop_length": 10**20}})}},
 ])
 def test_forged_safetensors_headers_are_model_file_errors(tmp_path, header):
     # regressions: TypeError from forged data_offsets / metadata / unhashable cell names

@@ -210,7 +210,7 @@ def _validate_frontend(fe: dict, arch: Architecture, path: Path) -> dict:
 
     try:
         obj = frontend_from_dict(fe)
-    except (StreamRNNError, TypeError, ValueError) as e:
+    except (StreamRNNError, TypeError, ValueError, OverflowError) as e:  # OverflowError: e.g. hop_length=10**20
         raise ModelFileError(f"{path}: invalid 'frontend' metadata: {e}") from None
     n_out = getattr(obj, "n_features", None)
     if n_out is not None and n_out != arch.input_size:

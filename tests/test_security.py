@@ -369,3 +369,32 @@ def test_operations_doc_names_every_limit_option_and_existing_test():
         assert f"def {name or bare}(" in src, (f or last_file, name or bare)
         n += 1
     assert n >= 15
+
+
+def test_listen_command_as_a_curve_client(keys, tmp_path):
+    curve = CurveConfig.from_options(secret_key=keys / "server" / "server.key_secret", allow_dir=keys / "allowed")
+    port = free_port()
+    sink = ZmqSink(f"zmq+pub://127.0.0.1:{port}", curve=curve, stats=Stats())
+    sink.open()
+    common = ["-m", "streamrnn", "listen", f"zmq+sub://127.0.0.1:{port}", "--duration", "20",
+              "--curve-server-key", keys / "server" / "server.key"]
+    alice = Proc([*common, "--count", "5", "--curve-secret-key", keys / "alice" / "alice.key_secret"], tmp_path, "alice")
+    mallory = Proc([*common, "--curve-secret-key", keys / "mallory" / "mallory.key_secret"], tmp_path, "mallory")
+    try:
+        for p in (alice, mallory):
+            p.wait_for("err", "listening on")
+        t_end = time.monotonic() + 20
+        i = 0
+        while alice.p.poll() is None and time.monotonic() < t_end:
+            sink.write(wire.Message(wire.HEARTBEAT, "s", seq=i))
+            i += 1
+            time.sleep(0.05)
+        assert alice.p.wait(10) == 0
+        got = [json.loads(line) for line in alice.out.read_text().splitlines()]
+        assert len(got) == 5 and all(m["kind"] == "hb" for m in got)
+        mallory.p.send_signal(signal.SIGINT)
+        assert mallory.p.wait(10) == 0 and mallory.out.read_text() == ""  # heard nothing
+    finally:
+        alice.kill()
+        mallory.kill()
+        sink.close()

@@ -390,6 +390,9 @@ def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_p
     # the model's labels are the classes it was trained with (None: "any label" targets)
     entry = None
     if plot_path:  # checked before the (long) evaluation
+        from streamrnn.train.vadplot import require_matplotlib
+
+        require_matplotlib()
         if Path(data).is_dir():
             raise ConfigError("--plot needs a JSONL manifest of audio files, not a folder of .npz features")
         entries = read_manifest(data)

@@ -211,6 +211,13 @@ def test_eval_plot_rejects_bad_entries(manifest, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_eval_plot_without_matplotlib_names_the_extra(manifest, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    r = CliRunner().invoke(cli, ["eval", "--model", "vad", str(manifest), "--plot", str(tmp_path / "x.png")])
+    assert r.exit_code == 2 and "--plot needs matplotlib: pip install 'streamrnn[plot]'" in r.output
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_plot_trace_is_the_live_path():
     from streamrnn.train.vadplot import vad_trace
 

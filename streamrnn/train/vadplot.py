@@ -24,7 +24,20 @@ from streamrnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["vad_trace", "plot_vad"]
+__all__ = ["vad_trace", "plot_vad", "require_matplotlib"]
+
+
+def require_matplotlib():
+    """``matplotlib.pyplot`` with the file-only Agg backend; ConfigError naming the extra when missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'streamrnn[plot]' (or pip install matplotlib)") \
+            from None
+    return plt
 
 
 def vad_trace(model, audio_path, labels_path=None, column: int = 0) -> dict:
@@ -65,14 +78,7 @@ def plot_vad(model, audio_path, out_path, labels_path=None, threshold: float = 0
         from streamrnn.nn.modelfile import MODELS_DIR
         plot_vad(streamrnn.load_model("vad"), MODELS_DIR / "demo.flac", "demo.png", MODELS_DIR / "demo.txt")
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'streamrnn[plot]' (or pip install matplotlib)") \
-            from None
+    plt = require_matplotlib()
     tr = vad_trace(model, audio_path, labels_path, column)
     x, rate, t = tr["samples"], tr["sample_rate"], tr["times"]
     dur = max(len(x) / rate, float(t[-1]) if len(t) else 0.0)

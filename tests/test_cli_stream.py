@@ -467,3 +467,16 @@ def test_features_command_feeds_a_stream_command(tmp_path, procs):
     y = np.array([r["y"] for r in recs if r["type"] == "pred"], np.float32)
     np.testing.assert_allclose(y, model.forward(FeatureStream(fe, SR).push(x)), atol=1e-5)
     assert recs[0]["input"]["content"] == "features" and recs[-1]["type"] == "eos"
+
+
+def test_reader_closing_stdout_ends_the_run_quietly():
+    """`streamrnn stream ... | head`: when the only sink's reader goes away, exit 0 without noise."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", "demo",
+                             "--realtime", "--sink", "stdout", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [proc.stdout.readline() for _ in range(3)]
+    assert all(line.startswith("{") for line in lines)
+    proc.stdout.close()  # like `head -3` exiting
+    _, err = proc.communicate(timeout=20)  # the demo is paced (24 s): ending early proves the stop
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "error" not in err.lower()

@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import types
@@ -298,6 +299,7 @@ class Pipeline:
         self.config = config or StreamConfig()
         self.stats = stats if stats is not None else (source.stats if source is not None else Stats())
         self.slots: dict[str, StreamSlot] = {}
+        self._readers_gone = False  # every sink's reader closed its pipe: stop quietly
         # Every stream's hidden state lives in one bank: one kernel call per read advances them all.
         self.bank = model.bank(max(1, int(self.config.max_streams))) if mode == "pred" else None
         self._events = (mode == "pred" and self.config.events and model.activation == "sigmoid")
@@ -310,6 +312,18 @@ class Pipeline:
     def _sink_call(self, s, method: str, *args) -> None:
         try:
             getattr(s, method)(*args)
+        except BrokenPipeError:
+            # The reader went away (`streamrnn stream ... | head`): not a failure. Drop that
+            # sink; when none is left, end the run normally (exit 0), like any Unix filter.
+            log.info("sink %s: reader closed the pipe; sink closed", s.describe())
+            self.sinks.remove(s)
+            if sys.stdout in (getattr(s, "_f", None), getattr(s, "out", None)):
+                try:  # later flushes of the dead stdout (here and at interpreter exit) go nowhere
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                except (OSError, ValueError):
+                    pass
+            if not self.sinks:
+                self._readers_gone = True
         except OSError as e:
             # A broken file sink (disk full, removed mount) must not stop the others.
             log.error("sink %s failed and is closed: %s", s.describe(), e)
@@ -572,7 +586,7 @@ class Pipeline:
             t_start = time.monotonic()
             t_desc = t_start + cfg.desc_interval
             t_stats = t_start + cfg.stats_interval
-            while not stop.is_set():
+            while not stop.is_set() and not self._readers_gone:
                 self.process_many(self.source.read(0.05))  # short timeout: signals act within 50 ms
                 now = time.monotonic()
                 if now >= t_desc:

@@ -380,7 +380,7 @@ class ZmqSource(Source):
     """
 
     def __init__(self, uri, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, max_streams=64,
-                 hwm_seconds=2.0, msgs_per_second=100.0, stats=None, curve=None):
+                 hwm_seconds=2.0, msgs_per_second=None, stats=None, curve=None):
         super().__init__(stats)
         self.curve = curve
         self._warn_full = RateLimitedLog(log)
@@ -389,6 +389,8 @@ class ZmqSource(Source):
             self.ep = parse_zmq_uri(uri + ("&" if "?" in uri else "?") + "topic=in/", allowed=("sub",))
         self.max_message_bytes = int(max_message_bytes)
         self.max_streams = int(max_streams)
+        if msgs_per_second is None:  # every stream may send a block each 40 ms (25 messages/s)
+            msgs_per_second = 25.0 * max(4, self.max_streams)
         self.hwm = hwm_messages(msgs_per_second, hwm_seconds)
         self.table: dict[str, _InStream] = {}
         self._ctx = self._sock = self._poller = None

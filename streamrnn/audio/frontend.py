@@ -11,7 +11,7 @@ across pushes), window of ``win_length`` samples, zero-padded at the end to
 DCT-II (orthonormal) over the log-mel values and optional liftering.
 
 The per-frame work runs in one Numba kernel (``_frames_kernel``) over a whole
-block of frames, in tiles of 8, 4, 2 and 1 frames that advance together;
+block of frames, in tiles of 8 frames that advance together, then one frame at a time;
 ``LogMel.push`` only concatenates the leftover samples with the new block and
 keeps the tail.  Every frame goes through the same floating-point operations
 from the same float64 samples whatever tile it falls in, so ``push`` in any
@@ -76,8 +76,10 @@ def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_
     if use_fft:
         m = src_re.shape[0]  # complex FFT size n_fft/2
         # windowed frame packed as z[j] = x[2j] + i x[2j+1] in bit-reversed order (slot j takes
-        # samples src_re[j], src_im[j]; -1: zero padding past win_length), and in the same pass the
-        # first two radix-2 stages on each group of 4 slots: their twiddles are 1 and -i
+        # samples src_re[j], src_im[j] times w_re[j], w_im[j]), and in the same pass the first two
+        # radix-2 stages on each group of 4 slots: their twiddles are 1 and -i.  Zero-padding slots
+        # (past win_length) read sample 0 times a zero weight: +-0, whose sign never reaches the
+        # power (a signed zero can only change the sign of another zero, and |X|^2 squares it)
         for a in range(0, m, 4):
             sr0 = src_re[a]
             sr1 = src_re[a + 1]
@@ -89,14 +91,14 @@ def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_
             si3 = src_im[a + 3]
             for t in range(W):
                 o = s0 + t * hop
-                r0 = x[_U(o + sr0)] * w_re[a] if sr0 >= 0 else 0.0
-                r1 = x[_U(o + sr1)] * w_re[a + 1] if sr1 >= 0 else 0.0
-                r2 = x[_U(o + sr2)] * w_re[a + 2] if sr2 >= 0 else 0.0
-                r3 = x[_U(o + sr3)] * w_re[a + 3] if sr3 >= 0 else 0.0
-                q0 = x[_U(o + si0)] * w_im[a] if si0 >= 0 else 0.0
-                q1 = x[_U(o + si1)] * w_im[a + 1] if si1 >= 0 else 0.0
-                q2 = x[_U(o + si2)] * w_im[a + 2] if si2 >= 0 else 0.0
-                q3 = x[_U(o + si3)] * w_im[a + 3] if si3 >= 0 else 0.0
+                r0 = x[_U(o + sr0)] * w_re[a]
+                r1 = x[_U(o + sr1)] * w_re[a + 1]
+                r2 = x[_U(o + sr2)] * w_re[a + 2]
+                r3 = x[_U(o + sr3)] * w_re[a + 3]
+                q0 = x[_U(o + si0)] * w_im[a]
+                q1 = x[_U(o + si1)] * w_im[a + 1]
+                q2 = x[_U(o + si2)] * w_im[a + 2]
+                q3 = x[_U(o + si3)] * w_im[a + 3]
                 tr = r1  # size 2, twiddle 1: (0, 1) and (2, 3)
                 ti = q1
                 r1 = r0 - tr
@@ -286,12 +288,14 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     ``use_fft`` (n_fft a power of two >= 8): real FFT of size n_fft as one complex
     FFT of size m = n_fft/2 on z[j] = x[2j] + i x[2j+1]: slot j of the bit-reversed
     input takes sample src_re[j] (real part) and src_im[j] (imaginary part) times
-    the window values w_re[j], w_im[j] (src -1: zero padding); twiddles
+    the window values w_re[j], w_im[j] (zero for the padding); twiddles
     tw_re/tw_im (m/2,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
     Otherwise a direct DFT with window (win,) and tables dft_cos/dft_sin (n_bins, win).
     fb (n_mels, n_bins), nonzero on [fb_lo[m], fb_hi[m]); dct (F, n_mels) when ``use_dct``.
     scratch: room for _TILE frames of re, im (m,), spec (n_bins,), mel (n_mels,).
-    Frames go in tiles of 8, then 4, 2, 1 (W is a constant in each inlined copy).
+    Frames go in tiles of W = 8, the rest (and a live push of 1 or 2 frames) one at a time,
+    W = 1; W is a constant in each inlined copy.  (More tile widths, e.g. 4 and 2, measured
+    no faster on 10-frame blocks and more than double the first compile.)
     """
     hop = itab[0]
     use_fft = itab[1] != 0
@@ -329,20 +333,11 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
                      dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
                      re, im, spec, mel, out)
         t0 += 8
-    if n_frames - t0 >= 4:
-        _tile_kernel(x, t0, 4, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
-                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
-                     re, im, spec, mel, out)
-        t0 += 4
-    if n_frames - t0 >= 2:
-        _tile_kernel(x, t0, 2, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
-                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
-                     re, im, spec, mel, out)
-        t0 += 2
-    if n_frames - t0 >= 1:
+    while n_frames - t0 >= 1:
         _tile_kernel(x, t0, 1, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
                      dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
                      re, im, spec, mel, out)
+        t0 += 1
 
 
 @njit(cache=True)
@@ -487,14 +482,13 @@ def fix_nonfinite(x: np.ndarray, nonfinite: str, what="signal"):
 _local = threading.local()
 
 
-def _scratch(n_fft: int, n_mels: int) -> np.ndarray:
-    """Kernel scratch for _TILE frames (re, im, spec, mel), one per thread, grown on demand.
+def _scratch(need: int) -> np.ndarray:
+    """Kernel scratch of at least ``need`` float64 values, one array per thread, grown on demand.
 
     Shared by every front end of the thread (a stream server holds thousands of
     front ends; 52 KB at n_fft 512, 40 mels).  The kernel holds the GIL, so one
     scratch array per thread is never used by two calls at once.
     """
-    need = (2 * (n_fft // 2) + n_fft // 2 + 1 + n_mels) * _TILE
     s = getattr(_local, "scratch", None)
     if s is None or len(s) < need:
         s = _local.scratch = np.empty(need if s is None else max(need, len(s)))
@@ -587,13 +581,11 @@ class LogMel:
             for b in range(bits):
                 rev |= ((idx >> b) & 1) << (bits - 1 - b)
             # slot j of the bit-reversed packed input z holds samples 2 rev[j] (real) and 2 rev[j] + 1
-            # (imaginary) of the frame; past win_length it is zero padding (-1)
-            src = 2 * rev
-            self._src_re = np.where(src < self.win_length, src, -1)  # (m,)
-            self._src_im = np.where(src + 1 < self.win_length, src + 1, -1)
-            self._w_re = np.where(src < self.win_length, self._window[np.minimum(src, self.win_length - 1)], 0.0)
-            self._w_im = np.where(src + 1 < self.win_length,
-                                  self._window[np.minimum(src + 1, self.win_length - 1)], 0.0)
+            # (imaginary) of the frame times the window; past win_length, zero padding: sample 0 times 0
+            for part, src in (("re", 2 * rev), ("im", 2 * rev + 1)):
+                inside = src < self.win_length
+                setattr(self, f"_src_{part}", np.where(inside, src, 0))  # (m,)
+                setattr(self, f"_w_{part}", np.where(inside, self._window[np.where(inside, src, 0)], 0.0))
             k = np.arange(m // 2)
             self._tw_re = np.cos(2 * np.pi * k / m)  # e^{-2 pi i k / m}, (m/2,)
             self._tw_im = -np.sin(2 * np.pi * k / m)
@@ -632,6 +624,8 @@ class LogMel:
                 self.n_fft // 2 + 1, self.n_mels, self._dft_cos.shape[1], self._dct.shape[0]]
         self._itab = np.concatenate([head, oi, of] + ints).astype(np.int64)
         self._ftab = np.concatenate([[self.power, self.log_floor]] + floats).astype(np.float64)
+        m = self.n_fft // 2
+        self._n_scratch = (2 * m + m + 1 + self.n_mels) * _TILE  # re, im (m,), spec (m+1,), mel per frame
 
     # --- properties ---
     @property
@@ -672,7 +666,7 @@ class LogMel:
         """Kernel call on float64 samples x; allocates the output (scratch is reused)."""
         out = np.empty((n_frames, self.n_features), dtype=np.float32)
         if n_frames:
-            _frames_kernel(x, n_frames, self._itab, self._ftab, _scratch(self.n_fft, self.n_mels), out)
+            _frames_kernel(x, n_frames, self._itab, self._ftab, _scratch(self._n_scratch), out)
         return out
 
     def _preemph(self, x: np.ndarray, prev: float) -> np.ndarray:

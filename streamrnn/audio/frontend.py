@@ -328,11 +328,11 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     spec = scratch[2 * mt:2 * mt + n_bins * _TILE]
     mel = scratch[2 * mt + n_bins * _TILE:2 * mt + (n_bins + n_mels) * _TILE]
     t0 = 0
-    while n_frames - t0 >= 8:
-        _tile_kernel(x, t0, 8, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+    while n_frames - t0 >= _TILE:
+        _tile_kernel(x, t0, _TILE, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
                      dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
                      re, im, spec, mel, out)
-        t0 += 8
+        t0 += _TILE
     while n_frames - t0 >= 1:
         _tile_kernel(x, t0, 1, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
                      dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,

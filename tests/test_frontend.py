@@ -377,3 +377,14 @@ def test_nonfinite_rejected_or_replaced():
     assert fe.n_nonfinite == 3
     with pytest.raises(ConfigError, match="nonfinite"):
         fe.compute(x, nonfinite="drop")
+
+
+@pytest.mark.parametrize("name", ["hann", "hamming"])
+def test_windows_equal_scipy_without_importing_it(name):
+    """Hann/Hamming are computed in-house (start-up) and must equal scipy's periodic windows exactly."""
+    import scipy.signal
+
+    from streamrnn.audio.frontend import periodic_window
+
+    for n in (1, 2, 255, 400, 512):
+        assert np.array_equal(periodic_window(name, n), scipy.signal.get_window(name, n, fftbins=True))

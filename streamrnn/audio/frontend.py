@@ -349,6 +349,34 @@ def _all_finite(x):
     return True
 
 
+# --- window ---------------------------------------------------------------------------------------
+
+_COSINE_WINDOWS = {"hann": (0.5, 1.0 - 0.5), "hamming": (0.54, 1.0 - 0.54)}  # scipy's (alpha, 1 - alpha)
+
+
+def periodic_window(name, n: int) -> np.ndarray:
+    """The periodic ("fftbins") window of length n, as librosa takes it from scipy.
+
+    Hann and Hamming are computed here with scipy's own formula (a sum of cosines on
+    linspace(-pi, pi, n + 1), last point dropped), so they equal scipy's values exactly
+    without importing scipy.signal (about a second of start-up); other names go to scipy.
+    """
+    if isinstance(name, str) and name in _COSINE_WINDOWS:
+        if n <= 1:
+            return np.ones(n)
+        fac = np.linspace(-np.pi, np.pi, n + 1)
+        w = np.zeros(n + 1)
+        for k, a in enumerate(_COSINE_WINDOWS[name]):
+            w += a * np.cos(k * fac)
+        return w[:n]
+    import scipy.signal
+
+    try:
+        return scipy.signal.get_window(name, n, fftbins=True)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"window={name!r} is not a window scipy knows: {e}") from None
+
+
 # --- mel scale and filterbank (librosa's definitions, written from the equations) -------------
 
 def hz_to_mel(f, htk: bool = False):
@@ -523,7 +551,7 @@ class LogMel:
         if self.win_length > self.n_fft:
             raise ConfigError(f"win_length={self.win_length} must be <= n_fft={self.n_fft} "
                               "(a frame is one window zero-padded to n_fft)")
-        self.hop_length = _int("hop_length", hop_length, 1)
+        self.hop_length = _int("hop_length", hop_length, 1, 1 << 20)  # up to ~1 min at 16 kHz
         if not isinstance(window, str):
             raise ConfigError(f"window must be a window name such as 'hann', got {window!r}")
         self.window = window
@@ -563,12 +591,7 @@ class LogMel:
 
     # --- tables (built once; the kernel only reads them) ---
     def _build_tables(self):
-        import scipy.signal
-
-        try:
-            w = scipy.signal.get_window(self.window, self.win_length, fftbins=True)  # periodic, as librosa
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"window={self.window!r} is not a window scipy knows: {e}") from None
+        w = periodic_window(self.window, self.win_length)
         self._window = np.ascontiguousarray(w, dtype=np.float64)  # (win,)
         n = self.n_fft
         n_bins = n // 2 + 1

@@ -41,8 +41,19 @@ _MAX_PERIOD = 1 << 20  # ratio periods longer than this (input samples) cannot b
 
 
 def downmix(x: np.ndarray) -> np.ndarray:
-    """(n,) -> as is; (n, channels) -> mean over channels (n,)."""
-    return x if x.ndim == 1 else x.mean(axis=1)
+    """(n,) -> as is; (n, channels) -> mean over channels (n,).
+
+    Summed channel by channel: several times faster than ``x.mean(axis=1)`` on the
+    short blocks of a live stream, and the same values for fewer than 8 channels.
+    """
+    if x.ndim == 1:
+        return x
+    y = x[:, 0].copy()
+    for c in range(1, x.shape[1]):
+        y += x[:, c]
+    if x.shape[1] > 1:
+        y /= x.shape[1]
+    return y
 
 
 @functools.lru_cache(maxsize=64)

@@ -553,14 +553,19 @@ class Pipeline:
     def warm_up(self, rate: float | None = None) -> float:
         """Compile (or load from cache) every kernel before real data arrives; returns seconds."""
         t0 = time.perf_counter()
-        rate = float(rate or 16000)
+        # an unknown input rate (ZeroMQ sources): also load the resampler, for streams at other rates
+        rates = [float(rate)] if rate else [16000.0, 48000.0]
         if self.mode == "features" or (self.model is not None and self.model.frontend is not None):
-            p = make_processor(self.mode, self.model, self.frontend, "audio", rate, 1)
-            # 0.5 s of quiet noise: enough samples for several frames through every kernel.
-            x = np.random.default_rng(0).standard_normal((int(rate // 2), 1)).astype(np.float32) * 1e-3
-            p.push(x)
+            for r in rates:
+                p = make_processor(self.mode, self.model, self.frontend, "audio", r, 1)
+                # 0.5 s of quiet noise: enough samples for several frames through every kernel.
+                x = np.random.default_rng(0).standard_normal((int(r // 2), 1)).astype(np.float32) * 1e-3
+                p.push(x)
         if self.model is not None:
             self.model.stream().push(np.zeros((4, self.model.input_size), np.float32))
+        if self._events:
+            n = self.model.output_size
+            EventDetector(self._labels(n), self._event_params, 100.0).push(np.zeros((2, n), np.float32))
         dt = time.perf_counter() - t0
         log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
         return dt

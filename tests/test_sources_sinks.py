@@ -260,3 +260,19 @@ def test_devices_without_portaudio_says_how_to_install_it(tmp_path):
     assert r.stderr.strip() == ("streamrnn: error: PortAudio is not installed (PortAudio library not found); "
                                 "install it with `apt-get install libportaudio2` (Debian/Ubuntu) or "
                                 "`brew install portaudio`")
+
+
+def test_fast_json_lines_equal_json_dumps_of_every_record():
+    """The JSON-lines sink formats prediction rows by hand; each line must be exactly json.dumps of its record."""
+    import json
+
+    from streamrnn.transport import sinks as sk
+
+    rng = np.random.default_rng(3)
+    for rate, flags in ((100.0, wire.FLAG_GAP | wire.FLAG_RESET), (None, 0), (16000.0 / 160, wire.FLAG_OVERFLOW)):
+        descs = {"s.1": {"rate": rate}} if rate else {}
+        data = rng.standard_normal((7, 3)).astype(np.float32) * np.float32(10.0) ** rng.integers(-8, 8, (7, 3))
+        m = wire.Message(wire.PRED, "s.1", flags=flags, epoch=2**53 - 1, seq=41, sample_index=123456,
+                         t_capture=1764230400.123456, data=data)
+        want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in sk._rows(m, descs))
+        assert sk._pred_lines(m, descs) == want

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from streamrnn.errors import ConfigError
 from streamrnn.runtime.stats import Stats
 from streamrnn.transport import wire
@@ -76,6 +78,24 @@ def _rows(m: wire.Message, descs: dict):
                "seq": m.seq, "flags": flags if i == 0 else [], "y": row}
 
 
+def _pred_lines(m: wire.Message, descs: dict) -> str:
+    """The JSON lines of ``_rows(m)``, byte for byte what ``json.dumps`` writes for each record,
+    built with string formatting: the per-row ``json.dumps`` was half of the whole pipeline's
+    CPU time on a long file.  Only for finite values (json spells NaN/Inf differently from repr)."""
+    d = descs.get(m.stream) or {}
+    rate = float(d.get("rate") or 0) or None
+    head = '{"type":"pred","stream":%s,"epoch":%d,"frame":' % (json.dumps(m.stream), m.epoch)
+    mid = ',"t_capture":%s,"seq":%d,"flags":' % (json.dumps(m.t_capture), m.seq)
+    flags0 = json.dumps(m.flag_names(), separators=(",", ":"))
+    out = []
+    for i, row in enumerate(m.data.tolist()):
+        k = m.sample_index + i
+        t = "null" if rate is None else repr(round(k / rate, 6))
+        y = ",".join(map(repr, row))
+        out.append(f'{head}{k},"time":{t}{mid}{flags0 if i == 0 else "[]"},"y":[{y}]}}\n')
+    return "".join(out)
+
+
 class _TextSink(Sink):
     """Shared bookkeeping of text sinks: descriptors per stream, rendering of records."""
 
@@ -116,6 +136,9 @@ class JsonLinesSink(_TextSink):
             self._f = sys.stdout
 
     def write(self, m):
+        if (m.kind == wire.PRED or (m.kind == wire.DATA and m.direction == "out")) and np.isfinite(m.data).all():
+            self._f.write(_pred_lines(m, self.descs))
+            return
         for r in self.records(m):
             self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
         if m.kind == wire.EOS:  # a finished stream is complete on disk

@@ -7,6 +7,7 @@ import pytest
 
 import streamrnn
 from streamrnn.nn.cells import CELL_CODES
+from streamrnn.transport.sinks import Sink
 
 CELLS = list(CELL_CODES)
 
@@ -31,3 +32,17 @@ def small_model(cell, layers=2, head=True, activation="sigmoid", norm=False, dty
 
 def frames(T, I=5, seed=0, scale=1.5):
     return (np.random.default_rng(seed).standard_normal((T, I)) * scale).astype(np.float32)
+
+
+class Keep(Sink):
+    """A sink that keeps every message, for in-process pipeline tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.msgs = []
+
+    def write(self, m):
+        self.msgs.append(m)
+
+    def kind(self, name, stream=None):
+        return [m for m in self.msgs if m.kind_name == name and (stream is None or m.stream == stream)]

@@ -325,17 +325,9 @@ def test_training_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_pat
 
 # --- reset policy on endless streams (docs/operations.md) -----------------------------------------
 def test_reset_policy_gaps_carry_state_reset_flag_and_epoch_restart_it():
+    from conftest import Keep
     from streamrnn.runtime.pipeline import Pipeline
-    from streamrnn.transport.sinks import Sink
     from streamrnn.transport.sources import Chunk
-
-    class Keep(Sink):
-        def __init__(self):
-            super().__init__()
-            self.msgs = []
-
-        def write(self, m):
-            self.msgs.append(m)
 
     m = streamrnn.Model.random("lstm", input_size=3, hidden_size=8, output_size=1, seed=3)
     x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)

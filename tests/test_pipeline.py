@@ -15,20 +15,8 @@ from streamrnn.errors import ConfigError
 from streamrnn.runtime.pipeline import Pipeline, StreamConfig, load_stream_config
 from streamrnn.runtime.stats import Stats
 from streamrnn.transport import wire
-from streamrnn.transport.sinks import Sink
+from conftest import Keep
 from streamrnn.transport.sources import Chunk, FileSource, ZmqSource
-
-
-class Keep(Sink):
-    def __init__(self):
-        super().__init__()
-        self.msgs = []
-
-    def write(self, m):
-        self.msgs.append(m)
-
-    def kind(self, name, stream=None):
-        return [m for m in self.msgs if m.kind_name == name and (stream is None or m.stream == stream)]
 
 
 def feat_model(activation="sigmoid", seed=3):

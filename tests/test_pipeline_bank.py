@@ -6,18 +6,9 @@ import numpy as np
 
 import streamrnn
 from streamrnn.audio import LogMel
+from conftest import Keep
 from streamrnn.runtime.pipeline import Pipeline, StreamConfig
-from streamrnn.transport.sinks import Sink
 from streamrnn.transport.sources import Chunk
-
-
-class Keep(Sink):
-    def __init__(self):
-        super().__init__()
-        self.msgs = []
-
-    def write(self, m):
-        self.msgs.append(m)
 
 
 def preds(keep, sid):

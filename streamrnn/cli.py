@@ -281,7 +281,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret
         for s, h in old.items():
             signal.signal(s, h)
         sys.stdout.flush()
-        click.echo(stats.summary(), err=True)
+        click.echo(stats.summary(latency=False), err=True)
 
 
 @cli.command()

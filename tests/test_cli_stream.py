@@ -413,6 +413,7 @@ def test_listen_decodes_any_traffic_and_names_bad_messages(tmp_path):
     assert out[1]["bad"] == "magic"
     assert out[2]["meta"] == {"event": "start"}
     assert "magic=1" in lp.err.read_text()
+    assert "latency" not in lp.err.read_text()  # a listener publishes nothing: no latency line
 
 
 def test_protocol_doc_shows_exactly_the_tested_examples():

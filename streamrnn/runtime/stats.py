@@ -110,8 +110,9 @@ class Stats:
             self.lat_interval = LatencyHistogram()
         return d
 
-    def summary(self) -> str:
-        """Human-readable multi-line summary (printed on stderr at exit)."""
+    def summary(self, latency: bool = True) -> str:
+        """Human-readable multi-line summary (printed on stderr at exit); ``latency=False`` leaves out
+        the processing-latency line (``listen`` publishes nothing, so it has none)."""
         d = self.snapshot(roll=False)
         lines = [f"streamrnn stats after {d['uptime_s']:.1f} s:"]
         for k, v in d["counters"].items():
@@ -121,9 +122,9 @@ class Stats:
             else:
                 lines.append(f"  {k:<14} {v}")
         lat = d["latency"]
-        if lat["n"]:
+        if latency and lat["n"]:
             lines.append(f"  latency        p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
                          f"max {lat['max_ms']} ms over {lat['n']} messages")
-        else:
+        elif latency:
             lines.append("  latency        no predictions published")
         return "\n".join(lines)

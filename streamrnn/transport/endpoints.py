@@ -321,3 +321,18 @@ def write_keypair(directory, name: str = "streamrnn") -> tuple[Path, Path]:
     except OSError as e:
         raise ConfigError(f"cannot write keys in {str(d)!r}: {e.strerror or e}") from None
     return pub, sec
+
+
+class ZmqSocketOwner:
+    """``close`` and ``describe`` shared by the ZeroMQ sources and sinks (``self.ep``, ``self._sock``)."""
+
+    ep: Endpoint
+    _sock = None
+
+    def close(self):
+        if self._sock is not None:
+            close_socket(self._sock)
+            self._sock = None
+
+    def describe(self):
+        return f"ZeroMQ {self.ep.pattern} {'bound to' if self.ep.bind else 'connected to'} {self.ep.address}"

@@ -31,8 +31,8 @@ import numpy as np
 from streamrnn.errors import ConfigError
 from streamrnn.runtime.stats import Stats
 from streamrnn.transport import wire
-from streamrnn.transport.endpoints import (RateLimitedLog, close_socket, hwm_messages, is_zmq_uri,
-                                           open_socket, parse_zmq_uri)
+from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
+                                           parse_zmq_uri)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,8 @@ class _TextSink(Sink):
     def __init__(self, stats=None):
         super().__init__(stats)
         self.descs: dict[str, dict] = {}
+        self._f = None
+        self._own = True  # close the file at the end (False for stdout)
 
     def records(self, m: wire.Message):
         if m.kind == wire.PRED or (m.kind == wire.DATA and m.direction == "out"):
@@ -114,6 +116,19 @@ class _TextSink(Sink):
                 yield {"type": "desc", **m.meta}
         elif m.kind == wire.EOS:
             yield {"type": "eos", "stream": m.stream, "epoch": m.epoch, "frames": m.sample_index}
+
+    def flush(self):
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self):
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.flush()
+            finally:
+                if self._own:
+                    f.close()
 
 
 class JsonLinesSink(_TextSink):
@@ -143,19 +158,6 @@ class JsonLinesSink(_TextSink):
             self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
         if m.kind == wire.EOS:  # a finished stream is complete on disk
             self._f.flush()
-
-    def flush(self):
-        if self._f is not None:
-            self._f.flush()
-
-    def close(self):
-        f, self._f = self._f, None
-        if f is not None:
-            try:
-                f.flush()
-            finally:
-                if self._own:
-                    f.close()
 
     def describe(self):
         return f"JSON lines to {self.path or 'stdout'}"
@@ -188,18 +190,6 @@ class CsvSink(_TextSink):
                 self._w.writerow(["stream", "epoch", "frame", "time", "t_capture", "flags", *self._labels])
             self._w.writerow([r["stream"], r["epoch"], r["frame"], r["time"], f"{r['t_capture']:.6f}",
                               "|".join(r["flags"]), *(f"{v:.7g}" for v in r["y"])])
-
-    def flush(self):
-        if self._f is not None:
-            self._f.flush()
-
-    def close(self):
-        f, self._f = self._f, None
-        if f is not None:
-            try:
-                f.flush()
-            finally:
-                f.close()
 
     def describe(self):
         return f"CSV to {self.path}"
@@ -253,7 +243,7 @@ class TerminalSink(_TextSink):
         self.out.flush()
 
 
-class ZmqSink(Sink):
+class ZmqSink(ZmqSocketOwner, Sink):
     """``zmq+pub://`` (binds) or ``zmq+push://`` (connects): every message in streamrnn/1.
 
     Sends never block: a push sink with no peer or a full queue drops the message
@@ -284,13 +274,6 @@ class ZmqSink(Sink):
             self._warn_hwm(f"{self.describe()}: queue full ({self.hwm} messages, hwm_seconds) or no peer: "
                            f"messages dropped (counted in drops.hwm)")
 
-    def close(self):
-        if self._sock is not None:
-            close_socket(self._sock)
-            self._sock = None
-
-    def describe(self):
-        return f"ZeroMQ {self.ep.pattern} {'bound to' if self.ep.bind else 'connected to'} {self.ep.address}"
 
 
 def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0, curve=None) -> Sink:

@@ -31,8 +31,8 @@ import numpy as np
 from streamrnn.errors import AudioError, ConfigError, WireError
 from streamrnn.runtime.stats import Stats
 from streamrnn.transport import wire
-from streamrnn.transport.endpoints import (RateLimitedLog, close_socket, hwm_messages, is_zmq_uri,
-                                           open_socket, parse_zmq_uri)
+from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
+                                           parse_zmq_uri)
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class _InStream:
     pending_flags: int = 0
 
 
-class ZmqSource(Source):
+class ZmqSource(ZmqSocketOwner, Source):
     """``zmq+sub://`` / ``zmq+pull://``: streamrnn/1 data of any number of streams.
 
     Every stream needs a descriptor (kind 3) of its epoch before its data is
@@ -489,13 +489,6 @@ class ZmqSource(Source):
         """Drop what is known of ``stream`` (its data is used again after its next descriptor)."""
         self.table.pop(stream, None)
 
-    def close(self):
-        if self._sock is not None:
-            close_socket(self._sock)
-            self._sock = None
-
-    def describe(self):
-        return f"ZeroMQ {self.ep.pattern} {'bound to' if self.ep.bind else 'connected to'} {self.ep.address}"
 
 
 def _desc_key(d: dict) -> tuple:

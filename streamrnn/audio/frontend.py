@@ -491,6 +491,17 @@ def as_signal(x, what="signal", allow_2d=False) -> np.ndarray:
     raise AudioError(f"{what} must have shape {want}, got {x.shape}")
 
 
+def guarded_restore(restore, snap, what: str) -> None:
+    """``restore(snap)``, with a hand-made or damaged dict (KeyError/TypeError/ValueError inside)
+    reported as one SnapshotError naming ``what`` instead of a traceback."""
+    try:
+        restore(snap)
+    except SnapshotError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise SnapshotError(f"malformed {what} snapshot: {e!r}") from None
+
+
 def fix_nonfinite(x: np.ndarray, nonfinite: str, what="signal"):
     """Return (x, n_replaced): NaN/Inf raise AudioError (``"error"``) or become 0 (``"zero"``)."""
     if nonfinite not in NONFINITE_MODES:
@@ -767,12 +778,7 @@ class LogMel:
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot taken from a front end with identical settings."""
-        try:
-            self._restore(snap)
-        except SnapshotError:
-            raise
-        except (KeyError, TypeError, ValueError) as e:  # a hand-made or damaged dict
-            raise SnapshotError(f"malformed front-end snapshot: {e!r}") from None
+        guarded_restore(self._restore, snap, "front-end")
 
     def _restore(self, snap: dict) -> None:
         if not isinstance(snap, dict) or snap.get("kind") != "frontend":

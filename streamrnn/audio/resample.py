@@ -32,7 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamrnn.audio.frontend import as_signal, check_rate
+from streamrnn.audio.frontend import as_signal, check_rate, guarded_restore
 from streamrnn.errors import AudioError, ConfigError, SnapshotError
 
 SNAPSHOT_VERSION = 1
@@ -206,12 +206,7 @@ class Resampler:
 
     def restore(self, snap: dict) -> None:
         """Rebuild the soxr state by replaying the snapshot's input history (see module doc)."""
-        try:
-            self._restore(snap)
-        except SnapshotError:
-            raise
-        except (KeyError, TypeError, ValueError) as e:  # a hand-made or damaged dict
-            raise SnapshotError(f"malformed resampler snapshot: {e!r}") from None
+        guarded_restore(self._restore, snap, "resampler")
 
     def _restore(self, snap: dict) -> None:
         if not isinstance(snap, dict) or snap.get("kind") != "resampler":

@@ -269,10 +269,13 @@ def test_fast_json_lines_equal_json_dumps_of_every_record():
     from streamrnn.transport import sinks as sk
 
     rng = np.random.default_rng(3)
-    for rate, flags in ((100.0, wire.FLAG_GAP | wire.FLAG_RESET), (None, 0), (16000.0 / 160, wire.FLAG_OVERFLOW)):
-        descs = {"s.1": {"rate": rate}} if rate else {}
-        data = rng.standard_normal((7, 3)).astype(np.float32) * np.float32(10.0) ** rng.integers(-8, 8, (7, 3))
-        m = wire.Message(wire.PRED, "s.1", flags=flags, epoch=2**53 - 1, seq=41, sample_index=123456,
+    cases = ((100.0, wire.FLAG_GAP | wire.FLAG_RESET, (7, 3), "s.1"), (None, 0, (7, 3), "s.1"),
+             (16000.0 / 160, wire.FLAG_OVERFLOW, (7, 3), "s.1"), (44100.0 / 512, 0, (9, 1), 'a%d "b"\\'),
+             (100.0, wire.FLAG_GAP, (1, 2), "s%s"), (100.0, 0, (3, 0), "s.1"), (100.0, 0, (0, 1), "s.1"))
+    for rate, flags, shape, sid in cases:
+        descs = {sid: {"rate": rate}} if rate else {}
+        data = rng.standard_normal(shape).astype(np.float32) * np.float32(10.0) ** rng.integers(-8, 8, shape)
+        m = wire.Message(wire.PRED, sid, flags=flags, epoch=2**53 - 1, seq=41, sample_index=123456,
                          t_capture=1764230400.123456, data=data)
         want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in sk._rows(m, descs))
         assert sk._pred_lines(m, descs) == want

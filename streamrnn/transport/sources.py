@@ -412,21 +412,24 @@ class ZmqSource(ZmqSocketOwner, Source):
         if not self._poller.poll(int(timeout * 1000)):
             return []
         out = []
-        for _ in range(max_messages):
+        recv, decode, accept, limit = self._sock.recv_multipart, wire.decode, self._accept, self.max_message_bytes
+        n = 0
+        for n in range(1, max_messages + 1):
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
+                n -= 1
                 break
-            self.stats.add("messages_in")
             try:
-                m = wire.decode(frames, self.max_message_bytes)
+                m = decode(frames, limit)
             except WireError as e:
                 self.stats.count("bad", e.reason)
                 log.debug("bad message skipped: %s", e)
                 continue
-            ch = self._accept(m)
+            ch = accept(m)
             if ch is not None:
                 out.append(ch)
+        self.stats.add("messages_in", n)
         return out
 
     def _accept(self, m: wire.Message) -> Chunk | None:

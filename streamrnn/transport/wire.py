@@ -226,7 +226,9 @@ def decode(frames, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message
     if not isinstance(frames, (list, tuple)) or len(frames) != 3:
         n = len(frames) if isinstance(frames, (list, tuple)) else "?"
         raise WireError("frames", f"expected 3 frames (topic, header, payload), got {n}")
-    topic_b, header, payload = (bytes(f) if not isinstance(f, bytes) else f for f in frames)
+    topic_b, header, payload = frames
+    if type(topic_b) is not bytes or type(header) is not bytes or type(payload) is not bytes:
+        topic_b, header, payload = bytes(topic_b), bytes(header), bytes(payload)
     total = len(topic_b) + len(header) + len(payload)
     if max_bytes is not None and total > max_bytes:
         raise WireError("too_large", f"message of {total} bytes exceeds the maximum of {max_bytes}")
@@ -276,7 +278,7 @@ def decode(frames, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message
         if dt.kind == "f" and not np.isfinite(a).all():
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             raise WireError("non_finite", f"{bad} NaN/Inf values in {KIND_NAMES[kind]} of {stream!r}")
-        m.data = a.astype(dt.newbyteorder("="), copy=False)
+        m.data = a if dt.isnative else a.astype(dt.newbyteorder("="))
     elif kind in JSON_KINDS:
         if n_rows or n_cols:
             raise WireError("payload_size", f"{KIND_NAMES[kind]} must have n_rows = n_cols = 0, "

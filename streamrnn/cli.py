@@ -194,9 +194,12 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
 @click.option("--min-on", type=float, help="Shortest segment, seconds (default 0.1).")
 @click.option("--min-off", type=float, help="Shortest gap, seconds; shorter dips are bridged (default 0.2).")
 @click.option("--max-segment", type=float, help="Longest segment before it is cut, seconds (default 30).")
+@click.option("--threads", type=int,
+              help="Numba threads that share the model step of many streams (default 1: single-threaded, "
+                   "nothing spins); at most NUMBA_NUM_THREADS, the CPU count by default.")
 def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
            as_json, max_message_bytes, max_streams, idle_timeout, events, on_threshold, off_threshold, min_on,
-           min_off, max_segment, **limits):
+           min_off, max_segment, threads, **limits):
     """Run MODEL on live audio or feature frames; publish predictions and events.
 
     Precedence of every option: command line > STREAMRNN_* environment > --config > defaults.
@@ -207,7 +210,7 @@ def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, cha
         format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
         max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout, events=events,
         on_threshold=on_threshold, off_threshold=off_threshold, min_on=min_on, min_off=min_off,
-        max_segment=max_segment, **limits))  # limits: --max-model-bytes and the --curve-* options
+        max_segment=max_segment, threads=threads, **limits))  # limits: --max-model-bytes, --curve-*
 
 
 @cli.command()

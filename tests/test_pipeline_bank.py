@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import streamrnn
 from streamrnn.audio import LogMel
@@ -15,12 +16,14 @@ def preds(keep, sid):
     return np.concatenate([m.data for m in keep.msgs if m.kind_name == "pred" and m.stream == sid])
 
 
-def test_interleaved_streams_through_the_bank_equal_offline():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_interleaved_streams_through_the_bank_equal_offline(threads):
     fe = LogMel(sample_rate=16000, n_mels=12)
     m = streamrnn.Model.random("gru", 12, 16, num_layers=2, output_size=1, activation="sigmoid",
                                frontend=fe.to_dict())
     keep = Keep()
-    p = Pipeline(None, [keep], model=m, config=StreamConfig(max_streams=40, events=False))
+    p = Pipeline(None, [keep], model=m, config=StreamConfig(max_streams=40, events=False, threads=threads))
+    assert p.bank.threads == threads
     rng = np.random.default_rng(0)
     n_streams, n_blocks = 30, 6
     audio = {f"s{i}": rng.standard_normal((n_blocks * 800, 1)).astype(np.float32) * 0.1 for i in range(n_streams)}
@@ -41,3 +44,31 @@ def test_interleaved_streams_through_the_bank_equal_offline():
     p.process_many([Chunk("again", 9, "audio", x[:1600], 16000.0, 0, 0.0),
                     Chunk("again", 9, "audio", x[1600:4000], 16000.0, 1600, 0.0)])
     np.testing.assert_allclose(preds(keep, "again"), m.forward(fe.compute(x[:4000, 0])), rtol=0, atol=1e-6)
+
+
+def test_threads_option_of_the_cli(tmp_path):
+    """--threads reaches the bank; a count outside Numba's pool is refused with the limit named."""
+    import json
+    import subprocess
+    import sys
+
+    from streamrnn.nn.parallel import max_threads
+
+    wav = tmp_path / "a.wav"
+    import soundfile as sf
+
+    sf.write(str(wav), (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32), 16000)
+    outs = {}
+    for t in (1, 2):
+        out = tmp_path / f"o{t}.jsonl"
+        r = subprocess.run([sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", f"file:{wav}",
+                            "--sink", f"jsonl:{out}", "--threads", str(t)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+        outs[t] = [(r["frame"], r["y"]) for r in recs if r["type"] == "pred"]
+    assert len(outs[1]) == 1 + (16000 - 400) // 160 and outs[1] == outs[2]
+    r = subprocess.run([sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", f"file:{wav}",
+                        "--sink", "null", "--threads", str(max_threads() + 1)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert f"threads must be an integer in [1, {max_threads()}]" in r.stderr

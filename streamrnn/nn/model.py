@@ -190,9 +190,10 @@ class Model:
 
         return AudioStream(self, sample_rate, **kw)
 
-    def bank(self, capacity: int) -> "Bank":
-        """States for up to ``capacity`` streams, advanced together by one kernel call."""
-        return Bank(self, capacity)
+    def bank(self, capacity: int, threads: int = 1) -> "Bank":
+        """States for up to ``capacity`` streams, advanced together by one kernel call
+        (split across ``threads`` Numba threads if more than 1; see ``streamrnn.nn.parallel``)."""
+        return Bank(self, capacity, threads)
 
     def forward(self, x) -> np.ndarray:
         """Offline: run a whole sequence (T, I) from zero state; returns (T, O)."""
@@ -296,9 +297,15 @@ class Bank:
 
     MAX_CAPACITY = 1 << 20
 
-    def __init__(self, model: Model, capacity: int):
+    def __init__(self, model: Model, capacity: int, threads: int = 1):
         if not isinstance(capacity, (int, np.integer)) or not 1 <= capacity <= self.MAX_CAPACITY:
             raise CapacityError(f"bank capacity must be an integer in [1, {self.MAX_CAPACITY}], got {capacity!r}")
+        self.threads = 1
+        if isinstance(threads, bool) or threads != 1:  # the parallel module (and its compile) only when asked for
+            from streamrnn.nn.parallel import check_threads
+
+            self.threads = check_threads(threads)
+        self._pws = np.zeros(0, model.dtype)  # the parallel groups' scratch, grown on demand
         a = model.arch
         self.model, self.capacity = model, int(capacity)
         self.h = np.zeros((a.num_layers, self.capacity, a.hidden_size), model.dtype)  # (L, capacity, H)
@@ -381,10 +388,24 @@ class Bank:
             xb = np.zeros((T, n, m.input_size), m.dtype)  # (T, n, I), short streams padded (masked by lens)
             for i, x in enumerate(xs):
                 xb[: len(x), i] = x
-            ws = self._ws.ensure(T, n)
-            bank_step_kernel(m._mi, m.theta, xb, lens, slots, self.h, self.c, ws, y)
+            if self.threads > 1 and n >= 2 * self.threads:
+                self._push_parallel(xb, lens, slots, y)
+            else:
+                ws = self._ws.ensure(T, n)
+                bank_step_kernel(m._mi, m.theta, xb, lens, slots, self.h, self.c, ws, y)
             self.n_frames[slots] += lens
         return {sid: y[: lens[i], i].copy() for i, sid in enumerate(frames)}
+
+    def _push_parallel(self, xb, lens, slots, y):
+        from streamrnn.nn.parallel import bank_step_parallel
+
+        a, m = self.model.arch, self.model
+        T, n = xb.shape[:2]
+        part = workspace_size(T, -(-n // self.threads), a.input_size, a.hidden_size, a.gates)
+        if self._pws.shape[0] < self.threads * part:
+            self._pws = np.zeros(2 * self.threads * part, m.dtype)  # grows geometrically, never per call
+        bank_step_parallel(self.threads, m._mi, m.theta, xb, lens, slots, self.h, self.c,
+                           self._pws[: self.threads * part], y)
 
     def snapshot(self, sid) -> dict:
         """The stream's state as a ``Stream`` snapshot (restorable into a Stream or a bank slot)."""

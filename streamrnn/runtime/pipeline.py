@@ -85,6 +85,7 @@ class StreamConfig:
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # bytes: larger messages are refused
     max_streams: int = 64               # concurrent streams of a ZeroMQ source
     idle_timeout: float = 0.0           # s without data after which a stream is closed; 0 = never
+    threads: int = 1                    # Numba threads sharing the bank's model step (1: single-threaded)
     queue_seconds: float = 2.0          # s of audio the microphone queue holds before dropping the oldest
     hwm_seconds: float = 2.0            # s of messages each ZeroMQ socket queues
     stats_interval: float = 1.0         # s between stats messages (kind 7)
@@ -110,6 +111,10 @@ class StreamConfig:
         for k, hi in LIMITS.items():  # hard caps: each bounds memory a config typo could exhaust
             if getattr(self, k) > hi:
                 raise ConfigError(f"{k} = {getattr(self, k)} is above the limit of {hi}")
+        if self.threads != 1:
+            from streamrnn.nn.parallel import check_threads
+
+            check_threads(self.threads)
         if self.idle_timeout < 0:
             raise ConfigError(f"idle_timeout must be >= 0 s (0 = never), got {self.idle_timeout}")
         for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):
@@ -301,7 +306,8 @@ class Pipeline:
         self.slots: dict[str, StreamSlot] = {}
         self._readers_gone = False  # every sink's reader closed its pipe: stop quietly
         # Every stream's hidden state lives in one bank: one kernel call per read advances them all.
-        self.bank = model.bank(max(1, int(self.config.max_streams))) if mode == "pred" else None
+        self.bank = (model.bank(max(1, int(self.config.max_streams)), self.config.threads)
+                     if mode == "pred" else None)
         self._events = (mode == "pred" and self.config.events and model.activation == "sigmoid")
         self._event_params = self.config.event_params() if self._events else None
         self._stats_seq = 0

@@ -24,6 +24,7 @@ from streamrnn.nn.kernels import (
     count_nonfinite,
     forward_kernel,
     model_table,
+    stream_buffer_size,
     stream_push_kernel,
     workspace_size,
 )
@@ -226,25 +227,31 @@ class Stream:
     def __init__(self, model: Model):
         self.model = model
         a = model.arch
-        self.h = np.zeros((a.num_layers, 1, a.hidden_size), dtype=model.dtype)
-        self.c = np.zeros_like(self.h)
+        L, H = a.num_layers, a.hidden_size
+        # One flat buffer per stream, h | c | scratch, so the compiled push takes 5 arguments, not 7.
+        self._buf = np.zeros(stream_buffer_size(L, a.input_size, H, a.gates), dtype=model.dtype)
+        self.h = self._buf[: L * H].reshape(L, 1, H)  # (L, 1, H) views into _buf
+        self.c = self._buf[L * H : 2 * L * H].reshape(L, 1, H)
         self.n_frames = 0  # frames consumed since the last reset
-        self._ws = Workspace(a, 1, model.dtype)
+        # what the fast path of push compares x with, looked up once
+        self._dtype, self._n_in, self._n_out = model.dtype, a.input_size, a.out_size
 
     def push(self, x) -> np.ndarray:
         """x (T, input_size) -> y (T, output_size); the hidden state moves on by T frames.
 
         NaN/Inf in x raise ``InputError`` and leave the state untouched.
         """
-        m = self.model
-        if type(x) is not np.ndarray or x.dtype != m.dtype or not x.flags.c_contiguous:
-            x = m.check_frames(x)
-        elif x.ndim != 2 or x.shape[1] != m.input_size:
-            m.check_frames(x)  # raises the clear shape error
+        # Fast path, the live frame-by-frame case: already a C-contiguous (T, I) array of the
+        # model's dtype (builtin dtypes are singletons, so ``is`` is exact; any other x takes
+        # check_frames, which converts or raises the clear error).
+        if not (type(x) is np.ndarray and x.dtype is self._dtype and x.ndim == 2
+                and x.shape[1] == self._n_in and x.flags.c_contiguous):
+            x = self.model.check_frames(x)
         T = x.shape[0]
-        y = np.empty((T, m.output_size), dtype=m.dtype)
+        y = np.empty((T, self._n_out), self._dtype)
         if T:
-            bad = stream_push_kernel(m._mi, m.theta, x, self.h, self.c, self._ws.ensure(T), y)
+            m = self.model
+            bad = stream_push_kernel(m._mi, m.theta, x, self._buf, y)
             if bad:
                 raise InputError(f"x contains {bad} NaN/Inf values; they would poison the hidden state")
             self.n_frames += T

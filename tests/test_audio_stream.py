@@ -208,6 +208,28 @@ def test_nonfinite_samples():
         FeatureStream(LogMel(), 16000, nonfinite="skip")
 
 
+def test_nonfinite_samples_same_rate():
+    """Same rate (no resampler): the front end's kernel checks the samples; the count belongs to the
+    FeatureStream, a rejected block changes nothing, and the error names the samples."""
+    x = np.random.default_rng(10).standard_normal(4000).astype(np.float32) * 0.1
+    bad = x.copy()
+    bad[[7, 2500]] = [np.inf, np.nan]
+    fe = LogMel(preemphasis=0.97)
+    fs = FeatureStream(fe, 16000)
+    a = fs.push(x[:1000])
+    with pytest.raises(AudioError, match=r"samples contains 1 NaN/Inf samples \(first at sample 1500\)"):
+        fs.push(bad[1000:])  # sample 2500 of the signal is sample 1500 of the block
+    assert fs.n_frames == len(a) and fs.n_nonfinite == 0
+    np.testing.assert_array_equal(np.concatenate([a, fs.push(x[1000:])]), fe.compute(x))
+    z = FeatureStream(fe, 16000, nonfinite="zero")
+    clean = x.copy()
+    clean[[7, 2500]] = 0
+    got = np.concatenate([z.push(bad[:1600]), z.push(bad[1600:])])
+    np.testing.assert_array_equal(got, fe.compute(clean))
+    assert z.n_nonfinite == 2 and z.frontend.n_nonfinite == 0
+    assert z.snapshot()["n_nonfinite"] == 2
+
+
 def test_bad_stream_input():
     fs = FeatureStream(LogMel(), 16000)
     with pytest.raises(AudioError, match="dtype int32"):

@@ -220,7 +220,83 @@ def test_push_random_block_sizes_equals_compute(sizes, which, seed):
     got = push_in_blocks(fe, x, sizes)
     ref = fe.compute(x) if len(x) else np.empty((0, fe.n_features), np.float32)
     assert got.shape == ref.shape
-    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=8), n_bad=st.integers(1, 6),
+       which=st.sampled_from(["pre", "hop>win-pre", "plain"]), seed=st.integers(0, 2**16))
+def test_push_nonfinite_zero_any_chunking_equals_zeroed_signal(sizes, n_bad, which, seed):
+    """nonfinite="zero" takes the one-sample-at-a-time path of the push kernel: the zeroed samples must
+    feed the pre-emphasis (also across a block edge and across skipped samples, hop > win)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(int(rng.integers(500, 6000))) * 0.3).astype(np.float32)
+    idx = rng.integers(0, len(x), n_bad)
+    bad = x.copy()
+    bad[idx] = rng.choice([np.nan, np.inf, -np.inf], n_bad)
+    zeroed = x.copy()
+    zeroed[idx] = 0
+    fe = {"pre": LogMel(preemphasis=0.97), "hop>win-pre": LogMel(hop_length=450, win_length=256, n_fft=256,
+                                                                  preemphasis=0.9),
+          "plain": LogMel()}[which]
+    out, i, k = [], 0, 0
+    while i < len(bad):
+        out.append(fe.push(bad[i:i + sizes[k % len(sizes)]], nonfinite="zero"))
+        i += sizes[k % len(sizes)]
+        k += 1
+    np.testing.assert_array_equal(np.concatenate(out), fe.compute(zeroed))
+    assert fe.n_nonfinite == len(np.unique(idx))
+    np.testing.assert_allclose(fe.compute(zeroed), naive_features(zeroed, fe), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [dict(preemphasis=0.97), dict(hop_length=450, win_length=256, n_fft=256,
+                                                               preemphasis=0.5)])
+def test_rejected_block_mid_stream_leaves_state_untouched(cfg):
+    """A block with NaN raises before anything changes: the stream continues as if it never came
+    (leftover samples, pre-emphasis sample and skip count all kept)."""
+    x = np.random.default_rng(11).standard_normal(6000).astype(np.float32)
+    fe = LogMel(**cfg)
+    a = fe.push(x[:1234])
+    state = (fe.pending, fe.n_frames, fe.snapshot()["prev"], fe.snapshot()["skip"])
+    bad = x[1234:2000].copy()
+    bad[300] = np.nan
+    with pytest.raises(AudioError, match=r"1 NaN/Inf samples \(first at sample 300\)"):
+        fe.push(bad)
+    assert (fe.pending, fe.n_frames, fe.snapshot()["prev"], fe.snapshot()["skip"]) == state
+    b = fe.push(x[1234:])
+    np.testing.assert_array_equal(np.concatenate([a, b]), fe.compute(x))
+
+
+def test_push_and_compute_accept_strided_lists_and_float64():
+    """Inputs off the fast path (non-contiguous, lists, float64, int16) give the frames of the same
+    samples as a contiguous float32 array."""
+    x = (np.random.default_rng(12).standard_normal(8000) * 0.2).astype(np.float32)
+    fe = LogMel(preemphasis=0.97)
+    ref = fe.compute(x)
+    wide = np.zeros(2 * len(x), np.float32)
+    wide[::2] = x
+    np.testing.assert_array_equal(fe.compute(wide[::2]), ref)  # strided view
+    np.testing.assert_array_equal(fe.compute(x.astype(np.float64)), ref)  # float32 -> float64 is exact
+    np.testing.assert_array_equal(fe.compute(x[:1000].tolist()), fe.compute(x[:1000]))
+    got = np.concatenate([fe.push(wide[:6000:2]), fe.push(x[3000:5000].astype(np.float64)),
+                          fe.push(x[5000:].tolist())])
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_equal_settings_share_tables_not_state():
+    """Front ends with equal settings share their read-only tables (one copy for a server's thousand
+    streams) but never their streaming state."""
+    a, b = LogMel(), LogMel()
+    assert a._ftab is b._ftab and a._itab is b._itab
+    assert LogMel(n_mels=20)._ftab is not a._ftab
+    assert MFCC(n_mfcc=13)._ftab is not MFCC(n_mfcc=20)._ftab
+    x = np.random.default_rng(13).standard_normal(4000).astype(np.float32)
+    ref = LogMel().compute(x)
+    a0 = a.push(x[:1000])
+    assert b.pending == 0 and b.n_frames == 0
+    got = np.concatenate([b.push(x[:2500]), b.push(x[2500:])])
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(np.concatenate([a0, a.push(x[1000:])]), ref)  # b's pushes did not touch a
 
 
 def test_reset_and_pending():

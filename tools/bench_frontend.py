@@ -8,6 +8,12 @@ Reports the minimum and the median over repeats (the machine may be shared) for
   overhead of a push, the cost a live stream pays);
 * ``push 100ms`` streaming in 100 ms blocks (10 frames per push: what each stream of
   the many-streams server pays);
+* ``1000 streams`` 100 ms pushes round-robin over 1000 front ends with equal settings (the
+  stream server's pattern: each stream's tables and state are cold in the CPU cache);
+* ``push 0``     pushes of one sample that complete no frame: the fixed cost of a push
+  (checks, conversion, kernel call), in us per push;
+* ``FeatureStream push 100ms``  ``FeatureStream.push`` (same rate, no resampling) in
+  100 ms blocks, current module only: what the server's per-stream path pays;
 * ``librosa``    ``librosa.feature.melspectrogram(center=False)`` + ``np.log`` on the same signal.
 
 ``--baseline FILE`` also times the ``LogMel`` of another copy of the module (e.g. the
@@ -69,17 +75,60 @@ def main(argv=None):
                 fe.push(x[i:i + block])
         return run
 
-    rows = [("compute", lambda fe: lambda: fe.compute(x), ""),
+    one = x[:1].copy()
+
+    def fixed(fe):  # a push that completes no frame, repeated T times: the fixed cost of a push
+        def run():
+            fe.reset()
+            for _ in range(T):
+                fe.push(one)
+                if fe.pending >= win - 1:
+                    fe.reset()
+        return run
+
+    def many(fe, n_streams=1000, rounds=3):  # round-robin over many front ends, as the stream server
+        group = [type(fe)(**kw) for _ in range(n_streams)]
+        blocks = [x[i * 10 * hop:(i + 1) * 10 * hop] for i in range(rounds + 1)]
+        for f in group:
+            f.push(blocks[0])  # the first push of a stream gives 8 frames, the others 10
+
+        def run():
+            for b in blocks[1:]:
+                for f in group:
+                    f.push(b)
+            return rounds * n_streams * 10  # frames
+        return run
+
+    def offline(fe):
+        def run():
+            fe.compute(x)
+        return run
+
+    rows = [("compute", offline, ""),
             ("push 10ms", lambda fe: stream(fe, hop), "(one 10 ms block = 1 frame per push)"),
-            ("push 100ms", lambda fe: stream(fe, 10 * hop), "(100 ms blocks = 10 frames per push)")]
-    times = {}
-    for _ in range(args.repeats):  # variants interleaved, so load changes hit them alike
+            ("push 100ms", lambda fe: stream(fe, 10 * hop), "(100 ms blocks = 10 frames per push)"),
+            ("push 0", fixed, "(us per push of 1 sample that completes no frame: the fixed cost)"),
+            ("1000 streams", many, "(100 ms pushes round-robin over 1000 front ends: tables shared or not)")]
+    times, makers = {}, {}
+    for rep in range(args.repeats):  # variants interleaved, so load changes hit them alike
         for row, make, _note in rows:
-            for name, fe in fes.items():
-                fn = make(fe)
+            order = list(fes.items())
+            for name, fe in (order if rep % 2 == 0 else order[::-1]):  # alternate who runs first
+                fn = makers.setdefault((row, name), make(fe))
                 t0 = time.perf_counter()
-                fn()
-                times.setdefault((row, name), []).append((time.perf_counter() - t0) / T * 1e6)
+                n = fn() or T  # frames (or pushes, for "push 0")
+                times.setdefault((row, name), []).append((time.perf_counter() - t0) / n * 1e6)
+
+    from streamrnn.audio.stream import FeatureStream
+
+    fs = FeatureStream(fes["streamrnn"], sr)
+    fs_times = []
+    for _ in range(args.repeats):
+        fs.reset()
+        t0 = time.perf_counter()
+        for i in range(0, len(x), 10 * hop):
+            fs.push(x[i:i + 10 * hop])
+        fs_times.append((time.perf_counter() - t0) / T * 1e6)
 
     print(f"signal {args.seconds:g} s at {sr} Hz, {T} frames, n_fft {args.n_fft}, win {win}, hop {hop}, "
           f"{n_mels} mels; us/frame, min and median of {args.repeats} repeats")
@@ -90,6 +139,7 @@ def main(argv=None):
         if args.baseline:
             ratio = min(times[(row, "baseline")]) / min(times[(row, "streamrnn")])
             print(f"{'':9s} {row:10s} speed-up (min) {ratio:.2f}x")
+    print(f"{'streamrnn':9s} {'FeatureStream push 100ms':10s} min {min(fs_times):7.2f}  median {np.median(fs_times):7.2f}")
     try:
         import librosa
     except ImportError:

@@ -11,9 +11,10 @@ across pushes), window of ``win_length`` samples, zero-padded at the end to
 DCT-II (orthonormal) over the log-mel values and optional liftering.
 
 The per-frame work runs in one Numba kernel (``_frames_kernel``) over a whole
-block of frames, in tiles of 8 frames that advance together, then one frame at a time;
-``LogMel.push`` only concatenates the leftover samples with the new block and
-keeps the tail.  Every frame goes through the same floating-point operations
+block of frames, in tiles of 8 frames that advance together, then one frame at a time.
+Before it, ``_push_kernel`` checks the new samples for NaN/Inf, converts them to
+float64 after the leftover samples, pre-emphasises them and keeps the new tail:
+``push`` and ``compute`` both go through it.  Every frame goes through the same floating-point operations
 from the same float64 samples whatever tile it falls in, so ``push`` in any
 block sizes gives frames bit-identical to ``compute`` on the whole signal.
 
@@ -349,6 +350,75 @@ def _all_finite(x):
     return True
 
 
+@njit(cache=True, error_model="numpy")
+def _push_kernel(block, zero_bad, state, n_left, skip, t, hop, a, data):
+    """A ``LogMel.push`` up to the frames: check, convert, pre-emphasise; returns the NaN/Inf count.
+
+    block (n,) float32/float64, C-contiguous.  state (1 + win,) float64 = [prev, the n_left
+    leftover samples (already pre-emphasised)...]; n_left, skip as in ``LogMel``; t the
+    frames that n_left + n - min(skip, n) samples give; hop; a the pre-emphasis.
+    Writes the frame data (leftover, then the new samples; float64) into data[:total]
+    and the new leftover (data[t*hop:total]) and last raw sample into state.
+    NaN/Inf: with zero_bad false the count is returned before anything is written (the
+    caller raises); with zero_bad true they become 0 (and the count is returned).
+    The samples go through the operations of ``compute`` (float64, then x[i] - a x[i-1]):
+    frames are bit-identical to it.  (The frames themselves are a second call: a Numba
+    function that calls ``_frames_kernel`` re-optimises its whole body, 1.7 s of first
+    compile per block dtype, to save one 0.7 us dispatch.)
+    """
+    n = block.shape[0]
+    n_bad = 0
+    for i in range(n):
+        if not math.isfinite(block[i]):
+            n_bad += 1
+    if n_bad and not zero_bad:
+        return n_bad
+    if n == 0:
+        return 0
+    k = min(skip, n)  # samples no frame uses (hop > win)
+    m = n - k  # new samples that go into the frame data
+    total = n_left + m
+    kept = state[1:1 + n_left]
+    head = data[:n_left]
+    for i in range(n_left):
+        head[i] = kept[i]
+    prev = state[0]  # the raw sample before src[0]
+    if k > 0:
+        prev = np.float64(block[k - 1])
+        if not math.isfinite(prev):
+            prev = 0.0
+    src = block[k:]  # (m,)
+    d = data[n_left:total]  # (m,)
+    # loops over slices from 0 (indices provably >= 0) with no carried value: LLVM vectorises them
+    if n_bad == 0 and m > 0:
+        if a == 0.0:
+            for i in range(m):
+                d[i] = np.float64(src[i])
+        else:
+            d[0] = np.float64(src[0]) - a * prev
+            s0 = src[:m - 1]
+            s1 = src[1:]
+            d1 = d[1:]
+            for i in range(m - 1):
+                d1[i] = np.float64(s1[i]) - a * np.float64(s0[i])
+        prev = np.float64(src[m - 1])
+    else:  # NaN/Inf to zero (rare): one sample at a time
+        for i in range(m):
+            v = np.float64(src[i])
+            if not math.isfinite(v):
+                v = 0.0
+            d[i] = v - a * prev if a != 0.0 else v
+            prev = v
+    state[0] = prev  # the last raw sample (after zeroing)
+    used = t * hop
+    if used < total:
+        rest = data[used:total]
+        kept = state[1:1 + total - used]
+        for i in range(total - used):
+            kept[i] = rest[i]
+    return n_bad
+
+
 # --- window ---------------------------------------------------------------------------------------
 
 _COSINE_WINDOWS = {"hann": (0.5, 1.0 - 0.5), "hamming": (0.54, 1.0 - 0.54)}  # scipy's (alpha, 1 - alpha)
@@ -511,14 +581,34 @@ def fix_nonfinite(x: np.ndarray, nonfinite: str, what="signal"):
     ok = np.isfinite(x)
     n_bad = int(ok.size - np.count_nonzero(ok))
     if nonfinite == "error":
-        first = int(np.argmin(ok.reshape(len(x), -1).all(axis=1)))
-        raise AudioError(f"{what} contains {n_bad} NaN/Inf samples (first at sample {first}); "
-                         "pass nonfinite='zero' to replace them with zeros")
+        raise _nonfinite_error(x, what)
     x = np.where(ok, x, 0.0)
     return x, n_bad
 
 
+def _nonfinite_error(x: np.ndarray, what: str) -> AudioError:
+    """The AudioError for NaN/Inf in ``x`` (n,) or (n, channels): how many, and the first sample."""
+    ok = np.isfinite(x)
+    n_bad = int(ok.size - np.count_nonzero(ok))
+    first = int(np.argmin(ok.reshape(len(x), -1).all(axis=1)))
+    return AudioError(f"{what} contains {n_bad} NaN/Inf samples (first at sample {first}); "
+                      "pass nonfinite='zero' to replace them with zeros")
+
+
+def _zero_nonfinite(nonfinite: str) -> bool:
+    """The ``nonfinite`` mode as the kernels' flag: True for "zero", False for "error"."""
+    if nonfinite == "error":
+        return False
+    if nonfinite == "zero":
+        return True
+    raise ConfigError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+
+
 _local = threading.local()
+_MAX_KEPT_DATA = 1 << 20  # samples (8 MB): a longer push gets a temporary frame-data array
+_TABLES: dict = {}  # (class, settings) -> table attributes, shared by front ends with equal settings
+_TABLES_MAX = 32  # distinct settings kept
+_TABLES_LOCK = threading.Lock()
 
 
 def _scratch(need: int) -> np.ndarray:
@@ -596,11 +686,33 @@ class LogMel:
         self.preemphasis = float(_num("preemphasis", preemphasis))
         if not 0.0 <= self.preemphasis < 1.0:
             raise ConfigError(f"preemphasis={self.preemphasis:g} must be in [0, 1)")
-        self._build_tables()
-        self._pack_tables()
+        self._share_tables()
         self.reset()
 
-    # --- tables (built once; the kernel only reads them) ---
+    # --- tables (built once per settings; the kernel only reads them) ---
+    def _share_tables(self):
+        """Take the tables of an earlier front end with the same class and settings, or build them.
+
+        A stream server holds one front end per stream, all with the model's settings: shared
+        tables (~100 KB at n_fft 512, 40 mels: the mel matrix, window, twiddles) stay in the
+        CPU cache from one stream's push to the next instead of 1000 copies evicting each
+        other (measured 1000 streams: see docs/frontend.md).  Never written after building.
+        """
+        key = (type(self), tuple(self.to_dict().items()))
+        with _TABLES_LOCK:
+            tabs = _TABLES.get(key)
+        if tabs is None:
+            before = set(vars(self))
+            self._build_tables()
+            self._pack_tables()
+            tabs = {k: v for k, v in vars(self).items() if k not in before}
+            with _TABLES_LOCK:
+                if len(_TABLES) >= _TABLES_MAX:
+                    del _TABLES[next(iter(_TABLES))]  # the oldest settings
+                _TABLES[key] = tabs
+        else:
+            vars(self).update(tabs)
+
     def _build_tables(self):
         w = periodic_window(self.window, self.win_length)
         self._window = np.ascontiguousarray(w, dtype=np.float64)  # (win,)
@@ -703,14 +815,6 @@ class LogMel:
             _frames_kernel(x, n_frames, self._itab, self._ftab, _scratch(self._n_scratch), out)
         return out
 
-    def _preemph(self, x: np.ndarray, prev: float) -> np.ndarray:
-        if self.preemphasis == 0.0 or len(x) == 0:
-            return np.ascontiguousarray(x, dtype=np.float64)
-        y = np.array(x, dtype=np.float64)  # copy: never mutate the caller's array
-        y[1:] -= self.preemphasis * x[:-1]
-        y[0] -= self.preemphasis * prev
-        return y
-
     def compute(self, signal, nonfinite: str = "error") -> np.ndarray:
         """Offline features of a whole mono signal (n,) -> (T, n_features) float32.
 
@@ -718,13 +822,20 @@ class LogMel:
         samples are used as they are; int16 is scaled by 1/32768.  An empty signal
         raises AudioError; a signal shorter than ``win_length`` gives (0, F).
         """
-        x = as_signal(signal)
+        zero = _zero_nonfinite(nonfinite)
+        x = signal
+        if not (type(x) is np.ndarray and x.ndim == 1 and x.dtype.char in "fd" and x.flags.c_contiguous):
+            x = np.ascontiguousarray(as_signal(x))
         if len(x) == 0:
             raise AudioError("signal is empty (0 samples); need at least win_length="
                              f"{self.win_length} samples for one frame")
-        x, _ = fix_nonfinite(x, nonfinite)
-        x = self._preemph(x, 0.0)
-        return self._run(x, self.n_frames_for(len(x)))
+        t = self.n_frames_for(len(x))
+        data = np.empty(len(x))  # float64 samples after the NaN/Inf check and pre-emphasis
+        state = np.zeros(1 + self.win_length)  # a fresh stream's state
+        bad = _push_kernel(x, zero, state, 0, 0, t, self.hop_length, self.preemphasis, data)
+        if bad and not zero:
+            raise _nonfinite_error(x, "signal")
+        return self._run(data, t)
 
     def push(self, block, nonfinite: str = "error") -> np.ndarray:
         """Stream: add mono samples (n,), get the (t, n_features) frames they complete.
@@ -734,47 +845,67 @@ class LogMel:
         NaN/Inf raise AudioError, or with ``nonfinite="zero"`` become 0 and are
         counted in ``n_nonfinite``.
         """
-        x = as_signal(block, "block")
-        x, bad = fix_nonfinite(x, nonfinite, "block")
+        out, bad = self._push(block, nonfinite, "block")
         self.n_nonfinite += bad
-        if len(x) == 0:
-            return np.empty((0, self.n_features), dtype=np.float32)
-        y = self._preemph(x, self._prev)
-        self._prev = float(x[-1])
-        if self._skip:  # hop > win: samples between frames that no frame uses
-            k = min(self._skip, len(y))
-            y = y[k:]
-            self._skip -= k
-        data = np.concatenate([self._buf, y]) if len(self._buf) else y
-        t = self.n_frames_for(len(data))
-        out = self._run(data, t)
-        used = t * self.hop_length
-        if used > len(data):
-            self._skip = used - len(data)
-            self._buf = np.empty(0)
-        else:
-            self._buf = data[used:].copy()
-        self.n_frames += t
         return out
+
+    def _push(self, block, nonfinite: str, what: str):
+        """``push`` without touching ``n_nonfinite``: returns (frames, NaN/Inf samples replaced).
+
+        One kernel call does the rest (``_push_kernel``): the per-push Python work is
+        a few checks and the output allocation (the many-streams server pays it on every
+        100 ms message of every stream).
+        """
+        zero = _zero_nonfinite(nonfinite)
+        if not (type(block) is np.ndarray and block.ndim == 1 and block.dtype.char in "fd"
+                and block.flags.c_contiguous):  # the common case is a float32/float64 array: as it is
+            block = np.ascontiguousarray(as_signal(block, what))
+        n_left = self._n_left
+        n = len(block)
+        k = min(self._skip, n)
+        total = n_left + n - k
+        t = 1 + (total - self.win_length) // self.hop_length if total >= self.win_length else 0
+        data = getattr(_local, "data", None)  # the frame data: per thread, reused (the kernel holds the GIL)
+        if data is None or len(data) < total:
+            data = np.empty(total)
+            if total <= _MAX_KEPT_DATA:
+                _local.data = data
+        bad = _push_kernel(block, zero, self._state, n_left, self._skip, t, self.hop_length, self.preemphasis, data)
+        if bad and not zero:  # the kernel changed nothing
+            raise _nonfinite_error(block, what)
+        out = np.empty((t, self.n_features), dtype=np.float32)
+        if t:
+            _frames_kernel(data, t, self._itab, self._ftab, _scratch(self._n_scratch), out)
+        used = t * self.hop_length
+        if used > total:
+            self._skip = used - total
+            self._n_left = 0
+        else:
+            self._skip -= k
+            self._n_left = total - used
+        self.n_frames += t
+        return out, bad
 
     def reset(self) -> None:
         """Forget leftover samples and pre-emphasis state; frame count back to 0."""
-        self._buf = np.empty(0)  # (n_left,) float64, already pre-emphasised
-        self._prev = 0.0  # last raw sample, for pre-emphasis of the next block
-        self._skip = 0
+        # [last raw sample (pre-emphasis of the next block), the leftover samples (already
+        # pre-emphasised), float64]: (1 + win,)
+        self._state = np.zeros(1 + self.win_length)
+        self._n_left = 0  # leftover samples in _state[1:]
+        self._skip = 0  # samples of the next block before the next frame (hop > win)
         self.n_frames = 0
         self.n_nonfinite = 0
 
     @property
     def pending(self) -> int:
         """Samples held back for the next frame."""
-        return len(self._buf)
+        return self._n_left
 
     def snapshot(self) -> dict:
         """Versioned copy of the carried state (leftover samples, pre-emphasis, counters)."""
         return {"version": SNAPSHOT_VERSION, "kind": "frontend", "settings": self.to_dict(),
-                "buffer": self._buf.copy(), "prev": self._prev, "skip": self._skip,
-                "n_frames": self.n_frames, "n_nonfinite": self.n_nonfinite}
+                "buffer": self._state[1:1 + self._n_left].copy(), "prev": float(self._state[0]),
+                "skip": self._skip, "n_frames": self.n_frames, "n_nonfinite": self.n_nonfinite}
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot taken from a front end with identical settings."""
@@ -795,9 +926,14 @@ class LogMel:
         if buf.ndim != 1 or len(buf) >= self.win_length:
             raise SnapshotError(f"front-end snapshot buffer has shape {buf.shape}; "
                                 f"expected (n,) with n < win_length={self.win_length}")
-        vals = (float(snap["prev"]), int(snap["skip"]), int(snap["n_frames"]), int(snap["n_nonfinite"]))
-        self._buf = buf.copy()  # assigned only once every value has been read
-        self._prev, self._skip, self.n_frames, self.n_nonfinite = vals
+        prev, skip, n_frames, n_nonfinite = (float(snap["prev"]), int(snap["skip"]), int(snap["n_frames"]),
+                                             int(snap["n_nonfinite"]))
+        state = np.zeros(1 + self.win_length)
+        state[0] = prev
+        state[1:1 + len(buf)] = buf
+        # assigned only once every value has been read
+        self._state, self._n_left, self._skip = state, len(buf), skip
+        self.n_frames, self.n_nonfinite = n_frames, n_nonfinite
 
 
 class MFCC(LogMel):

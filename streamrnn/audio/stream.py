@@ -79,13 +79,19 @@ class FeatureStream:
 
     def push(self, samples) -> np.ndarray:
         """samples (n,) or (n, channels) -> (t, n_features) float32 frames completed by them."""
+        if self.resampler is None and type(samples) is np.ndarray and samples.ndim == 1:
+            # the common case (mono at the front end's rate): one front-end kernel call
+            # checks, converts and frames; NaN/Inf are counted here, not in the front end
+            y, bad = self.frontend._push(samples, self.nonfinite, "samples")
+            self.n_nonfinite += bad
+            return y
         x = as_signal(samples, "samples", allow_2d=True)
-        x, bad = fix_nonfinite(x, self.nonfinite, "samples")
+        x, bad = fix_nonfinite(x, self.nonfinite, "samples")  # before soxr: NaN would spoil its state
         self.n_nonfinite += bad
         x = downmix(x)
         if self.resampler is not None:
             x = self.resampler.push(x)
-        return self.frontend.push(x)
+        return self.frontend._push(x, "error", "samples")[0]
 
     def reset(self) -> None:
         """Back to the start of a new signal (resampler, leftover samples, counters)."""

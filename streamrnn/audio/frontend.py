@@ -130,17 +130,18 @@ def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_
             half = size // 2
             step = m // size
             if 2 * size <= m:
-                # stages `size` and 2 `size` in one pass: each group of 4 values a, a+half, a+size,
-                # a+size+half gets its two stage-`size` butterflies (twiddle k) then its two
-                # stage-2`size` ones (twiddles k, k+half), kept in registers in between; the
-                # butterflies and their operations are exactly those of the two separate stages
+                # stages `size` and 2 `size` in one pass, as one radix-4 step: each group of 4 values
+                # z0..z3 at a, a+half, a+size, a+size+half takes 3 complex products instead of the
+                # 4 of two radix-2 stages.  Stage `size` gives b0, b1 = z0 +- w1 z1, b2, b3 = z2 +- w1 z3;
+                # stage 2 `size` then multiplies b2 by w2 and b3 by w2 e^{-i pi/2} = -i w2, with
+                # w2 b2 = A + B and w2 b3 = A - B for A = w2 z2, B = w1 w2 z3 (w1 w2 = w3, from the table)
                 for k in range(half):
-                    w1r = tw_re[k * step]
+                    w1r = tw_re[k * step]  # e^{-2 pi i k/size}
                     w1i = tw_im[k * step]
-                    w2r = tw_re[k * step // 2]
+                    w2r = tw_re[k * step // 2]  # e^{-2 pi i k/(2 size)}
                     w2i = tw_im[k * step // 2]
-                    w3r = tw_re[(k + half) * step // 2]
-                    w3i = tw_im[(k + half) * step // 2]
+                    w3r = tw_re[3 * k * step // 2]  # w1 w2 = e^{-2 pi i 3k/(2 size)}
+                    w3i = tw_im[3 * k * step // 2]
                     for a in range(k, m, 2 * size):
                         for t in range(W):
                             i0 = _U(a * W + t)
@@ -155,30 +156,28 @@ def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_
                             q2 = im[i2]
                             r3 = re[i3]
                             q3 = im[i3]
-                            tr = r1 * w1r - q1 * w1i  # stage `size`: (0, 1) and (2, 3)
-                            ti = r1 * w1i + q1 * w1r
-                            r1 = r0 - tr
-                            q1 = q0 - ti
-                            r0 = r0 + tr
-                            q0 = q0 + ti
-                            tr = r3 * w1r - q3 * w1i
-                            ti = r3 * w1i + q3 * w1r
-                            r3 = r2 - tr
-                            q3 = q2 - ti
-                            r2 = r2 + tr
-                            q2 = q2 + ti
-                            tr = r2 * w2r - q2 * w2i  # stage 2 `size`: (0, 2) and (1, 3)
-                            ti = r2 * w2i + q2 * w2r
-                            re[i2] = r0 - tr
-                            im[i2] = q0 - ti
-                            re[i0] = r0 + tr
-                            im[i0] = q0 + ti
-                            tr = r3 * w3r - q3 * w3i
-                            ti = r3 * w3i + q3 * w3r
-                            re[i3] = r1 - tr
-                            im[i3] = q1 - ti
-                            re[i1] = r1 + tr
-                            im[i1] = q1 + ti
+                            cr = r1 * w1r - q1 * w1i  # w1 z1
+                            ci = r1 * w1i + q1 * w1r
+                            ar = r2 * w2r - q2 * w2i  # A = w2 z2
+                            ai = r2 * w2i + q2 * w2r
+                            br = r3 * w3r - q3 * w3i  # B = w3 z3
+                            bi = r3 * w3i + q3 * w3r
+                            b0r = r0 + cr
+                            b0i = q0 + ci
+                            b1r = r0 - cr
+                            b1i = q0 - ci
+                            sr = ar + br  # w2 b2
+                            si = ai + bi
+                            dr = ar - br  # w2 b3
+                            di = ai - bi
+                            re[i0] = b0r + sr
+                            im[i0] = b0i + si
+                            re[i2] = b0r - sr
+                            im[i2] = b0i - si
+                            re[i1] = b1r + di  # b1 - i (w2 b3)
+                            im[i1] = b1i - dr
+                            re[i3] = b1r - di  # b1 + i (w2 b3)
+                            im[i3] = b1i + dr
                 size *= 4
             else:  # the last stage when their number is odd
                 for k in range(half):
@@ -290,7 +289,7 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     FFT of size m = n_fft/2 on z[j] = x[2j] + i x[2j+1]: slot j of the bit-reversed
     input takes sample src_re[j] (real part) and src_im[j] (imaginary part) times
     the window values w_re[j], w_im[j] (zero for the padding); twiddles
-    tw_re/tw_im (m/2,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
+    tw_re/tw_im (3m/4,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
     Otherwise a direct DFT with window (win,) and tables dft_cos/dft_sin (n_bins, win).
     fb (n_mels, n_bins), nonzero on [fb_lo[m], fb_hi[m]); dct (F, n_mels) when ``use_dct``.
     scratch: room for _TILE frames of re, im (m,), spec (n_bins,), mel (n_mels,).
@@ -732,8 +731,8 @@ class LogMel:
                 inside = src < self.win_length
                 setattr(self, f"_src_{part}", np.where(inside, src, 0))  # (m,)
                 setattr(self, f"_w_{part}", np.where(inside, self._window[np.where(inside, src, 0)], 0.0))
-            k = np.arange(m // 2)
-            self._tw_re = np.cos(2 * np.pi * k / m)  # e^{-2 pi i k / m}, (m/2,)
+            k = np.arange(3 * m // 4)  # radix-4 steps read up to e^{-2 pi i (3m/4 - 1)/m}
+            self._tw_re = np.cos(2 * np.pi * k / m)  # e^{-2 pi i k / m}, (3m/4,)
             self._tw_im = -np.sin(2 * np.pi * k / m)
             k = np.arange(m + 1)
             self._tw2_re = np.cos(2 * np.pi * k / n)  # e^{-2 pi i k / n}, (m+1,)

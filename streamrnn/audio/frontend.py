@@ -195,36 +195,33 @@ def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_
                             im[ia] += ti
                 size *= 2
         # split Z into the spectra of the even and odd samples: X_k = E_k + e^{-2 pi i k/n} O_k
-        # (Z_m = Z_0), fused with the power |X_k|^2.  Bins k and m - k share E and O up to signs
-        # (E_{m-k} = conj E_k, O_{m-k} = conj O_k: the same sums with swapped operands, so equal
-        # to the last bit except for the sign of an exact zero, which the power squares away);
-        # bin 0 and bin m share them exactly (Z_m = Z_0)
+        # (Z_m = Z_0), fused with the power |X_k|^2.  Bins k and m - k share one product:
+        # E_{m-k} = conj E_k, O_{m-k} = conj O_k and e^{-2 pi i (m-k)/n} = -conj e^{-2 pi i k/n}, so
+        # X_{m-k} = conj(E_k - e^{-2 pi i k/n} O_k) (bin m when k = 0: E_0 - O_0).  E and O are
+        # kept doubled (2 E_k = Z_k + conj Z_{m-k}) and the power scaled by 1/4: exact factors of 2
         mh = m // 2
         for k in range(mh + 1):
             k2 = m - k if k > 0 else 0
-            sg = 1.0 if k == 0 else -1.0  # conj for bin m - k; bin m = bin 0's E, O as they are
             wr = tw2_re[k]
             wi = tw2_im[k]
-            vr = tw2_re[m - k]
-            vi = tw2_im[m - k]
             for t in range(W):
                 ar = re[_U(k * W + t)]
                 ai = im[_U(k * W + t)]
                 br = re[_U(k2 * W + t)]
                 bi = -im[_U(k2 * W + t)]  # conj(Z[m - k])
-                er = 0.5 * (ar + br)
-                ei = 0.5 * (ai + bi)
-                o_r = 0.5 * (ai - bi)  # O_k = (Z_k - conj Z_{m-k}) / 2i
-                o_i = -0.5 * (ar - br)
-                xr = er + o_r * wr - o_i * wi
-                xi = ei + o_r * wi + o_i * wr
-                spec[_U(k * W + t)] = xr * xr + xi * xi  # |X_k|^2
+                er = ar + br  # 2 E_k
+                ei = ai + bi
+                o_r = ai - bi  # 2 O_k = (Z_k - conj Z_{m-k}) / i
+                o_i = br - ar
+                pr = o_r * wr - o_i * wi  # 2 e^{-2 pi i k/n} O_k
+                pi = o_r * wi + o_i * wr
+                xr = er + pr
+                xi = ei + pi
+                spec[_U(k * W + t)] = 0.25 * (xr * xr + xi * xi)  # |X_k|^2
                 if k < mh:  # bin m - k (bin m when k = 0)
-                    ei = sg * ei
-                    o_i = sg * o_i
-                    xr = er + o_r * vr - o_i * vi
-                    xi = ei + o_r * vi + o_i * vr
-                    spec[_U((m - k) * W + t)] = xr * xr + xi * xi
+                    xr = er - pr
+                    xi = ei - pi
+                    spec[_U((m - k) * W + t)] = 0.25 * (xr * xr + xi * xi)
     else:  # direct DFT over the win_length nonzero samples (any n_fft)
         win = window.shape[0]
         for t in range(W):

@@ -82,3 +82,18 @@ def test_bad_input_names_the_stream_and_computes_nothing():
     assert bank.n_frames.sum() == 0 and not bank.h.any()
     with pytest.raises(streamrnn.CapacityError, match=r"\[1, 1048576\], got 0"):
         m.bank(0)
+
+
+def test_mid_size_bank_equals_streams_bit_for_bit(cell):
+    """Input 13, hidden 19: every loop of the affine kernel runs (small_model's sizes skip the eight-row passes)."""
+    m = streamrnn.Model.random(cell, input_size=13, hidden_size=19, num_layers=2, output_size=2,
+                               activation="sigmoid", seed=3)
+    bank = m.bank(16)
+    streams = {i: m.stream() for i in range(11)}
+    for i in streams:
+        bank.open(i)
+    for rnd in range(3):
+        batch = {i: frames(1 + (i * 7 + rnd * 5) % 40, I=13, seed=100 * rnd + i) for i in streams}
+        out = bank.push_many(batch)
+        for i, x in batch.items():
+            assert np.array_equal(out[i], streams[i].push(x)), (rnd, i)

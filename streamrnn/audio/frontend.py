@@ -57,9 +57,8 @@ _U = np.uint64  # index cast: unsigned indices skip the negative-index wrap-arou
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
-                 dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
-                 re, im, spec, mel, out):
+def _tile_kernel(x, t0, W, hop, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                 power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, re, im, spec, mel, out):
     """Frames t0 .. t0+W-1 of ``x`` into out[t0:t0+W]; W is a constant at every call site.
 
     Scratch is laid out (row, frame): re[j*W + t] holds bin j of frame t0+t, and every
@@ -71,169 +70,162 @@ def _tile_kernel(x, t0, W, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_
     Indices are cast to unsigned (_U): they are never negative, and a signed index
     makes Numba emit a negative-index wrap-around select for every access.
     """
+    s0 = t0 * hop
+    m = src_re.shape[0]  # complex FFT size n_fft/2
+    # windowed frame packed as z[j] = x[2j] + i x[2j+1] in bit-reversed order (slot j takes
+    # samples src_re[j], src_im[j] times w_re[j], w_im[j]), and in the same pass the first two
+    # radix-2 stages on each group of 4 slots: their twiddles are 1 and -i.  Zero-padding slots
+    # (past win_length) read sample 0 times a zero weight: +-0, whose sign never reaches the
+    # power (a signed zero can only change the sign of another zero, and |X|^2 squares it)
+    for a in range(0, m, 4):
+        sr0 = src_re[a]
+        sr1 = src_re[a + 1]
+        sr2 = src_re[a + 2]
+        sr3 = src_re[a + 3]
+        si0 = src_im[a]
+        si1 = src_im[a + 1]
+        si2 = src_im[a + 2]
+        si3 = src_im[a + 3]
+        for t in range(W):
+            o = s0 + t * hop
+            r0 = x[_U(o + sr0)] * w_re[a]
+            r1 = x[_U(o + sr1)] * w_re[a + 1]
+            r2 = x[_U(o + sr2)] * w_re[a + 2]
+            r3 = x[_U(o + sr3)] * w_re[a + 3]
+            q0 = x[_U(o + si0)] * w_im[a]
+            q1 = x[_U(o + si1)] * w_im[a + 1]
+            q2 = x[_U(o + si2)] * w_im[a + 2]
+            q3 = x[_U(o + si3)] * w_im[a + 3]
+            tr = r1  # size 2, twiddle 1: (0, 1) and (2, 3)
+            ti = q1
+            r1 = r0 - tr
+            q1 = q0 - ti
+            r0 = r0 + tr
+            q0 = q0 + ti
+            tr = r3
+            ti = q3
+            r3 = r2 - tr
+            q3 = q2 - ti
+            r2 = r2 + tr
+            q2 = q2 + ti
+            tr = r2  # size 4: (0, 2) twiddle 1, (1, 3) twiddle -i
+            ti = q2
+            re[_U(a * W + 2 * W + t)] = r0 - tr
+            im[_U(a * W + 2 * W + t)] = q0 - ti
+            re[_U(a * W + t)] = r0 + tr
+            im[_U(a * W + t)] = q0 + ti
+            tr = q3  # (re + i im) * (-i) = im - i re
+            ti = -r3
+            re[_U(a * W + 3 * W + t)] = r1 - tr
+            im[_U(a * W + 3 * W + t)] = q1 - ti
+            re[_U(a * W + W + t)] = r1 + tr
+            im[_U(a * W + W + t)] = q1 + ti
+    # the other stages, two at a time
+    size = 8
+    while size <= m:
+        half = size // 2
+        step = m // size
+        if 2 * size <= m:
+            # stages `size` and 2 `size` in one pass, as one radix-4 step: each group of 4 values
+            # z0..z3 at a, a+half, a+size, a+size+half takes 3 complex products instead of the
+            # 4 of two radix-2 stages.  Stage `size` gives b0, b1 = z0 +- w1 z1, b2, b3 = z2 +- w1 z3;
+            # stage 2 `size` then multiplies b2 by w2 and b3 by w2 e^{-i pi/2} = -i w2, with
+            # w2 b2 = A + B and w2 b3 = A - B for A = w2 z2, B = w1 w2 z3 (w1 w2 = w3, from the table)
+            for k in range(half):
+                w1r = tw_re[k * step]  # e^{-2 pi i k/size}
+                w1i = tw_im[k * step]
+                w2r = tw_re[k * step // 2]  # e^{-2 pi i k/(2 size)}
+                w2i = tw_im[k * step // 2]
+                w3r = tw_re[3 * k * step // 2]  # w1 w2 = e^{-2 pi i 3k/(2 size)}
+                w3i = tw_im[3 * k * step // 2]
+                for a in range(k, m, 2 * size):
+                    for t in range(W):
+                        i0 = _U(a * W + t)
+                        i1 = _U((a + half) * W + t)
+                        i2 = _U((a + size) * W + t)
+                        i3 = _U((a + size + half) * W + t)
+                        r0 = re[i0]
+                        q0 = im[i0]
+                        r1 = re[i1]
+                        q1 = im[i1]
+                        r2 = re[i2]
+                        q2 = im[i2]
+                        r3 = re[i3]
+                        q3 = im[i3]
+                        cr = r1 * w1r - q1 * w1i  # w1 z1
+                        ci = r1 * w1i + q1 * w1r
+                        ar = r2 * w2r - q2 * w2i  # A = w2 z2
+                        ai = r2 * w2i + q2 * w2r
+                        br = r3 * w3r - q3 * w3i  # B = w3 z3
+                        bi = r3 * w3i + q3 * w3r
+                        b0r = r0 + cr
+                        b0i = q0 + ci
+                        b1r = r0 - cr
+                        b1i = q0 - ci
+                        sr = ar + br  # w2 b2
+                        si = ai + bi
+                        dr = ar - br  # w2 b3
+                        di = ai - bi
+                        re[i0] = b0r + sr
+                        im[i0] = b0i + si
+                        re[i2] = b0r - sr
+                        im[i2] = b0i - si
+                        re[i1] = b1r + di  # b1 - i (w2 b3)
+                        im[i1] = b1i - dr
+                        re[i3] = b1r - di  # b1 + i (w2 b3)
+                        im[i3] = b1i + dr
+            size *= 4
+        else:  # the last stage when their number is odd
+            for k in range(half):
+                wr = tw_re[k * step]
+                wi = tw_im[k * step]
+                for a in range(k, m, size):
+                    for t in range(W):
+                        ia = _U(a * W + t)
+                        ib = _U((a + half) * W + t)
+                        tr = re[ib] * wr - im[ib] * wi
+                        ti = re[ib] * wi + im[ib] * wr
+                        re[ib] = re[ia] - tr
+                        im[ib] = im[ia] - ti
+                        re[ia] += tr
+                        im[ia] += ti
+            size *= 2
+    # split Z into the spectra of the even and odd samples: X_k = E_k + e^{-2 pi i k/n} O_k
+    # (Z_m = Z_0), fused with the power |X_k|^2.  Bins k and m - k share one product:
+    # E_{m-k} = conj E_k, O_{m-k} = conj O_k and e^{-2 pi i (m-k)/n} = -conj e^{-2 pi i k/n}, so
+    # X_{m-k} = conj(E_k - e^{-2 pi i k/n} O_k) (bin m when k = 0: E_0 - O_0).  E and O are
+    # kept doubled (2 E_k = Z_k + conj Z_{m-k}) and the power scaled by 1/4: exact factors of 2
+    mh = m // 2
+    for k in range(mh + 1):
+        k2 = m - k if k > 0 else 0
+        wr = tw2_re[k]
+        wi = tw2_im[k]
+        for t in range(W):
+            ar = re[_U(k * W + t)]
+            ai = im[_U(k * W + t)]
+            br = re[_U(k2 * W + t)]
+            bi = -im[_U(k2 * W + t)]  # conj(Z[m - k])
+            er = ar + br  # 2 E_k
+            ei = ai + bi
+            o_r = ai - bi  # 2 O_k = (Z_k - conj Z_{m-k}) / i
+            o_i = br - ar
+            pr = o_r * wr - o_i * wi  # 2 e^{-2 pi i k/n} O_k
+            pi = o_r * wi + o_i * wr
+            xr = er + pr
+            xi = ei + pi
+            spec[_U(k * W + t)] = 0.25 * (xr * xr + xi * xi)  # |X_k|^2
+            if k < mh:  # bin m - k (bin m when k = 0)
+                xr = er - pr
+                xi = ei - pi
+                spec[_U((m - k) * W + t)] = 0.25 * (xr * xr + xi * xi)
+    _mel_tile(t0, W, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, spec, mel, out)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _mel_tile(t0, W, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, spec, mel, out):
+    """|X|^2 of W frames in spec (n_bins*W,) -> |X|^power, mel, log, [DCT] -> out[t0:t0+W]."""
     n_mels = fb.shape[0]
     n_bins = fb.shape[1]
-    s0 = t0 * hop
-    if use_fft:
-        m = src_re.shape[0]  # complex FFT size n_fft/2
-        # windowed frame packed as z[j] = x[2j] + i x[2j+1] in bit-reversed order (slot j takes
-        # samples src_re[j], src_im[j] times w_re[j], w_im[j]), and in the same pass the first two
-        # radix-2 stages on each group of 4 slots: their twiddles are 1 and -i.  Zero-padding slots
-        # (past win_length) read sample 0 times a zero weight: +-0, whose sign never reaches the
-        # power (a signed zero can only change the sign of another zero, and |X|^2 squares it)
-        for a in range(0, m, 4):
-            sr0 = src_re[a]
-            sr1 = src_re[a + 1]
-            sr2 = src_re[a + 2]
-            sr3 = src_re[a + 3]
-            si0 = src_im[a]
-            si1 = src_im[a + 1]
-            si2 = src_im[a + 2]
-            si3 = src_im[a + 3]
-            for t in range(W):
-                o = s0 + t * hop
-                r0 = x[_U(o + sr0)] * w_re[a]
-                r1 = x[_U(o + sr1)] * w_re[a + 1]
-                r2 = x[_U(o + sr2)] * w_re[a + 2]
-                r3 = x[_U(o + sr3)] * w_re[a + 3]
-                q0 = x[_U(o + si0)] * w_im[a]
-                q1 = x[_U(o + si1)] * w_im[a + 1]
-                q2 = x[_U(o + si2)] * w_im[a + 2]
-                q3 = x[_U(o + si3)] * w_im[a + 3]
-                tr = r1  # size 2, twiddle 1: (0, 1) and (2, 3)
-                ti = q1
-                r1 = r0 - tr
-                q1 = q0 - ti
-                r0 = r0 + tr
-                q0 = q0 + ti
-                tr = r3
-                ti = q3
-                r3 = r2 - tr
-                q3 = q2 - ti
-                r2 = r2 + tr
-                q2 = q2 + ti
-                tr = r2  # size 4: (0, 2) twiddle 1, (1, 3) twiddle -i
-                ti = q2
-                re[_U(a * W + 2 * W + t)] = r0 - tr
-                im[_U(a * W + 2 * W + t)] = q0 - ti
-                re[_U(a * W + t)] = r0 + tr
-                im[_U(a * W + t)] = q0 + ti
-                tr = q3  # (re + i im) * (-i) = im - i re
-                ti = -r3
-                re[_U(a * W + 3 * W + t)] = r1 - tr
-                im[_U(a * W + 3 * W + t)] = q1 - ti
-                re[_U(a * W + W + t)] = r1 + tr
-                im[_U(a * W + W + t)] = q1 + ti
-        # the other stages, two at a time
-        size = 8
-        while size <= m:
-            half = size // 2
-            step = m // size
-            if 2 * size <= m:
-                # stages `size` and 2 `size` in one pass, as one radix-4 step: each group of 4 values
-                # z0..z3 at a, a+half, a+size, a+size+half takes 3 complex products instead of the
-                # 4 of two radix-2 stages.  Stage `size` gives b0, b1 = z0 +- w1 z1, b2, b3 = z2 +- w1 z3;
-                # stage 2 `size` then multiplies b2 by w2 and b3 by w2 e^{-i pi/2} = -i w2, with
-                # w2 b2 = A + B and w2 b3 = A - B for A = w2 z2, B = w1 w2 z3 (w1 w2 = w3, from the table)
-                for k in range(half):
-                    w1r = tw_re[k * step]  # e^{-2 pi i k/size}
-                    w1i = tw_im[k * step]
-                    w2r = tw_re[k * step // 2]  # e^{-2 pi i k/(2 size)}
-                    w2i = tw_im[k * step // 2]
-                    w3r = tw_re[3 * k * step // 2]  # w1 w2 = e^{-2 pi i 3k/(2 size)}
-                    w3i = tw_im[3 * k * step // 2]
-                    for a in range(k, m, 2 * size):
-                        for t in range(W):
-                            i0 = _U(a * W + t)
-                            i1 = _U((a + half) * W + t)
-                            i2 = _U((a + size) * W + t)
-                            i3 = _U((a + size + half) * W + t)
-                            r0 = re[i0]
-                            q0 = im[i0]
-                            r1 = re[i1]
-                            q1 = im[i1]
-                            r2 = re[i2]
-                            q2 = im[i2]
-                            r3 = re[i3]
-                            q3 = im[i3]
-                            cr = r1 * w1r - q1 * w1i  # w1 z1
-                            ci = r1 * w1i + q1 * w1r
-                            ar = r2 * w2r - q2 * w2i  # A = w2 z2
-                            ai = r2 * w2i + q2 * w2r
-                            br = r3 * w3r - q3 * w3i  # B = w3 z3
-                            bi = r3 * w3i + q3 * w3r
-                            b0r = r0 + cr
-                            b0i = q0 + ci
-                            b1r = r0 - cr
-                            b1i = q0 - ci
-                            sr = ar + br  # w2 b2
-                            si = ai + bi
-                            dr = ar - br  # w2 b3
-                            di = ai - bi
-                            re[i0] = b0r + sr
-                            im[i0] = b0i + si
-                            re[i2] = b0r - sr
-                            im[i2] = b0i - si
-                            re[i1] = b1r + di  # b1 - i (w2 b3)
-                            im[i1] = b1i - dr
-                            re[i3] = b1r - di  # b1 + i (w2 b3)
-                            im[i3] = b1i + dr
-                size *= 4
-            else:  # the last stage when their number is odd
-                for k in range(half):
-                    wr = tw_re[k * step]
-                    wi = tw_im[k * step]
-                    for a in range(k, m, size):
-                        for t in range(W):
-                            ia = _U(a * W + t)
-                            ib = _U((a + half) * W + t)
-                            tr = re[ib] * wr - im[ib] * wi
-                            ti = re[ib] * wi + im[ib] * wr
-                            re[ib] = re[ia] - tr
-                            im[ib] = im[ia] - ti
-                            re[ia] += tr
-                            im[ia] += ti
-                size *= 2
-        # split Z into the spectra of the even and odd samples: X_k = E_k + e^{-2 pi i k/n} O_k
-        # (Z_m = Z_0), fused with the power |X_k|^2.  Bins k and m - k share one product:
-        # E_{m-k} = conj E_k, O_{m-k} = conj O_k and e^{-2 pi i (m-k)/n} = -conj e^{-2 pi i k/n}, so
-        # X_{m-k} = conj(E_k - e^{-2 pi i k/n} O_k) (bin m when k = 0: E_0 - O_0).  E and O are
-        # kept doubled (2 E_k = Z_k + conj Z_{m-k}) and the power scaled by 1/4: exact factors of 2
-        mh = m // 2
-        for k in range(mh + 1):
-            k2 = m - k if k > 0 else 0
-            wr = tw2_re[k]
-            wi = tw2_im[k]
-            for t in range(W):
-                ar = re[_U(k * W + t)]
-                ai = im[_U(k * W + t)]
-                br = re[_U(k2 * W + t)]
-                bi = -im[_U(k2 * W + t)]  # conj(Z[m - k])
-                er = ar + br  # 2 E_k
-                ei = ai + bi
-                o_r = ai - bi  # 2 O_k = (Z_k - conj Z_{m-k}) / i
-                o_i = br - ar
-                pr = o_r * wr - o_i * wi  # 2 e^{-2 pi i k/n} O_k
-                pi = o_r * wi + o_i * wr
-                xr = er + pr
-                xi = ei + pi
-                spec[_U(k * W + t)] = 0.25 * (xr * xr + xi * xi)  # |X_k|^2
-                if k < mh:  # bin m - k (bin m when k = 0)
-                    xr = er - pr
-                    xi = ei - pi
-                    spec[_U((m - k) * W + t)] = 0.25 * (xr * xr + xi * xi)
-    else:  # direct DFT over the win_length nonzero samples (any n_fft)
-        win = window.shape[0]
-        for t in range(W):
-            s = s0 + t * hop
-            for k in range(n_bins):
-                acc_r = 0.0
-                acc_i = 0.0
-                for i in range(win):
-                    v = x[s + i] * window[i]
-                    acc_r += v * dft_cos[k, i]
-                    acc_i += v * dft_sin[k, i]
-                spec[k * W + t] = acc_r * acc_r + acc_i * acc_i  # |X_k|^2
     if power == 1.0:
         for k in range(n_bins * W):
             spec[k] = math.sqrt(spec[k])
@@ -282,12 +274,12 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     offsets..., src_re, src_im, fb_lo, fb_hi]; ftab (float64) = [power, log_floor,
     window, w_re, w_im, tw_re, tw_im, tw2_re, tw2_im, dft_cos, dft_sin, fb, dct].
 
-    ``use_fft`` (n_fft a power of two >= 8): real FFT of size n_fft as one complex
+    Only for ``use_fft`` (n_fft a power of two >= 8; ``_dft_frames_kernel`` takes the
+    others, with window (win,) and tables dft_cos/dft_sin (n_bins, win)): real FFT of size n_fft as one complex
     FFT of size m = n_fft/2 on z[j] = x[2j] + i x[2j+1]: slot j of the bit-reversed
     input takes sample src_re[j] (real part) and src_im[j] (imaginary part) times
     the window values w_re[j], w_im[j] (zero for the padding); twiddles
     tw_re/tw_im (3m/4,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
-    Otherwise a direct DFT with window (win,) and tables dft_cos/dft_sin (n_bins, win).
     fb (n_mels, n_bins), nonzero on [fb_lo[m], fb_hi[m]); dct (F, n_mels) when ``use_dct``.
     scratch: room for _TILE frames of re, im (m,), spec (n_bins,), mel (n_mels,).
     Frames go in tiles of W = 8, the rest (and a live push of 1 or 2 frames) one at a time,
@@ -295,7 +287,6 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     no faster on 10-frame blocks and more than double the first compile.)
     """
     hop = itab[0]
-    use_fft = itab[1] != 0
     log_mode = itab[2]
     use_dct = itab[3] != 0
     n_bins = itab[4]
@@ -308,15 +299,12 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     fb_hi = itab[oi[3]:oi[4]]
     power = ftab[0]
     log_floor = ftab[1]
-    window = ftab[of[0]:of[1]]
     w_re = ftab[of[1]:of[2]]
     w_im = ftab[of[2]:of[3]]
     tw_re = ftab[of[3]:of[4]]
     tw_im = ftab[of[4]:of[5]]
     tw2_re = ftab[of[5]:of[6]]
     tw2_im = ftab[of[6]:of[7]]
-    dft_cos = ftab[of[7]:of[8]].reshape(((of[8] - of[7]) // itab[6], itab[6]))  # (1, 1) if unused
-    dft_sin = ftab[of[8]:of[9]].reshape(((of[9] - of[8]) // itab[6], itab[6]))
     fb = ftab[of[9]:of[10]].reshape((n_mels, n_bins))
     dct = ftab[of[10]:of[11]].reshape((itab[7], (of[11] - of[10]) // itab[7]))  # (1, 1) if unused
     mt = (n_bins - 1) * _TILE
@@ -326,15 +314,49 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     mel = scratch[2 * mt + n_bins * _TILE:2 * mt + (n_bins + n_mels) * _TILE]
     t0 = 0
     while n_frames - t0 >= _TILE:
-        _tile_kernel(x, t0, _TILE, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
-                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
-                     re, im, spec, mel, out)
+        _tile_kernel(x, t0, _TILE, hop, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                     power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, re, im, spec, mel, out)
         t0 += _TILE
     while n_frames - t0 >= 1:
-        _tile_kernel(x, t0, 1, hop, window, use_fft, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
-                     dft_cos, dft_sin, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct,
-                     re, im, spec, mel, out)
+        _tile_kernel(x, t0, 1, hop, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                     power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, re, im, spec, mel, out)
         t0 += 1
+
+
+@njit(cache=True, error_model="numpy")
+def _dft_frames_kernel(x, n_frames, itab, ftab, scratch, out):
+    """``_frames_kernel`` for an n_fft that is not a power of two (>= 8): a direct DFT, one frame
+    at a time.  A kernel of its own so that the FFT kernel's first compile does not pay for it."""
+    hop = itab[0]
+    log_mode = itab[2]
+    use_dct = itab[3] != 0
+    n_bins = itab[4]
+    n_mels = itab[5]
+    oi = itab[8:8 + _NI + 1]
+    of = itab[8 + _NI + 1:_HEAD]
+    fb_lo = itab[oi[2]:oi[3]]
+    fb_hi = itab[oi[3]:oi[4]]
+    power = ftab[0]
+    log_floor = ftab[1]
+    window = ftab[of[0]:of[1]]
+    win = window.shape[0]
+    dft_cos = ftab[of[7]:of[8]].reshape((n_bins, win))
+    dft_sin = ftab[of[8]:of[9]].reshape((n_bins, win))
+    fb = ftab[of[9]:of[10]].reshape((n_mels, n_bins))
+    dct = ftab[of[10]:of[11]].reshape((itab[7], (of[11] - of[10]) // itab[7]))  # (1, 1) if unused
+    spec = scratch[:n_bins]
+    mel = scratch[n_bins:n_bins + n_mels]
+    for t0 in range(n_frames):
+        s = t0 * hop
+        for k in range(n_bins):
+            acc_r = 0.0
+            acc_i = 0.0
+            for i in range(win):
+                v = x[s + i] * window[i]
+                acc_r += v * dft_cos[k, i]
+                acc_i += v * dft_sin[k, i]
+            spec[k] = acc_r * acc_r + acc_i * acc_i  # |X_k|^2
+        _mel_tile(t0, 1, power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, spec, mel, out)
 
 
 @njit(cache=True)
@@ -766,6 +788,7 @@ class LogMel:
                 self.n_fft // 2 + 1, self.n_mels, self._dft_cos.shape[1], self._dct.shape[0]]
         self._itab = np.concatenate([head, oi, of] + ints).astype(np.int64)
         self._ftab = np.concatenate([[self.power, self.log_floor]] + floats).astype(np.float64)
+        self._kernel = _frames_kernel if self._use_fft else _dft_frames_kernel
         m = self.n_fft // 2
         self._n_scratch = (2 * m + m + 1 + self.n_mels) * _TILE  # re, im (m,), spec (m+1,), mel per frame
 
@@ -808,7 +831,7 @@ class LogMel:
         """Kernel call on float64 samples x; allocates the output (scratch is reused)."""
         out = np.empty((n_frames, self.n_features), dtype=np.float32)
         if n_frames:
-            _frames_kernel(x, n_frames, self._itab, self._ftab, _scratch(self._n_scratch), out)
+            self._kernel(x, n_frames, self._itab, self._ftab, _scratch(self._n_scratch), out)
         return out
 
     def compute(self, signal, nonfinite: str = "error") -> np.ndarray:
@@ -871,7 +894,7 @@ class LogMel:
             raise _nonfinite_error(block, what)
         out = np.empty((t, self.n_features), dtype=np.float32)
         if t:
-            _frames_kernel(data, t, self._itab, self._ftab, _scratch(self._n_scratch), out)
+            self._kernel(data, t, self._itab, self._ftab, _scratch(self._n_scratch), out)
         used = t * self.hop_length
         if used > total:
             self._skip = used - total

@@ -10,6 +10,8 @@ Reports the minimum and the median over repeats (the machine may be shared) for
   the many-streams server pays);
 * ``1000 streams`` 100 ms pushes round-robin over 1000 front ends with equal settings (the
   stream server's pattern: each stream's tables and state are cold in the CPU cache);
+* ``kernel 10``  the frames kernel alone, 10 frames per call from ready float64 samples
+  (``push 100ms`` minus this, times 10, is the per-push overhead of the Python wrapper);
 * ``push 0``     pushes of one sample that complete no frame: the fixed cost of a push
   (checks, conversion, kernel call), in us per push;
 * ``FeatureStream push 100ms``  ``FeatureStream.push`` (same rate, no resampling) in
@@ -104,9 +106,21 @@ def main(argv=None):
             fe.compute(x)
         return run
 
+    def kernel10(fe):  # the frames kernel alone on 10 frames of ready float64 samples, as often as push 100ms
+        mod = sys.modules[type(fe).__module__]
+        data = x[:win + 9 * hop].astype(np.float64)
+        out = np.empty((10, fe.n_features), np.float32)
+        scratch = mod._scratch(fe._n_scratch)
+
+        def run():
+            for _ in range(0, len(x), 10 * hop):
+                mod._frames_kernel(data, 10, fe._itab, fe._ftab, scratch, out)
+        return run
+
     rows = [("compute", offline, ""),
             ("push 10ms", lambda fe: stream(fe, hop), "(one 10 ms block = 1 frame per push)"),
             ("push 100ms", lambda fe: stream(fe, 10 * hop), "(100 ms blocks = 10 frames per push)"),
+            ("kernel 10", kernel10, "(_frames_kernel alone, 10 frames a call: push 100ms minus this = overhead)"),
             ("push 0", fixed, "(us per push of 1 sample that completes no frame: the fixed cost)"),
             ("1000 streams", many, "(100 ms pushes round-robin over 1000 front ends: tables shared or not)")]
     times, makers = {}, {}

@@ -385,48 +385,54 @@ def _push_kernel(block, zero_bad, state, n_left, skip, t, hop, a, data):
     compile per block dtype, to save one 0.7 us dispatch.)
     """
     n = block.shape[0]
-    n_bad = 0
-    for i in range(n):
-        if not math.isfinite(block[i]):
-            n_bad += 1
-    if n_bad and not zero_bad:
-        return n_bad
     if n == 0:
         return 0
     k = min(skip, n)  # samples no frame uses (hop > win)
     m = n - k  # new samples that go into the frame data
     total = n_left + m
-    kept = state[1:1 + n_left]
-    head = data[:n_left]
-    for i in range(n_left):
-        head[i] = kept[i]
     prev = state[0]  # the raw sample before src[0]
     if k > 0:
         prev = np.float64(block[k - 1])
-        if not math.isfinite(prev):
-            prev = 0.0
     src = block[k:]  # (m,)
     d = data[n_left:total]  # (m,)
-    # loops over slices from 0 (indices provably >= 0) with no carried value: LLVM vectorises them
-    if n_bad == 0 and m > 0:
-        if a == 0.0:
-            for i in range(m):
-                d[i] = np.float64(src[i])
-        else:
-            d[0] = np.float64(src[0]) - a * prev
-            s0 = src[:m - 1]
-            s1 = src[1:]
-            d1 = d[1:]
-            for i in range(m - 1):
-                d1[i] = np.float64(s1[i]) - a * np.float64(s0[i])
-        prev = np.float64(src[m - 1])
-    else:  # NaN/Inf to zero (rare): one sample at a time
+    # the new samples into the frame data (data is scratch: the state is written only once the
+    # block is known to be clean, or zeroed).  Loops over slices from 0 (indices provably >= 0)
+    # with no carried value: LLVM vectorises them
+    n_bad = 0
+    if a == 0.0:
+        for i in range(m):
+            v = np.float64(src[i])
+            d[i] = v
+            n_bad += not math.isfinite(v)
+    elif m > 0:
+        d[0] = np.float64(src[0]) - a * prev
+        s0 = src[:m - 1]
+        s1 = src[1:]
+        d1 = d[1:]
+        for i in range(m - 1):
+            v = np.float64(s1[i])
+            d1[i] = v - a * np.float64(s0[i])
+            n_bad += not math.isfinite(v)
+        n_bad += not math.isfinite(src[0])
+    for i in range(k):  # skipped samples are checked too (and count), as in compute
+        n_bad += not math.isfinite(block[i])
+    if n_bad and not zero_bad:
+        return n_bad
+    if n_bad:  # NaN/Inf to zero (rare): again, one sample at a time
+        if not math.isfinite(prev):
+            prev = 0.0
         for i in range(m):
             v = np.float64(src[i])
             if not math.isfinite(v):
                 v = 0.0
             d[i] = v - a * prev if a != 0.0 else v
             prev = v
+    elif m > 0:
+        prev = np.float64(src[m - 1])
+    kept = state[1:1 + n_left]  # the leftover samples go before the new ones
+    head = data[:n_left]
+    for i in range(n_left):
+        head[i] = kept[i]
     state[0] = prev  # the last raw sample (after zeroing)
     used = t * hop
     if used < total:
@@ -789,6 +795,7 @@ class LogMel:
         self._itab = np.concatenate([head, oi, of] + ints).astype(np.int64)
         self._ftab = np.concatenate([[self.power, self.log_floor]] + floats).astype(np.float64)
         self._kernel = _frames_kernel if self._use_fft else _dft_frames_kernel
+        self._n_out = self.n_features  # (a property: read once here, not on every push)
         m = self.n_fft // 2
         self._n_scratch = (2 * m + m + 1 + self.n_mels) * _TILE  # re, im (m,), spec (m+1,), mel per frame
 
@@ -875,7 +882,9 @@ class LogMel:
         a few checks and the output allocation (the many-streams server pays it on every
         100 ms message of every stream).
         """
-        zero = _zero_nonfinite(nonfinite)
+        zero = nonfinite == "zero"
+        if not zero and nonfinite != "error":
+            _zero_nonfinite(nonfinite)  # raises ConfigError
         if not (type(block) is np.ndarray and block.ndim == 1 and block.dtype.char in "fd"
                 and block.flags.c_contiguous):  # the common case is a float32/float64 array: as it is
             block = np.ascontiguousarray(as_signal(block, what))
@@ -892,7 +901,7 @@ class LogMel:
         bad = _push_kernel(block, zero, self._state, n_left, self._skip, t, self.hop_length, self.preemphasis, data)
         if bad and not zero:  # the kernel changed nothing
             raise _nonfinite_error(block, what)
-        out = np.empty((t, self.n_features), dtype=np.float32)
+        out = np.empty((t, self._n_out), dtype=np.float32)
         if t:
             self._kernel(data, t, self._itab, self._ftab, _scratch(self._n_scratch), out)
         used = t * self.hop_length

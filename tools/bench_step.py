@@ -22,7 +22,8 @@ that version's ``kernels.py`` and ``model.py``, e.g.::
     mkdir -p /tmp/base && for f in kernels model; do
         git show REV:streamrnn/nn/$f.py > /tmp/base/$f.py; done
 
-Its ``Stream``/``Bank`` classes run on the same ``Model`` objects; the largest output
+Each version builds its own ``Model`` from the same tensors and runs its own ``Stream`` and
+``Bank`` classes on it; the largest output
 difference to the current kernels is printed (float32 rounding level, not bit-equal when
 the baseline predates fused multiply-add).
 """
@@ -121,8 +122,9 @@ def step_rows(a, impls, x):
     blocks = [x[t:t + 100] for t in range(0, a.frames, 100)]
     for cell in a.cells.split(","):
         for H in (int(v) for v in a.hidden.split(",")):
-            m = streamrnn.Model.random(cell, 40, H, output_size=None, seed=0)
-            streams = {n: mod.Stream(m) for n, mod in impls.items()}
+            # each implementation builds its own Model (the weights' placement in memory is part of it)
+            streams = {n: mod.Stream(mod.Model.random(cell, 40, H, output_size=None, seed=0)) for n, mod in impls.items()}
+            m = streams["current"].model
             outs = {n: np.concatenate([s.push(f) for f in frames1]) for n, s in streams.items()}
             cases = {}
             for n, s in streams.items():
@@ -155,8 +157,9 @@ def vad_rows(a, impls):
     batch = {i: rng.standard_normal((per, m.input_size)).astype(np.float32) for i in range(n_streams)}
     cases, results = {}, {}
     for n, mod in impls.items():
-        s = mod.Stream(m)
-        bank = mod.Bank(m, 600)
+        mm = mod.Model(m.arch, m.tensors(), labels=m.labels, frontend=m.frontend, name=m.name)
+        s = mod.Stream(mm)
+        bank = mod.Bank(mm, 600)
         for i in batch:
             bank.open(i)
         results[n] = bank.push_many(batch)

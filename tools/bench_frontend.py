@@ -18,6 +18,8 @@ Reports the minimum and the median over repeats (the machine may be shared) for
   100 ms blocks, current module only: what the server's per-stream path pays;
 * ``librosa``    ``librosa.feature.melspectrogram(center=False)`` + ``np.log`` on the same signal.
 
+Every row is timed in every repeat, the variants in alternating order, so that load
+changes on a shared machine hit them alike; compare the minimums.
 ``--baseline FILE`` also times the ``LogMel`` of another copy of the module (e.g. the
 previous ``streamrnn/audio/frontend.py``, saved with ``git show HEAD~1:streamrnn/audio/frontend.py``),
 interleaved with the current one in the same process, and checks that both give
@@ -123,8 +125,29 @@ def main(argv=None):
             ("kernel 10", kernel10, "(_frames_kernel alone, 10 frames a call: push 100ms minus this = overhead)"),
             ("push 0", fixed, "(us per push of 1 sample that completes no frame: the fixed cost)"),
             ("1000 streams", many, "(100 ms pushes round-robin over 1000 front ends: tables shared or not)")]
+    from streamrnn.audio.stream import FeatureStream
+
+    fs = FeatureStream(fes["streamrnn"], sr)
+    fs.push(x[:1000])
+    extra = [("FeatureStream push 100ms", lambda: stream(fs, 10 * hop)(), "(same rate: the server's per-stream path)")]
+    try:
+        import librosa
+    except ImportError:
+        librosa = None
+        print("librosa not installed: no comparison")
+    T_lib = 1 + (len(x) - args.n_fft) // hop  # librosa needs n_fft samples for a frame
+    if librosa is not None:
+        def lib():
+            S = librosa.feature.melspectrogram(y=x, sr=sr, n_fft=args.n_fft, hop_length=hop, win_length=win,
+                                               center=False, n_mels=n_mels)
+            np.log(S + 1e-6)
+            return T_lib
+
+        lib()
+        extra.append(("librosa", lib, "(melspectrogram center=False + log)"))
+
     times, makers = {}, {}
-    for rep in range(args.repeats):  # variants interleaved, so load changes hit them alike
+    for rep in range(args.repeats):  # everything interleaved, so load changes hit every row alike
         for row, make, _note in rows:
             order = list(fes.items())
             for name, fe in (order if rep % 2 == 0 else order[::-1]):  # alternate who runs first
@@ -132,50 +155,29 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 n = fn() or T  # frames (or pushes, for "push 0")
                 times.setdefault((row, name), []).append((time.perf_counter() - t0) / n * 1e6)
-
-    from streamrnn.audio.stream import FeatureStream
-
-    fs = FeatureStream(fes["streamrnn"], sr)
-    fs_times = []
-    for _ in range(args.repeats):
-        fs.reset()
-        t0 = time.perf_counter()
-        for i in range(0, len(x), 10 * hop):
-            fs.push(x[i:i + 10 * hop])
-        fs_times.append((time.perf_counter() - t0) / T * 1e6)
+        for row, fn, _note in extra:
+            t0 = time.perf_counter()
+            n = fn() or T
+            times.setdefault((row, "streamrnn"), []).append((time.perf_counter() - t0) / n * 1e6)
 
     print(f"signal {args.seconds:g} s at {sr} Hz, {T} frames, n_fft {args.n_fft}, win {win}, hop {hop}, "
-          f"{n_mels} mels; us/frame, min and median of {args.repeats} repeats")
+          f"{n_mels} mels; us/frame (push 0: us/push), min and median of {args.repeats} repeats")
     for row, _make, note in rows:
         for name in fes:
             t = times[(row, name)]
-            print(f"{name:9s} {row:10s} min {min(t):7.2f}  median {np.median(t):7.2f}  {note}")
+            print(f"{name:9s} {row:12s} min {min(t):7.2f}  median {np.median(t):7.2f}  {note}")
         if args.baseline:
             ratio = min(times[(row, "baseline")]) / min(times[(row, "streamrnn")])
-            print(f"{'':9s} {row:10s} speed-up (min) {ratio:.2f}x")
-    print(f"{'streamrnn':9s} {'FeatureStream push 100ms':10s} min {min(fs_times):7.2f}  median {np.median(fs_times):7.2f}")
-    try:
-        import librosa
-    except ImportError:
-        print("librosa not installed: no comparison")
-        return
-
-    def lib():
-        S = librosa.feature.melspectrogram(y=x, sr=sr, n_fft=args.n_fft, hop_length=hop, win_length=win,
-                                           center=False, n_mels=n_mels)
-        np.log(S + 1e-6)
-
-    lib()
-    t_lib = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        lib()
-        t_lib.append(time.perf_counter() - t0)
-    T_lib = 1 + (len(x) - args.n_fft) // hop
-    per = [t / T_lib * 1e6 for t in t_lib]
-    print(f"{'librosa':9s} {'':10s} min {min(per):7.2f}  median {np.median(per):7.2f}  "
-          "(melspectrogram center=False + log)")
-    print(f"ratio compute / librosa (min) = {min(times[('compute', 'streamrnn')]) / min(per):.2f}")
+            print(f"{'':9s} {row:12s} speed-up (min) {ratio:.2f}x")
+    for name in fes:
+        over = 10 * (min(times[("push 100ms", name)]) - min(times[("kernel 10", name)]))
+        print(f"{name:9s} {'overhead':12s} {over:7.2f} us per 100 ms push  (10 x (min push 100ms - min kernel 10))")
+    for row, _fn, note in extra:
+        t = times[(row, "streamrnn")]
+        print(f"{row:22s} min {min(t):7.2f}  median {np.median(t):7.2f}  {note}")
+    if librosa is not None:
+        ratio = min(times[("compute", "streamrnn")]) / min(times[("librosa", "streamrnn")])
+        print(f"ratio compute / librosa (min) = {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,56 @@ def _streamrnn_pipeline_cpu(path: Path, out: Path) -> float:
     return time.process_time() - t0
 
 
+def _stage_cpu(path: Path, out: Path) -> dict:
+    """CPU seconds of each stage of the pipeline alone, on the same file and the same 1 s blocks,
+    each stage fed with the previous stage's output kept in memory: what the whole is made of."""
+    import streamrnn
+    from streamrnn.audio.resample import Resampler
+    from streamrnn.audio.frontend import as_frontend
+    from streamrnn.transport import wire
+    from streamrnn.transport.sinks import _pred_lines
+    from streamrnn.transport.sources import open_source
+
+    model = streamrnn.load_model("vad")
+    cpu = {}
+    t0 = time.process_time()
+    src = open_source(f"file:{path}")
+    src.open()
+    blocks = []
+    while not src.exhausted:
+        blocks += [c.data for c in src.read(0.05) if c.data.shape[0]]
+    src.close()
+    cpu["read (soundfile, int16 -> float32)"] = time.process_time() - t0
+    rs = Resampler(src.rate, 16000, 1)
+    rs.push(blocks[0][:4800])  # warm
+    rs.reset()
+    t0 = time.process_time()
+    blocks = [rs.push(b) for b in blocks]
+    cpu["resample 48 -> 16 kHz (soxr HQ)"] = time.process_time() - t0
+    fe = as_frontend(model.frontend)
+    fe.push(np.zeros(1600, np.float32))
+    fe.reset()
+    t0 = time.process_time()
+    feats = [fe.push(b) for b in blocks]
+    cpu["log-mel front end"] = time.process_time() - t0
+    st = model.stream()
+    st.push(feats[0][:2])
+    st.reset()
+    t0 = time.process_time()
+    ys = [st.push(f) for f in feats]
+    cpu["model (2-layer GRU 48 + head)"] = time.process_time() - t0
+    descs = {"file0": {"rate": 100.0}}
+    t0 = time.process_time()
+    with open(out, "w", encoding="utf-8", buffering=1 << 16) as f:
+        k = 0
+        for y in ys:
+            f.write(_pred_lines(wire.Message(wire.PRED, "file0", sample_index=k, data=y), descs))
+            k += y.shape[0]
+    cpu["JSON lines (60,000 rows at 100 frames/s)" if k == 60000 else f"JSON lines ({k} rows)"] = \
+        time.process_time() - t0
+    return cpu
+
+
 def _silero_cpu(path: Path, out: Path):
     """The same file through Silero VAD's packaged ONNX model, as its own streaming wrapper runs it:
     read, resample to 16 kHz, 512-sample windows with 64 samples of context, one ONNX Runtime
@@ -92,14 +142,16 @@ def bench_pipeline(a) -> dict:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         path = _long_file(seconds, 48000, d)
-        ours, theirs, note = [], [], ""
+        ours, theirs, note, stages = [], [], "", []
         for _ in range(max(1, a.repeats // 2)):
             ours.append(_streamrnn_pipeline_cpu(path, d / "ours.jsonl"))
+            stages.append(_stage_cpu(path, d / "stages.jsonl"))
             cpu, note = _silero_cpu(path, d / "silero.jsonl")
             if cpu is not None:
                 theirs.append(cpu)
     r = {"audio_seconds": seconds, "input_rate": 48000, "streamrnn_cpu_s": float(np.median(ours)),
-         "silero_cpu_s": float(np.median(theirs)) if theirs else None, "silero": note}
+         "silero_cpu_s": float(np.median(theirs)) if theirs else None, "silero": note,
+         "stages_cpu_s": {k: float(np.median([st[k] for st in stages])) for k in stages[0]}}
     r["streamrnn_rtf"] = r["streamrnn_cpu_s"] / seconds
     r["silero_rtf"] = r["silero_cpu_s"] / seconds if theirs else None
     ratio = f"{r['silero_cpu_s'] / r['streamrnn_cpu_s']:.1f}x" if theirs else "-"
@@ -111,6 +163,13 @@ def bench_pipeline(a) -> dict:
         "| | CPU s | real-time factor | CPU vs streamrnn |", "|---|---:|---:|---:|",
         f"| streamrnn (bundled VAD) | {r['streamrnn_cpu_s']:.2f} | {r['streamrnn_rtf']:.5f} | 1x |",
         (f"| {note} | {r['silero_cpu_s']:.2f} | {r['silero_rtf']:.5f} | {ratio} |" if theirs else f"| {note} | - | - | - |"),
+        "", "Where streamrnn's time goes: each stage run alone on the same file and 1 s blocks (its input "
+        "prepared by the previous stage beforehand), median of repeats. The whole pipeline's CPU minus their "
+        "sum is its own bookkeeping (wire messages, events, stats).", "",
+        "| stage | CPU s | real-time factor | share of the whole |", "|---|---:|---:|---:|",
+        *[f"| {k} | {v:.3f} | {v / seconds:.6f} | {v / r['streamrnn_cpu_s']:.0%} |"
+          for k, v in r["stages_cpu_s"].items()],
+        f"| rest of the pipeline | {r['streamrnn_cpu_s'] - sum(r['stages_cpu_s'].values()):.3f} | | |",
     ])
     print("pipeline", {k: v for k, v in r.items() if k != "markdown"}, flush=True)
     return r

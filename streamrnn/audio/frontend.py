@@ -878,9 +878,10 @@ class LogMel:
     def _push(self, block, nonfinite: str, what: str):
         """``push`` without touching ``n_nonfinite``: returns (frames, NaN/Inf samples replaced).
 
-        One kernel call does the rest (``_push_kernel``): the per-push Python work is
-        a few checks and the output allocation (the many-streams server pays it on every
-        100 ms message of every stream).
+        Two kernel calls do the work (``_push_kernel``: check, convert, pre-emphasise,
+        keep the tail; then the frames kernel): the per-push Python work is a few checks
+        and the output allocation (the many-streams server pays it on every 100 ms
+        message of every stream).
         """
         zero = nonfinite == "zero"
         if not zero and nonfinite != "error":

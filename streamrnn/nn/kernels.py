@@ -354,9 +354,10 @@ def stream_push_kernel(mi, theta, x, buf, y):
         yf = y.reshape(T * O)
         nolens = mi[:0]  # an empty int64 array without an allocation
         nosave = ws[:1].reshape((1, 1, 1, 1))  # never written: mode has no MODE_SAVE
+        one = np.int64(1)  # B as a plain int64, not the literal 1: the bank's compiled specialisation serves both
         for t0 in range(0, T, STREAM_CHUNK):
             t1 = min(t0 + STREAM_CHUNK, T)
-            _forward_flat(mi, MODE_APPLY_ACT, theta, t1 - t0, 1, xf[t0 * I : t1 * I], nolens, h, c, ws,
+            _forward_flat(mi, MODE_APPLY_ACT, theta, t1 - t0, one, xf[t0 * I : t1 * I], nolens, h, c, ws,
                           yf[t0 * O : t1 * O], nosave)
     return n_bad
 

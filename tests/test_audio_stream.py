@@ -230,6 +230,24 @@ def test_nonfinite_samples_same_rate():
     assert z.snapshot()["n_nonfinite"] == 2
 
 
+def test_feature_stream_mono_column_input(speech):
+    """(n, 1) blocks (the wire's layout) at the front end's rate: the frames of the same samples as (n,)."""
+    x = speech[0][:30000]
+    fe = LogMel(sample_rate=22050, preemphasis=0.97)
+    fs = FeatureStream(fe, 22050)
+    got = np.concatenate([fs.push(c[:, None]) for c in chunks(x, [1600, 7, 4096])])
+    np.testing.assert_array_equal(got, fe.compute(x))
+    fs.reset()
+    i16 = (x * 20000).astype(np.int16)
+    np.testing.assert_array_equal(fs.push(i16[:, None]), fe.compute(i16))
+    bad = x[:2000, None].copy()
+    bad[1234, 0] = np.inf
+    with pytest.raises(AudioError, match=r"samples contains 1 NaN/Inf samples \(first at sample 1234\)"):
+        fs.push(bad)
+    with pytest.raises(AudioError, match="dtype int32"):
+        fs.push(np.zeros((100, 1), np.int32))
+
+
 def test_bad_stream_input():
     fs = FeatureStream(LogMel(), 16000)
     with pytest.raises(AudioError, match="dtype int32"):

@@ -79,12 +79,15 @@ class FeatureStream:
 
     def push(self, samples) -> np.ndarray:
         """samples (n,) or (n, channels) -> (t, n_features) float32 frames completed by them."""
-        if self.resampler is None and type(samples) is np.ndarray and samples.ndim == 1:
-            # the common case (mono at the front end's rate): one front-end kernel call
-            # checks, converts and frames; NaN/Inf are counted here, not in the front end
-            y, bad = self.frontend._push(samples, self.nonfinite, "samples")
-            self.n_nonfinite += bad
-            return y
+        if self.resampler is None and type(samples) is np.ndarray:
+            if samples.ndim == 2 and samples.shape[1] == 1:
+                samples = samples[:, 0]  # mono as (n, 1), the wire's layout: a view, no copy
+            if samples.ndim == 1:
+                # the common case (mono at the front end's rate): the front end's kernel checks,
+                # converts and pre-emphasises; NaN/Inf are counted here, not in the front end
+                y, bad = self.frontend._push(samples, self.nonfinite, "samples")
+                self.n_nonfinite += bad
+                return y
         x = as_signal(samples, "samples", allow_2d=True)
         x, bad = fix_nonfinite(x, self.nonfinite, "samples")  # before soxr: NaN would spoil its state
         self.n_nonfinite += bad

@@ -10,13 +10,14 @@ across pushes), window of ``win_length`` samples, zero-padded at the end to
 ``n_fft``, real FFT, |X|**power, mel projection, log.  ``MFCC`` adds a
 DCT-II (orthonormal) over the log-mel values and optional liftering.
 
-The per-frame work runs in one Numba kernel (``_frames_kernel``) over a whole
-block of frames, in tiles of 8 frames that advance together, then one frame at a time.
-Before it, ``_push_kernel`` checks the new samples for NaN/Inf, converts them to
-float64 after the leftover samples, pre-emphasises them and keeps the new tail:
-``push`` and ``compute`` both go through it.  Every frame goes through the same floating-point operations
-from the same float64 samples whatever tile it falls in, so ``push`` in any
-block sizes gives frames bit-identical to ``compute`` on the whole signal.
+The per-frame work runs in one Numba kernel (``_frames_kernel``; ``_dft_frames_kernel``
+for an n_fft that is not a power of two) over a whole block of frames, in tiles of 8
+frames that advance together, then one frame at a time.  Before it, ``_push_kernel``
+checks the new samples for NaN/Inf, converts them to float64 after the leftover
+samples, pre-emphasises them and keeps the new tail: ``push`` and ``compute`` both go
+through it.  Every frame goes through the same floating-point operations from the
+same float64 samples whatever tile it falls in, so ``push`` in any block sizes gives
+frames bit-identical to ``compute`` on the whole signal.
 
 Input normalisation is *not* part of the front end: a model's ``norm.mean`` /
 ``norm.std`` tensors hold it and the model kernel applies it.

@@ -17,7 +17,8 @@ def test_two_threads_equal_one_thread_and_single_streams(cell, layers):
     m = streamrnn.Model.random(cell, 6, 16, num_layers=layers, output_size=2, activation="sigmoid", seed=4)
     rng = np.random.default_rng(1)
     serial, threaded = m.bank(64), m.bank(64, threads=2)
-    ids = [f"s{i}" for i in range(23)]  # not a multiple of the thread count: unequal groups
+    serial._group, threaded._group = 5, 4  # several lane groups, the last one short, in both paths
+    ids = [f"s{i}" for i in range(23)]  # not a multiple of the group sizes: unequal groups
     singles = {}
     for i in ids:
         serial.open(i)
@@ -44,6 +45,23 @@ def test_two_threads_equal_one_thread_and_single_streams(cell, layers):
     assert np.array_equal(threaded.h, serial.h)
     assert np.array_equal(threaded.c, serial.c)
     assert parallel.bank_step_parallel_kernel.signatures  # the threaded path did run
+
+
+def test_nan_in_one_stream_of_a_threaded_call_changes_nothing_and_names_it():
+    from streamrnn.errors import InputError
+
+    m = streamrnn.Model.random("gru", 3, 8, output_size=1, seed=0)
+    b = m.bank(16, threads=2)
+    b._group = 2
+    for i in range(6):
+        b.open(f"s{i}")
+    fr = {f"s{i}": np.ones((4, 3), np.float32) for i in range(6)}
+    fr["s4"] = fr["s4"].copy()
+    fr["s4"][2, 1] = np.nan
+    before = b.h.copy()
+    with pytest.raises(InputError, match=r"stream 's4': x contains 1 NaN/Inf"):
+        b.push_many(fr)
+    assert np.array_equal(b.h, before) and not b.n_frames.any()
 
 
 def test_few_streams_fall_back_to_one_thread_and_still_agree():

@@ -15,11 +15,15 @@ for cell in ("gru", "lstm", "rnn_tanh", "rnn_relu"):
         m = streamrnn.Model.random(cell, 4, 6, num_layers=2, output_size=2, activation=act, has_norm=True)
         m.stream().push(np.zeros((3, 4), np.float32))
         b = m.bank(3); b.open(0); b.push(0, np.zeros((2, 4), np.float32))
+b = m.bank(4, threads=2); b._group = 1  # the threaded bank (two groups) too
+b.open(0); b.open(1); b.push_many({0: np.zeros((2, 4), np.float32), 1: np.zeros((1, 4), np.float32)})
+from streamrnn.nn import parallel
 stats = {}
-for name in dir(kernels):
-    f = getattr(kernels, name)
-    if isinstance(f, numba.core.registry.CPUDispatcher) and f.signatures:
-        stats[name] = {"hits": sum(f.stats.cache_hits.values()), "misses": sum(f.stats.cache_misses.values())}
+for mod in (kernels, parallel):
+    for name in dir(mod):
+        f = getattr(mod, name)
+        if isinstance(f, numba.core.registry.CPUDispatcher) and f.signatures:
+            stats[name] = {"hits": sum(f.stats.cache_hits.values()), "misses": sum(f.stats.cache_misses.values())}
 print(json.dumps(stats))
 """
 
@@ -35,7 +39,7 @@ def test_second_process_compiles_nothing(tmp_path):
     first = run(tmp_path)
     assert first["stream_push_kernel"]["misses"] > 0  # the empty cache forced compilation
     second = run(tmp_path)
-    for name in ("stream_push_kernel", "bank_step_kernel", "count_nonfinite"):
+    for name in ("stream_push_kernel", "bank_step_kernel", "bank_step_parallel_kernel"):
         assert second[name]["hits"] > 0, (name, second)
     compiled = {k: v["misses"] for k, v in second.items() if v["misses"]}
     assert not compiled, f"recompiled in the second process: {compiled}"

@@ -362,28 +362,82 @@ def stream_push_kernel(mi, theta, x, buf, y):
     return n_bad
 
 
-@njit(cache=True, error_model="numpy")
-def bank_step_kernel(mi, theta, x, lens, slots, h_all, c_all, ws, y):
-    """Many streams of one bank in one call: the weights are read once for all of them.
+# A bank call advances its streams in groups of this many lanes: one group's frames, states and
+# scratch stay in the L2 cache through every layer (a call of 500 streams x 10 frames as one
+# block would stream a 3 MB input projection through L2 many times: measured 20 % slower).
+BANK_GROUP = 64
 
-    x (T, n, I) frames of the n streams advanced now (stream i has lens[i] <= T frames),
-    slots (n,) their rows in the bank state h_all, c_all (L, capacity, H), y (T, n, O).
+
+def bank_part_size(T, L, I, H, G, O, group=BANK_GROUP):
+    """Elements of one group's flat scratch for blocks of up to T frames: its frames, outputs,
+    states and the forward kernel's workspace."""
+    return group * (T * I + T * O + 2 * L * H) + workspace_size(T, group, I, H, G)
+
+
+@njit(cache=True, error_model="numpy")
+def _bank_group(mi, theta, x, offs, slots, h_all, c_all, y, lo, hi, part, lf):
+    """Lanes lo..hi of a bank call: gather their frames (zero-padded to the longest; the padding
+    is masked by the lengths) and states into ``part``, run the forward pass, scatter outputs and
+    states back.  Each lane computes exactly what it computes alone."""
+    L, I, H = mi[MI_L], mi[MI_I], mi[MI_H]
+    O = y.shape[1]
+    m = hi - lo
+    T = 0
+    for i in range(m):
+        lf[i] = offs[lo + i + 1] - offs[lo + i]
+        T = max(T, lf[i])
+    if T == 0:
+        return
+    p1 = T * m * I
+    p2 = p1 + T * m * O
+    p3 = p2 + L * m * H
+    p4 = p3 + L * m * H
+    xs, ys, hs, cs, ws = part[:p1], part[p1:p2], part[p2:p3], part[p3:p4], part[p4:]
+    for i in range(m):
+        o, n_i = offs[lo + i], lf[i]
+        for t in range(T):
+            r = (t * m + i) * I
+            if t < n_i:
+                xs[r : r + I] = x[o + t]
+            else:
+                xs[r : r + I] = 0
+        s = slots[lo + i]
+        for l in range(L):
+            r = (l * m + i) * H
+            hs[r : r + H] = h_all[l, s]
+            cs[r : r + H] = c_all[l, s]
+    nosave = ws[:1].reshape((1, 1, 1, 1))  # never written: mode has no MODE_SAVE
+    _forward_flat(mi, MODE_APPLY_ACT, theta, np.int64(T), np.int64(m), xs, lf[:m], hs, cs, ws, ys, nosave)
+    for i in range(m):
+        o = offs[lo + i]
+        for t in range(lf[i]):
+            r = (t * m + i) * O
+            y[o + t] = ys[r : r + O]
+        s = slots[lo + i]
+        for l in range(L):
+            r = (l * m + i) * H
+            h_all[l, s] = hs[r : r + H]
+            c_all[l, s] = cs[r : r + H]
+
+
+@njit(cache=True, error_model="numpy")
+def bank_step_kernel(mi, theta, x, offs, slots, h_all, c_all, ws, y, group):
+    """Many streams of one bank in one call, in groups of ``group`` lanes (weights read once per group).
+
+    x (N, I): the frames of the n streams advanced now, one after the other; stream i owns rows
+    offs[i]:offs[i+1] (offs (n+1,) int64).  slots (n,) their rows in the bank state
+    h_all, c_all (L, capacity, H), updated in place; y (N, O) the outputs in x's layout.
+    ws: one group's scratch (``bank_part_size``).  Returns the number of NaN/Inf values in x;
+    if it is not 0 nothing is computed and no state changes.
     """
-    L = h_all.shape[0]
+    n_bad = count_nonfinite(x)
+    if n_bad:
+        return n_bad
     n = slots.shape[0]
-    H = h_all.shape[2]
-    hb = np.empty((L, n, H), h_all.dtype)  # gathered states: contiguous lanes for the kernel
-    cb = np.empty((L, n, H), h_all.dtype)
-    for l in range(L):
-        for i in range(n):
-            hb[l, i] = h_all[l, slots[i]]
-            cb[l, i] = c_all[l, slots[i]]
-    nosave = np.empty((1, 1, 1, 1), theta.dtype)
-    forward_kernel(mi, MODE_APPLY_ACT, theta, x, lens, hb, cb, ws, y, nosave)
-    for l in range(L):
-        for i in range(n):
-            h_all[l, slots[i]] = hb[l, i]
-            c_all[l, slots[i]] = cb[l, i]
+    lf = np.empty(group, np.int64)
+    for lo in range(0, n, group):
+        _bank_group(mi, theta, x, offs, slots, h_all, c_all, y, lo, min(n, lo + group), ws, lf)
+    return 0
 
 
 @njit(cache=True, error_model="numpy")

@@ -20,6 +20,8 @@ from streamrnn.nn.cells import (
 from streamrnn.nn.kernels import (
     MODE_APPLY_ACT,
     MODE_SAVE,
+    BANK_GROUP,
+    bank_part_size,
     bank_step_kernel,
     count_nonfinite,
     forward_kernel,
@@ -326,7 +328,8 @@ class Bank:
             from streamrnn.nn.parallel import check_threads
 
             self.threads = check_threads(threads)
-        self._pws = np.zeros(0, model.dtype)  # the parallel groups' scratch, grown on demand
+        self._pws = np.zeros(0, model.dtype)  # scratch of the lane groups, grown on demand
+        self._group = BANK_GROUP  # lanes per group (tests use small groups to reach every path)
         a = model.arch
         self.model, self.capacity = model, int(capacity)
         self.h = np.zeros((a.num_layers, self.capacity, a.hidden_size), model.dtype)  # (L, capacity, H)
@@ -334,7 +337,6 @@ class Bank:
         self.n_frames = np.zeros(self.capacity, np.int64)
         self._slot: dict = {}
         self._free = list(range(self.capacity - 1, -1, -1))  # pop() hands out low slots first
-        self._ws = Workspace(a, 1, model.dtype)
 
     def __len__(self):
         return len(self._slot)
@@ -384,49 +386,58 @@ class Bank:
     def push_many(self, frames: dict) -> dict:
         """Advance every stream in ``frames`` ({id: x (T_i, input_size)}) in one kernel call.
 
-        Returns {id: y (T_i, output_size)}.  All inputs are validated first; if any is
-        invalid nothing is computed and the error names the stream.
+        Returns {id: y (T_i, output_size)} (views of one fresh output array, one region per
+        stream).  All inputs are validated first; if any is invalid nothing is computed and
+        the error names the stream.
         """
         m = self.model
+        dt, n_in = m.dtype, m.input_size
         n = len(frames)
         slots = np.empty(n, np.int64)
-        lens = np.empty(n, np.int64)
+        ends = [0] * n
         xs = []
+        total = 0
         for i, (sid, x) in enumerate(frames.items()):
             slots[i] = self._get(sid)
-            try:
-                x = m.check_frames(x)
-            except (ShapeError, InputError) as e:
-                raise type(e)(f"stream {sid!r}: {e}") from None
-            bad = count_nonfinite(x)
-            if bad:
-                raise InputError(f"stream {sid!r}: x contains {bad} NaN/Inf values; nothing was computed")
-            lens[i] = x.shape[0]
+            # fast path: a 2-D array of the model's dtype and width (np.concatenate takes any strides)
+            if not (type(x) is np.ndarray and x.dtype is dt and x.ndim == 2 and x.shape[1] == n_in):
+                try:
+                    x = m.check_frames(x)
+                except (ShapeError, InputError) as e:
+                    raise type(e)(f"stream {sid!r}: {e}") from None
             xs.append(x)
-        T = int(lens.max()) if n else 0
-        y = np.empty((T, n, m.output_size), m.dtype)
-        if T:
-            xb = np.zeros((T, n, m.input_size), m.dtype)  # (T, n, I), short streams padded (masked by lens)
-            for i, x in enumerate(xs):
-                xb[: len(x), i] = x
-            if self.threads > 1 and n >= 2 * self.threads:
-                self._push_parallel(xb, lens, slots, y)
+            total += x.shape[0]
+            ends[i] = total
+        offs = np.array([0] + ends, np.int64)  # stream i owns rows offs[i]:offs[i+1]
+        y = np.empty((total, m.output_size), dt)
+        if total:
+            x = np.concatenate(xs) if n > 1 else np.ascontiguousarray(xs[0])  # (N, I)
+            lens = offs[1:] - offs[:-1]
+            T = int(lens.max())
+            a = m.arch
+            part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
+            n_groups = -(-n // self._group)
+            if self.threads > 1 and n_groups > 1:
+                from streamrnn.nn.parallel import bank_step_parallel
+
+                bad = bank_step_parallel(self.threads, m._mi, m.theta, x, offs, slots, self.h, self.c,
+                                         self._scratch(n_groups * part), y, self._group, part)
             else:
-                ws = self._ws.ensure(T, n)
-                bank_step_kernel(m._mi, m.theta, xb, lens, slots, self.h, self.c, ws, y)
+                bad = bank_step_kernel(m._mi, m.theta, x, offs, slots, self.h, self.c, self._scratch(part), y,
+                                       self._group)
+            if bad:  # nothing was computed: name the first stream at fault
+                for sid, xi in zip(frames, xs):
+                    bad = count_nonfinite(np.ascontiguousarray(xi))
+                    if bad:
+                        raise InputError(f"stream {sid!r}: x contains {bad} NaN/Inf values; nothing was computed")
             self.n_frames[slots] += lens
-        return {sid: y[: lens[i], i].copy() for i, sid in enumerate(frames)}
+        return {sid: y[offs[i]:offs[i + 1]] for i, sid in enumerate(frames)}
 
-    def _push_parallel(self, xb, lens, slots, y):
-        from streamrnn.nn.parallel import bank_step_parallel
-
-        a, m = self.model.arch, self.model
-        T, n = xb.shape[:2]
-        part = workspace_size(T, -(-n // self.threads), a.input_size, a.hidden_size, a.gates)
-        if self._pws.shape[0] < self.threads * part:
-            self._pws = np.zeros(2 * self.threads * part, m.dtype)  # grows geometrically, never per call
-        bank_step_parallel(self.threads, m._mi, m.theta, xb, lens, slots, self.h, self.c,
-                           self._pws[: self.threads * part], y)
+    def _scratch(self, size: int) -> np.ndarray:
+        """``size`` elements of the bank's scratch, grown geometrically (never allocated per call)."""
+        if self._pws.shape[0] < size:
+            self._pws = np.zeros(2 * size, self.model.dtype)
+        return self._pws[:size]
 
     def snapshot(self, sid) -> dict:
         """The stream's state as a ``Stream`` snapshot (restorable into a Stream or a bank slot)."""

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from streamrnn.errors import ConfigError
-from streamrnn.nn.kernels import MODE_APPLY_ACT, forward_kernel
+from streamrnn.nn.kernels import _bank_group, count_nonfinite
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
@@ -42,49 +42,26 @@ def check_threads(threads) -> int:
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def bank_step_parallel_kernel(mi, theta, x, lens, slots, h_all, c_all, ws, y, n_groups):
-    """``bank_step_kernel`` with the n lanes split into ``n_groups`` contiguous groups, one per thread.
+def bank_step_parallel_kernel(mi, theta, x, offs, slots, h_all, c_all, ws, y, group, part):
+    """``bank_step_kernel`` with its groups of lanes spread over Numba's threads.
 
-    x (T, n, I), lens (n,), slots (n,), h_all/c_all (L, capacity, H), y (T, n, O) as there;
-    ws: n_groups equal parts, each at least ``workspace_size(T, ceil(n / n_groups), I, H, G)``.
-    Each group copies its lanes into contiguous arrays (once per call, not per frame), runs
-    the forward kernel and writes states and outputs back.
+    ws holds one scratch part of ``part`` elements (``bank_part_size``) per group.
+    Returns the number of NaN/Inf values in x (nothing computed if not 0).
     """
-    T, n, I = x.shape
-    L = h_all.shape[0]
-    H = h_all.shape[2]
-    O = y.shape[2]
-    per = (n + n_groups - 1) // n_groups
-    part = ws.shape[0] // n_groups
+    n_bad = count_nonfinite(x)
+    if n_bad:
+        return n_bad
+    n = slots.shape[0]
+    n_groups = (n + group - 1) // group
     for g in prange(n_groups):
-        lo = g * per
-        hi = min(n, lo + per)
-        if lo >= hi:
-            continue
-        m = hi - lo
-        xb = np.empty((T, m, I), x.dtype)
-        yb = np.empty((T, m, O), y.dtype)
-        hb = np.empty((L, m, H), h_all.dtype)
-        cb = np.empty((L, m, H), h_all.dtype)
-        lb = np.empty(m, np.int64)
-        nosave = np.empty((1, 1, 1, 1), theta.dtype)
-        for i in range(m):
-            lb[i] = lens[lo + i]
-            for t in range(T):
-                xb[t, i] = x[t, lo + i]
-            for l in range(L):
-                hb[l, i] = h_all[l, slots[lo + i]]
-                cb[l, i] = c_all[l, slots[lo + i]]
-        forward_kernel(mi, MODE_APPLY_ACT, theta, xb, lb, hb, cb, ws[g * part:(g + 1) * part], yb, nosave)
-        for i in range(m):
-            for t in range(T):
-                y[t, lo + i] = yb[t, i]
-            for l in range(L):
-                h_all[l, slots[lo + i]] = hb[l, i]
-                c_all[l, slots[lo + i]] = cb[l, i]
+        lf = np.empty(group, np.int64)
+        lo = g * group
+        _bank_group(mi, theta, x, offs, slots, h_all, c_all, y, lo, min(n, lo + group),
+                    ws[g * part:(g + 1) * part], lf)
+    return 0
 
 
-def bank_step_parallel(threads, mi, theta, x, lens, slots, h_all, c_all, ws, y):
-    """Run the parallel kernel on ``threads`` Numba threads (ws: one flat buffer split evenly)."""
+def bank_step_parallel(threads, mi, theta, x, offs, slots, h_all, c_all, ws, y, group, part):
+    """Run the parallel kernel on ``threads`` Numba threads; returns its NaN/Inf count."""
     numba.set_num_threads(threads)
-    bank_step_parallel_kernel(mi, theta, x, lens, slots, h_all, c_all, ws, y, threads)
+    return bank_step_parallel_kernel(mi, theta, x, offs, slots, h_all, c_all, ws, y, group, part)

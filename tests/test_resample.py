@@ -165,3 +165,29 @@ def test_bad_blocks():
     with pytest.raises(AudioError, match="dtype int32"):
         r.push(np.zeros((100, 2), np.int32))
     assert r.n_in == 0
+
+
+@pytest.mark.parametrize("rates,blocks", [((48000, 16000), (480, 4800, 17, 30000)), ((44100, 16000), (441, 3, 9999))])
+def test_snapshot_history_is_exactly_the_input_tail_after_many_pushes(rates, blocks):
+    """The history kept for snapshots is the input from a period-aligned start, whatever the push sizes
+    (it is appended in place and moved only when its buffer fills)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(5 * rates[0]).astype(np.float32)
+    r = Resampler(*rates)
+    pos = k = 0
+    while pos < len(x):
+        n = blocks[k % len(blocks)]
+        r.push(x[pos:pos + n])
+        pos, k = min(len(x), pos + n), k + 1
+        snap = r.snapshot()
+        start = snap["hist_start"]
+        assert start % r._period == 0 and pos - start >= min(pos, r._hist_len)
+        np.testing.assert_array_equal(snap["history"], x[start:pos])
+
+
+def test_identity_push_never_returns_a_view_of_the_callers_block():
+    r = Resampler(16000, 16000)
+    for block in (np.zeros(160, np.float32), np.zeros((160, 1), np.float32)):
+        y = r.push(block)
+        block[:] = 1.0
+        assert not y.any()

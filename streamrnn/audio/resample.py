@@ -32,7 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamrnn.audio.frontend import as_signal, check_rate, guarded_restore
+from streamrnn.audio.frontend import _all_finite, as_signal, check_rate, guarded_restore
 from streamrnn.errors import AudioError, ConfigError, SnapshotError
 
 SNAPSHOT_VERSION = 1
@@ -128,12 +128,26 @@ class Resampler:
                 self._rs.clear()
         self.n_in = 0  # input samples consumed since reset
         self.n_out = 0  # output samples emitted since reset
-        self._hist = np.empty(0, dtype=np.float32)  # input [_hist_start, n_in), for snapshots
+        # input [_hist_start, n_in), for snapshots: _hbuf[_hoff:_hoff + _hn], appended in place
+        # (a push copies its own samples, not the whole history; see _remember)
+        self._hbuf = np.empty(0, dtype=np.float32)
+        self._hoff = self._hn = 0
         self._hist_start = 0
         self._pending = np.empty(0, dtype=np.float32)  # outputs owed after a restore
         self._drop = 0  # outputs to discard after a restore (already emitted before the snapshot)
 
+    @property
+    def _hist(self) -> np.ndarray:
+        return self._hbuf[self._hoff:self._hoff + self._hn]
+
     def _mono(self, block) -> np.ndarray:
+        if (type(block) is np.ndarray and block.dtype == np.float32 and self.channels == 1
+                and (block.ndim == 1 or (block.ndim == 2 and block.shape[1] == 1))):
+            # the common case (float32 mono, the wire's (n, 1) layout too): no float64 round trip
+            x = np.ascontiguousarray(block.reshape(-1))
+            if not _all_finite(x):
+                raise AudioError("block contains NaN/Inf samples; they would poison the resampler's filter state")
+            return x
         x = as_signal(block, "block", allow_2d=True)
         ch = 1 if x.ndim == 1 else x.shape[1]
         if ch != self.channels:
@@ -143,18 +157,32 @@ class Resampler:
         return np.ascontiguousarray(downmix(x), dtype=np.float32)
 
     def _remember(self, x: np.ndarray) -> None:
-        # keep at least _hist_len input samples, starting at a multiple of the phase period
+        # keep at least _hist_len input samples, starting at a multiple of the phase period.
+        # x is appended after the kept samples; when the buffer's end is reached they move to
+        # its front (or it grows to 4x what is kept): each sample is moved about 1/3 time on
+        # average, instead of the whole history being copied on every push.
         if self.identity:
             return
-        h = np.concatenate([self._hist, x]) if len(self._hist) else x.copy()
-        end = self.n_in  # index just past x
-        want = end - self._hist_len
+        n = len(x)
+        buf, off, hn = self._hbuf, self._hoff, self._hn
+        if off + hn + n > len(buf):
+            if 2 * (hn + n) > len(buf):
+                nb = np.empty(4 * (hn + n), dtype=np.float32)
+                nb[:hn] = buf[off:off + hn]
+                buf = nb
+            else:
+                buf[:hn] = buf[off:off + hn].copy()  # overlapping move to the front
+            off = 0
+        buf[off + hn:off + hn + n] = x
+        hn += n
+        want = self.n_in - self._hist_len  # self.n_in is the index just past x
         if want > self._hist_start:
             start = (want // self._period) * self._period
             if start > self._hist_start:
-                h = h[start - self._hist_start:]
+                d = start - self._hist_start
+                off, hn = off + d, hn - d
                 self._hist_start = start
-        self._hist = h
+        self._hbuf, self._hoff, self._hn = buf, off, hn
 
     def _emit(self, y: np.ndarray) -> np.ndarray:
         if self._drop:
@@ -173,7 +201,7 @@ class Resampler:
         if self.identity:
             self.n_in += len(x)
             self.n_out += len(x)
-            return x.copy() if x is block else x
+            return x.copy() if np.may_share_memory(x, block) else x  # never a view of the caller's block
         self.n_in += len(x)
         self._remember(x)
         y = self._rs.resample_chunk(x) if len(x) else np.empty(0, dtype=np.float32)
@@ -224,7 +252,7 @@ class Resampler:
         self.n_in, self.n_out = n_in, n_out
         if self.identity:
             return
-        self._hist, self._hist_start = hist.copy(), start
+        self._hbuf, self._hoff, self._hn, self._hist_start = hist.copy(), 0, len(hist), start
         k0 = start // self._period * self._period_out  # global output index of the history's first sample
         y = np.asarray(self._rs.resample_chunk(hist), dtype=np.float32) if len(hist) else np.empty(0, np.float32)
         # the replay yields global outputs [k0, k0 + len(y)); [0, n_out) were emitted before the snapshot.

@@ -35,7 +35,7 @@ SNAPSHOT_VERSION = 1
 _DTYPES = (np.float32, np.float64)
 
 
-def _aligned_copy(a: np.ndarray, align: int = 64) -> np.ndarray:
+def aligned_copy(a: np.ndarray, align: int = 64) -> np.ndarray:
     """A C-contiguous copy of ``a`` whose data starts on an ``align``-byte boundary.
 
     The weight matrices then start on cache lines (each row too when G*H is a multiple of 16):
@@ -121,7 +121,7 @@ class Model:
         self.arch = arch
         self.layout = PackedLayout(arch)
         self.dtype = dtype
-        self.theta = _aligned_copy(self.layout.pack(tensors, dtype))
+        self.theta = aligned_copy(self.layout.pack(tensors, dtype))
         self.theta.setflags(write=False)  # weights are shared by every stream: read-only
         self.labels = list(labels) if labels is not None else None
         self.frontend = frontend
@@ -151,7 +151,7 @@ class Model:
         """A model of the same architecture and metadata with new packed parameters."""
         m = object.__new__(Model)
         m.__dict__.update(self.__dict__)
-        m.theta = _aligned_copy(np.asarray(theta, dtype=self.dtype))
+        m.theta = aligned_copy(np.asarray(theta, dtype=self.dtype))
         m.theta.setflags(write=False)
         return m
 

@@ -38,7 +38,7 @@ import numpy as np
 from streamrnn.config import TrainConfig, to_dict
 from streamrnn.errors import ConfigError, TrainingError
 from streamrnn.nn.cells import Architecture, PackedLayout, init_tensors
-from streamrnn.nn.model import Model
+from streamrnn.nn.model import Model, aligned_copy
 from streamrnn.train import metrics as M
 from streamrnn.train.lanes import TBPTTRunner, make_plan, norm_stats, prepare, run_lanes
 from streamrnn.train.losses import HEAD_ACTIVATION, frame_losses
@@ -335,7 +335,7 @@ class Trainer:
                 tensors[f"rnn.bias_ih_l{k}"][H:2 * H] += self.cfg.model.gru_update_bias  # gate z
         if self.arch.has_norm:
             tensors["norm.mean"], tensors["norm.std"] = self.mean, self.std
-        self.theta = self.layout.pack(tensors, self.dtype)
+        self.theta = aligned_copy(self.layout.pack(tensors, self.dtype))  # weight rows on cache lines, as Model's
         self.rng = rng
         self.best_theta = self.theta.copy()
         self.good_theta = self.theta.copy()

@@ -428,3 +428,23 @@ def test_shipped_config_loads():
 
     c = load_stream_config(Path(__file__).parent.parent / "configs" / "stream.toml", env={})
     assert c == StreamConfig() or c.validate() is c
+
+
+def test_a_slow_warm_up_tells_the_user_that_kernels_compile(monkeypatch, caplog):
+    """A cold start (kernels compiling) is announced on stderr instead of a silent 20 s wait;
+    a warm-up that ends before the notice time says nothing."""
+    import logging
+
+    from streamrnn.runtime import pipeline as pl
+
+    m = streamrnn.load_model("vad")
+    p = Pipeline(None, [Keep()], model=m)
+    p.warm_up(16000)  # kernels loaded (or compiled) now, so the next calls take well under a second
+    with caplog.at_level(logging.WARNING, logger=pl.log.name):
+        monkeypatch.setattr(pl, "COMPILE_NOTICE_AFTER", 60.0)
+        p.warm_up(16000)
+        assert not [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]
+        monkeypatch.setattr(pl, "COMPILE_NOTICE_AFTER", 0.0)
+        monkeypatch.setattr(pl.Pipeline, "_warm_up", lambda self, rate: time.sleep(0.3) or 0.3)  # a slow warm-up
+        p.warm_up(16000)
+        assert [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]

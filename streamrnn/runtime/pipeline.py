@@ -61,6 +61,13 @@ LIMITS = {                              # upper bounds of StreamConfig values (d
     "rate": 1_000_000,                  # Hz
 }
 
+# Seconds of warm-up after which the user is told that the kernels are compiling (a warm
+# start loads them from the on-disk cache in about 0.5 s).
+COMPILE_NOTICE_AFTER = 2.0
+COMPILE_NOTICE = ("compiling the Numba kernels (first run on this machine or after an upgrade, about 20 s); "
+                  "they are cached on disk and later starts take under a second")
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Options of ``streamrnn stream`` / ``features``; precedence CLI > STREAMRNN_* env > TOML > these."""
@@ -557,7 +564,21 @@ class Pipeline:
 
     # --- lifecycle -------------------------------------------------------------------------------
     def warm_up(self, rate: float | None = None) -> float:
-        """Compile (or load from cache) every kernel before real data arrives; returns seconds."""
+        """Compile (or load from cache) every kernel before real data arrives; returns seconds.
+
+        Loading the cached kernels takes well under a second; if the warm-up is still running
+        after ``COMPILE_NOTICE_AFTER`` seconds, the kernels are being compiled (first run on
+        this machine, or after an upgrade), and a warning says so instead of a silent wait.
+        """
+        notice = threading.Timer(COMPILE_NOTICE_AFTER, log.warning, (COMPILE_NOTICE,))
+        notice.daemon = True
+        notice.start()
+        try:
+            return self._warm_up(rate)
+        finally:
+            notice.cancel()
+
+    def _warm_up(self, rate: float | None) -> float:
         t0 = time.perf_counter()
         # an unknown input rate (ZeroMQ sources): also load the resampler, for streams at other rates
         rates = [float(rate)] if rate else [16000.0, 48000.0]

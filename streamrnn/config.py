@@ -26,6 +26,7 @@ separates levels; names are case-insensitive).  Values are parsed like
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -49,8 +50,12 @@ def _is_section(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _convert(value, tp, key: str):
-    """Check/convert one value against a field type; raise ConfigError naming ``key``."""
+def convert(value, tp, key: str):
+    """Check/convert one value against a field type; raise ConfigError naming ``key``.
+
+    The one conversion of every config value (training and streaming): TOML values, environment
+    strings and command-line values alike.  Numbers must be finite.
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -62,7 +67,7 @@ def _convert(value, tp, key: str):
             if a is type(None):
                 continue
             try:
-                return _convert(value, a, key)
+                return convert(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
@@ -72,7 +77,7 @@ def _convert(value, tp, key: str):
             value = [v for v in (s.strip() for s in value.split(",")) if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -93,16 +98,19 @@ def _convert(value, tp, key: str):
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        v = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                v = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if v is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(v):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return v
     if tp is str:
         if isinstance(value, str):
             return value
@@ -122,7 +130,7 @@ def from_dict(cls, d: dict, prefix: str = ""):
     if unknown:
         raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known keys in "
                           f"{prefix.rstrip('.') or 'the top level'}: {', '.join(names)}")
-    kw = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
+    kw = {k: convert(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
     try:
         return cls(**kw)
     except ConfigError:

@@ -234,7 +234,7 @@ def test_killed_publisher_and_late_subscriber(tmp_path, models, procs):
     p1.p.kill()
     p1.p.wait()
     # the publisher is gone: the stream keeps running and says so with heartbeats
-    text = c.wait_for("out", r'"kind": "hb"')
+    c.wait_for("out", r'"kind": "hb"')
     p2 = producer(tmp_path, f"tcp://127.0.0.1:{p_in}", x, "p2", extra=pub_args)
     procs.append(p2)
     c.wait_for("out", r'"reset"')

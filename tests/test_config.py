@@ -85,3 +85,16 @@ def test_to_dict_round_trips():
     from streamrnn.config import from_dict
 
     assert from_dict(TrainConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_both_loaders_refuse_non_finite_numbers_with_the_same_conversion(bad):
+    """Training and streaming configs share one value conversion (config.convert)."""
+    from streamrnn.runtime.pipeline import load_stream_config
+
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected a finite number"):
+        load_config(TrainConfig, overrides=[f"optim.lr={bad}"], env={})
+    with pytest.raises(ConfigError, match=r"environment STREAMRNN_MIN_ON: min_on: expected a finite number"):
+        load_stream_config(env={"STREAMRNN_MIN_ON": bad})
+    with pytest.raises(ConfigError, match=r"option --on-threshold: on_threshold: expected a finite number"):
+        load_stream_config(env={}, overrides={"on_threshold": float(bad)})

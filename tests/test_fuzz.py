@@ -9,9 +9,7 @@ UnicodeDecodeError, RecursionError ...); what is accepted is well formed.
 import importlib.util
 import json
 import math
-import random
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import streamrnn
 from streamrnn.audio.files import read_labels
 from streamrnn.config import TrainConfig, load_config
-from streamrnn.errors import AudioError, ConfigError, ModelFileError, StreamRNNError, WireError
+from streamrnn.errors import AudioError, ConfigError, ModelFileError, WireError
 from streamrnn.runtime.pipeline import Pipeline, load_stream_config
 from streamrnn.runtime.stats import Stats
 from streamrnn.transport import wire

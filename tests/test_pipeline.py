@@ -279,7 +279,6 @@ def test_zmq_source_counts_each_malformed_kind_and_processes_the_valid_around_it
     x = np.random.default_rng(5).standard_normal((40, 4)).astype(np.float32)
     good = [_data("s", 9, i, 4 * i, x[4 * i:4 * i + 4]) for i in range(10)]
     ok = good[0]
-    h = bytearray(ok[1])
     bad = {
         "frames": [ok[0], ok[1]],
         "header_size": [ok[0], ok[1][:60], ok[2]],

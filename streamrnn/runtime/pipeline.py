@@ -26,19 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import sys
 import threading
 import time
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from streamrnn.config import read_toml
+from streamrnn.config import convert, read_toml
 from streamrnn.errors import ConfigError, StreamRNNError
 from streamrnn.runtime.events import EventDetector, EventParams
 from streamrnn.runtime.stats import Stats
@@ -139,45 +137,12 @@ def _field_types():
 
 
 def _coerce(name: str, value, tp, origin: str):
-    """Convert a TOML/env value to the field's type; ConfigError names the key and origin."""
-    args = typing.get_args(tp)
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        tp = next(a for a in args if a is not type(None))
-        args = typing.get_args(tp)
+    """Convert a TOML/env/option value to the field's type (``config.convert``, shared with the
+    training configs); the ConfigError also names where the value came from."""
     try:
-        if typing.get_origin(tp) is tuple:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise ValueError("expected a list of strings")
-            return tuple(value)
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            s = str(value).strip().lower()
-            if s in ("1", "true", "yes", "on"):
-                return True
-            if s in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true/false")
-        if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("expected an integer")
-            return int(value)
-        if tp is float:
-            if isinstance(value, bool):
-                raise ValueError("expected a number")
-            v = float(value)
-            if not math.isfinite(v):
-                raise ValueError("expected a finite number")
-            return v
-        if tp is str:
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return value
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{origin}: {name} = {value!r}: {e}") from None
-    raise AssertionError(tp)
+        return convert(value, tp, name)
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}") from None
 
 
 def load_stream_config(path=None, env=None, overrides: dict | None = None) -> StreamConfig:

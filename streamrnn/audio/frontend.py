@@ -265,6 +265,21 @@ _NI, _NF = 4, 11
 _HEAD = 8 + (_NI + 1) + (_NF + 1)
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _mel_tables(itab, ftab):
+    """The settings and tables both frame kernels read from the packed itab/ftab (see
+    ``_frames_kernel``): hop, log_mode, use_dct, n_bins, n_mels, the offset tables oi and of,
+    fb_lo, fb_hi, power, log_floor, the filterbank fb (n_mels, n_bins) and dct (F, n_mels)."""
+    n_bins = itab[4]
+    n_mels = itab[5]
+    oi = itab[8:8 + _NI + 1]
+    of = itab[8 + _NI + 1:_HEAD]
+    fb = ftab[of[9]:of[10]].reshape((n_mels, n_bins))
+    dct = ftab[of[10]:of[11]].reshape((itab[7], (of[11] - of[10]) // itab[7]))  # (1, 1) if unused
+    return (itab[0], itab[2], itab[3] != 0, n_bins, n_mels, oi, of, itab[oi[2]:oi[3]], itab[oi[3]:oi[4]],
+            ftab[0], ftab[1], fb, dct)
+
+
 @njit(cache=True, error_model="numpy")
 def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     """Features of ``n_frames`` frames of ``x`` (float64) into ``out`` (n_frames, F) float32.
@@ -287,27 +302,15 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     W = 1; W is a constant in each inlined copy.  (More tile widths, e.g. 4 and 2, measured
     no faster on 10-frame blocks and more than double the first compile.)
     """
-    hop = itab[0]
-    log_mode = itab[2]
-    use_dct = itab[3] != 0
-    n_bins = itab[4]
-    n_mels = itab[5]
-    oi = itab[8:8 + _NI + 1]
-    of = itab[8 + _NI + 1:_HEAD]
+    hop, log_mode, use_dct, n_bins, n_mels, oi, of, fb_lo, fb_hi, power, log_floor, fb, dct = _mel_tables(itab, ftab)
     src_re = itab[oi[0]:oi[1]]
     src_im = itab[oi[1]:oi[2]]
-    fb_lo = itab[oi[2]:oi[3]]
-    fb_hi = itab[oi[3]:oi[4]]
-    power = ftab[0]
-    log_floor = ftab[1]
     w_re = ftab[of[1]:of[2]]
     w_im = ftab[of[2]:of[3]]
     tw_re = ftab[of[3]:of[4]]
     tw_im = ftab[of[4]:of[5]]
     tw2_re = ftab[of[5]:of[6]]
     tw2_im = ftab[of[6]:of[7]]
-    fb = ftab[of[9]:of[10]].reshape((n_mels, n_bins))
-    dct = ftab[of[10]:of[11]].reshape((itab[7], (of[11] - of[10]) // itab[7]))  # (1, 1) if unused
     mt = (n_bins - 1) * _TILE
     re = scratch[:mt]
     im = scratch[mt:2 * mt]
@@ -328,23 +331,11 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
 def _dft_frames_kernel(x, n_frames, itab, ftab, scratch, out):
     """``_frames_kernel`` for an n_fft that is not a power of two (>= 8): a direct DFT, one frame
     at a time.  A kernel of its own so that the FFT kernel's first compile does not pay for it."""
-    hop = itab[0]
-    log_mode = itab[2]
-    use_dct = itab[3] != 0
-    n_bins = itab[4]
-    n_mels = itab[5]
-    oi = itab[8:8 + _NI + 1]
-    of = itab[8 + _NI + 1:_HEAD]
-    fb_lo = itab[oi[2]:oi[3]]
-    fb_hi = itab[oi[3]:oi[4]]
-    power = ftab[0]
-    log_floor = ftab[1]
+    hop, log_mode, use_dct, n_bins, n_mels, oi, of, fb_lo, fb_hi, power, log_floor, fb, dct = _mel_tables(itab, ftab)
     window = ftab[of[0]:of[1]]
     win = window.shape[0]
     dft_cos = ftab[of[7]:of[8]].reshape((n_bins, win))
     dft_sin = ftab[of[8]:of[9]].reshape((n_bins, win))
-    fb = ftab[of[9]:of[10]].reshape((n_mels, n_bins))
-    dct = ftab[of[10]:of[11]].reshape((itab[7], (of[11] - of[10]) // itab[7]))  # (1, 1) if unused
     spec = scratch[:n_bins]
     mel = scratch[n_bins:n_bins + n_mels]
     for t0 in range(n_frames):

@@ -63,16 +63,22 @@ def test_any_chunking_gives_the_same_output(cell, cuts, mid):
     np.testing.assert_array_equal(by_frame, whole)
 
 
+def run_lanes(m, x):
+    """All lanes of x (T, B, I) from zero state in one forward call; returns y (T, B, O) and the
+    final state h (L, B, H), float32."""
+    T, B, _ = x.shape
+    h = np.zeros((m.num_layers, B, m.hidden_size), np.float32)
+    y = np.empty((T, B, m.output_size), np.float32)
+    run_forward(m, x, h, np.zeros_like(h), Workspace(m.arch, B, np.float32), y)
+    return y, h
+
+
 def test_lanes_are_bit_identical_to_single_streams(cell):
     """A lane in a batch computes exactly what the same input computes alone (fixed summation order)."""
     m = small_model(cell, layers=2)
     B, T = 9, 40
     x = np.stack([frames(T, seed=b) for b in range(B)], axis=1)  # (T, B, I)
-    L, H = m.num_layers, m.hidden_size
-    h = np.zeros((L, B, H), np.float32)
-    c = np.zeros_like(h)
-    y = np.empty((T, B, m.output_size), np.float32)
-    run_forward(m, x, h, c, Workspace(m.arch, B, np.float32), y)
+    y, _ = run_lanes(m, x)
     for b in range(B):
         alone = m.forward(np.ascontiguousarray(x[:, b]))
         assert np.array_equal(alone, y[:, b])
@@ -149,11 +155,7 @@ def test_mid_size_lanes_and_chunks_are_bit_identical(cell):
     m = mid_model(cell)
     T, B = 2 * STREAM_CHUNK + 7, 5  # longer than a stream's internal chunk
     x = np.stack([frames(T, I=13, seed=b) for b in range(B)], axis=1)  # (T, B, I)
-    L, H = m.num_layers, m.hidden_size
-    h = np.zeros((L, B, H), np.float32)
-    c = np.zeros_like(h)
-    y = np.empty((T, B, m.output_size), np.float32)
-    run_forward(m, x, h, c, Workspace(m.arch, B, np.float32), y)
+    y, h = run_lanes(m, x)
     for b in range(B):
         xb = np.ascontiguousarray(x[:, b])
         alone = m.forward(xb)
@@ -162,7 +164,8 @@ def test_mid_size_lanes_and_chunks_are_bit_identical(cell):
         by_frame = np.concatenate([s.push(xb[t:t + 1]) for t in range(T)])
         assert np.array_equal(by_frame, alone)
         assert np.array_equal(s.state["h"], h[:, b])
-    y_ref, _, _ = naive.forward(cell, m.tensors(), np.ascontiguousarray(x[:, 0]).astype(np.float64), L, "softmax")
+    y_ref, _, _ = naive.forward(cell, m.tensors(), np.ascontiguousarray(x[:, 0]).astype(np.float64), m.num_layers,
+                              "softmax")
     np.testing.assert_allclose(y[:, 0], y_ref, rtol=1e-5, atol=2e-6)
 
 

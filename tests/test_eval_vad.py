@@ -155,8 +155,7 @@ def test_model_path_collects_frames_from_audio_stream(corpus):
     p1, _ = det.scores(items[0].samples, 16000)
     assert len(p1) == 1 + (len(items[0].samples) - 400) // 160
     assert set(np.unique(p1)) <= {0.0, 1.0}  # the speech column, not the constant noise one
-    (sc,) = eval_vad.score_all(items, [det])
-    res = [eval_vad.detector_metrics(sc, items, list(range(len(items))))]
+    res = eval_vad.evaluate(items, modes=(), model=det)
     assert len(res) == 1 and res[0]["detector"] == "streamrnn fake"
     assert res[0]["n_frames"] == 3 * N_FRAMES_6S
     # The energy "model" sees every labelled frame of the mixture (noise included): high recall.

@@ -594,6 +594,14 @@ def detector_metrics(sc: Scored, items: list[Item], idx: list[int], label: str =
     return {"detector": sc.detector, **m}
 
 
+def evaluate(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None = None, label: str = "speech",
+             threshold: float = 0.5, off_threshold: float | None = None, peers=()) -> list[dict]:
+    """One result dict per detector (``detector_metrics``): ``model``, WebRTC ``modes``, then ``peers``."""
+    detectors = ([model] if model is not None else []) + [WebRTCPeer(m) for m in modes] + list(peers)
+    scored = score_all(items, detectors, label, threshold, off_threshold)
+    return [detector_metrics(sc, items, list(range(len(items))), label) for sc in scored]
+
+
 def file_groups(meta: list[dict]) -> dict[str, list[int]]:
     """Groups of file indices from a generator's SPLIT_meta.jsonl rows: SNR bands and event kinds."""
     groups: dict[str, list[int]] = {}

@@ -242,3 +242,25 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(M, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores_and_labels)
+def test_best_f1_matches_sklearn_precision_recall_curve(data):
+    y, s = np.array(data[0]), np.array(data[1], dtype=np.float64)
+    if not y.any():
+        with pytest.raises(InputError):
+            M.best_f1(y, s)
+        return
+    p, r, thr = skm.precision_recall_curve(y, s)
+    f = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)[:-1]  # last point has no threshold
+    f1, t = M.best_f1(y, s)
+    assert f1 == pytest.approx(f.max(), abs=1e-12)
+    # The threshold reproduces that F1 through sklearn's own f1_score.
+    assert skm.f1_score(y, (s >= t).astype(int)) == pytest.approx(f1, abs=1e-12)
+    assert t == max(thr[np.isclose(f, f.max(), rtol=0, atol=1e-12)])  # ties: the highest threshold
+
+
+def test_best_f1_hand_checked():
+    # Thresholds 0.8: tp 1, F1 2/3; 0.4: tp 1, fp 1, F1 1/2; 0.35: tp 2, fp 1, F1 4/5; 0.1: F1 2/3.
+    assert M.best_f1([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == (0.8, 0.35)

@@ -31,6 +31,7 @@ __all__ = [
     "accuracy",
     "binary_counts",
     "precision_recall_f1",
+    "best_f1",
     "macro_precision_recall_f1",
     "roc_auc",
     "hysteresis",
@@ -114,6 +115,32 @@ def precision_recall_f1(y_true, y_score, threshold: float = 0.5) -> tuple[float,
     _same_length(t, s, "y_true", "y_score")
     tp, fp, fn, _ = binary_counts(t, s >= threshold)
     return _prf(tp, fp, fn)
+
+
+def best_f1(y_true, y_score) -> tuple[float, float]:
+    """The highest F1 over all thresholds and the threshold that gives it: ``(f1, threshold)``.
+
+    Every distinct score is tried as the threshold (``y_score >= threshold`` is positive),
+    as ``sklearn.metrics.precision_recall_curve`` does; ties in F1 go to the highest
+    threshold. Raises InputError when ``y_true`` holds no positive (F1 is 0 everywhere).
+
+    >>> best_f1([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    (0.8, 0.35)
+    """
+    t = _as_binary(y_true, "y_true")
+    s = _as_scores(y_score, "y_score")
+    _same_length(t, s, "y_true", "y_score")
+    n_pos = int(np.count_nonzero(t))
+    if n_pos == 0:
+        raise InputError(f"best F1 needs at least one positive label, got 0 of {len(t)}")
+    order = np.argsort(-s, kind="mergesort")  # highest score first
+    s_sorted, t_sorted = s[order], t[order]
+    last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])  # end of each tie group
+    tp = np.cumsum(t_sorted, dtype=np.int64)[last]  # positives at threshold s_sorted[last]
+    n_pred = last + 1
+    f1 = 2.0 * tp / (n_pred + n_pos)  # 2 tp / (2 tp + fp + fn) = 2 tp / (predicted + actual)
+    i = int(np.argmax(f1))  # first maximum = highest threshold
+    return float(f1[i]), float(s_sorted[last[i]])
 
 
 def macro_precision_recall_f1(y_true, y_pred, labels: Sequence[int] | None = None) -> tuple[float, float, float]:

@@ -824,9 +824,13 @@ def _chords(rng: np.random.Generator, style: str, seconds: float) -> np.ndarray:
 # ---------------------------------------------------------------------- augmentation
 
 
-def telephone(rng: np.random.Generator, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """The 8 kHz telephone path: soxr HQ to 8 kHz, 300-3400 Hz, codec round trip, soxr HQ back to 16 kHz."""
-    codec = _pick(rng, CODECS)
+def telephone(x: np.ndarray, codec: str) -> np.ndarray:
+    """The 8 kHz telephone path: soxr HQ to 8 kHz, 300-3400 Hz, ``codec`` round trip, soxr HQ back to 16 kHz.
+
+    ``x``: float32 (N,) at 16 kHz; ``codec`` one of CODECS. Returns float32 (N,) at 16 kHz.
+    """
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
     y8 = soxr.resample(np.asarray(x, np.float32), SR, 8000, quality="HQ").astype("<f4")
     raw = ["-t", "raw", "-r", "8000", "-c", "1", "-b", "32", "-e", "floating-point"]
     enc = {"gsm": ["-t", "gsm"], "ul": ["-t", "ul"], "al": ["-t", "al"],
@@ -834,7 +838,7 @@ def telephone(rng: np.random.Generator, x: np.ndarray) -> tuple[np.ndarray, str]
     coded = _run(["sox", "-R", *raw, "-", "-r", "8000", "-c", "1", *enc, "-", "sinc", "300-3400"], y8.tobytes())
     dec = _run(["sox", "-R", "-r", "8000", "-c", "1", *enc, "-", *raw, "-"], coded)
     y = np.frombuffer(dec, dtype="<f4").astype(np.float32)
-    return _fit(soxr.resample(y, 8000, SR, quality="HQ").astype(np.float32), len(x)), codec
+    return _fit(soxr.resample(y, 8000, SR, quality="HQ").astype(np.float32), len(x))
 
 
 def mic_eq(rng: np.random.Generator) -> list[str]:
@@ -896,11 +900,13 @@ def _finish(rng: np.random.Generator, mix: np.ndarray, telephone_p: float = TELE
     tel = rng.random() < telephone_p
     codec = None
     if tel:
-        mix, codec = telephone(rng, mix)
+        codec = _pick(rng, CODECS)
+        mix = telephone(mix, codec)
         peak = float(np.max(np.abs(mix), initial=0.0))
         if peak > 0.999:  # a codec overshoot: scale, do not clip (clipping would put energy above 4 kHz back)
             mix = mix * (0.999 / peak)
-    return mix.astype(np.float32), {"eq": eq, "clipped": clipped, "telephone": tel, "codec": codec}
+    # "bandlimited": the name tools/eval_vad.py --breakdown reads (generator version 1)
+    return mix.astype(np.float32), {"eq": eq, "clipped": clipped, "telephone": tel, "bandlimited": tel, "codec": codec}
 
 
 def make_clip(rng: np.random.Generator, split: str, seconds: float, seed: int = 0,
@@ -947,7 +953,8 @@ def make_clip(rng: np.random.Generator, split: str, seconds: float, seed: int = 
         event_descs.append(desc)
     mix, fmeta = _finish(rng, track + bed + events)
     meta = {"kind": "speech", **smeta, "negatives": sorted({bed_kind} | {d["kind"] for d in event_descs}),
-            "bed": bed_desc, "events": event_descs, "speech_level_dbfs": round(level, 2), "snr_db": round(snr, 2),
+            "bed": bed_desc, "events": [d["kind"] for d in event_descs], "event_settings": event_descs,
+            "speech_level_dbfs": round(level, 2), "snr_db": round(snr, 2),
             "reverb": wet is not None, **fmeta, "speech_fraction": round(float(mask.mean()) if len(mask) else 0.0, 4)}
     return Clip(mix, speech, mask, segments, meta)
 
@@ -966,7 +973,8 @@ def _negative_clip(rng: np.random.Generator, split: str, n: int, seed: int, kind
         whole = rng.random() < 0.5
         m = n if whole else int(rng.uniform(0.5, 0.8) * n)
         y, d2 = negative(rng, split, second, m, seed)
-        ref = _rms(x) if kind != "silence" else 10 ** (peak_dbfs / 20) / 4
+        # under silence the second kind stays quiet (-60..-30 dBFS RMS): a near-silent room, not a loud file
+        ref = _rms(x) if kind != "silence" else 10 ** (rng.uniform(-60, -30) / 20)
         y = _fade(y, 0.02) * ref * 10 ** (rng.uniform(-20, 0) / 20)
         start = int(rng.integers(0, n - m + 1))
         x = x.copy()
@@ -975,7 +983,8 @@ def _negative_clip(rng: np.random.Generator, split: str, n: int, seed: int, kind
     mix, fmeta = _finish(rng, x)
     mask = np.zeros(n_frames_for(n), bool)
     meta = {"kind": kind, "speakers": [], "sources": [], "langs": [], "voices": [],
-            "negatives": sorted({d["kind"] for d in descs}), "events": descs,
+            "negatives": sorted({d["kind"] for d in descs}), "events": [d["kind"] for d in descs[1:]],
+            "event_settings": descs, "snr_db": None,
             "peak_dbfs": round(peak_dbfs, 2) if kind != "silence" else None, **fmeta, "speech_fraction": 0.0}
     return Clip(mix, np.zeros(n, np.float32), mask, [], meta)
 
@@ -1019,7 +1028,7 @@ def package_versions() -> dict[str, str]:
 
 
 def build_corpus(out: Path, n_train: int, n_test: int, seconds: float, seed: int,
-                 jobs: int = 2, ext: str = "wav", n_neg: int = 10) -> dict[str, list[dict]]:
+                 jobs: int = 2, ext: str = "wav", n_neg: int = 0) -> dict[str, list[dict]]:
     """Write the corpus under ``out``; returns {split: [manifest rows with "meta"]}.
 
     Files: out/SPLIT/SPLIT_NNNNN.{wav,flac,txt} for SPLIT in train, test, test_neg;

@@ -1,6 +1,7 @@
 """tools/make_vad_corpus.py: a tiny corpus builds, is deterministic, and its labels are right.
 
-Needs the Debian packages espeak-ng and sox (the generator's only sources of sound).
+Needs the Debian packages the generator reads (see .ci/run): espeak-ng, sox, ffmpeg, festival and
+its voices, fluidsynth + fluid-soundfont-gm and the Asterisk G.722 prompts.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ sys.path.insert(0, str(TOOLS))
 import make_vad_corpus as mvc  # noqa: E402
 
 SEED = 7
-N_TRAIN, N_TEST, SECONDS = 14, 6, 10.0
+N_TRAIN, N_TEST, N_NEG, SECONDS = 14, 6, 1, 10.0
 
 
 def _build(out: Path, seed: int = SEED, jobs: int = 2, fmt: str = "wav", n_train=N_TRAIN, n_test=N_TEST,
-           seconds=SECONDS) -> None:
+           seconds=SECONDS, n_neg=N_NEG) -> None:
     cmd = [sys.executable, str(TOOLS / "make_vad_corpus.py"), "--out", str(out), "--n-train", str(n_train),
            "--n-test", str(n_test), "--seconds", str(seconds), "--seed", str(seed), "--jobs", str(jobs),
-           "--format", fmt]
+           "--format", fmt, "--n-neg", str(n_neg)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
 
@@ -51,7 +52,7 @@ def _rows(out: Path, split: str, kind: str = "") -> list[dict]:
 
 
 def test_manifest_lists_16k_mono_files_with_valid_labels(corpus):
-    for split, count in (("train", N_TRAIN), ("test", N_TEST)):
+    for split, count in (("train", N_TRAIN), ("test", N_TEST), ("test_neg", N_NEG * len(mvc.NEG_KINDS))):
         rows = _rows(corpus, split)
         assert len(rows) == count
         for row in rows:
@@ -74,14 +75,14 @@ def test_manifest_lists_16k_mono_files_with_valid_labels(corpus):
 def test_same_seed_gives_identical_bytes_whatever_the_jobs(corpus, tmp_path):
     _build(tmp_path / "again", jobs=1)
     assert _tree(tmp_path / "again") == _tree(corpus)
-    _build(tmp_path / "other", seed=SEED + 1, n_train=2, n_test=0)
+    _build(tmp_path / "other", seed=SEED + 1, n_train=2, n_test=0, n_neg=0)
     a = (corpus / "train/train_00000.wav").read_bytes()
     assert (tmp_path / "other/train/train_00000.wav").read_bytes() != a
 
 
 def test_flac_output_is_deterministic_and_matches_wav(corpus, tmp_path):
-    _build(tmp_path / "f1", fmt="flac", n_train=2, n_test=1)
-    _build(tmp_path / "f2", fmt="flac", n_train=2, n_test=1)
+    _build(tmp_path / "f1", fmt="flac", n_train=2, n_test=1, n_neg=0)
+    _build(tmp_path / "f2", fmt="flac", n_train=2, n_test=1, n_neg=0)
     assert _tree(tmp_path / "f1") == _tree(tmp_path / "f2")
     x_flac, _ = sf.read(str(tmp_path / "f1/train/train_00001.flac"), dtype="int16")
     x_wav, _ = sf.read(str(corpus / "train/train_00001.wav"), dtype="int16")
@@ -92,7 +93,7 @@ def test_labels_follow_the_clean_speech_energy(corpus):
     """Rebuild clips in-process (same per-file generator) to see their clean speech track."""
     ratios = []
     for split, index in (("train", 0), ("train", 3), ("test", 1), ("test", 4)):
-        clip = mvc.make_clip(mvc.file_rng(SEED, split, index), split, SECONDS)
+        clip = mvc.make_clip(mvc.file_rng(SEED, split, index), split, SECONDS, SEED)
         # The written label file is exactly this clip's speech mask.
         labels = read_labels(corpus / f"{split}/{split}_{index:05d}.txt")
         assert [(round(s, 6), round(e, 6)) for s, e, _ in labels] == [
@@ -115,7 +116,7 @@ def test_labels_follow_the_clean_speech_energy(corpus):
 
 def test_labels_round_trip_to_the_same_frames(corpus):
     """Centre rule (generator) and >= 50 % window coverage rule (frame_targets) agree exactly."""
-    for split in ("train", "test"):
+    for split in ("train", "test", "test_neg"):
         for row in _rows(corpus, split):
             labels = read_labels(corpus / row["labels"])
             n_samples = int(SECONDS * 16000)
@@ -128,37 +129,143 @@ def test_labels_round_trip_to_the_same_frames(corpus):
                 (round(s, 6), round(e, 6)) for s, e, _ in labels]
 
 
-def test_held_out_split_is_disjoint_in_voices_languages_and_noise(corpus):
+def _used(rows, key):
+    out = set()
+    for r in rows:
+        v = r.get(key)
+        out.update(v if isinstance(v, list) else ([] if v is None else [v]))
+    return out
+
+
+def test_held_out_split_is_disjoint_in_speakers_voices_and_languages(corpus):
     train, test = _rows(corpus, "train", "_meta"), _rows(corpus, "test", "_meta")
-
-    def used(rows, key):
-        out = set()
-        for r in rows:
-            v = r.get(key)
-            out.update(v if isinstance(v, list) else ([] if v is None else [v]))
-        return out
-
-    for key in ("langs", "variants", "voices", "bed", "hum"):
-        assert not used(train, key) & used(test, key), key
-    # Bed filters: only "none" (an unfiltered bed, of a different colour) is shared.
-    assert used(train, "bed_filter") & used(test, "bed_filter") <= {"none"}
-    pairs = [{(r["bed"], r["bed_filter"]) for r in rows} for rows in (train, test)]
-    assert not pairs[0] & pairs[1]
-    assert used(train, "langs") and used(test, "langs")
-    # The split definitions themselves never share a setting.
+    for key in ("speakers", "voices", "langs"):
+        assert _used(train, key) and _used(test, key), key
+        assert not _used(train, key) & _used(test, key), key
+    # Real speech: the held-out speaker is French June only; training hears Allison (en, es) only.
+    assert {s for s in _used(test, "speakers") if s.startswith("asterisk:")} <= {"asterisk:fr_CA_f_June"}
+    assert {s for s in _used(train, "speakers") if s.startswith("asterisk:")} <= {
+        "asterisk:en_US_f_Allison", "asterisk:es_MX_f_Allison"}
+    assert "fr" not in _used(train, "langs")
+    # The split definitions themselves never share a speaker, voice, language, variant or MIDI program.
     tr, te = mvc.SPLITS["train"], mvc.SPLITS["test"]
-    for key in tr:
-        a, b = tr[key], te[key]
-        if key == "bed_filter":
-            assert set(a) & set(b) == {"none"}
-        elif isinstance(a, tuple) and key != "click_hz" and key != "reverb":
-            assert not set(a) & set(b), key
-        else:
-            assert a != b, key
-    assert tr["click_hz"][1] < te["click_hz"][0] and tr["reverb"][1] < te["reverb"][0]
-    # The text is in the language of the voice: the held-out languages have their own text files.
-    for lang in tr["langs"] + te["langs"]:
+    for key in ("asterisk", "festival", "langs", "variants", "programs"):
+        assert not set(tr[key]) & set(te[key]), key
+    train_langs = set(tr["langs"]) | {mvc.FESTIVAL_VOICES[v][0] for v in tr["festival"]} | {a[:2] for a in tr["asterisk"]}
+    test_langs = set(te["langs"]) | {mvc.FESTIVAL_VOICES[v][0] for v in te["festival"]} | {a[:2] for a in te["asterisk"]}
+    assert not train_langs & test_langs
+    # The text is in the language of the voice: every language has its own text file.
+    for lang in train_langs | test_langs:
         assert mvc.sentences(lang)
+
+
+def test_every_source_and_a_speech_free_share_are_in_the_training_split(corpus):
+    train = _rows(corpus, "train", "_meta")
+    assert _used(train, "sources") == {"asterisk", "festival", "espeak"}
+    kinds = [r["kind"] for r in train]
+    assert 0 < kinds.count("speech") < len(kinds)  # speech files and speech-free files
+    for r in train:
+        labels = read_labels(corpus / r["audio"].replace(".wav", ".txt"))
+        assert bool(labels) == (r["kind"] == "speech"), r["audio"]
+        assert r["kind"] == "speech" or (r["kind"] in mvc.NEG_KINDS and not r["speakers"])
+
+
+def test_negatives_only_split_has_every_kind_with_empty_labels(corpus):
+    rows, meta = _rows(corpus, "test_neg"), _rows(corpus, "test_neg", "_meta")
+    assert [m["kind"] for m in meta] == [k for k in mvc.NEG_KINDS for _ in range(N_NEG)]
+    for row, m in zip(rows, meta):
+        assert row["audio"] == m["audio"]
+        assert (corpus / row["labels"]).read_text() == ""
+        assert m["speakers"] == [] and m["negatives"] == [m["kind"]]
+        x, _ = sf.read(str(corpus / row["audio"]), dtype="float64")
+        if m["kind"] == "silence":
+            assert 10 * np.log10(np.mean(x ** 2) + 1e-20) < -55, m  # RMS
+        else:
+            assert 20 * np.log10(np.max(np.abs(x))) > -60, m  # peak: audible, not an empty file
+
+
+def _band_share_above(x: np.ndarray, hz: float) -> float:
+    """Share of the power above ``hz`` in a 16 kHz signal (NumPy periodogram)."""
+    p = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / 16000)
+    return float(p[f > hz].sum() / p.sum())
+
+
+def _power_above(x: np.ndarray, hz: float) -> float:
+    """Mean-square power of ``x`` (16 kHz) above ``hz``: the signal with the lower bins zeroed (NumPy FFT)."""
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1 / 16000) <= hz] = 0
+    return float(np.mean(np.fft.irfft(spec, len(x)) ** 2))
+
+
+def test_telephone_files_have_no_energy_above_4khz(corpus):
+    rows = [r for s in ("train", "test", "test_neg") for r in _rows(corpus, s, "_meta")]
+    tel = [r for r in rows if r["telephone"]]
+    wide = [r for r in rows if not r["telephone"] and r["kind"] in ("speech", "noise")]
+    assert tel and wide
+    # 16-bit rounding adds white noise of power 2**-30 / 12 over the whole band: in very quiet files that
+    # floor, not the signal, is what lies above 4 kHz. Allow -45 dB of the file's power or twice the floor.
+    q_floor = 2.0 ** -30 / 12
+    for r in tel:
+        x, _ = sf.read(str(corpus / r["audio"]), dtype="float64")
+        assert _power_above(x, 4100) < max(10 ** (-45 / 10) * np.mean(x ** 2), 2 * q_floor), r
+    shares = [_band_share_above(sf.read(str(corpus / r["audio"]), dtype="float64")[0], 4100) for r in wide]
+    assert max(shares) > 10 ** (-30 / 10)  # the check can tell: wide-band files do have energy up there
+    # The path itself, on white noise: the 300-3400 Hz band passes, nothing comes back above 4 kHz.
+    x = (np.random.default_rng(0).standard_normal(32000) * 0.1).astype(np.float32)
+    f = np.fft.rfftfreq(len(x), 1 / 16000)
+    band = (f > 500) & (f < 3000)
+    for codec in mvc.CODECS:
+        y = mvc.telephone(x, codec)
+        assert len(y) == len(x) and y.dtype == np.float32
+        assert _band_share_above(y, 4100) < 1e-5, codec  # white noise in: 49 % of it lies above 4.1 kHz
+        p_in, p_out = np.abs(np.fft.rfft(x)) ** 2, np.abs(np.fft.rfft(y)) ** 2
+        assert 0.5 < p_out[band].sum() / p_in[band].sum() < 2.0, codec
+    with pytest.raises(ValueError, match="unknown codec 'g729'"):
+        mvc.telephone(x, "g729")
+
+
+def _peak_freqs(x: np.ndarray, k: int) -> list[float]:
+    """The ``k`` strongest spectral peaks (Hz) of a 16 kHz signal, from scipy's Welch estimate."""
+    from scipy.signal import find_peaks, welch
+    f, p = welch(x, fs=16000, nperseg=8192)
+    idx, _ = find_peaks(p)
+    return sorted(float(f[i]) for i in idx[np.argsort(p[idx])[-k:]])
+
+
+def test_negative_kinds_sound_like_their_name():
+    n = 3 * 16000
+    for i in range(6):
+        x, d = mvc.negative(np.random.default_rng(i), "train", "tone", n, SEED)
+        if d["wave"] == "sine" and not d["beeps"]:
+            assert _peak_freqs(x, 1)[0] == pytest.approx(d["freq_hz"], abs=2.0)
+    seen = set()
+    for i in range(40):  # 440 Hz and 1 kHz come exactly, the problem cases of the old model
+        _, d = mvc.negative(np.random.default_rng(i), "train", "tone", 1600, SEED)
+        seen.add(d["freq_hz"])
+    assert {440.0, 1000.0} <= seen
+    for i in range(3):  # mains hum: every strong partial is a multiple of its 50/60 Hz fundamental
+        x, d = mvc.negative(np.random.default_rng(i), "test", "hum", n, SEED)
+        assert round(d["f0_hz"] / 10) in (5, 6)
+        for f in _peak_freqs(x, 3):
+            assert abs(f / d["f0_hz"] - round(f / d["f0_hz"])) * d["f0_hz"] < 3.0
+    x, d = mvc.negative(np.random.default_rng(2), "train", "dtmf", n, SEED)
+    peaks = _peak_freqs(x, 2)
+    assert min(abs(peaks[0] - f) for f in mvc.DTMF_LOW) < 4 and min(abs(peaks[1] - f) for f in mvc.DTMF_HIGH) < 4
+    for name, (freqs, _) in mvc.CALL_PROGRESS.items():
+        rng = np.random.default_rng(0)
+        while True:  # draw until the generator picks this pattern
+            x, d = mvc._callprogress(rng, n)
+            if d["pattern"] == name:
+                break
+        assert _peak_freqs(x, len(freqs)) == pytest.approx(sorted(freqs), abs=3.0), name
+    for i in range(4):  # fan/engine: low-passed, nearly all power below 2 kHz
+        x, d = mvc.negative(np.random.default_rng(i), "train", "fan", n, SEED)
+        assert _band_share_above(x, 2000) < 0.01, d
+    x, d = mvc.negative(np.random.default_rng(4), "train", "silence", n, SEED)
+    assert np.sqrt(np.mean(x ** 2)) < 10 ** (-59 / 20)
+    x, d = mvc.negative(np.random.default_rng(5), "train", "music", n, SEED)
+    assert np.sqrt(np.mean(x ** 2)) == pytest.approx(1.0, rel=1e-3) and d["kind"] == "music"
 
 
 def test_gap_merging_and_short_runs_hand_checked():

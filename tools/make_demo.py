@@ -79,7 +79,7 @@ def build() -> tuple[np.ndarray, list[tuple[float, float]]]:
     gate = np.convolve(np.pad(gate, (k // 2, k - 1 - k // 2), mode="edge"), np.ones(k) / k, mode="valid")
     mix = speech + (bed + place(hum, 0.0, -SNR_DB - 6)) * gate.astype(np.float32)
     # Non-speech events between the utterances (all at the same sox settings every run).
-    mix += place(mvc._fade(mvc._music(rng, "pluck_major", 1.9), 0.05), 6.9, -4.0)  # plucked chords
+    mix += place(mvc._fade(mvc._chords(rng, "pluck_major", 1.9), 0.05), 6.9, -4.0)  # plucked chords
     mix += place(mvc._fade(mvc.sox_synth(1.2, ["sine", "600/2400"]), 0.05), 13.6, -8.0)  # whistle-like sweep
     clicks = mvc.sox_synth(1.5, ["square", "3"], ["highpass", "2500"])
     mix += place(mvc._fade(clicks, 0.02), 19.0, -6.0)  # clicks

@@ -6,13 +6,15 @@
 #       tools/train_vad.sh        # a smoke run that leaves the bundled model alone
 #
 # Steps (model card: docs/models/vad.md):
-#   1. tools/make_vad_corpus.py -> runs/vad-corpus/{train,test}.jsonl (seed 1, 1000 + 150 files of 10 s;
-#      the held-out test split depends only on the seed and its index, not on --n-train)
+#   1. tools/make_vad_corpus.py -> runs/vad-corpus/{train,test,test_neg}.jsonl (seed 1, 1200 + 150 files of
+#      10 s + 10 negatives-only files per kind; the held-out splits depend only on the seed and their index,
+#      not on --n-train; about 1.5 min with 2 jobs)
 #   2. streamrnn train configs/vad.toml --out runs/vad     (configs/vad.toml reads runs/vad-corpus/train.jsonl)
 #   3. install the exported best model as streamrnn/models/vad.safetensors (mode 0644)
 #   4. tools/eval_vad.py on the held-out split: the model, its start/end segments and WebRTC VAD modes 0-3
 #      -> runs/vad/eval_test.{json,md}
-# Needs the Debian packages espeak-ng and sox. Deterministic: same seed, same corpus bytes; the trainer
+# Needs the Debian packages in .ci/run (espeak-ng, sox, ffmpeg, festival + voices, fluidsynth,
+# fluid-soundfont-gm, asterisk-core-sounds-*-g722) and the corpus extra (mido). Deterministic: same seed, same corpus bytes; the trainer
 # is seeded by train.seed in configs/vad.toml. Took 18 min 38 s wall (corpus 3 min, 12 epochs 14 min,
 # evaluation 1.5 min; 829 CPU s) on the 2-core development machine shared with other jobs.
 set -euo pipefail
@@ -20,16 +22,17 @@ cd "$(dirname "$0")/.."
 
 CORPUS=runs/vad-corpus   # must match data.train in configs/vad.toml
 SEED=${SEED:-1}
-N_TRAIN=${N_TRAIN:-1000}
+N_TRAIN=${N_TRAIN:-1200}
 N_TEST=${N_TEST:-150}
+N_NEG=${N_NEG:-10}
 JOBS=${JOBS:-2}
 OUT=${OUT:-runs/vad}
 MODEL_OUT=${MODEL_OUT:-streamrnn/models/vad.safetensors}
 # Extra `streamrnn train` arguments, e.g. TRAIN_ARGS="--set train.epochs=1" for a smoke run.
 read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 
-python tools/make_vad_corpus.py --out "$CORPUS" --n-train "$N_TRAIN" --n-test "$N_TEST" --seconds 10 \
-    --seed "$SEED" --jobs "$JOBS"
+python tools/make_vad_corpus.py --out "$CORPUS" --n-train "$N_TRAIN" --n-test "$N_TEST" --n-neg "$N_NEG" \
+    --seconds 10 --seed "$SEED" --jobs "$JOBS"
 streamrnn train configs/vad.toml --out "$OUT" "${TRAIN_ARGS[@]}"
 # The trainer exports the best epoch (train.monitor) there, owner-only (0600); the package ships 0644.
 install -m 0644 "$OUT/model.safetensors" "$MODEL_OUT"

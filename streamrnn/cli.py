@@ -419,8 +419,8 @@ def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_p
     alarms per hour of labelled non-speech."""
     from streamrnn import load_model
     from streamrnn.errors import ConfigError
-    from streamrnn.train.data import load_dataset, read_manifest
-    from streamrnn.train.trainer import evaluate
+    from streamrnn.train.data import read_manifest
+    from streamrnn.train.trainer import evaluate, sequences_for_model
 
     m = load_model(model_path)
     # the model's labels are the classes it was trained with (None: "any label" targets)
@@ -436,7 +436,7 @@ def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_p
             raise ConfigError(f"--plot-file {plot_file}: the manifest has {len(entries)} entries "
                               f"(0-{len(entries) - 1})")
         entry = entries[plot_file]
-    seqs = load_dataset(data, frontend=m.frontend, classes=m.labels)
+    seqs = sequences_for_model(m, data)  # text files for a token model, else as load_dataset reads them
     res = evaluate(m, seqs, task=task)
     if entry is not None:
         from streamrnn.train.vadplot import plot_vad

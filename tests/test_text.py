@@ -178,7 +178,7 @@ def charlm(tmp_path_factory):
     """configs/charlm.toml, smaller and shorter for CI (about 20 s on one core)."""
     out = tmp_path_factory.mktemp("charlm")
     cfg = load_config(TrainConfig, ROOT / "configs" / "charlm.toml",
-                      ["model.hidden_size=64", "train.epochs=25"], env={})
+                      ["model.hidden_size=64", "train.epochs=25", "train.patience=0"], env={})
     train, valid, vocab = load_text_data(cfg, ROOT / "configs")
     tr = Trainer(cfg, train, valid, out_dir=out, vocab=vocab, name="charlm")
     res = tr.fit()

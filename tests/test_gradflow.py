@@ -186,3 +186,21 @@ def test_gradflow_cli_json_and_plot(tmp_path):
     assert len(r["norms"]) == 41 and r["rate"] < 0.6 + 1e-9
     assert set(r["spectral_radius"]["layer0"]) == {"W_hh"}
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trainer_logs_clipping_and_the_horizon_per_epoch():
+    """Every epoch record has the pre-clip norm (mean, max) and the share of clipped updates; with
+    gradflow_lags the horizon of the current weights.  A clip_norm far below every gradient clips all
+    updates; clip = none clips none."""
+    from test_trainer import BASE, cfg_of, regression_set
+
+    from streamrnn.train.trainer import Trainer
+
+    tr, va = regression_set(8), regression_set(3, seed=9)
+    res = Trainer(cfg_of(*BASE, "optim.clip_norm=1e-9"), tr, va, gradflow_lags=12).fit()
+    for r in res.history:
+        assert r["clipped_fraction"] == 1.0 and r["grad_norm_max"] >= r["grad_norm_mean"] > 1e-9
+        assert r["gradflow_max_lag"] == 12 and r["gradflow_rate"] > 0
+        assert r["horizon_frames"] is None or r["horizon_frames"] > 0
+    res = Trainer(cfg_of(*BASE, "optim.clip=none"), tr, va).fit()
+    assert all(r["clipped_fraction"] == 0.0 and "horizon_frames" not in r for r in res.history)

@@ -139,6 +139,8 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
         from streamrnn import load_model
 
         model = load_model(cfg.model, max_bytes=cfg.max_model_bytes)
+        if model.arch.vocab_size is not None:  # a token model reads text, not audio
+            return _run_text_stream(model, cfg)
     else:
         from streamrnn.audio.frontend import LogMel, as_frontend
 
@@ -183,6 +185,32 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
             signal.signal(s, h)
         if started:
             click.echo(stats.summary(), err=True)
+
+
+def _run_text_stream(model, cfg):
+    """A token model on UTF-8 text from stdin: one next_token event (top 5) per token to every sink."""
+    import signal
+    import threading
+
+    from streamrnn.errors import ConfigError
+    from streamrnn.runtime.textstream import run_text_stream
+    from streamrnn.transport.endpoints import CurveConfig
+    from streamrnn.transport.sinks import open_sink
+
+    if cfg.source != "stdin":
+        raise ConfigError(f"model {model.name!r} reads text: use --source stdin (UTF-8 text), not {cfg.source!r}")
+    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow)
+    sinks = [open_sink(u, json_stdout=cfg.json, hwm_seconds=cfg.hwm_seconds, curve=curve) for u in cfg.sink]
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stats = run_text_stream(model, sinks, stream_id=cfg.stream_id or "stdin0", duration=cfg.duration, stop=stop,
+                                on_ready=lambda: click.echo(f"streamrnn: reading text from stdin -> "
+                                                            f"{', '.join(s.describe() for s in sinks)}", err=True))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    click.echo(stats.summary(latency=False), err=True)
 
 
 @cli.command()
@@ -335,9 +363,13 @@ def keygen(directory: str, name: str):
               help="Override a config value, e.g. --set optim.lr=0.003 (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<config name>).")
-def train(config: str, resume: bool, overrides: tuple, out_dir: str | None):
+@click.option("--gradflow", "gradflow_lags", type=click.IntRange(0), default=0, is_flag=False, flag_value=100,
+              help="After every epoch measure the gradient-flow horizon over up to N lags (--gradflow alone: "
+                   "100) on the validation data; logged and in metrics.jsonl.")
+def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, gradflow_lags: int):
     """Train a model with truncated BPTT as CONFIG.toml says; writes OUT/model.safetensors,
-    OUT/checkpoint.safetensors, OUT/metrics.jsonl (and OUT/curves.png with matplotlib)."""
+    OUT/checkpoint.safetensors, OUT/metrics.jsonl (and OUT/curves.png with matplotlib).
+    Every epoch logs the pre-clip gradient norm and the fraction of clipped updates."""
     from streamrnn.config import TrainConfig, load_config
     from streamrnn.train.trainer import train_from_config
 
@@ -358,11 +390,12 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None):
 
     def on_epoch(r):
         parts = [f"{k} {v:.4g}" for k, v in r.items()
-                 if isinstance(v, float) and (k.startswith("valid_") or k == "train_loss")]
+                 if isinstance(v, float) and (k.startswith("valid_") or k in (
+                     "train_loss", "grad_norm_mean", "clipped_fraction", "horizon_frames", "unigram_perplexity"))]
         click.echo(("\n" if tty else "") + f"epoch {r['epoch']}: " + "  ".join(parts), err=True)
 
     res = train_from_config(cfg, base_dir=cfg_path.parent, out_dir=out, resume=resume, on_step=on_step,
-                            on_epoch=on_epoch, name=cfg_path.stem)
+                            on_epoch=on_epoch, name=cfg_path.stem, gradflow_lags=gradflow_lags)
     note = " (stopped early)" if res.stopped_early else ""
     click.echo(f"trained {len(res.history)} epoch(s), {res.steps} updates{note}; "
                f"best model: {out / 'model.safetensors'}", err=True)
@@ -386,8 +419,8 @@ def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_p
     alarms per hour of labelled non-speech."""
     from streamrnn import load_model
     from streamrnn.errors import ConfigError
-    from streamrnn.train.data import load_dataset, read_manifest
-    from streamrnn.train.trainer import evaluate
+    from streamrnn.train.data import read_manifest
+    from streamrnn.train.trainer import evaluate, sequences_for_model
 
     m = load_model(model_path)
     # the model's labels are the classes it was trained with (None: "any label" targets)
@@ -403,7 +436,7 @@ def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_p
             raise ConfigError(f"--plot-file {plot_file}: the manifest has {len(entries)} entries "
                               f"(0-{len(entries) - 1})")
         entry = entries[plot_file]
-    seqs = load_dataset(data, frontend=m.frontend, classes=m.labels)
+    seqs = sequences_for_model(m, data)  # text files for a token model, else as load_dataset reads them
     res = evaluate(m, seqs, task=task)
     if entry is not None:
         from streamrnn.train.vadplot import plot_vad
@@ -439,6 +472,66 @@ def gradcheck(cells: tuple, layers: int, losses: tuple, tolerance: float):
     click.echo(f"worst {worst:.2e} (tolerance {tolerance:g}): {'ok' if worst <= tolerance else 'FAILED'}")
     if worst > tolerance:
         sys.exit(1)
+
+
+# --- gradflow (docs/training.md, "Gradient flow") -------------------------------------------
+@cli.command("gradflow")
+@click.argument("model")
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--max-lag", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Largest lag k (frames) of |dL_t/ds_(t-k)|.")
+@click.option("--anchors", type=click.IntRange(1, 100_000), default=32, show_default=True,
+              help="Anchor frames t averaged over.")
+@click.option("--warmup", type=click.IntRange(0), default=200, show_default=True,
+              help="Frames each window runs from zero state before its farthest lag.")
+@click.option("--task", type=click.Choice(["frame", "sequence", "next_frame"]), default=None,
+              help="Override the task stored in the model file.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the anchor draw.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A `streamrnn train --out` folder: add its pre-clip gradient norms and clipped fractions.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw the norms per lag (and the run's history) to this PNG (needs matplotlib).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def gradflow_cmd(model, data, max_lag, anchors, warmup, task, seed, run_dir, plot_path, as_json):
+    """Gradient flow of MODEL on DATA (as `eval` reads it): the mean norm of the loss gradient with
+    respect to the state k frames back, its fitted decay per step and horizon (100-fold drop), the
+    spectral radius of each layer's recurrent gate blocks, and with --run a training run's history."""
+    from streamrnn import load_model
+    from streamrnn.train.gradflow import format_gradflow, gradient_flow, plot_gradflow
+    from streamrnn.train.trainer import sequences_for_model
+
+    if plot_path:
+        from streamrnn.train.vadplot import require_matplotlib
+
+        require_matplotlib()  # before the measurement
+    m = load_model(model)
+    g = gradient_flow(m, sequences_for_model(m, data), max_lag=max_lag, n_anchors=anchors, warmup=warmup,
+                      seed=seed, run_dir=run_dir, task=task)
+    if plot_path:
+        plot_gradflow(g, plot_path, title=f"gradient flow: {m.name} on {Path(data).name}")
+    if as_json:
+        click.echo(json.dumps(g.to_dict()))
+        return
+    for line in format_gradflow(g):
+        click.echo(line)
+
+
+# --- generate (token models, docs/training.md "Next-token prediction") -----------------------
+@cli.command()
+@click.option("--model", "model_path", required=True, help="A token model file (embedding + vocab).")
+@click.option("--prompt", required=True, help="Text the model reads first (UTF-8).")
+@click.option("--tokens", "n_tokens", type=click.IntRange(0, 1_000_000), default=100, show_default=True,
+              help="Tokens (characters or words) to generate.")
+@click.option("--temperature", type=click.FloatRange(0.0), default=1.0, show_default=True,
+              help="Sampling temperature; 0 takes the most probable token every step.")
+@click.option("--seed", type=int, default=None, help="Seed of the draw (repeatable output).")
+def generate(model_path, prompt, n_tokens, temperature, seed):
+    """Print PROMPT followed by a continuation drawn from a next-token model."""
+    from streamrnn import load_model
+    from streamrnn.nn.text import generate as gen, model_vocab
+
+    m = load_model(model_path)
+    click.echo(model_vocab(m).join(prompt, gen(m, prompt, n_tokens, temperature, seed)))
 
 
 # --- bench (tools/bench.py, docs/bench.md) ---------------------------------------------------

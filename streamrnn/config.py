@@ -253,6 +253,7 @@ class ModelSection:
     gru_update_bias: float = 1.0  # added to the initial GRU update-gate bias b_iz: > 0 keeps the state longer
     #                               at the start (z = sigmoid(1) = 0.73 for 1.0), the GRU analogue of LSTM's forget bias 1
     norm: bool = True  # input normalisation with mean/std of the training set (frozen, exported)
+    embedding_size: int = 32  # data.kind = "text": width of the token embedding (embedding.weight (V, E))
     name: str = ""  # model name written to the file (default: the config file's stem)
 
     def __post_init__(self):
@@ -261,6 +262,7 @@ class ModelSection:
         _choice(self.cell, tuple(CELL_CODES), "model.cell")
         _choice(self.init, ("glorot", "pytorch"), "model.init")
         _positive(self.hidden_size, "model.hidden_size")
+        _positive(self.embedding_size, "model.embedding_size")
         if not 1 <= self.num_layers <= 64:
             raise ConfigError(f"model.num_layers must be in [1, 64], got {self.num_layers}")
 
@@ -275,12 +277,25 @@ class DataSection:
     classes: tuple[str, ...] = ()  # class names (ce) or label names (bce); empty: from the data
     frontend: str = "logmel"  # manifests only: front-end type (logmel or mfcc) with its defaults
     cache_dir: str = ""  # manifests only: feature cache folder (empty: <out>/cache)
+    kind: str = "features"  # features (.npz folder or audio manifest) or text (UTF-8 .txt file or folder)
+    tokens: str = "char"  # text: char (every character) or word (whitespace-separated words)
+    max_vocab: int = 256  # text: most frequent training tokens kept, <unk> included; the rest read as <unk>
+    seq_len: int = 256  # text: tokens per training sequence (the lanes reset the state between sequences)
 
     def __post_init__(self):
         _choice(self.task, ("frame", "sequence", "next_frame"), "data.task")
         _choice(self.loss, ("bce", "ce", "mse"), "data.loss")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
+        _choice(self.kind, ("features", "text"), "data.kind")
+        _choice(self.tokens, ("char", "word"), "data.tokens")
+        if not 2 <= self.max_vocab <= 1 << 20:
+            raise ConfigError(f"data.max_vocab must be in [2, {1 << 20}], got {self.max_vocab}")
+        if not 2 <= self.seq_len <= 1 << 20:
+            raise ConfigError(f"data.seq_len must be in [2, {1 << 20}], got {self.seq_len}")
+        if self.kind == "text" and (self.task, self.loss) != ("frame", "ce"):
+            raise ConfigError(f"data.kind 'text' trains next-token prediction: it needs data.task = 'frame' and "
+                              f"data.loss = 'ce', got {self.task!r} and {self.loss!r}")
         if self.task == "next_frame" and self.loss != "mse":
             raise ConfigError(f"data.task 'next_frame' predicts features and needs data.loss = 'mse', got {self.loss!r}")
 

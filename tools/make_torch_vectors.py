@@ -7,11 +7,17 @@ exactly the code shown in docs/model-format.md, runs 1,000 random frames
 through PyTorch and stores the input and PyTorch's output beside it.
 
     python tools/make_torch_vectors.py            # writes tests/data/torch_*.safetensors
+    python tools/make_torch_vectors.py --only charlm   # only the character models (torchlm_*)
+
+The character models are ``nn.Embedding`` + ``nn.GRU``/``nn.LSTM`` (2 layers) + ``nn.Linear``
+head with softmax, exported with their vocabulary as docs/model-format.md shows; their
+input is 500 token ids and the output PyTorch's next-token probabilities.
 
 Needs torch (not needed by the test suite, which only reads the files).
 """
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -30,8 +36,38 @@ def build(cell, layers):
     return torch.nn.RNN(I, H, num_layers=layers, nonlinearity=cell.split("_")[1])
 
 
+def char_models():
+    """Token models: nn.Embedding -> 2-layer GRU/LSTM -> Linear -> softmax, with a vocab."""
+    torch.manual_seed(4321)
+    tokens = ["<unk>"] + list("abcdefghijklmnopqrstuvwxyz .,")
+    V, E, n = len(tokens), 5, 500
+    for cell in ("gru", "lstm"):
+        emb = torch.nn.Embedding(V, E)
+        rnn = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(E, H, num_layers=2)
+        head = torch.nn.Linear(H, V)
+        # --- the documented export (docs/model-format.md, "Token models") ---
+        tensors = {"embedding.weight": emb.weight.detach().contiguous()}
+        tensors |= {f"rnn.{k}": v.detach().contiguous() for k, v in rnn.state_dict().items()}
+        tensors |= {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
+        meta = {"format": 1, "cell": cell, "input_size": E, "hidden_size": H, "num_layers": 2,
+                "head": {"activation": "softmax", "labels": None}, "frontend": None,
+                "vocab": {"kind": "char", "tokens": tokens}}
+        name = f"torchlm_{cell}"  # not torch_*: test_torch_parity globs those
+        save_file(tensors, str(OUT / f"{name}.safetensors"), metadata={"streamrnn": json.dumps(meta)})
+        ids = torch.randint(0, V, (n,))
+        with torch.no_grad():
+            out, _ = rnn(emb(ids)[:, None, :])  # (n, 1, H)
+            y = torch.softmax(head(out[:, 0]), -1)
+        save_file({"ids": ids.contiguous(), "y": y.contiguous()}, str(OUT / f"{name}.io.safetensors"),
+                  metadata={"torch": torch.__version__})
+        print(name, tuple(y.shape))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["--only", "charlm"]:
+        char_models()
+        return
     torch.manual_seed(1234)
     for cell, act in ACTS.items():
         for layers in (1, 2, 3):
@@ -58,6 +94,7 @@ def main():
             save_file({"x": x.contiguous(), "y": y.contiguous()}, str(OUT / f"{name}.io.safetensors"),
                       metadata={"torch": torch.__version__})
             print(name, tuple(y.shape))
+    char_models()
 
 
 if __name__ == "__main__":

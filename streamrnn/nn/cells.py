@@ -54,11 +54,13 @@ class Architecture:
     output_size: int | None = None  # O: head outputs, None for no head
     activation: str = "identity"  # head activation
     has_norm: bool = False  # input normalisation (x - mean) / std
+    vocab_size: int | None = None  # V: token ids in, looked up in embedding.weight (V, I); None: frames in
 
     def __post_init__(self):
         # Internal invariants; user-facing validation happens in the loaders.
         assert self.cell in CELL_CODES, self.cell
         assert self.activation in ACT_CODES, self.activation
+        assert self.vocab_size is None or not self.has_norm, "token inputs take no input normalisation"
 
     @property
     def gates(self) -> int:
@@ -87,6 +89,8 @@ class Architecture:
         if self.has_norm:
             shapes["norm.mean"] = (self.input_size,)
             shapes["norm.std"] = (self.input_size,)
+        if self.vocab_size is not None:
+            shapes["embedding.weight"] = (self.vocab_size, self.input_size)  # PyTorch nn.Embedding
         return shapes
 
     def n_params(self) -> int:
@@ -99,6 +103,9 @@ class PackedLayout:
     ``offsets`` (L, 4) int64: start of w_ih^T (I_l, G*H), w_hh^T (H, G*H),
     b_ih (G*H,), b_hh (G*H,) for each layer.  ``extra`` (4,) int64: start of
     head w^T (H, O), head b (O,), norm mean (I,), norm std (I,), or -1.
+    ``embedding`` is the start of ``embedding.weight`` (V, I), or -1: the kernels never
+    read it (token ids become frames before the forward kernel, ``embed``), so it sits
+    after everything the kernels index.
     """
 
     def __init__(self, arch: Architecture):
@@ -128,6 +135,10 @@ class PackedLayout:
         if arch.has_norm:
             take("norm.mean", (arch.input_size,), False, lambda p: self.extra.__setitem__(2, p))
             take("norm.std", (arch.input_size,), False, lambda p: self.extra.__setitem__(3, p))
+        self.embedding = -1
+        if arch.vocab_size is not None:
+            take("embedding.weight", (arch.vocab_size, arch.input_size), False,
+                 lambda p: setattr(self, "embedding", p))
         self.size = pos
 
     def view(self, theta: np.ndarray, name: str) -> np.ndarray:
@@ -142,6 +153,10 @@ class PackedLayout:
             t = np.asarray(tensors[name])
             self.view(theta, name)[...] = t.T if transposed else t
         return theta
+
+    def embed(self, theta: np.ndarray, ids) -> np.ndarray:
+        """Embedding rows of token ids: ids (...) int -> (..., I) (a copy), as ``nn.Embedding``."""
+        return self.view(theta, "embedding.weight")[ids]
 
     def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Flat theta -> PyTorch-layout tensors (copies)."""
@@ -165,6 +180,9 @@ def init_tensors(arch: Architecture, rng: np.random.Generator, scheme: str = "py
     for name, shape in arch.tensor_shapes().items():
         if name.startswith("norm."):
             out[name] = np.zeros(shape) if name == "norm.mean" else np.ones(shape)
+            continue
+        if name == "embedding.weight":  # N(0, 1) as nn.Embedding, under either scheme
+            out[name] = rng.standard_normal(shape)
             continue
         if scheme == "pytorch":
             fan = H if name.startswith("rnn.") else shape[-1]

@@ -143,7 +143,7 @@ class Model:
                init: str = "pytorch", dtype=np.float32, **kw) -> "Model":
         """A randomly initialised model (PyTorch's default init unless ``init='glorot'``)."""
         arch = Architecture(cell, input_size, hidden_size, num_layers, output_size, activation,
-                            has_norm=kw.pop("has_norm", False))
+                            has_norm=kw.pop("has_norm", False), vocab_size=kw.pop("vocab_size", None))
         tensors = init_tensors(arch, np.random.default_rng(seed), init)
         return cls(arch, tensors, dtype=dtype, **kw)
 
@@ -215,6 +215,21 @@ class Model:
     def forward(self, x) -> np.ndarray:
         """Offline: run a whole sequence (T, I) from zero state; returns (T, O)."""
         return self.stream().push(x)
+
+    def embed(self, ids) -> np.ndarray:
+        """Token model: the frames of token ids (T,) int -> (T, input_size), rows of ``embedding.weight``.
+
+        ``InputError`` for a model without an embedding or an id outside [0, vocab_size).
+        """
+        V = self.arch.vocab_size
+        if V is None:
+            raise InputError(f"model {self.name!r} has no embedding: it reads feature frames, not token ids")
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise ShapeError(f"token ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            raise InputError(f"token id out of range [0, {V}): min {ids.min()}, max {ids.max()}")
+        return np.ascontiguousarray(self.layout.embed(self.theta, ids.astype(np.int64)))
 
     def save(self, path) -> None:
         from streamrnn.nn.modelfile import save_model

@@ -17,6 +17,7 @@ import numpy as np
 from streamrnn.errors import ModelFileError
 from streamrnn.nn.cells import ACT_CODES, CELL_CODES, Architecture
 from streamrnn.nn.model import Model
+from streamrnn.nn.text import MAX_VOCAB, Vocab
 
 FORMAT_VERSION = 1
 META_KEY = "streamrnn"
@@ -152,6 +153,7 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
 
     found = {k: v for k, v in header.items() if k != "__metadata__"}
     has_norm = "norm.mean" in found or "norm.std" in found
+    vocab_size = _vocab_size(meta, found, path)
     head = meta.get("head")
     out_size = None
     if head is not None:
@@ -163,7 +165,7 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
         if labels is not None and len(labels) != out_size:
             raise ModelFileError(f"{path}: head has {out_size} outputs but {len(labels)} labels")
     arch = Architecture(meta["cell"], meta["input_size"], meta["hidden_size"], meta["num_layers"],
-                        out_size, (head or {}).get("activation", "identity"), has_norm)
+                        out_size, (head or {}).get("activation", "identity"), has_norm, vocab_size)
     want = arch.tensor_shapes()
     missing = [k for k in want if k not in found]
     extra = [k for k in found if k not in want]
@@ -198,6 +200,23 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
     return Model(arch, tensors, labels=(head or {}).get("labels"), frontend=frontend,
                  name=meta.get("name") or path.stem, dtype=dtype,
                  extra_meta={k: v for k, v in meta.items() if k not in known})
+
+
+def _vocab_size(meta: dict, found: dict, path: Path) -> int | None:
+    """Rows of ``embedding.weight`` of a token model (checked against ``vocab``), or None."""
+    emb = found.get("embedding.weight")
+    if emb is None:
+        if meta.get("vocab") is not None:
+            raise ModelFileError(f"{path}: metadata has a 'vocab' but no tensor 'embedding.weight' (V, input_size)")
+        return None
+    shape = emb.get("shape")
+    if len(shape) != 2 or shape[1] != meta["input_size"] or not 1 <= shape[0] <= MAX_VOCAB:
+        raise ModelFileError(f"{path}: tensor 'embedding.weight' has shape {tuple(shape)}, expected "
+                             f"(V, {meta['input_size']}) with 1 <= V <= {MAX_VOCAB}")
+    if "norm.mean" in found or "norm.std" in found:
+        raise ModelFileError(f"{path}: a token model (embedding.weight) takes no input normalisation (norm.*)")
+    Vocab.from_meta(meta.get("vocab"), shape[0], str(path))
+    return int(shape[0])
 
 
 def _validate_frontend(fe: dict, arch: Architecture, path: Path) -> dict:

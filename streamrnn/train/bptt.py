@@ -45,7 +45,7 @@ from streamrnn.train.losses import loss_and_dlogits
 
 @njit(cache=True)
 def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad, dh0, dc0,
-                    dcur, dnext, dgi, dgh, hprev, cprev, xin, wpt, carry_h, carry_c, dhp):
+                    dcur, dnext, dgi, dgh, hprev, cprev, xin, wpt, carry_h, carry_c, dhp, dh_sq):
     """Gradients of sum(dy * y) with respect to theta and the initial state.
 
     cell           int code (cells.py)
@@ -59,6 +59,9 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
     dh0, dc0       (L, B, H) output: dLoss/dh0, dLoss/dc0
     scratch        dcur (T, B, H); dnext (T*B, max(I, H)) flat-prefix views; dgi, dgh (T, B, G*H);
                    hprev, cprev (T, B, H); xin (T, B, H); wpt (G*H, H); carry_h, carry_c, dhp (B, H)
+    dh_sq          (T, B) float64: if not empty, receives the squared norm of dLoss/d(state at step t)
+                   summed over layers: |dLoss/dh_t|^2 (plus |dLoss/dc_t|^2 for LSTM), the per-lag
+                   gradient flow that ``streamrnn.train.gradflow`` reads; shape (0, 0) skips it
     """
     T, B, I = xn.shape
     L, _, H = h0.shape
@@ -66,6 +69,7 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
     W = save.shape[3] // H
     hoff = (W - 1) * H  # h_t is the last block of every saved row
     TB = T * B
+    rec = dh_sq.shape[0] > 0
     for p in range(grad.shape[0]):
         grad[p] = 0.0
 
@@ -113,6 +117,13 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
         carry_h[:, :] = 0.0  # dLoss/dh_t flowing back from step t+1
         carry_c[:, :] = 0.0  # dLoss/dc_t flowing back from step t+1 (LSTM)
         for t in range(T - 1, -1, -1):
+            if rec:  # |dLoss/dh_t|^2 of this layer: the gradient from above plus the one from step t+1
+                for bb in range(B):
+                    acc = 0.0
+                    for j in range(H):
+                        d = dcur[t, bb, j] + carry_h[bb, j]
+                        acc += d * d
+                    dh_sq[t, bb] += acc
             for bb in range(B):
                 s = save[l, t, bb]
                 gi = dgi[t, bb]
@@ -149,6 +160,8 @@ def backward_kernel(cell, theta, offs, extra, xn, h0, c0, reset, save, dy, grad,
                         dh = dcur[t, bb, j] + carry_h[bb, j]
                         do = dh * tc                                  # <- h' = o * tanh(c')
                         dc = carry_c[bb, j] + dh * og * (1.0 - tc * tc)  # <- h' = o * tanh(c')
+                        if rec:
+                            dh_sq[t, bb] += dc * dc  # the LSTM state is (h, c)
                         di = dc * gg                                  # <- c' = f * c + i * g
                         dg = dc * ig                                  # <- c' = f * c + i * g
                         df = dc * cprev[t, bb, j]                     # <- c' = f * c + i * g
@@ -261,6 +274,7 @@ class BPTT:
         self.carry_h = np.zeros((B, H), self.dtype)
         self.carry_c = np.zeros((B, H), self.dtype)
         self.dhp = np.zeros((B, H), self.dtype)
+        self.no_hist = np.zeros((0, 0), np.float64)
         self._grow(1)
 
     def _grow(self, T):
@@ -297,8 +311,12 @@ class BPTT:
                         apply_act=False)
             xn[t0:t1] = self.ws.views(t1 - t0)[0]  # the kernel's normalised input (layer-0 input)
 
-    def backward(self, theta, xn, h0, c0, reset, save, dy, grad, dh0, dc0):
-        """Fill ``grad`` (P,) with dL/dtheta and dh0, dc0 (L, B, H) given dy = dL/dlogits (T, B, O)."""
+    def backward(self, theta, xn, h0, c0, reset, save, dy, grad, dh0, dc0, dh_sq=None):
+        """Fill ``grad`` (P,) with dL/dtheta and dh0, dc0 (L, B, H) given dy = dL/dlogits (T, B, O).
+
+        ``dh_sq`` (T, B) float64, if given, accumulates the squared norm of dL/d(state at step t)
+        over layers (see ``backward_kernel``).
+        """
         T = xn.shape[0]
         if T > self.t_cap:
             self._grow(T)
@@ -308,7 +326,19 @@ class BPTT:
                         np.ascontiguousarray(dy), grad, dh0, dc0,
                         self._dcur[:T], self._dnext[: T * self.B * max(I, H)], self._dgi[:T],
                         self._dgh[:T], self._hprev[:T], self._cprev[:T], self._xin[:T],
-                        self.wpt, self.carry_h, self.carry_c, self.dhp)
+                        self.wpt, self.carry_h, self.carry_c, self.dhp,
+                        self.no_hist if dh_sq is None else dh_sq)
+
+    def input_grad(self, theta, T) -> np.ndarray:
+        """dL/d(layer-0 input) (T, B, I) of the last ``backward`` over T steps: ``dgi @ W_ih``.
+
+        (The kernel leaves layer 0's gate gradients in its ``dgi`` scratch; a token model
+        scatters these rows into its embedding's gradient.)
+        """
+        a = self.arch
+        w_ih = self.layout.view(np.asarray(theta), "rnn.weight_ih_l0")  # (I, G*H)
+        dgi = self._dgi[:T].reshape(T * self.B, a.gates * a.hidden_size)
+        return (dgi @ w_ih.T).reshape(T, self.B, a.input_size)  # <- gi = x_in @ W_ihT
 
     def alloc(self, T):
         """Fresh (y, save, xn) buffers for blocks of T frames."""

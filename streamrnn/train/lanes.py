@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrnn.errors import ShapeError, TrainingError
-from streamrnn.nn.cells import SAVE_WIDTH, Architecture
+from streamrnn.nn.cells import SAVE_WIDTH, Architecture, PackedLayout
 from streamrnn.train.bptt import BPTT
 from streamrnn.train.losses import loss_and_dlogits
 
@@ -124,6 +124,17 @@ def norm_stats(seqs, floor: float = 1e-5):
     std = np.sqrt(s2 / n)
     std[std < floor] = 1.0  # constant feature: leave its scale alone
     return mean, std
+
+
+def model_input(arch: Architecture, theta, X) -> np.ndarray:
+    """The frames the forward kernel sees: X itself, or for a token model (``arch.vocab_size``)
+    the embedding rows of the token ids in X[..., 0] (..., 1) -> (..., I), in theta's dtype."""
+    if arch.vocab_size is None:
+        return X
+    ids = np.asarray(X)[..., 0].astype(np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= arch.vocab_size):
+        raise TrainingError(f"token id out of range [0, {arch.vocab_size}): min {ids.min()}, max {ids.max()}")
+    return PackedLayout(arch).embed(np.asarray(theta), ids)
 
 
 @dataclass
@@ -208,6 +219,9 @@ class TBPTTRunner:
         self.grad = None
         self.dh0 = np.zeros((L, lanes, H), dtype)
         self.dc0 = np.zeros((L, lanes, H), dtype)
+        # token models: the ids of the window's frames, to scatter dL/d(embedding row) back to them
+        self.ids = np.zeros((k2, lanes), np.int64) if arch.vocab_size is not None else None
+        self.layout = PackedLayout(arch)
 
     def clear(self):
         self.h[...] = 0
@@ -236,6 +250,8 @@ class TBPTTRunner:
             self.xn[:keep] = self.xn[drop:self.n]
             self.save[:, :keep] = self.save[:, drop:self.n]
             self.reset[:keep] = self.reset[drop:self.n]
+            if self.ids is not None:
+                self.ids[:keep] = self.ids[drop:self.n]
             self.n = keep
         if self.n == 0:
             self.win_h[...] = self.h
@@ -243,8 +259,10 @@ class TBPTTRunner:
         a, b = self.n, self.n + n
         self.reset[a:b] = R
         y = self.y[:n]
-        self.eng.forward(theta, np.ascontiguousarray(X, self.dtype), self.h, self.c, self.reset[a:b], y,
-                         self.save[:, a:b], self.xn[a:b])
+        if self.ids is not None:
+            self.ids[a:b] = np.asarray(X)[..., 0]
+        self.eng.forward(theta, np.ascontiguousarray(model_input(self.arch, theta, X), self.dtype), self.h, self.c,
+                         self.reset[a:b], y, self.save[:, a:b], self.xn[a:b])
         self.n = b
         loss, dy_new, w = loss_and_dlogits(self.loss, y, Y, M)
         dy = self.dy[:b]
@@ -252,6 +270,10 @@ class TBPTTRunner:
         dy[a:b] = dy_new
         self.eng.backward(theta, self.xn[:b], self.win_h, self.win_c, self.reset[:b], self.save[:, :b], dy,
                           self.grad, self.dh0, self.dc0)
+        if self.ids is not None:  # xn = embedding[ids]: each row's gradient goes back to its token
+            dx = self.eng.input_grad(theta, b)  # (b, B, I)
+            ge = self.layout.view(self.grad, "embedding.weight")
+            np.add.at(ge, self.ids[:b].ravel(), dx.reshape(-1, dx.shape[2]))
         return loss, w, self.grad
 
     def drop_bad_state(self):
@@ -266,7 +288,8 @@ class TBPTTRunner:
     def state_arrays(self) -> dict:
         return {"lanes.h": self.h, "lanes.c": self.c, "lanes.win_h": self.win_h, "lanes.win_c": self.win_c,
                 "lanes.xn": self.xn[:self.n], "lanes.save": np.ascontiguousarray(self.save[:, :self.n]),
-                "lanes.reset": self.reset[:self.n]}
+                "lanes.reset": self.reset[:self.n],
+                **({"lanes.ids": self.ids[:self.n]} if self.ids is not None else {})}
 
     def load_state(self, arrays: dict):
         for k in ("h", "c", "win_h", "win_c"):
@@ -277,6 +300,8 @@ class TBPTTRunner:
         self.xn[:n] = arrays["lanes.xn"]
         self.save[:, :n] = arrays["lanes.save"]
         self.reset[:n] = arrays["lanes.reset"]
+        if self.ids is not None:
+            self.ids[:n] = arrays["lanes.ids"]
         self.n = n
 
 
@@ -296,7 +321,8 @@ def run_lanes(arch: Architecture, theta, prepared: list[Prepared], lanes: int, d
     xn = np.zeros((min(block, T), B, arch.input_size), dtype)
     for t0 in range(0, T, block):
         t1 = min(t0 + block, T)
-        eng.forward(theta, X[t0:t1], h, c, R[t0:t1], Yhat[t0:t1], None, xn[:t1 - t0])
+        eng.forward(theta, np.ascontiguousarray(model_input(arch, theta, X[t0:t1]), dtype), h, c, R[t0:t1],
+                    Yhat[t0:t1], None, xn[:t1 - t0])
     out = [None] * len(prepared)
     for i, b, t0 in place:
         p = prepared[i]

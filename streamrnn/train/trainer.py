@@ -126,13 +126,50 @@ def load_data(cfg: TrainConfig, base_dir=".", out_dir=None):
     kw = dict(frontend=frontend, cache_dir=cache or None, classes=classes)
     train = load_dataset(train_path, **kw)
     valid = load_dataset(path(d.valid), **kw) if d.valid else None
+    train, valid = _hold_out(cfg, train, valid)
+    return train, valid, frontend, classes
+
+
+def _hold_out(cfg: TrainConfig, train, valid):
+    """Without a validation set, hold out ``data.valid_fraction`` of the training sequences."""
+    d = cfg.data
     if valid is None and d.valid_fraction > 0 and len(train) > 1:
         # a separate generator: the held-out split never disturbs the training RNG stream
         perm = np.random.default_rng([cfg.train.seed, 1]).permutation(len(train))
         n_val = max(1, int(round(len(train) * d.valid_fraction)))
         valid = [train[i] for i in sorted(perm[:n_val])]
         train = [train[i] for i in sorted(perm[n_val:])]
-    return train, valid, frontend, classes
+    return train, valid
+
+
+def load_text_data(cfg: TrainConfig, base_dir="."):
+    """(train, valid, vocab) for ``data.kind = "text"``: the vocabulary comes from the training files."""
+    from streamrnn.train.text import build_vocab, read_texts, text_sequences
+
+    d = cfg.data
+    if not d.train:
+        raise ConfigError("data.train is empty: give a UTF-8 .txt file or a folder of them")
+    base = Path(base_dir)
+    texts = read_texts(base / d.train)
+    vocab = build_vocab(texts, d.tokens, d.max_vocab)
+    train = text_sequences(texts, vocab, d.seq_len)
+    valid = text_sequences(read_texts(base / d.valid), vocab, d.seq_len) if d.valid else None
+    train, valid = _hold_out(cfg, train, valid)
+    return train, valid, vocab
+
+
+def sequences_for_model(model: Model, data) -> list:
+    """The sequences of ``data`` as ``model`` reads them: text files through a token model's
+    vocabulary, else an .npz folder or an audio manifest through its front end (as ``eval``)."""
+    if model.arch.vocab_size is not None:
+        from streamrnn.nn.text import model_vocab
+        from streamrnn.train.text import read_texts, text_sequences
+
+        seq_len = int(model.extra_meta.get("training", {}).get("seq_len", 256))
+        return text_sequences(read_texts(data), model_vocab(model), seq_len)
+    from streamrnn.train.data import load_dataset
+
+    return load_dataset(data, frontend=model.frontend, classes=model.labels)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,8 +212,8 @@ def evaluate_outputs(outs, loss: str, task: str) -> dict:
     return res
 
 
-def evaluate(model: Model, seqs, *, loss: str | None = None, task: str | None = None, lanes: int = 16) -> dict:
-    """Run ``model`` over sequences (each from zero state) and return loss and metrics.
+def prepare_for_model(model: Model, seqs, *, loss: str | None = None, task: str | None = None):
+    """(prepared sequences, loss, task) for running ``model`` on ``seqs`` as it was trained.
 
     ``loss``/``task`` default to what the model was trained with (file metadata)
     or to the loss matching the head activation.
@@ -185,11 +222,17 @@ def evaluate(model: Model, seqs, *, loss: str | None = None, task: str | None = 
     act_loss = {v: k for k, v in HEAD_ACTIVATION.items()}
     loss = loss or meta.get("loss") or act_loss.get(model.activation or "identity", "mse")
     task = task or meta.get("task") or "frame"
-    if task == "next_frame":
-        mean, std = _norm_of(model)
-        prep = prepare(seqs, task=task, loss=loss, n_outputs=model.output_size, mean=mean, std=std)
-    else:
-        prep = prepare(seqs, task=task, loss=loss, n_outputs=model.output_size)
+    mean, std = _norm_of(model) if task == "next_frame" else (None, None)
+    return prepare(seqs, task=task, loss=loss, n_outputs=model.output_size, mean=mean, std=std), loss, task
+
+
+def evaluate(model: Model, seqs, *, loss: str | None = None, task: str | None = None, lanes: int = 16) -> dict:
+    """Run ``model`` over sequences (each from zero state) and return loss and metrics.
+
+    ``loss``/``task`` default to what the model was trained with (file metadata)
+    or to the loss matching the head activation.
+    """
+    prep, loss, task = prepare_for_model(model, seqs, loss=loss, task=task)
     outs = run_lanes(model.arch, np.asarray(model.theta), prep, lanes, model.dtype)
     res = evaluate_outputs(outs, loss, task)
     if loss == "bce" and task == "frame" and model.output_size == 1 and model.frontend:
@@ -278,7 +321,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, train, valid=None, *, out_dir=None, frontend: dict | None = None,
-                 name: str | None = None, labels=None, on_step=None, on_epoch=None):
+                 name: str | None = None, labels=None, on_step=None, on_epoch=None, gradflow_lags: int = 0,
+                 vocab=None):
         if not train:
             raise TrainingError("no training sequences")
         self.cfg = cfg
@@ -289,18 +333,30 @@ class Trainer:
         self.frontend = frontend
         self.name = cfg.model.name or name or "model"
         self.on_step, self.on_epoch = on_step, on_epoch
+        self.gradflow_lags = int(gradflow_lags)  # > 0: measure the gradient-flow horizon after every epoch
         self.grad_hook = None  # tests: fn(step, grad) may poison a gradient
         d, mc = cfg.data, cfg.model
         I = self.train_seqs[0].x.shape[1]
         for s in self.train_seqs + self.valid_seqs:
             if s.x.ndim != 2 or s.x.shape[1] != I:
                 raise TrainingError(f"{s.name}: x has shape {s.x.shape}, expected (T, {I}) like the first sequence")
-        n_out, self.labels = infer_outputs(cfg, self.train_seqs, labels)
-        self.arch = Architecture(mc.cell, I, mc.hidden_size, mc.num_layers, n_out, HEAD_ACTIVATION[d.loss],
-                                 has_norm=mc.norm)
+        self.vocab = vocab  # token model: x holds token ids, the model embeds them (train/text.py)
+        if vocab is not None:
+            n_out, self.labels = len(vocab), None
+            self.arch = Architecture(mc.cell, mc.embedding_size, mc.hidden_size, mc.num_layers, n_out,
+                                     HEAD_ACTIVATION[d.loss], vocab_size=len(vocab))
+        else:
+            n_out, self.labels = infer_outputs(cfg, self.train_seqs, labels)
+            self.arch = Architecture(mc.cell, I, mc.hidden_size, mc.num_layers, n_out, HEAD_ACTIVATION[d.loss],
+                                     has_norm=mc.norm)
         self.layout = PackedLayout(self.arch)
         self.dtype = np.dtype(cfg.train.dtype)
-        self.mean, self.std = norm_stats(self.train_seqs) if mc.norm else (None, None)
+        self.mean, self.std = norm_stats(self.train_seqs) if self.arch.has_norm else (None, None)
+        self.unigram_ppl = None
+        if vocab is not None and self.valid_seqs:
+            from streamrnn.train.text import unigram_perplexity
+
+            self.unigram_ppl = unigram_perplexity(self.train_seqs, self.valid_seqs, len(vocab))
         kw = dict(task=d.task, loss=d.loss, n_outputs=n_out, mean=self.mean, std=self.std)
         self.train_p = prepare(self.train_seqs, **kw)
         self.valid_p = prepare(self.valid_seqs, **kw)
@@ -346,7 +402,7 @@ class Trainer:
         self.s = {"epoch": 0, "chunk": 0, "step": 0, "lr_scale": 1.0, "bad_run": 0, "bad_total": 0,
                   "best": None, "best_epoch": -1, "since_best": 0, "history": [], "stopped_early": False,
                   "epoch_rng_state": rng.bit_generator.state, "epoch_loss": 0.0, "epoch_weight": 0.0,
-                  "grad_norm_sum": 0.0, "n_updates_epoch": 0}
+                  "grad_norm_sum": 0.0, "n_updates_epoch": 0, "grad_norm_max": 0.0, "n_clipped": 0}
 
     def _checkpoint(self):
         if self.out is None:
@@ -373,7 +429,7 @@ class Trainer:
         self.good_theta[...] = self.theta
         self.opt.load_state(arrays, meta["optim"])
         self.runner.load_state(arrays)
-        self.s = meta["state"]
+        self.s = {**self.s, **meta["state"]}  # keys added since the checkpoint was written keep their start values
         log.info("resumed at epoch %d, chunk %d, step %d", self.s["epoch"], self.s["chunk"], self.s["step"])
 
     # --- loop -----------------------------------------------------------------------------------
@@ -420,7 +476,10 @@ class Trainer:
         if self.grad_hook is not None:
             self.grad_hook(s["step"], grad)
         o = cfg.optim
+        # clipped: the norm above clip_norm ("norm"), or any element beyond clip_value ("value")
+        clipped = (o.clip == "value" and float(np.abs(grad).max()) > o.clip_value)
         gnorm = clip_gradients(grad, o.clip, o.clip_norm, o.clip_value)
+        clipped = clipped or (o.clip == "norm" and gnorm > o.clip_norm)
         sc = cfg.schedule
         lr = s["lr_scale"] * scheduled_lr(o.lr, s["step"], s["epoch"], self.total_steps, name=sc.name,
                                           warmup_steps=sc.warmup_steps, min_lr=sc.min_lr,
@@ -438,6 +497,8 @@ class Trainer:
             s["epoch_loss"] += loss * w
             s["epoch_weight"] += w
             s["grad_norm_sum"] += gnorm
+            s["grad_norm_max"] = max(s["grad_norm_max"], gnorm)
+            s["n_clipped"] += int(clipped)
             s["n_updates_epoch"] += 1
         else:
             # NaN/Inf guard: skip, restore the last good parameters, halve the learning rate
@@ -462,6 +523,8 @@ class Trainer:
         rec = {"epoch": s["epoch"] + 1, "step": s["step"], "seconds": round(seconds, 3),
                "train_loss": s["epoch_loss"] / s["epoch_weight"] if s["epoch_weight"] else None,
                "grad_norm_mean": s["grad_norm_sum"] / s["n_updates_epoch"] if s["n_updates_epoch"] else None,
+               "grad_norm_max": s["grad_norm_max"] if s["n_updates_epoch"] else None,  # before clipping
+               "clipped_fraction": s["n_clipped"] / s["n_updates_epoch"] if s["n_updates_epoch"] else None,
                "lr_scale": s["lr_scale"], "bad_steps": s["bad_total"]}
         if self.valid_p:
             outs = run_lanes(self.arch, self.theta, self.valid_p, cfg.tbptt.lanes, self.dtype)
@@ -469,6 +532,11 @@ class Trainer:
             for k in ("loss", "accuracy", "f1", "auc", "precision", "recall"):
                 if k in res:
                     rec[f"valid_{k}"] = res[k]
+            if self.vocab is not None:  # next-token model: perplexity beside the unigram baseline
+                rec["valid_perplexity"] = math.exp(res["loss"]) if math.isfinite(res["loss"]) else None
+                rec["unigram_perplexity"] = self.unigram_ppl
+        if self.gradflow_lags:
+            rec.update(self._gradflow())
         key = cfg.train.monitor if self.valid_p else "train_loss"
         if key not in rec:
             raise ConfigError(f"train.monitor = {key!r} is not computed for loss {cfg.data.loss!r}; use valid_loss")
@@ -487,8 +555,8 @@ class Trainer:
         s["epoch"] += 1
         s["chunk"] = 0
         s["epoch_rng_state"] = self.rng.bit_generator.state
-        s["epoch_loss"] = s["epoch_weight"] = s["grad_norm_sum"] = 0.0
-        s["n_updates_epoch"] = 0
+        s["epoch_loss"] = s["epoch_weight"] = s["grad_norm_sum"] = s["grad_norm_max"] = 0.0
+        s["n_updates_epoch"] = s["n_clipped"] = 0
         if cfg.train.patience and s["since_best"] >= cfg.train.patience:
             s["stopped_early"] = True
             log.info("early stop: %s did not improve for %d epochs", key, cfg.train.patience)
@@ -499,11 +567,32 @@ class Trainer:
         if self.on_epoch is not None:
             self.on_epoch(rec)
 
+    def _gradflow(self) -> dict:
+        """Gradient-flow horizon of the current weights on the validation (else training) sequences."""
+        from streamrnn.errors import InputError
+        from streamrnn.train.gradflow import fit_decay, lag_norms
+
+        seqs = self.valid_seqs or self.train_seqs
+        K = min(self.gradflow_lags, max(len(q.x) for q in seqs) - 1)
+        if K < 2:
+            return {"horizon_frames": None, "gradflow_rate": None}
+        try:
+            norms, _ = lag_norms(self.model_for(self.theta), seqs, max_lag=K, n_anchors=8,
+                                 seed=self.cfg.train.seed)
+            slope, horizon, _ = fit_decay(norms)
+        except InputError as e:
+            log.warning("gradient flow not measured: %s", e)
+            return {"horizon_frames": None, "gradflow_rate": None}
+        return {"horizon_frames": horizon, "gradflow_rate": math.exp(slope), "gradflow_max_lag": K}
+
     def model_for(self, theta) -> Model:
         """A runtime model (float32, as exported) from packed parameters."""
         d = self.cfg.data
         meta = {"training": {"task": d.task, "loss": d.loss, "epochs": self.s["epoch"],
                              "best_epoch": self.s["best_epoch"], "k1": self.cfg.tbptt.k1, "k2": self.cfg.tbptt.k2}}
+        if self.vocab is not None:
+            meta["vocab"] = self.vocab.to_meta()
+            meta["training"]["seq_len"] = d.seq_len
         return Model(self.arch, self.layout.unpack(np.asarray(theta, np.float64)), labels=self.labels,
                      frontend=self.frontend, name=self.name, extra_meta=meta)
 
@@ -548,11 +637,15 @@ def plot_curves(history: list, path) -> bool:
 
 
 def train_from_config(cfg: TrainConfig, *, base_dir=".", out_dir="runs/train", resume=False, on_step=None,
-                      on_epoch=None, name=None) -> TrainResult:
+                      on_epoch=None, name=None, gradflow_lags: int = 0) -> TrainResult:
     """Load the data named in ``cfg`` and train; the CLI's entry point."""
-    train, valid, frontend, classes = load_data(cfg, base_dir, out_dir)
+    vocab = None
+    if cfg.data.kind == "text":
+        (train, valid, vocab), frontend, classes = load_text_data(cfg, base_dir), None, None
+    else:
+        train, valid, frontend, classes = load_data(cfg, base_dir, out_dir)
     tr = Trainer(cfg, train, valid, out_dir=out_dir, frontend=frontend, name=name, labels=classes,
-                 on_step=on_step, on_epoch=on_epoch)
+                 on_step=on_step, on_epoch=on_epoch, gradflow_lags=gradflow_lags, vocab=vocab)
     res = tr.fit(resume=resume)
     plot_curves(res.history, Path(out_dir) / "curves.png")
     return res

@@ -125,6 +125,7 @@ FESTIVAL_VOICES = {
 SPLITS = {
     "train": {
         "asterisk": ("en_US_f_Allison", "es_MX_f_Allison"),
+        "asterisk_speed": (0.8, 1.25),  # the two real training voices are one speaker: perturb her speed
         "festival": ("ked_diphone", "lp_diphone", "czech_ph"),
         "langs": ("en", "de", "es", "it", "nl", "pt", "pl", "ru", "cs"),
         "variants": (
@@ -138,15 +139,18 @@ SPLITS = {
             "Nguyen", "gustave", "kaukovalta", "marcelo", "miguel", "pablo", "pedro",
             "antonio", "AnxiousAndy", "robosoft", "robosoft2", "anikaRobot",
         ),
-        # GM programs: pianos, guitars, strings, organs, bass, brass, reeds, pipes (+ drums, channel 10)
-        "programs": (0, 1, 16, 19, 24, 25, 26, 33, 48, 49, 56, 61, 65, 71, 73),
+        # GM programs: pianos, guitars, strings, organs, bass, brass, reeds, pipes, synth leads and
+        # pads, plucked (+ drums, channel 10)
+        "programs": (0, 1, 16, 19, 24, 25, 26, 33, 41, 43, 45, 48, 49, 56, 60, 61, 64, 65, 66, 69, 70,
+                     71, 73, 74, 81, 82, 89, 90, 105),
         "fan_cutoff_hz": (150.0, 700.0),
         "keys_per_s": (3.0, 9.0),
         "hum_hz": (50.0, 60.0),
-        "pieces": 24,
+        "pieces": 48,
     },
     "test": {
         "asterisk": ("fr_CA_f_June",),
+        "asterisk_speed": (1.0, 1.0),  # the held-out speaker as she was recorded
         "festival": ("suo_fi_lj_diphone", "upc_ca_ona_hts"),
         "langs": ("sv", "fi", "hu", "tr", "fr"),
         "variants": (
@@ -479,7 +483,11 @@ def random_speech(rng: np.random.Generator, split: str) -> tuple[np.ndarray, str
     if u < SOURCE_P["asterisk"]:
         speaker = _pick(rng, spec["asterisk"])
         rel = _pick(rng, asterisk_prompts(speaker))
-        return asterisk_audio(speaker, rel), "asterisk", f"asterisk:{speaker}", speaker[:2]
+        x = asterisk_audio(speaker, rel)
+        lo, hi = spec["asterisk_speed"]
+        if hi > lo:  # speed perturbation (tempo, pitch and formants together): new pseudo-speakers
+            x = soxr.resample(x, SR * float(rng.uniform(lo, hi)), SR, quality="HQ").astype(np.float32)
+        return x, "asterisk", f"asterisk:{speaker}", speaker[:2]
     if u < SOURCE_P["asterisk"] + SOURCE_P["festival"]:
         voice = _pick(rng, spec["festival"])
         x = _pick(rng, festival_pool(voice))

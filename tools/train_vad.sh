@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 CORPUS=runs/vad-corpus   # must match data.train in configs/vad.toml
 SEED=${SEED:-1}
-N_TRAIN=${N_TRAIN:-1200}
+N_TRAIN=${N_TRAIN:-1600}
 N_TEST=${N_TEST:-150}
 N_NEG=${N_NEG:-10}
 JOBS=${JOBS:-2}
@@ -36,6 +36,6 @@ python tools/make_vad_corpus.py --out "$CORPUS" --n-train "$N_TRAIN" --n-test "$
 streamrnn train configs/vad.toml --out "$OUT" "${TRAIN_ARGS[@]}"
 # The trainer exports the best epoch (train.monitor) there, owner-only (0600); the package ships 0644.
 install -m 0644 "$OUT/model.safetensors" "$MODEL_OUT"
-python tools/eval_vad.py "$CORPUS/test.jsonl" --model "$MODEL_OUT" \
-    --events --breakdown --json "$OUT/eval_test.json" --markdown "$OUT/eval_test.md"
+python tools/eval_vad.py "$CORPUS/test.jsonl" --neg "$CORPUS/test_neg.jsonl" --model "$MODEL_OUT" \
+    --breakdown --json "$OUT/eval_test.json" --markdown "$OUT/eval_test.md"
 ls -l "$MODEL_OUT"

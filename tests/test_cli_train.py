@@ -60,6 +60,7 @@ def test_gradcheck_command():
     p = run("gradcheck", "--cell", "gru", "--cell", "lstm", "--layers", "1", "--loss", "bce")
     assert p.returncode == 0, p.stderr
     assert "worst" in p.stdout and p.stdout.strip().endswith("ok")
+    assert p.stdout.count(" bi ") == 2 and p.stdout.count(" uni ") == 2  # both directions by default
     strict = run("gradcheck", "--cell", "rnn_tanh", "--layers", "1", "--loss", "mse", "--tolerance", "1e-30")
     assert strict.returncode == 1 and "FAILED" in strict.stdout
 

@@ -254,6 +254,10 @@ class ModelSection:
     #                               at the start (z = sigmoid(1) = 0.73 for 1.0), the GRU analogue of LSTM's forget bias 1
     norm: bool = True  # input normalisation with mean/std of the training set (frozen, exported)
     name: str = ""  # model name written to the file (default: the config file's stem)
+    bidirectional: bool = False  # a reverse direction per layer (PyTorch's bidirectional=True): offline only,
+    #                              trained on whole sequences (tbptt.k1/k2 unused), no stream()
+    delay: int = 0  # D, frames of look-ahead: the output at frame t is trained for frame t - D (frame task);
+    #                 stored in the model file; live outputs come D frames late, reported for their own frame
 
     def __post_init__(self):
         from streamrnn.nn.cells import CELL_CODES
@@ -263,6 +267,11 @@ class ModelSection:
         _positive(self.hidden_size, "model.hidden_size")
         if not 1 <= self.num_layers <= 64:
             raise ConfigError(f"model.num_layers must be in [1, 64], got {self.num_layers}")
+        if not 0 <= self.delay <= 1 << 16:
+            raise ConfigError(f"model.delay must be in [0, 65536] frames, got {self.delay}")
+        if self.bidirectional and self.delay:
+            raise ConfigError(f"model.delay ({self.delay}) is look-ahead for a unidirectional model; a "
+                              f"bidirectional model already sees the whole sequence: set one of them")
 
 
 @dataclass(frozen=True)

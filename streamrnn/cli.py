@@ -57,7 +57,9 @@ def info(model: str, as_json: bool):
         return
     head = d["head"]
     click.echo(f"model       {d.get('name', path.stem)}  ({path}, {d['file_bytes']} bytes)")
-    click.echo(f"cell        {m.cell}, {m.num_layers} layer(s), input {m.input_size}, hidden {m.hidden_size}")
+    more = (", bidirectional (offline only)" if m.bidirectional else "") + (
+        f", look-ahead {m.delay} frame(s)" if m.delay else "")
+    click.echo(f"cell        {m.cell}, {m.num_layers} layer(s), input {m.input_size}, hidden {m.hidden_size}{more}")
     click.echo(f"parameters  {m.n_params}")
     if head:
         click.echo(f"head        {m.output_size} output(s), {head['activation']}, labels {head['labels']}")

@@ -125,3 +125,34 @@ def test_config_refuses_delay_with_bidirectional_and_non_frame_tasks():
     cfg = load_config(TrainConfig, overrides=["model.delay=2", "data.task=sequence"], env={})
     with pytest.raises(ConfigError, match="needs data.task = 'frame'"):
         Trainer(cfg, future_task(3))
+
+
+def test_vad_plot_trace_of_bidirectional_and_delayed_models():
+    """`eval --plot` draws a bidirectional model from its whole-file output and a delayed one on its frames."""
+    from streamrnn.audio.files import read_audio
+    from streamrnn.audio.stream import FeatureStream
+    from streamrnn.train.vadplot import vad_trace
+
+    demo = streamrnn.nn.modelfile.MODELS_DIR / "demo.flac"
+    fe = streamrnn.load_model("vad").frontend
+    bi = streamrnn.Model.random("gru", 40, 6, output_size=1, activation="sigmoid", bidirectional=True, frontend=fe)
+    x, rate = read_audio(demo)
+    feats = FeatureStream(fe, rate).push(x)
+    np.testing.assert_allclose(vad_trace(bi, demo)["probs"], bi.forward(feats)[:, 0], atol=1e-7)
+    uni = streamrnn.Model.random("gru", 40, 6, output_size=1, activation="sigmoid", frontend=fe)
+    d = streamrnn.Model(uni.arch, uni.tensors(), frontend=fe, delay=4)
+    p = vad_trace(d, demo)["probs"]
+    np.testing.assert_allclose(p[:-4], uni.forward(feats)[4:, 0], atol=1e-7)
+    assert np.isnan(p[-4:]).all()
+
+
+def test_bidirectional_resume_after_kill_gives_the_same_weights(tmp_path):
+    cfg = load_config(TrainConfig, overrides=["model.bidirectional=true", "model.hidden_size=5", "data.loss=bce",
+                                              "tbptt.lanes=4", "train.epochs=3", "train.checkpoint_every=2"],
+                      env={})
+    tr, va = future_task(10), future_task(4, seed=7)
+    full = Trainer(cfg, tr, va, out_dir=tmp_path / "full").fit()
+    assert full.steps == 3 * 3  # 10 sequences in groups of 4: 3 updates per epoch
+    Trainer(cfg, tr, va, out_dir=tmp_path / "cut").fit(max_steps=5)
+    resumed = Trainer(cfg, tr, va, out_dir=tmp_path / "cut").fit(resume=True)
+    assert np.array_equal(resumed.theta, full.theta)

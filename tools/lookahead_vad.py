@@ -27,7 +27,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", required=True, help="folder with train.jsonl and test.jsonl")
     ap.add_argument("--out", required=True, help="folder for the runs")
-    ap.add_argument("--delays", default="0,5,10,20", help="look-ahead frames, comma separated")
+    ap.add_argument("--delays", default="0,5,10,20", help="look-ahead frames, comma separated ('' for none)")
     ap.add_argument("--no-bidirectional", action="store_true")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", dest="json_path", default=None)
@@ -40,7 +40,7 @@ def main():
     corpus, out = Path(args.corpus).resolve(), Path(args.out).resolve()
     cache = out / "feature-cache"  # shared: the features are computed once for all runs
     base = [f"data.train={corpus / 'train.jsonl'}", f"data.cache_dir={cache}", *args.overrides]
-    runs = [(f"delay {d}", [f"model.delay={d}"]) for d in map(int, args.delays.split(","))]
+    runs = [(f"delay {d}", [f"model.delay={d}"]) for d in (int(v) for v in args.delays.split(",") if v)]
     if not args.no_bidirectional:
         runs.append(("bidirectional", ["model.bidirectional=true"]))
     rows, test = [], None

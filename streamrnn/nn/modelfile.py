@@ -158,7 +158,7 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
     >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
     >>> m.save(path)
     >>> streamrnn.load_model(path)
-    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=433, dtype=float32)
+    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=631, dtype=float32)
     """
     path = resolve_model_path(path_or_name)
     if not path.is_file():

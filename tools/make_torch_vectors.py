@@ -82,35 +82,41 @@ def main():
         char_models()
 
 
+def export(name, rnn, head, meta, with_norm, n_frames):
+    """Save ``rnn`` + ``head`` (+ a random input normalisation if ``with_norm``) as ``name`` with the
+    documented export code, and PyTorch's own output over ``n_frames`` random frames beside it."""
+    # --- the documented export (docs/model-format.md); a bidirectional state_dict has *_reverse names ---
+    tensors = {f"rnn.{k}": v.detach().contiguous() for k, v in rnn.state_dict().items()}
+    tensors |= {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
+    mean, std = torch.randn(I), torch.rand(I) + 0.5
+    if with_norm:
+        tensors |= {"norm.mean": mean, "norm.std": std}
+    save_file(tensors, str(OUT / f"{name}.safetensors"), metadata={"streamrnn": json.dumps(meta)})
+    # --- PyTorch's own output, one sequence ---
+    x = torch.randn(n_frames, I) * 1.5
+    with torch.no_grad():
+        xin = (x - mean) / std if with_norm else x
+        out, _ = rnn(xin[:, None, :])  # (T, 1, H), or (T, 1, 2H) [forward, reverse]; batch_first=False
+        z = head(out[:, 0])
+        act = meta["head"]["activation"]
+        y = {"identity": z, "sigmoid": torch.sigmoid(z), "softmax": torch.softmax(z, -1)}[act]
+    save_file({"x": x.contiguous(), "y": y.contiguous()}, str(OUT / f"{name}.io.safetensors"),
+              metadata={"torch": torch.__version__})
+    print(name, tuple(y.shape))
+
+
 def bidirectional():
     torch.manual_seed(4321)
-    T_bi = 300
     cases = [("gru", n) for n in (1, 2, 3)] + [("lstm", n) for n in (1, 2, 3)] + [("rnn_tanh", 2)]
     for cell, layers in cases:
         act = ACTS[cell]
         O = 3 if act == "softmax" else 2
         rnn, head = build(cell, layers, bidirectional=True), torch.nn.Linear(2 * H, O)  # head input 2H
-        with_norm = layers == 2 and cell == "lstm"
-        # --- the documented export (docs/model-format.md): state_dict names include *_reverse ---
-        tensors = {f"rnn.{k}": v.detach().contiguous() for k, v in rnn.state_dict().items()}
-        tensors |= {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
-        mean, std = torch.randn(I), torch.rand(I) + 0.5
-        if with_norm:
-            tensors |= {"norm.mean": mean, "norm.std": std}
         meta = {"format": 2, "cell": cell, "input_size": I, "hidden_size": H, "num_layers": layers,
                 "bidirectional": True, "head": {"activation": act, "labels": [f"c{k}" for k in range(O)]},
                 "frontend": None}
-        name = f"torch_bi_{cell}_l{layers}"
-        save_file(tensors, str(OUT / f"{name}.safetensors"), metadata={"streamrnn": json.dumps(meta)})
-        x = torch.randn(T_bi, I) * 1.5
-        with torch.no_grad():
-            xin = (x - mean) / std if with_norm else x
-            out, _ = rnn(xin[:, None, :])  # (T, 1, 2H): [forward, reverse] per frame
-            z = head(out[:, 0])
-            y = {"identity": z, "sigmoid": torch.sigmoid(z), "softmax": torch.softmax(z, -1)}[act]
-        save_file({"x": x.contiguous(), "y": y.contiguous()}, str(OUT / f"{name}.io.safetensors"),
-                  metadata={"torch": torch.__version__})
-        print(name, tuple(y.shape))
+        export(f"torch_bi_{cell}_l{layers}", rnn, head, meta, with_norm=layers == 2 and cell == "lstm",
+               n_frames=300)
 
 
 def unidirectional():
@@ -119,27 +125,11 @@ def unidirectional():
         for layers in (1, 2, 3):
             O = 3 if act == "softmax" else 2
             rnn, head = build(cell, layers), torch.nn.Linear(H, O)
-            with_norm = cell == "gru" and layers == 2  # one model also carries input normalisation
-            # --- the documented export (docs/model-format.md) ---
-            tensors = {f"rnn.{k}": v.detach().contiguous() for k, v in rnn.state_dict().items()}
-            tensors |= {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
-            mean, std = torch.randn(I), torch.rand(I) + 0.5
-            if with_norm:
-                tensors |= {"norm.mean": mean, "norm.std": std}
             meta = {"format": 1, "cell": cell, "input_size": I, "hidden_size": H, "num_layers": layers,
                     "head": {"activation": act, "labels": [f"c{k}" for k in range(O)]}, "frontend": None}
-            name = f"torch_{cell}_l{layers}"
-            save_file(tensors, str(OUT / f"{name}.safetensors"), metadata={"streamrnn": json.dumps(meta)})
-            # --- PyTorch's own output over T frames, one sequence ---
-            x = torch.randn(T, I) * 1.5
-            with torch.no_grad():
-                xin = (x - mean) / std if with_norm else x
-                out, _ = rnn(xin[:, None, :])  # (T, 1, H), batch_first=False
-                z = head(out[:, 0])
-                y = {"identity": z, "sigmoid": torch.sigmoid(z), "softmax": torch.softmax(z, -1)}[act]
-            save_file({"x": x.contiguous(), "y": y.contiguous()}, str(OUT / f"{name}.io.safetensors"),
-                      metadata={"torch": torch.__version__})
-            print(name, tuple(y.shape))
+            # one model also carries input normalisation
+            export(f"torch_{cell}_l{layers}", rnn, head, meta, with_norm=cell == "gru" and layers == 2,
+                   n_frames=T)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from streamrnn.errors import (
     ModelFileError,
     ShapeError,
     SnapshotError,
+    StreamingError,
     StreamRNNError,
     TrainingError,
     WireError,
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AudioError", "CapacityError", "ConfigError", "InputError", "ModelFileError", "ShapeError", "SnapshotError",
-    "StreamRNNError", "TrainingError", "WireError", "Bank", "Model", "Stream", "bundled_models",
+    "StreamingError", "StreamRNNError", "TrainingError", "WireError", "Bank", "Model", "Stream", "bundled_models",
     "load_model", "save_model", "__version__", "LogMel", "MFCC", "Resampler", "AudioStream", "FeatureStream",
 ]
 

@@ -57,7 +57,9 @@ def info(model: str, as_json: bool):
         return
     head = d["head"]
     click.echo(f"model       {d.get('name', path.stem)}  ({path}, {d['file_bytes']} bytes)")
-    click.echo(f"cell        {m.cell}, {m.num_layers} layer(s), input {m.input_size}, hidden {m.hidden_size}")
+    more = (", bidirectional (offline only)" if m.bidirectional else "") + (
+        f", look-ahead {m.delay} frame(s)" if m.delay else "")
+    click.echo(f"cell        {m.cell}, {m.num_layers} layer(s), input {m.input_size}, hidden {m.hidden_size}{more}")
     click.echo(f"parameters  {m.n_params}")
     if head:
         click.echo(f"head        {m.output_size} output(s), {head['activation']}, labels {head['labels']}")
@@ -457,18 +459,21 @@ def eval_cmd(model_path: str, data: str, as_json: bool, task: str | None, plot_p
 @click.option("--loss", "losses", multiple=True, type=click.Choice(["bce", "ce", "mse"]),
               help="Loss(es) to check (default all).")
 @click.option("--tolerance", type=float, default=1e-6, show_default=True)
-def gradcheck(cells: tuple, layers: int, losses: tuple, tolerance: float):
+@click.option("--direction", "directions", multiple=True, type=click.Choice(["uni", "bi"]),
+              help="Unidirectional and/or bidirectional models (default both).")
+def gradcheck(cells: tuple, layers: int, losses: tuple, tolerance: float, directions: tuple):
     """Float64 central-difference check of the backward kernels; prints the worst relative
-    error per cell and loss, exits 1 if any is above the tolerance."""
+    error per cell, loss and direction, exits 1 if any is above the tolerance."""
     from streamrnn.train.bptt import gradcheck as check
 
     worst = 0.0
-    for cell in cells or ("rnn_tanh", "rnn_relu", "gru", "lstm"):
-        for loss in losses or ("bce", "ce", "mse"):
-            r = check(cell, layers, loss)
-            worst = max(worst, r["worst"])
-            click.echo(f"{cell:<9} {loss:<4} layers {layers}  worst relative error {r['worst']:.2e} "
-                       f"({r['where']}, {r['n_checked']} entries)")
+    for direction in directions or ("uni", "bi"):
+        for cell in cells or ("rnn_tanh", "rnn_relu", "gru", "lstm"):
+            for loss in losses or ("bce", "ce", "mse"):
+                r = check(cell, layers, loss, bidirectional=direction == "bi")
+                worst = max(worst, r["worst"])
+                click.echo(f"{cell:<9} {loss:<4} {direction:<3} layers {layers}  worst relative error "
+                           f"{r['worst']:.2e} ({r['where']}, {r['n_checked']} entries)")
     click.echo(f"worst {worst:.2e} (tolerance {tolerance:g}): {'ok' if worst <= tolerance else 'FAILED'}")
     if worst > tolerance:
         sys.exit(1)

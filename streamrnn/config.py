@@ -255,6 +255,10 @@ class ModelSection:
     norm: bool = True  # input normalisation with mean/std of the training set (frozen, exported)
     embedding_size: int = 32  # data.kind = "text": width of the token embedding (embedding.weight (V, E))
     name: str = ""  # model name written to the file (default: the config file's stem)
+    bidirectional: bool = False  # a reverse direction per layer (PyTorch's bidirectional=True): offline only,
+    #                              trained on whole sequences (tbptt.k1/k2 unused), no stream()
+    delay: int = 0  # D, frames of look-ahead: the output at frame t is trained for frame t - D (frame task);
+    #                 stored in the model file; live outputs come D frames late, reported for their own frame
 
     def __post_init__(self):
         from streamrnn.nn.cells import CELL_CODES
@@ -265,6 +269,11 @@ class ModelSection:
         _positive(self.embedding_size, "model.embedding_size")
         if not 1 <= self.num_layers <= 64:
             raise ConfigError(f"model.num_layers must be in [1, 64], got {self.num_layers}")
+        if not 0 <= self.delay <= 1 << 16:
+            raise ConfigError(f"model.delay must be in [0, 65536] frames, got {self.delay}")
+        if self.bidirectional and self.delay:
+            raise ConfigError(f"model.delay ({self.delay}) is look-ahead for a unidirectional model; a "
+                              f"bidirectional model already sees the whole sequence: set one of them")
 
 
 @dataclass(frozen=True)
@@ -381,3 +390,11 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     train: LoopSection = field(default_factory=LoopSection)
+
+    def __post_init__(self):
+        # across sections: a token model (data.kind = "text") predicts the next token from the tokens so far
+        m = self.model
+        if self.data.kind == "text" and (m.bidirectional or m.delay):
+            raise ConfigError(f"data.kind 'text' trains a next-token model, which reads the tokens so far only: "
+                              f"it cannot be bidirectional or have a delay (got model.bidirectional = "
+                              f"{str(m.bidirectional).lower()}, model.delay = {m.delay})")

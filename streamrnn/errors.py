@@ -27,6 +27,10 @@ class SnapshotError(StreamRNNError, ValueError):
     """A snapshot does not fit the stream it is restored into."""
 
 
+class StreamingError(StreamRNNError, ValueError):
+    """The model cannot run as a stream (a bidirectional model needs the whole sequence)."""
+
+
 class CapacityError(StreamRNNError):
     """A configured bound (streams, queue length, size) was reached."""
 

@@ -64,3 +64,27 @@ def forward(cell, tensors, x, num_layers, activation="identity", h0=None, c0=Non
             inp = h[k]
         ys.append(head(inp, t["head.weight"], t["head.bias"], activation) if "head.weight" in t else inp.copy())
     return np.array(ys), h, c
+
+
+def forward_bidirectional(cell, tensors, x, num_layers, activation="identity"):
+    """A bidirectional stack as PyTorch defines it: per layer a forward pass over frames 0..T-1 and a
+    reverse pass (``*_reverse`` tensors) over T-1..0, outputs concatenated [fwd, rev] (T, 2H) as the next
+    layer's input; the head on the top layer's concatenation.  Zero initial states.  Returns y (T, O)."""
+    t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+    H = t["rnn.weight_hh_l0"].shape[1]
+    inp = np.asarray(x, np.float64)
+    if "norm.mean" in t:
+        inp = (inp - t["norm.mean"]) / t["norm.std"]
+    T = inp.shape[0]
+    for k in range(num_layers):
+        out = np.zeros((T, 2 * H))
+        for d, sfx in enumerate(("", "_reverse")):
+            w = [t[f"rnn.{n}_l{k}{sfx}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h, c = np.zeros(H), np.zeros(H)
+            for s in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                h, c = cell_step(cell, inp[s], h, c, *w)
+                out[s, d * H:(d + 1) * H] = h
+        inp = out
+    if "head.weight" not in t:
+        return inp
+    return np.array([head(v, t["head.weight"], t["head.bias"], activation) for v in inp])

@@ -50,3 +50,13 @@ def test_bench_command_writes_a_report(tmp_path):
     assert rep["bound"]["bandwidth_GBps"] > 0.1
     md = (tmp_path / "bench.md").read_text()
     assert f"{rep['bound']['bandwidth_GBps']:.1f} GB/s" in md
+
+
+
+def test_info_says_bidirectional_and_look_ahead(tmp_path):
+    streamrnn.Model.random("gru", 3, 4, output_size=1, bidirectional=True).save(tmp_path / "bi.safetensors")
+    m = small_model("gru")
+    streamrnn.Model(m.arch, m.tensors(), delay=7).save(tmp_path / "d.safetensors")
+    assert "gru, 1 layer(s), input 3, hidden 4, bidirectional (offline only)" in run(
+        "info", str(tmp_path / "bi.safetensors")).stdout
+    assert "look-ahead 7 frame(s)" in run("info", str(tmp_path / "d.safetensors")).stdout

@@ -60,6 +60,7 @@ def test_gradcheck_command():
     p = run("gradcheck", "--cell", "gru", "--cell", "lstm", "--layers", "1", "--loss", "bce")
     assert p.returncode == 0, p.stderr
     assert "worst" in p.stdout and p.stdout.strip().endswith("ok")
+    assert p.stdout.count(" bi ") == 2 and p.stdout.count(" uni ") == 2  # both directions by default
     strict = run("gradcheck", "--cell", "rnn_tanh", "--layers", "1", "--loss", "mse", "--tolerance", "1e-30")
     assert strict.returncode == 1 and "FAILED" in strict.stdout
 
@@ -98,3 +99,25 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     fa = [json.loads(s)["valid_loss"] for s in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     fb = [json.loads(s)["valid_loss"] for s in (cut / "metrics.jsonl").read_text().splitlines()]
     assert fa == fb
+
+
+def test_train_and_eval_a_bidirectional_model_and_stream_refuses_it(tmp_path):
+    out = tmp_path / "bi"
+    p = run("train", str(TINY), "--out", str(out), "--set", "model.bidirectional=true", "--set", "train.epochs=2")
+    assert p.returncode == 0, p.stderr
+    m = streamrnn.load_model(out / "model.safetensors")
+    assert m.bidirectional and m.output_size == 1 and m.n_params == 2 * 8 * 3 * (4 + 8 + 2) + 2 * 8 + 1 + 2 * 4
+    e = run("eval", "--model", str(out / "model.safetensors"), str(ROOT / "tests" / "data" / "tiny_npz"), "--json")
+    assert e.returncode == 0, e.stderr
+    res = json.loads(e.stdout)
+    assert res["sequences"] == 12 and 0 < res["auc"] <= 1
+    # eval's metrics come from the model's whole-sequence forward: recompute the accuracy from it
+    from streamrnn.train.data import load_dataset
+    seqs = load_dataset(ROOT / "tests" / "data" / "tiny_npz")
+    hits = sum(int(((m.forward(s.x)[:, 0] >= 0.5) == (np.asarray(s.y).reshape(-1) > 0.5))[s.mask > 0].sum())
+               for s in seqs)
+    assert res["accuracy"] == hits / sum(int((s.mask > 0).sum()) for s in seqs)
+    s = subprocess.run([sys.executable, "-m", "streamrnn", "stream", "--model", str(out / "model.safetensors"),
+                        "--source", "stdin"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       stdin=subprocess.DEVNULL)
+    assert s.returncode == 2 and "bidirectional" in s.stderr and "delay" in s.stderr and "Traceback" not in s.stderr

@@ -141,6 +141,19 @@ def test_too_short_data_is_a_clear_error():
         lag_norms(m, random_seqs(2, 20, 3, 0), max_lag=50)
 
 
+def test_bidirectional_model_is_refused_and_a_delayed_one_is_measured_on_its_delayed_targets():
+    bi = streamrnn.Model.random("gru", 2, 4, output_size=1, activation="sigmoid", bidirectional=True)
+    with pytest.raises(InputError, match="bidirectional"):
+        lag_norms(bi, random_seqs(2, 30, 2, 0), max_lag=5)
+    m = scaled_rnn(0.5)
+    delayed = streamrnn.Model(m.arch, m.tensors(), delay=4)
+    seqs = random_seqs(2, 30, 3, 1)
+    # anchors are frames with a target: t >= max_lag (2), and t >= delay (4) for the delayed model
+    assert lag_norms(m, seqs, max_lag=2, n_anchors=100)[1] == 2 * (30 - 2)
+    norms, n = lag_norms(delayed, seqs, max_lag=2, n_anchors=100)
+    assert n == 2 * (30 - 4) and np.all(np.isfinite(norms)) and norms[0] > 0
+
+
 def test_gru_trained_on_the_memory_task_keeps_its_gradient_over_50_steps():
     """The memory task of tests/test_trainer.py (a bit at frame 0, asked for 51 frames later): the GRU
     that learns it carries the gradient across 50 steps (at most 100-fold drop: within its horizon),

@@ -17,9 +17,11 @@ for cell in ("gru", "lstm", "rnn_tanh", "rnn_relu"):
         b = m.bank(3); b.open(0); b.push(0, np.zeros((2, 4), np.float32))
 b = m.bank(4, threads=2); b._group = 1  # the threaded bank (two groups) too
 b.open(0); b.open(1); b.push_many({0: np.zeros((2, 4), np.float32), 1: np.zeros((1, 4), np.float32)})
-from streamrnn.nn import parallel
+bm = streamrnn.Model.random("lstm", 4, 6, num_layers=2, output_size=2, has_norm=True, bidirectional=True)
+bm.forward(np.zeros((3, 4), np.float32))  # the bidirectional path: its own kernels and tables
+from streamrnn.nn import bidir, parallel
 stats = {}
-for mod in (kernels, parallel):
+for mod in (kernels, parallel, bidir):
     for name in dir(mod):
         f = getattr(mod, name)
         if isinstance(f, numba.core.registry.CPUDispatcher) and f.signatures:
@@ -39,7 +41,8 @@ def test_second_process_compiles_nothing(tmp_path):
     first = run(tmp_path)
     assert first["stream_push_kernel"]["misses"] > 0  # the empty cache forced compilation
     second = run(tmp_path)
-    for name in ("stream_push_kernel", "bank_step_kernel", "bank_step_parallel_kernel"):
+    for name in ("stream_push_kernel", "bank_step_kernel", "bank_step_parallel_kernel", "reverse_lanes_kernel",
+                 "join_directions_kernel"):
         assert second[name]["hits"] > 0, (name, second)
     compiled = {k: v["misses"] for k, v in second.items() if v["misses"]}
     assert not compiled, f"recompiled in the second process: {compiled}"

@@ -79,7 +79,14 @@ def edit(good, drop=(), add=None, meta_update=None, reshape=None, dtype=None):
     (dict(reshape=("rnn.weight_hh_l0", (21, 6))), r"'rnn.weight_hh_l0' has shape \(21, 6\), expected \(21, 7\)"),
     (dict(dtype=("head.bias", np.int32)), "'head.bias' has dtype I32, expected F32"),
     (dict(meta_update={"cell": "transformer"}), "unknown cell 'transformer'"),
-    (dict(meta_update={"format": 2}), "model format 2 is not supported"),
+    (dict(meta_update={"format": 3}), "model format 3 is not supported"),
+    (dict(meta_update={"format": True}), "model format True is not supported"),
+    (dict(meta_update={"bidirectional": True}), "'bidirectional' needs model format 2, the file says format 1"),
+    (dict(meta_update={"format": 2, "bidirectional": "yes"}), "'bidirectional' must be true or false"),
+    (dict(meta_update={"format": 2, "delay": -1}), r"'delay' must be an integer in \[0, 65536\], got -1"),
+    (dict(meta_update={"format": 2, "bidirectional": True}), "missing tensors.*rnn.weight_ih_l0_reverse"),
+    (dict(add={"rnn.weight_ih_l0_reverse": np.zeros((21, 5), np.float32)}),
+     "unexpected tensors: rnn.weight_ih_l0_reverse; a PyTorch bidirectional=True model needs metadata"),
     (dict(meta_update={"hidden_size": 0}), r"'hidden_size' must be an integer in \[1, 65536\], got 0"),
     (dict(meta_update={"num_layers": "2"}), "'num_layers' must be an integer"),
     (dict(meta_update={"head": {"activation": "tanh"}}), "unknown head activation 'tanh'"),
@@ -128,3 +135,48 @@ def test_missing_file_unknown_bundled_name_and_size_cap(tmp_path, good):
     path = write(tmp_path / "m.safetensors", *good)
     with pytest.raises(streamrnn.ModelFileError, match="above the limit of 100 bytes"):
         streamrnn.load_model(path, max_bytes=100)
+
+
+def test_bidirectional_round_trip_is_format_2_with_pytorch_names(tmp_path):
+    m = streamrnn.Model.random("gru", 5, 7, num_layers=2, output_size=3, activation="sigmoid",
+                               bidirectional=True, seed=3)
+    path = tmp_path / "bi.safetensors"
+    m.save(path)
+    from safetensors import safe_open
+    with safe_open(str(path), "np") as f:
+        names = set(f.keys())
+        meta = json.loads(f.metadata()["streamrnn"])
+        head_shape = f.get_tensor("head.weight").shape
+    assert meta["format"] == 2 and meta["bidirectional"] is True and "delay" not in meta
+    assert {f"rnn.weight_hh_l{k}_reverse" for k in (0, 1)} <= names and len(names) == 2 * 2 * 4 + 2
+    assert head_shape == (3, 14)  # head input 2H
+    m2 = streamrnn.load_model(path)
+    assert m2.bidirectional and m2.delay == 0
+    x = frames(40)
+    np.testing.assert_array_equal(m2.forward(x), m.forward(x))
+    # a plain model is still written as format 1, readable by format-1 readers
+    small_model("gru").save(tmp_path / "uni.safetensors")
+    with safe_open(str(tmp_path / "uni.safetensors"), "np") as f:
+        assert json.loads(f.metadata()["streamrnn"])["format"] == 1
+
+
+def test_delay_round_trip(tmp_path):
+    m = small_model("lstm")
+    m = streamrnn.Model(m.arch, m.tensors(), delay=7)
+    m.save(tmp_path / "d.safetensors")
+    m2 = streamrnn.load_model(tmp_path / "d.safetensors")
+    assert m2.delay == 7 and model_metadata(m2)["format"] == 2 and model_metadata(m2)["delay"] == 7
+    assert "delay=7" in repr(m2)
+
+
+def test_format_1_reader_refuses_format_2_files_clearly(tmp_path, monkeypatch):
+    """A reader of format 1 only (streamrnn before bidirectional/delay) refuses the new files with its
+    one clear message instead of misreading them."""
+    import streamrnn.nn.modelfile as mf
+
+    m = streamrnn.Model.random("lstm", 5, 7, output_size=3, bidirectional=True)
+    m.save(tmp_path / "bi.safetensors")
+    monkeypatch.setattr(mf, "READ_FORMATS", (1,))
+    with pytest.raises(streamrnn.ModelFileError, match=r"model format 2 is not supported \(this streamrnn reads "
+                                                       r"formats 1\)"):
+        streamrnn.load_model(tmp_path / "bi.safetensors")

@@ -154,6 +154,33 @@ def test_events_exact_on_designed_probabilities():
     assert keep.kind("event")[1].meta["duration"] == pytest.approx(0.3)
 
 
+def test_look_ahead_model_reports_each_row_for_its_own_frame_on_the_audio_clock():
+    """A model with delay D: the row computed at input frame k is the answer for frame k - D; the first D
+    rows answer for no frame and are not emitted; events and timestamps stay on the audio clock."""
+    m = streamrnn.Model.random("rnn_tanh", input_size=1, hidden_size=1, output_size=1, activation="sigmoid")
+    t = {k: np.zeros_like(v) for k, v in m.tensors().items()}
+    t["rnn.weight_ih_l0"][...] = 1.0
+    t["head.weight"][...] = 50.0
+    D = 5
+    m = streamrnn.Model(m.arch, t, labels=["on"], delay=D)
+    x = -np.ones((100, 1), np.float32)
+    x[20:50] = 1.0  # as a delay-D model sees it: the segment of frames 15..44
+    keep = Keep()
+    p = Pipeline(None, [keep], model=m, config=StreamConfig(min_on=0.05, min_off=0.1))
+    for ch in chunks_of(x, sizes=(2, 3, 7)):  # the first two chunks hold only the D unreported rows
+        p.process(ch)
+    preds = keep.kind("pred")
+    np.testing.assert_array_equal(np.concatenate([q.data for q in preds]), m.forward(x)[D:])
+    assert preds[0].sample_index == 0 and preds[0].seq == 0
+    assert [q.sample_index for q in preds] == list(np.cumsum([0] + [len(q.data) for q in preds])[:-1])
+    # capture time: still that of the newest input frame the row depends on (frame index + D)
+    q = preds[1]
+    assert q.t_capture == pytest.approx(1000.0 + (q.sample_index + D + len(q.data) - 1) / 100)
+    ev = [(e.meta["event"], e.meta["frame"], e.meta["time"]) for e in keep.kind("event")]
+    assert ev == [("start", 15, pytest.approx(0.15)), ("end", 45, pytest.approx(0.45))]
+    assert keep.kind("desc")[0].meta["model"]["delay"] == D
+
+
 def test_content_the_model_cannot_take_is_counted_not_fatal():
     keep = Keep()
     p = Pipeline(None, [keep], model=feat_model())

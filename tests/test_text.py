@@ -159,6 +159,39 @@ def test_token_model_file_round_trip_and_refusals(tmp_path):
         streamrnn.load_model(tmp_path / "bad2.safetensors")
 
 
+def test_token_models_are_never_bidirectional_or_delayed(tmp_path):
+    """Next-token prediction reads the tokens so far: the config, the model and the file loader refuse
+    a bidirectional or delayed token model (those are format-2 features; token models stay format 1)."""
+    for override in ("model.bidirectional=true", "model.delay=2"):
+        with pytest.raises(ConfigError, match="data.kind 'text' trains a next-token model.*cannot be bidirectional"):
+            load_config(TrainConfig, overrides=["data.kind=text", "data.loss=ce", override], env={})
+    m = token_model()
+    with pytest.raises(streamrnn.ShapeError, match="token model.*delay must be 0"):
+        streamrnn.Model(m.arch, m.tensors(), extra_meta=m.extra_meta, delay=1)
+    p = tmp_path / "tok.safetensors"
+    m.save(p)
+    from safetensors import safe_open
+
+    with safe_open(str(p), "np") as f:
+        assert json.loads(f.metadata()["streamrnn"])["format"] == 1
+
+    from safetensors.numpy import save_file
+
+    tensors = m.tensors()
+    rev = {k + "_reverse": v for k, v in tensors.items() if k.startswith("rnn.")}
+    meta = {"format": 2, "cell": "gru", "input_size": 3, "hidden_size": 5, "num_layers": 2,
+            "head": {"activation": "softmax", "labels": None}, "frontend": None, "bidirectional": True,
+            "vocab": m.extra_meta["vocab"]}
+    save_file(tensors | rev, str(tmp_path / "bi.safetensors"), metadata={"streamrnn": json.dumps(meta)})
+    with pytest.raises(ModelFileError, match="token model.*cannot be bidirectional or have a delay"):
+        streamrnn.load_model(tmp_path / "bi.safetensors")
+    meta.pop("bidirectional")
+    meta["delay"] = 3
+    save_file(tensors, str(tmp_path / "delay.safetensors"), metadata={"streamrnn": json.dumps(meta)})
+    with pytest.raises(ModelFileError, match="token model.*cannot be bidirectional or have a delay"):
+        streamrnn.load_model(tmp_path / "delay.safetensors")
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_pytorch_character_model_gives_pytorchs_probabilities(cell):
     """nn.Embedding + 2-layer nn.GRU/nn.LSTM + Linear, exported as docs/model-format.md shows

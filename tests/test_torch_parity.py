@@ -16,11 +16,16 @@ from safetensors.numpy import load_file
 import streamrnn
 
 DATA = Path(__file__).parent / "data"
-CASES = sorted(p.name.removesuffix(".io.safetensors") for p in DATA.glob("torch_*.io.safetensors"))
+ALL = sorted(p.name.removesuffix(".io.safetensors") for p in DATA.glob("torch_*.io.safetensors"))
+CASES = [n for n in ALL if not n.startswith("torch_bi_")]
+BI_CASES = [n for n in ALL if n.startswith("torch_bi_")]
 
 
 def test_every_cell_and_depth_has_vectors():
     assert len(CASES) == 12, CASES  # 4 cells x 1-3 layers
+    # bidirectional: GRU and LSTM x 1-3 layers, and a 2-layer Elman RNN
+    assert BI_CASES == sorted([f"torch_bi_{c}_l{n}" for c in ("gru", "lstm") for n in (1, 2, 3)]
+                              + ["torch_bi_rnn_tanh_l2"]), BI_CASES
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -36,3 +41,16 @@ def test_pytorch_model_streams_like_pytorch(name):
         out.append(s.push(x[pos:pos + n]))
         pos += n
     np.testing.assert_allclose(np.concatenate(out), y_torch, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BI_CASES)
+def test_pytorch_bidirectional_model_gives_pytorchs_outputs(name):
+    """PyTorch bidirectional=True (``*_reverse`` tensors, head of input 2H), whole sequence offline."""
+    model = streamrnn.load_model(DATA / f"{name}.safetensors")
+    assert model.bidirectional and model.arch.top_size == 2 * model.hidden_size
+    io = load_file(str(DATA / f"{name}.io.safetensors"))
+    x, y_torch = io["x"], io["y"]
+    assert len(x) == 300
+    np.testing.assert_allclose(model.forward(x), y_torch, rtol=0, atol=1e-5)
+    with pytest.raises(streamrnn.StreamingError, match="delay"):
+        model.stream()

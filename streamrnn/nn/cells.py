@@ -55,36 +55,53 @@ class Architecture:
     activation: str = "identity"  # head activation
     has_norm: bool = False  # input normalisation (x - mean) / std
     vocab_size: int | None = None  # V: token ids in, looked up in embedding.weight (V, I); None: frames in
+    bidirectional: bool = False  # PyTorch's bidirectional=True: a reverse direction per layer, outputs concatenated
 
     def __post_init__(self):
         # Internal invariants; user-facing validation happens in the loaders.
         assert self.cell in CELL_CODES, self.cell
         assert self.activation in ACT_CODES, self.activation
         assert self.vocab_size is None or not self.has_norm, "token inputs take no input normalisation"
+        assert self.vocab_size is None or not self.bidirectional, "a token model is causal, never bidirectional"
 
     @property
     def gates(self) -> int:
         return N_GATES[self.cell]
 
     @property
+    def directions(self) -> int:
+        """2 for a bidirectional model, else 1."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def top_size(self) -> int:
+        """Width of the top layer's output, the head's input: H, or 2H bidirectional (both directions)."""
+        return self.directions * self.hidden_size
+
+    @property
     def out_size(self) -> int:
-        """Width of the model output: the head's O, or H without a head."""
-        return self.output_size if self.output_size is not None else self.hidden_size
+        """Width of the model output: the head's O, or the top layer's output without a head."""
+        return self.output_size if self.output_size is not None else self.top_size
 
     def layer_input(self, layer: int) -> int:
-        return self.input_size if layer == 0 else self.hidden_size
+        return self.input_size if layer == 0 else self.top_size
+
+    def suffixes(self) -> tuple[str, ...]:
+        """PyTorch's tensor-name suffix of each direction: ("",) or ("", "_reverse")."""
+        return ("", "_reverse")[: self.directions]
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """PyTorch-named tensors and their shapes, in file order."""
+        """PyTorch-named tensors and their shapes, in file order (PyTorch's state_dict order)."""
         G, H = self.gates, self.hidden_size
         shapes: dict[str, tuple[int, ...]] = {}
         for k in range(self.num_layers):
-            shapes[f"rnn.weight_ih_l{k}"] = (G * H, self.layer_input(k))
-            shapes[f"rnn.weight_hh_l{k}"] = (G * H, H)
-            shapes[f"rnn.bias_ih_l{k}"] = (G * H,)
-            shapes[f"rnn.bias_hh_l{k}"] = (G * H,)
+            for sfx in self.suffixes():
+                shapes[f"rnn.weight_ih_l{k}{sfx}"] = (G * H, self.layer_input(k))
+                shapes[f"rnn.weight_hh_l{k}{sfx}"] = (G * H, H)
+                shapes[f"rnn.bias_ih_l{k}{sfx}"] = (G * H,)
+                shapes[f"rnn.bias_hh_l{k}{sfx}"] = (G * H,)
         if self.output_size is not None:
-            shapes["head.weight"] = (self.output_size, H)
+            shapes["head.weight"] = (self.output_size, self.top_size)
             shapes["head.bias"] = (self.output_size,)
         if self.has_norm:
             shapes["norm.mean"] = (self.input_size,)
@@ -100,9 +117,11 @@ class Architecture:
 class PackedLayout:
     """Where each tensor sits in the flat parameter vector ``theta``.
 
-    ``offsets`` (L, 4) int64: start of w_ih^T (I_l, G*H), w_hh^T (H, G*H),
-    b_ih (G*H,), b_hh (G*H,) for each layer.  ``extra`` (4,) int64: start of
-    head w^T (H, O), head b (O,), norm mean (I,), norm std (I,), or -1.
+    ``offsets`` (L * D, 4) int64: start of w_ih^T (I_l, G*H), w_hh^T (H, G*H),
+    b_ih (G*H,), b_hh (G*H,) for each layer (D = 2 directions for a bidirectional
+    model: row 2l is layer l's forward direction, row 2l + 1 its reverse; the four
+    tensors of one row are contiguous in theta).  ``extra`` (4,) int64: start of
+    head w^T (D*H, O), head b (O,), norm mean (I,), norm std (I,), or -1.
     ``embedding`` is the start of ``embedding.weight`` (V, I), or -1: the kernels never
     read it (token ids become frames before the forward kernel, ``embed``), so it sits
     after everything the kernels index.
@@ -111,7 +130,7 @@ class PackedLayout:
     def __init__(self, arch: Architecture):
         self.arch = arch
         G, H, L = arch.gates, arch.hidden_size, arch.num_layers
-        self.offsets = np.zeros((L, 4), dtype=np.int64)
+        self.offsets = np.zeros((L * arch.directions, 4), dtype=np.int64)
         self.extra = np.full(4, -1, dtype=np.int64)
         # name -> (offset, packed shape, transposed?)
         self.entries: dict[str, tuple[int, tuple[int, ...], bool]] = {}
@@ -125,12 +144,15 @@ class PackedLayout:
 
         for k in range(L):
             Ik = arch.layer_input(k)
-            take(f"rnn.weight_ih_l{k}", (Ik, G * H), True, lambda p, k=k: self.offsets.__setitem__((k, 0), p))
-            take(f"rnn.weight_hh_l{k}", (H, G * H), True, lambda p, k=k: self.offsets.__setitem__((k, 1), p))
-            take(f"rnn.bias_ih_l{k}", (G * H,), False, lambda p, k=k: self.offsets.__setitem__((k, 2), p))
-            take(f"rnn.bias_hh_l{k}", (G * H,), False, lambda p, k=k: self.offsets.__setitem__((k, 3), p))
+            for d, sfx in enumerate(arch.suffixes()):
+                row = k * arch.directions + d
+                for j, (nm, shape, tr) in enumerate(((f"weight_ih_l{k}", (Ik, G * H), True),
+                                                     (f"weight_hh_l{k}", (H, G * H), True),
+                                                     (f"bias_ih_l{k}", (G * H,), False),
+                                                     (f"bias_hh_l{k}", (G * H,), False))):
+                    take(f"rnn.{nm}{sfx}", shape, tr, lambda p, row=row, j=j: self.offsets.__setitem__((row, j), p))
         if arch.output_size is not None:
-            take("head.weight", (H, arch.output_size), True, lambda p: self.extra.__setitem__(0, p))
+            take("head.weight", (arch.top_size, arch.output_size), True, lambda p: self.extra.__setitem__(0, p))
             take("head.bias", (arch.output_size,), False, lambda p: self.extra.__setitem__(1, p))
         if arch.has_norm:
             take("norm.mean", (arch.input_size,), False, lambda p: self.extra.__setitem__(2, p))

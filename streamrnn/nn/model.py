@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.errors import CapacityError, InputError, ShapeError, SnapshotError
+from streamrnn.errors import CapacityError, InputError, ShapeError, SnapshotError, StreamingError
 from streamrnn.nn.cells import (
     ACT_CODES,
     CELL_CODES,
@@ -114,7 +114,7 @@ class Model:
 
     def __init__(self, arch: Architecture, tensors: dict[str, np.ndarray], *, labels=None,
                  frontend: dict | None = None, name: str | None = None, dtype=np.float32,
-                 extra_meta: dict | None = None):
+                 extra_meta: dict | None = None, delay: int = 0):
         dtype = np.dtype(dtype)
         if dtype.type not in _DTYPES:
             raise ShapeError(f"model dtype must be float32 or float64, got {dtype}")
@@ -127,14 +127,21 @@ class Model:
         self.frontend = frontend
         self.name = name
         self.extra_meta = dict(extra_meta or {})
+        if arch.bidirectional and delay:
+            raise ShapeError(f"a bidirectional model sees the whole sequence; delay must be 0, got {delay}")
+        if arch.vocab_size is not None and delay:
+            raise ShapeError(f"a token model predicts the next token from the tokens so far; delay must be 0, got {delay}")
+        # Look-ahead of a unidirectional model, frames: output row t is the prediction for frame t - delay.
+        self.delay = int(delay)
         self._cell_code = CELL_CODES[arch.cell]
         self._act_code = ACT_CODES[arch.activation]
         # Vectorised tanh/sigmoid (max abs error 1e-6) in float32; exact libm in float64,
         # which is the precision used for checks.
         self.fast = dtype == np.float32
-        self._mi = model_table(self._cell_code, self._act_code, self.fast, arch.num_layers, arch.input_size,
-                               arch.hidden_size, arch.out_size if arch.output_size else -1, arch.gates,
-                               self.layout.offsets, self.layout.extra)
+        # A bidirectional model runs through streamrnn.nn.bidir (one table per direction), never a stream.
+        self._mi = None if arch.bidirectional else model_table(
+            self._cell_code, self._act_code, self.fast, arch.num_layers, arch.input_size, arch.hidden_size,
+            arch.out_size if arch.output_size else -1, arch.gates, self.layout.offsets, self.layout.extra)
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -143,7 +150,8 @@ class Model:
                init: str = "pytorch", dtype=np.float32, **kw) -> "Model":
         """A randomly initialised model (PyTorch's default init unless ``init='glorot'``)."""
         arch = Architecture(cell, input_size, hidden_size, num_layers, output_size, activation,
-                            has_norm=kw.pop("has_norm", False), vocab_size=kw.pop("vocab_size", None))
+                            has_norm=kw.pop("has_norm", False), vocab_size=kw.pop("vocab_size", None),
+                            bidirectional=kw.pop("bidirectional", False))
         tensors = init_tensors(arch, np.random.default_rng(seed), init)
         return cls(arch, tensors, dtype=dtype, **kw)
 
@@ -158,7 +166,7 @@ class Model:
     def astype(self, dtype) -> "Model":
         """The same model computing in another precision (float64 for checks)."""
         return Model(self.arch, self.tensors(), labels=self.labels, frontend=self.frontend,
-                     name=self.name, dtype=dtype, extra_meta=self.extra_meta)
+                     name=self.name, dtype=dtype, extra_meta=self.extra_meta, delay=self.delay)
 
     # --- properties ------------------------------------------------------------------
     cell = property(lambda self: self.arch.cell)
@@ -167,6 +175,7 @@ class Model:
     num_layers = property(lambda self: self.arch.num_layers)
     output_size = property(lambda self: self.arch.out_size)
     activation = property(lambda self: self.arch.activation if self.arch.output_size else None)
+    bidirectional = property(lambda self: self.arch.bidirectional)
 
     @property
     def n_params(self) -> int:
@@ -182,6 +191,15 @@ class Model:
         return {"cell": a.cell, "input_size": a.input_size, "hidden_size": a.hidden_size,
                 "num_layers": a.num_layers, "output_size": a.out_size}
 
+    def require_streamable(self) -> None:
+        """Raise ``StreamingError`` if this model cannot run frame by frame (a bidirectional model)."""
+        if self.arch.bidirectional:
+            raise StreamingError(
+                f"model{' ' + repr(self.name) if self.name else ''} is bidirectional: its reverse direction reads the sequence from the "
+                f"end, so it needs the whole sequence and cannot stream; use model.forward(x) (or streamrnn eval) "
+                f"offline, or for live use train a unidirectional model with look-ahead (model.delay = D frames: "
+                f"it sees D future frames at D frames of latency; docs/training.md)")
+
     def tensors(self) -> dict[str, np.ndarray]:
         """PyTorch-named, PyTorch-layout copies of every parameter."""
         return self.layout.unpack(self.theta)
@@ -189,12 +207,13 @@ class Model:
     def __repr__(self):
         a = self.arch
         head = f", head={a.output_size}/{a.activation}" if a.output_size else ""
+        more = (", bidirectional" if a.bidirectional else "") + (f", delay={self.delay}" if self.delay else "")
         return (f"Model({a.cell}, input={a.input_size}, hidden={a.hidden_size}, "
-                f"layers={a.num_layers}{head}, params={self.n_params}, dtype={self.dtype})")
+                f"layers={a.num_layers}{head}{more}, params={self.n_params}, dtype={self.dtype})")
 
     # --- use ----------------------------------------------------------------------------
     def stream(self) -> "Stream":
-        """A new stream with zero initial state."""
+        """A new stream with zero initial state (``StreamingError`` for a bidirectional model)."""
         return Stream(self)
 
     def audio_stream(self, sample_rate: float | None = None, **kw):
@@ -205,6 +224,7 @@ class Model:
         """
         from streamrnn.audio.stream import AudioStream
 
+        self.require_streamable()
         return AudioStream(self, sample_rate, **kw)
 
     def bank(self, capacity: int, threads: int = 1) -> "Bank":
@@ -213,8 +233,31 @@ class Model:
         return Bank(self, capacity, threads)
 
     def forward(self, x) -> np.ndarray:
-        """Offline: run a whole sequence (T, I) from zero state; returns (T, O)."""
-        return self.stream().push(x)
+        """Offline: run a whole sequence x (T, I) from zero state; returns y (T, O).
+
+        A bidirectional model reads the sequence both ways (``streamrnn.nn.bidir``); scratch is
+        allocated once per call for the T frames.  NaN/Inf in x raise ``InputError``.
+
+        >>> import numpy as np, streamrnn
+        >>> m = streamrnn.Model.random("gru", 3, 4, num_layers=2, output_size=1, bidirectional=True)
+        >>> m.forward(np.zeros((7, 3), np.float32)).shape
+        (7, 1)
+        """
+        if not self.arch.bidirectional:
+            return self.stream().push(x)
+        from streamrnn.nn.bidir import BidirForward
+
+        x = self.check_frames(x)
+        bad = count_nonfinite(x)
+        if bad:
+            raise InputError(f"x contains {bad} NaN/Inf values")
+        T = x.shape[0]
+        y = np.empty((T, self.output_size), self.dtype)
+        if T:
+            BidirForward(self.arch, 1, self.dtype, self.fast).forward(
+                self.theta, x.reshape(T, 1, self.input_size), np.array([T], np.int64),
+                y.reshape(T, 1, self.output_size))
+        return y
 
     def embed(self, ids) -> np.ndarray:
         """Token model: the frames of token ids (T,) int -> (T, input_size), rows of ``embedding.weight``.
@@ -256,6 +299,7 @@ class Stream:
     """
 
     def __init__(self, model: Model):
+        model.require_streamable()
         self.model = model
         a = model.arch
         L, H = a.num_layers, a.hidden_size
@@ -336,6 +380,7 @@ class Bank:
     MAX_CAPACITY = 1 << 20
 
     def __init__(self, model: Model, capacity: int, threads: int = 1):
+        model.require_streamable()
         if not isinstance(capacity, (int, np.integer)) or not 1 <= capacity <= self.MAX_CAPACITY:
             raise CapacityError(f"bank capacity must be an integer in [1, {self.MAX_CAPACITY}], got {capacity!r}")
         self.threads = 1

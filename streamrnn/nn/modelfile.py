@@ -19,7 +19,12 @@ from streamrnn.nn.cells import ACT_CODES, CELL_CODES, Architecture
 from streamrnn.nn.model import Model
 from streamrnn.nn.text import MAX_VOCAB, Vocab
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this reader knows; it reads every format in READ_FORMATS
+READ_FORMATS = (1, 2)
+# Format 2 added "bidirectional" and "delay" (docs/model-format.md).  A format-1 reader would misread
+# such a file (wrong tensors, or outputs reported for the wrong frames), so files that use them say
+# format 2 and format-1 readers refuse them; every other file is still written as format 1.
+FORMAT_2_KEYS = ("bidirectional", "delay")
 META_KEY = "streamrnn"
 MAX_MODEL_BYTES = 256 * 2**20  # 256 MiB: far above any streaming RNN, well below memory
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -106,8 +111,22 @@ def parse_metadata(meta_json: str, path: Path) -> dict:
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: metadata {META_KEY!r} must be a JSON object")
     fmt = meta.get("format")
-    if fmt != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format {fmt!r} is not supported (this streamrnn reads format {FORMAT_VERSION})")
+    if fmt not in READ_FORMATS or isinstance(fmt, bool):
+        raise ModelFileError(f"{path}: model format {fmt!r} is not supported (this streamrnn reads formats "
+                             f"{', '.join(map(str, READ_FORMATS))})")
+    if fmt < 2:
+        used = [k for k in FORMAT_2_KEYS if k in meta]
+        if used:
+            raise ModelFileError(f"{path}: metadata {', '.join(map(repr, used))} needs model format 2, the file "
+                                 f"says format {fmt}")
+    bidir = meta.get("bidirectional", False)
+    if not isinstance(bidir, bool):
+        raise ModelFileError(f"{path}: metadata 'bidirectional' must be true or false, got {bidir!r}")
+    if "delay" in meta:
+        _check_int(meta, "delay", path, minimum=0, maximum=1 << 16)
+        if bidir and meta["delay"]:
+            raise ModelFileError(f"{path}: a bidirectional model sees the whole sequence; 'delay' must be 0, "
+                                 f"got {meta['delay']}")
     if not isinstance(meta.get("cell"), str) or meta["cell"] not in CELL_CODES:
         raise ModelFileError(f"{path}: unknown cell {meta.get('cell')!r}; expected one of {', '.join(CELL_CODES)}")
     for key in ("input_size", "hidden_size", "num_layers"):
@@ -140,7 +159,7 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
     >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
     >>> m.save(path)
     >>> streamrnn.load_model(path)
-    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=433, dtype=float32)
+    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=631, dtype=float32)
     """
     path = resolve_model_path(path_or_name)
     if not path.is_file():
@@ -165,14 +184,17 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
         if labels is not None and len(labels) != out_size:
             raise ModelFileError(f"{path}: head has {out_size} outputs but {len(labels)} labels")
     arch = Architecture(meta["cell"], meta["input_size"], meta["hidden_size"], meta["num_layers"],
-                        out_size, (head or {}).get("activation", "identity"), has_norm, vocab_size)
+                        out_size, (head or {}).get("activation", "identity"), has_norm, vocab_size,
+                        bidirectional=meta.get("bidirectional", False))
     want = arch.tensor_shapes()
     missing = [k for k in want if k not in found]
     extra = [k for k in found if k not in want]
     if missing:
         raise ModelFileError(f"{path}: missing tensors for a {arch.num_layers}-layer {arch.cell}: {', '.join(missing)}")
     if extra:
-        raise ModelFileError(f"{path}: unexpected tensors: {', '.join(extra)}")
+        hint = ("; a PyTorch bidirectional=True model needs metadata \"bidirectional\": true (format 2)"
+                if any(k.endswith("_reverse") for k in extra) else "")
+        raise ModelFileError(f"{path}: unexpected tensors: {', '.join(extra)}{hint}")
     for name, shape in want.items():
         got = tuple(found[name].get("shape", ()))
         if got != shape:
@@ -196,9 +218,10 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
     frontend = meta.get("frontend")
     if frontend is not None:
         frontend = _validate_frontend(frontend, arch, path)
-    known = {"format", "cell", "input_size", "hidden_size", "num_layers", "head", "frontend", "name"}
+    known = {"format", "cell", "input_size", "hidden_size", "num_layers", "head", "frontend", "name",
+             *FORMAT_2_KEYS}
     return Model(arch, tensors, labels=(head or {}).get("labels"), frontend=frontend,
-                 name=meta.get("name") or path.stem, dtype=dtype,
+                 name=meta.get("name") or path.stem, dtype=dtype, delay=meta.get("delay", 0),
                  extra_meta={k: v for k, v in meta.items() if k not in known})
 
 
@@ -215,6 +238,10 @@ def _vocab_size(meta: dict, found: dict, path: Path) -> int | None:
                              f"(V, {meta['input_size']}) with 1 <= V <= {MAX_VOCAB}")
     if "norm.mean" in found or "norm.std" in found:
         raise ModelFileError(f"{path}: a token model (embedding.weight) takes no input normalisation (norm.*)")
+    if meta.get("bidirectional") or meta.get("delay"):
+        raise ModelFileError(f"{path}: a token model (embedding.weight) predicts the next token from the tokens "
+                             f"so far; it cannot be bidirectional or have a delay (got bidirectional "
+                             f"{meta.get('bidirectional', False)}, delay {meta.get('delay', 0)})")
     Vocab.from_meta(meta.get("vocab"), shape[0], str(path))
     return int(shape[0])
 
@@ -239,10 +266,14 @@ def _validate_frontend(fe: dict, arch: Architecture, path: Path) -> dict:
 
 def model_metadata(model: Model) -> dict:
     a = model.arch
-    meta = {"format": FORMAT_VERSION, "cell": a.cell, "input_size": a.input_size,
+    meta = {"format": 2 if (a.bidirectional or model.delay) else 1, "cell": a.cell, "input_size": a.input_size,
             "hidden_size": a.hidden_size, "num_layers": a.num_layers,
             "head": ({"activation": a.activation, "labels": model.labels} if a.output_size else None),
             "frontend": model.frontend}
+    if a.bidirectional:
+        meta["bidirectional"] = True
+    if model.delay:
+        meta["delay"] = model.delay
     if model.name:
         meta["name"] = model.name
     meta.update(model.extra_meta)

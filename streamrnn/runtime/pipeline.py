@@ -249,7 +249,8 @@ class StreamSlot:
     seqs: dict = field(default_factory=lambda: {k: 0 for k in wire.KIND_NAMES})
     pending_flags: int = 0
     samples: int = 0        # input rows pushed into proc since the last reset
-    frames: int = 0         # output rows produced since the last reset
+    frames: int = 0         # model (or front-end) frames produced since the last reset; a model with
+    #                         look-ahead D emits the row of frame k once frame k + D is in: frames - D rows
     last_t_capture: float = 0.0
     last_out: float = 0.0   # monotonic time of the last pred/data message
     last_in: float = field(default_factory=time.monotonic)  # monotonic time of the last input chunk
@@ -333,6 +334,8 @@ class Pipeline:
             extra = {"model": {"name": m.name, "cell": m.cell, "input_size": m.input_size,
                                "hidden_size": m.hidden_size, "num_layers": m.num_layers,
                                "output_size": n, "activation": m.activation}}
+            if m.delay:
+                extra["model"]["delay"] = m.delay  # frames: preds arrive that late, indexed by their own frame
             content = "pred"
         else:
             n = p.n_features
@@ -484,15 +487,22 @@ class Pipeline:
         s_end = slot.proc.frame_end_sample(k0 + t - 1)
         t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
         slot.last_t_capture = t_cap
+        slot.frames += t
+        # Look-ahead: the row computed at frame k answers for frame k - D, so it is reported with that
+        # frame's index (audio clock); the first D rows answer for no frame and are not emitted.
+        delay = self.model.delay if self.mode == "pred" else 0
+        skip = min(t, max(0, delay - k0))
+        if skip == t:
+            return
+        y = y[skip:]
         kind = wire.PRED if self.mode == "pred" else wire.DATA
         m = wire.Message(kind, ch.stream, flags=slot.pending_flags, epoch=slot.out_epoch,
-                         seq=slot.next_seq(kind), sample_index=k0, t_capture=t_cap,
+                         seq=slot.next_seq(kind), sample_index=k0 + skip - delay, t_capture=t_cap,
                          ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
         slot.pending_flags = 0
-        slot.frames += t
         self._emit(m)
         self.stats.latency(m.t_send - t_cap)
-        self.stats.add("frames_out", t)
+        self.stats.add("frames_out", y.shape[0])
         slot.last_out = time.monotonic()
         if slot.detector is not None:
             self._send_events(slot, slot.detector.push(y), t_cap)

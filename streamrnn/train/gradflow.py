@@ -129,6 +129,10 @@ def lag_norms(model: Model, seqs, *, max_lag: int = 200, n_anchors: int = 32, wa
 
     if max_lag < 1:
         raise ConfigError(f"max_lag must be >= 1, got {max_lag}")
+    if model.arch.bidirectional:
+        raise InputError("gradient flow is measured on a unidirectional model's carried state; a bidirectional "
+                         "model's reverse direction carries its gradient forward in time, so its lags are "
+                         "not defined here")
     m = model.astype(np.float64)
     prep, loss, _ = prepare_for_model(m, seqs, loss=loss, task=task)
     cand = [(i, t) for i, p in enumerate(prep) for t in np.flatnonzero(p.mask > 0) if t >= max_lag]

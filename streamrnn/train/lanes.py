@@ -34,6 +34,14 @@ the chunk gradients equals full BPTT as soon as k2 covers whole lanes (tested).
 Optional jitter draws each chunk's length uniformly from
 [ceil(k1 (1 - jitter)), k1] (``rng.integers``), so updates do not always fall
 on the same frames.
+
+Whole sequences (bidirectional models)
+--------------------------------------
+A bidirectional model is trained on whole sequences, never chunks (its reverse
+direction needs each sequence's end): ``make_sequence_plan`` shuffles the
+sequences and groups them B at a time, each group padded to its longest
+sequence (``lens`` per lane, mask 0 in the padding); one update per group
+(``streamrnn.train.bidir.SequenceRunner``).
 """
 
 from __future__ import annotations
@@ -64,8 +72,13 @@ def target_width(loss: str, task: str, n_outputs: int) -> int:
     return 1 if loss == "ce" else n_outputs
 
 
-def prepare(seqs, *, task: str, loss: str, n_outputs: int, mean=None, std=None) -> list[Prepared]:
+def prepare(seqs, *, task: str, loss: str, n_outputs: int, mean=None, std=None, delay: int = 0) -> list[Prepared]:
     """Turn ``data.Sequence`` objects into targets and masks for the task.
+
+    ``delay`` D (frame task only): bounded look-ahead.  The target of frame t - D
+    becomes the target at frame t, so the model answers for a frame after seeing
+    the D frames that follow it; frames t < D have no target (mask 0) and the last
+    D frames' own targets are never asked for.
 
     frame       y per frame: ce (T,) class indices (or (T, C) one-hot -> argmax), bce/mse (T, O)
                 ((T,) integer labels become (T, 1) 0/1 targets for bce)
@@ -107,6 +120,10 @@ def prepare(seqs, *, task: str, loss: str, n_outputs: int, mean=None, std=None) 
                 mask = np.zeros(T)
                 if valid.size:
                     mask[valid[-1]] = w  # many-to-one: only the last valid frame counts
+            if delay:  # output at frame t answers for frame t - D: targets and weights move D frames later
+                D = min(delay, T)
+                tg = np.concatenate([np.zeros((D, tg.shape[1])), tg[:T - D]])
+                mask = np.concatenate([np.zeros(D), mask[:T - D]])
         out.append(Prepared(x, tg, mask, s.name))
     return out
 
@@ -147,6 +164,11 @@ class Plan:
     R: np.ndarray
     bounds: list  # [(t0, t1), ...]
     order: list  # sequence indices in the order dealt
+
+    def chunk(self, ci: int) -> tuple:
+        """The arguments of ``TBPTTRunner.step`` for chunk ``ci``: X, Y, M, R over its frames."""
+        t0, t1 = self.bounds[ci]
+        return self.X[t0:t1], self.Y[t0:t1], self.M[t0:t1], self.R[t0:t1]
 
 
 def deal(prepared: list[Prepared], order, lanes: int, dtype=np.float32):
@@ -191,6 +213,49 @@ def make_plan(prepared, lanes: int, k1: int, jitter: float, rng: np.random.Gener
         bounds.append((t, min(t + n, T)))
         t += n
     return Plan(X, Y, M, R, bounds, order)
+
+
+def pad_sequences(prepared: list[Prepared], idx, lanes: int, dtype=np.float32):
+    """Sequences ``idx`` (at most ``lanes``) side by side from frame 0, padded to the longest:
+    X (T, B, I), Y (T, B, Ot), M (T, B) (0 in the padding), lens (B,) int64."""
+    I, Ot = prepared[0].x.shape[1], prepared[0].target.shape[1]
+    lens = np.zeros(lanes, np.int64)
+    for b, i in enumerate(idx):
+        lens[b] = prepared[i].x.shape[0]
+    T = int(lens.max()) if len(idx) else 0
+    X = np.zeros((T, lanes, I), dtype)
+    Y = np.zeros((T, lanes, Ot), dtype)
+    M = np.zeros((T, lanes), dtype)
+    for b, i in enumerate(idx):
+        p, n = prepared[i], lens[b]
+        X[:n, b], Y[:n, b], M[:n, b] = p.x, p.target, p.mask
+    return X, Y, M, lens
+
+
+@dataclass
+class SequencePlan:
+    """One epoch of whole-sequence updates: ``bounds`` has one entry per group of up to B sequences."""
+
+    groups: list  # [[sequence index, ...], ...]
+    order: list
+    prepared: list
+    lanes: int
+    dtype: object
+
+    @property
+    def bounds(self):
+        return self.groups
+
+    def chunk(self, ci: int) -> tuple:
+        """The arguments of ``SequenceRunner.step`` for group ``ci``: X, Y, M, lens."""
+        return pad_sequences(self.prepared, self.groups[ci], self.lanes, self.dtype)
+
+
+def make_sequence_plan(prepared, lanes: int, rng: np.random.Generator, dtype=np.float32) -> SequencePlan:
+    """Shuffle and group whole sequences ``lanes`` at a time (bidirectional training); consumes rng once."""
+    order = rng.permutation(len(prepared)).tolist()
+    groups = [order[i:i + lanes] for i in range(0, len(order), lanes)]
+    return SequencePlan(groups, order, prepared, lanes, dtype)
 
 
 class TBPTTRunner:
@@ -311,6 +376,20 @@ def run_lanes(arch: Architecture, theta, prepared: list[Prepared], lanes: int, d
     if not prepared:
         return []
     B = max(1, min(lanes, len(prepared)))
+    if arch.bidirectional:  # whole sequences, B at a time
+        from streamrnn.nn.bidir import BidirForward
+
+        fwd = BidirForward(arch, B, dtype, fast=np.dtype(dtype) == np.float32)
+        out = []
+        for g in range(0, len(prepared), B):
+            idx = list(range(g, min(g + B, len(prepared))))
+            X, _, _, lens = pad_sequences(prepared, idx, B, dtype)
+            Yhat = np.zeros((X.shape[0], B, arch.out_size), dtype)
+            fwd.forward(np.asarray(theta, dtype), X, lens, Yhat, apply_act=False)
+            for b, i in enumerate(idx):
+                p = prepared[i]
+                out.append((Yhat[:lens[b], b].astype(np.float64), p.target, p.mask))
+        return out
     X, Y, M, R, place = deal(prepared, list(range(len(prepared))), B, dtype)
     eng = BPTT(arch, B, dtype)
     L, H = arch.num_layers, arch.hidden_size

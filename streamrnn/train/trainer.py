@@ -40,7 +40,7 @@ from streamrnn.errors import ConfigError, TrainingError
 from streamrnn.nn.cells import Architecture, PackedLayout, init_tensors
 from streamrnn.nn.model import Model, aligned_copy
 from streamrnn.train import metrics as M
-from streamrnn.train.lanes import TBPTTRunner, make_plan, norm_stats, prepare, run_lanes
+from streamrnn.train.lanes import TBPTTRunner, make_plan, make_sequence_plan, norm_stats, prepare, run_lanes
 from streamrnn.train.losses import HEAD_ACTIVATION, frame_losses
 from streamrnn.train.optim import Optimizer, clip_gradients, scheduled_lr
 
@@ -223,7 +223,10 @@ def prepare_for_model(model: Model, seqs, *, loss: str | None = None, task: str 
     loss = loss or meta.get("loss") or act_loss.get(model.activation or "identity", "mse")
     task = task or meta.get("task") or "frame"
     mean, std = _norm_of(model) if task == "next_frame" else (None, None)
-    return prepare(seqs, task=task, loss=loss, n_outputs=model.output_size, mean=mean, std=std), loss, task
+    # a look-ahead model's output at frame t is scored against the label of frame t - delay
+    delay = model.delay if task == "frame" else 0
+    return (prepare(seqs, task=task, loss=loss, n_outputs=model.output_size, mean=mean, std=std, delay=delay),
+            loss, task)
 
 
 def evaluate(model: Model, seqs, *, loss: str | None = None, task: str | None = None, lanes: int = 16) -> dict:
@@ -334,21 +337,30 @@ class Trainer:
         self.name = cfg.model.name or name or "model"
         self.on_step, self.on_epoch = on_step, on_epoch
         self.gradflow_lags = int(gradflow_lags)  # > 0: measure the gradient-flow horizon after every epoch
+        if self.gradflow_lags and cfg.model.bidirectional:
+            log.warning("gradient flow not measured: it needs a unidirectional model (model.bidirectional is set)")
+            self.gradflow_lags = 0
         self.grad_hook = None  # tests: fn(step, grad) may poison a gradient
         d, mc = cfg.data, cfg.model
         I = self.train_seqs[0].x.shape[1]
         for s in self.train_seqs + self.valid_seqs:
             if s.x.ndim != 2 or s.x.shape[1] != I:
                 raise TrainingError(f"{s.name}: x has shape {s.x.shape}, expected (T, {I}) like the first sequence")
+        if mc.delay and d.task != "frame":
+            raise ConfigError(f"model.delay = {mc.delay} needs data.task = 'frame' (a per-frame target to delay), "
+                              f"got {d.task!r}")
         self.vocab = vocab  # token model: x holds token ids, the model embeds them (train/text.py)
         if vocab is not None:
+            if mc.bidirectional or mc.delay:
+                raise ConfigError("a text (next-token) model predicts from the past only: model.bidirectional "
+                                  "and model.delay must stay off with data.kind = 'text'")
             n_out, self.labels = len(vocab), None
             self.arch = Architecture(mc.cell, mc.embedding_size, mc.hidden_size, mc.num_layers, n_out,
                                      HEAD_ACTIVATION[d.loss], vocab_size=len(vocab))
         else:
             n_out, self.labels = infer_outputs(cfg, self.train_seqs, labels)
             self.arch = Architecture(mc.cell, I, mc.hidden_size, mc.num_layers, n_out, HEAD_ACTIVATION[d.loss],
-                                     has_norm=mc.norm)
+                                     has_norm=mc.norm, bidirectional=mc.bidirectional)
         self.layout = PackedLayout(self.arch)
         self.dtype = np.dtype(cfg.train.dtype)
         self.mean, self.std = norm_stats(self.train_seqs) if self.arch.has_norm else (None, None)
@@ -357,11 +369,16 @@ class Trainer:
             from streamrnn.train.text import unigram_perplexity
 
             self.unigram_ppl = unigram_perplexity(self.train_seqs, self.valid_seqs, len(vocab))
-        kw = dict(task=d.task, loss=d.loss, n_outputs=n_out, mean=self.mean, std=self.std)
+        kw = dict(task=d.task, loss=d.loss, n_outputs=n_out, mean=self.mean, std=self.std, delay=mc.delay)
         self.train_p = prepare(self.train_seqs, **kw)
         self.valid_p = prepare(self.valid_seqs, **kw)
         t = cfg.tbptt
-        self.runner = TBPTTRunner(self.arch, t.lanes, t.k1, t.k2, d.loss, self.dtype)
+        if mc.bidirectional:  # whole sequences: a TBPTT chunk would cut the reverse direction's future short
+            from streamrnn.train.bidir import SequenceRunner
+
+            self.runner = SequenceRunner(self.arch, t.lanes, d.loss, self.dtype)
+        else:
+            self.runner = TBPTTRunner(self.arch, t.lanes, t.k1, t.k2, d.loss, self.dtype)
         trainable = np.ones(self.layout.size, bool)
         decay = np.zeros(self.layout.size, bool)
         for nm, (off, shape, _) in self.layout.entries.items():
@@ -377,7 +394,9 @@ class Trainer:
                              dtype=self.dtype)
         frames = sum(p.x.shape[0] for p in self.train_p)
         k_mean = t.k1 * (1.0 - t.jitter / 2.0)
-        self.total_steps = cfg.train.epochs * max(1, math.ceil(frames / t.lanes / k_mean))
+        per_epoch = (math.ceil(len(self.train_p) / t.lanes) if mc.bidirectional
+                     else math.ceil(frames / t.lanes / k_mean))
+        self.total_steps = cfg.train.epochs * max(1, per_epoch)
         self.fingerprint = {"n_train": len(self.train_p), "train_frames": int(frames),
                             "n_valid": len(self.valid_p), "n_params": self.layout.size}
 
@@ -388,7 +407,8 @@ class Trainer:
         if self.arch.cell == "gru" and self.cfg.model.gru_update_bias:
             H = self.arch.hidden_size
             for k in range(self.arch.num_layers):
-                tensors[f"rnn.bias_ih_l{k}"][H:2 * H] += self.cfg.model.gru_update_bias  # gate z
+                for sfx in self.arch.suffixes():
+                    tensors[f"rnn.bias_ih_l{k}{sfx}"][H:2 * H] += self.cfg.model.gru_update_bias  # gate z
         if self.arch.has_norm:
             tensors["norm.mean"], tensors["norm.std"] = self.mean, self.std
         self.theta = aligned_copy(self.layout.pack(tensors, self.dtype))  # weight rows on cache lines, as Model's
@@ -451,15 +471,17 @@ class Trainer:
         while s["epoch"] < cfg.train.epochs and not s["stopped_early"]:
             # the lane plan of an epoch is a function of the RNG state at its start only
             self.rng.bit_generator.state = s["epoch_rng_state"]
-            plan = make_plan(self.train_p, cfg.tbptt.lanes, cfg.tbptt.k1, cfg.tbptt.jitter, self.rng, self.dtype)
+            if self.arch.bidirectional:
+                plan = make_sequence_plan(self.train_p, cfg.tbptt.lanes, self.rng, self.dtype)
+            else:
+                plan = make_plan(self.train_p, cfg.tbptt.lanes, cfg.tbptt.k1, cfg.tbptt.jitter, self.rng, self.dtype)
             if s["chunk"] == 0:
                 self.runner.clear()
             t_epoch = time.perf_counter()
             for ci in range(s["chunk"], len(plan.bounds)):
                 if max_steps is not None and steps_this_run >= max_steps:
                     return self._result()
-                t0, t1 = plan.bounds[ci]
-                self._update(plan, t0, t1, len(plan.bounds), ci)
+                self._update(plan, len(plan.bounds), ci)
                 steps_this_run += 1
                 s["chunk"] = ci + 1
                 if cfg.train.checkpoint_every and s["step"] % cfg.train.checkpoint_every == 0:
@@ -467,9 +489,9 @@ class Trainer:
             self._end_epoch(time.perf_counter() - t_epoch)
         return self._result()
 
-    def _update(self, plan, t0, t1, n_chunks, ci):
+    def _update(self, plan, n_chunks, ci):
         cfg, s = self.cfg, self.s
-        loss, w, grad = self.runner.step(self.theta, plan.X[t0:t1], plan.Y[t0:t1], plan.M[t0:t1], plan.R[t0:t1])
+        loss, w, grad = self.runner.step(self.theta, *plan.chunk(ci))
         if w == 0:
             return  # padding only: nothing to learn from these frames
         grad[~self.trainable] = 0.0
@@ -593,8 +615,10 @@ class Trainer:
         if self.vocab is not None:
             meta["vocab"] = self.vocab.to_meta()
             meta["training"]["seq_len"] = d.seq_len
+        if self.arch.bidirectional:
+            meta["training"]["windows"] = "sequence"  # whole sequences, not TBPTT chunks
         return Model(self.arch, self.layout.unpack(np.asarray(theta, np.float64)), labels=self.labels,
-                     frontend=self.frontend, name=self.name, extra_meta=meta)
+                     frontend=self.frontend, name=self.name, extra_meta=meta, delay=self.cfg.model.delay)
 
     def _export(self, theta):
         from streamrnn.nn.modelfile import save_model

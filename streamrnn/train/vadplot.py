@@ -53,7 +53,10 @@ def vad_trace(model, audio_path, labels_path=None, column: int = 0) -> dict:
     x, rate = read_audio(audio_path)  # (n,) float32, mono
     fs = FeatureStream(model.frontend, rate)
     feats = fs.push(x)  # (T, F); trailing samples that complete no frame are dropped, as live
-    probs = np.asarray(model.stream().push(feats), np.float64)[:, column]  # (T,)
+    # whole file at once (a bidirectional model needs it; for the others it equals the stream)
+    probs = np.asarray(model.forward(feats), np.float64)[:, column]  # (T,)
+    if model.delay:  # look-ahead: row t answers for frame t - D; the last D frames have no answer
+        probs = np.concatenate([probs[model.delay:], np.full(min(model.delay, len(probs)), np.nan)])
     fe = fs.frontend
     T = len(feats)
     times = (np.arange(T) * fe.hop_length + fe.win_length / 2) / fe.sample_rate  # seconds, (T,)

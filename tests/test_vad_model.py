@@ -78,7 +78,7 @@ def test_bundled_model_resolves_and_describes_itself():
     assert stat.S_IMODE(MODEL.stat().st_mode) & 0o644 == 0o644  # readable by everyone once installed
     assert MODEL.stat().st_size < 400_000  # "a few hundred kB at most"
     m = streamrnn.load_model("vad")
-    assert (m.cell, m.num_layers, m.hidden_size, m.input_size, m.output_size) == ("gru", 2, 48, 40, 1)
+    assert (m.cell, m.num_layers, m.hidden_size, m.input_size, m.output_size) == ("gru", 2, 64, 40, 1)
     assert m.activation == "sigmoid" and m.labels == ["speech"] and m.name == "vad"
     fe = m.frontend
     assert (fe["type"], fe["sample_rate"], fe["hop_length"], fe["win_length"], fe["n_mels"]) == \
@@ -96,7 +96,7 @@ def test_bundled_model_resolves_and_describes_itself():
 def test_info_vad_text_and_json():
     r = CliRunner().invoke(cli, ["info", "vad"])
     assert r.exit_code == 0, r.output
-    assert "gru, 2 layer(s), input 40, hidden 48" in r.output
+    assert "gru, 2 layer(s), input 40, hidden 64" in r.output
     assert "sigmoid, labels ['speech']" in r.output and '"sample_rate": 16000' in r.output
     r = CliRunner().invoke(cli, ["info", "vad", "--json"])
     assert r.exit_code == 0, r.output

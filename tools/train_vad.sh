@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 CORPUS=runs/vad-corpus   # must match data.train in configs/vad.toml
 SEED=${SEED:-1}
-N_TRAIN=${N_TRAIN:-1600}
+N_TRAIN=${N_TRAIN:-1200}
 N_TEST=${N_TEST:-150}
 N_NEG=${N_NEG:-10}
 JOBS=${JOBS:-2}

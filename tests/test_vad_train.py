@@ -28,7 +28,7 @@ import make_vad_corpus as mvc  # noqa: E402
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     corpus = tmp_path_factory.mktemp("vad_corpus")
-    mvc.build_corpus(corpus, n_train=32, n_test=8, seconds=6.0, seed=11, jobs=2)
+    mvc.build_corpus(corpus, n_train=48, n_test=8, seconds=6.0, seed=11, jobs=2)
     out = tmp_path_factory.mktemp("vad_run")
     cfg = load_config(TrainConfig, ROOT / "configs" / "vad.toml", env={}, overrides=[
         f"data.train={corpus / 'train.jsonl'}", f"data.cache_dir={out / 'cache'}", "data.valid_fraction=0.15",
@@ -45,10 +45,12 @@ def test_tiny_vad_beats_chance_on_held_out_split(trained):
     items = eval_vad.read_manifest(corpus / "test.jsonl")
     det = eval_vad.ModelDetector(model)
     (m,) = eval_vad.evaluate(items, modes=(), model=det)
-    # Held-out languages, voices and noise; chance is ROC-AUC 0.5.
-    # Measured when written: ROC-AUC 0.86, F1 0.82 (deterministic: seeded corpus and trainer).
+    # Held-out speakers, languages and noise; chance is ROC-AUC 0.5, and calling every frame speech
+    # gives F1 = 2q / (1 + q) for a speech share q (30 % of the corpus's files hold no speech).
+    # Measured on the real-speech corpus: ROC-AUC 0.87, F1 0.67 against 0.41 for all-speech (q 0.26).
+    q = np.concatenate([eval_vad.Grid().targets(it, "speech") for it in items]).mean()
     assert m["roc_auc"] > 0.75, m
-    assert m["f1"] > 0.7, m
+    assert m["f1"] > 2 * q / (1 + q) + 0.08, (m, q)
 
 
 def test_trained_vad_streams_in_any_chunking_and_round_trips(trained, tmp_path):

@@ -69,7 +69,8 @@ def _stage_cpu(path: Path, out: Path) -> dict:
     st = model.stream()
     rs = None
     names = ("read (soundfile, int16 -> float32)", "resample 48 -> 16 kHz (soxr HQ)", "log-mel front end",
-             "model (2-layer GRU 48 + head)", "JSON lines (100 rows per second of audio)")
+             f"model ({model.num_layers}-layer {model.cell.upper()} {model.hidden_size} + head)",
+             "JSON lines (100 rows per second of audio)")
     cpu = dict.fromkeys(names, 0.0)
     clock = time.process_time
     descs = {"file0": {"rate": fe.frame_rate}}

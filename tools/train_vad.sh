@@ -11,12 +11,13 @@
 #      not on --n-train; about 1.5 min with 2 jobs)
 #   2. streamrnn train configs/vad.toml --out runs/vad     (configs/vad.toml reads runs/vad-corpus/train.jsonl)
 #   3. install the exported best model as streamrnn/models/vad.safetensors (mode 0644)
-#   4. tools/eval_vad.py on the held-out split: the model, its start/end segments and WebRTC VAD modes 0-3
-#      -> runs/vad/eval_test.{json,md}
+#   4. tools/eval_vad.py on the held-out splits: the model beside Silero VAD, TEN VAD and WebRTC VAD (the
+#      installed ones; pip install -e '.[bench]'), false alarms per negative kind -> runs/vad/eval_test.{json,md}
 # Needs the Debian packages in .ci/run (espeak-ng, sox, ffmpeg, festival + voices, fluidsynth,
-# fluid-soundfont-gm, asterisk-core-sounds-*-g722) and the corpus extra (mido). Deterministic: same seed, same corpus bytes; the trainer
-# is seeded by train.seed in configs/vad.toml. Took 18 min 38 s wall (corpus 3 min, 12 epochs 14 min,
-# evaluation 1.5 min; 829 CPU s) on the 2-core development machine shared with other jobs.
+# fluid-soundfont-gm, asterisk-core-sounds-*-g722) and the corpus extra (mido). Deterministic: same seed,
+# same corpus bytes; the trainer is seeded by train.seed in configs/vad.toml. The bundled model's run:
+# corpus 1.5-2.5 min, 10 epochs 16 min, evaluation with every peer about 4 min, on the 2-core development
+# machine shared with other jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -20,8 +20,8 @@ from streamrnn.errors import (
     TrainingError,
     WireError,
 )
-from streamrnn.nn.model import Bank, Model, Stream
-from streamrnn.nn.modelfile import bundled_models, load_model, save_model
+from streamrnn.nn.model import Bank, Model, Stream, load_model, save_model
+from streamrnn.nn.modelfile import bundled_models
 
 __version__ = "0.1.0"
 

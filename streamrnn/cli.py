@@ -127,7 +127,7 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
     import threading
 
     from streamrnn.runtime.pipeline import Pipeline, load_stream_config
-    from streamrnn.runtime.stats import Stats
+    from streamrnn.stats import Stats
     from streamrnn.transport.sinks import open_sink
     from streamrnn.transport.sources import open_source
 
@@ -247,7 +247,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret
 
     import zmq
 
-    from streamrnn.runtime.stats import Stats
+    from streamrnn.stats import Stats
     from streamrnn.transport import wire
     from streamrnn.transport.endpoints import CurveConfig, close_socket, open_socket, parse_zmq_uri
 

@@ -244,6 +244,9 @@ def _positive(value, key, allow_zero=False):
 # training
 
 
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")  # the keys of nn.cells.CELL_CODES (config sits below nn)
+
+
 @dataclass(frozen=True)
 class ModelSection:
     cell: str = "gru"  # rnn_tanh, rnn_relu, gru or lstm
@@ -256,9 +259,7 @@ class ModelSection:
     name: str = ""  # model name written to the file (default: the config file's stem)
 
     def __post_init__(self):
-        from streamrnn.nn.cells import CELL_CODES
-
-        _choice(self.cell, tuple(CELL_CODES), "model.cell")
+        _choice(self.cell, CELLS, "model.cell")
         _choice(self.init, ("glorot", "pytorch"), "model.init")
         _positive(self.hidden_size, "model.hidden_size")
         if not 1 <= self.num_layers <= 64:

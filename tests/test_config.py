@@ -98,3 +98,11 @@ def test_both_loaders_refuse_non_finite_numbers_with_the_same_conversion(bad):
         load_stream_config(env={"STREAMRNN_MIN_ON": bad})
     with pytest.raises(ConfigError, match=r"option --on-threshold: on_threshold: expected a finite number"):
         load_stream_config(env={}, overrides={"on_threshold": float(bad)})
+
+
+def test_config_knows_every_cell_the_kernels_run():
+    """config.CELLS (config sits below nn, so it cannot import the table) names exactly nn's cells."""
+    from streamrnn.config import CELLS
+    from streamrnn.nn.cells import CELL_CODES
+
+    assert set(CELLS) == set(CELL_CODES)

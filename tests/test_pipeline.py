@@ -13,7 +13,7 @@ import streamrnn
 from streamrnn.audio import LogMel
 from streamrnn.errors import ConfigError
 from streamrnn.runtime.pipeline import Pipeline, StreamConfig, load_stream_config
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from conftest import Keep
 from streamrnn.transport.sources import Chunk, FileSource, ZmqSource

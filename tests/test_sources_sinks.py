@@ -13,7 +13,7 @@ import soundfile as sf
 import zmq
 
 from streamrnn.errors import AudioError, ConfigError
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import parse_zmq_uri
 from streamrnn.transport.sinks import CsvSink, JsonLinesSink, TerminalSink, ZmqSink, open_sink

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from streamrnn.runtime.pipeline import Pipeline, StreamConfig
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport.sinks import JsonLinesSink, Sink, ZmqSink
 from streamrnn.transport.sources import Chunk, Source, new_epoch
 from streamrnn.transport import wire

@@ -43,10 +43,10 @@ import numpy as np
 from numba import njit
 
 from streamrnn.errors import AudioError, ConfigError, SnapshotError
+from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
 _LOG_CODES = {None: 0, "ln": 1, "db": 2}
 NONFINITE_MODES = ("error", "zero")
 
@@ -933,16 +933,7 @@ class LogMel:
         guarded_restore(self._restore, snap, "front-end")
 
     def _restore(self, snap: dict) -> None:
-        if not isinstance(snap, dict) or snap.get("kind") != "frontend":
-            raise SnapshotError(f"not a front-end snapshot: {type(snap).__name__} "
-                                f"kind={snap.get('kind') if isinstance(snap, dict) else None!r}")
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"front-end snapshot version {snap.get('version')!r} is not supported "
-                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
-        if snap.get("settings") != self.to_dict():
-            diff = sorted(k for k in set(self.to_dict()) | set(snap.get("settings") or {})
-                          if (snap.get("settings") or {}).get(k) != self.to_dict().get(k))
-            raise SnapshotError(f"front-end snapshot settings differ from this front end in {diff}")
+        check_snapshot(snap, "frontend", type(self).__name__, self.to_dict())
         buf = np.asarray(snap["buffer"], dtype=np.float64)
         if buf.ndim != 1 or len(buf) >= self.win_length:
             raise SnapshotError(f"front-end snapshot buffer has shape {buf.shape}; "

@@ -34,8 +34,8 @@ import numpy as np
 
 from streamrnn.audio.frontend import _all_finite, as_signal, check_rate, guarded_restore
 from streamrnn.errors import AudioError, ConfigError, SnapshotError
+from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
-SNAPSHOT_VERSION = 1
 QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 _MAX_PERIOD = 1 << 20  # ratio periods longer than this (input samples) cannot be snapshotted
 
@@ -237,13 +237,7 @@ class Resampler:
         guarded_restore(self._restore, snap, "resampler")
 
     def _restore(self, snap: dict) -> None:
-        if not isinstance(snap, dict) or snap.get("kind") != "resampler":
-            raise SnapshotError("not a resampler snapshot")
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"resampler snapshot version {snap.get('version')!r} is not supported "
-                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
-        if snap.get("settings") != self._settings():
-            raise SnapshotError(f"resampler snapshot settings {snap.get('settings')} differ from {self._settings()}")
+        check_snapshot(snap, "resampler", "Resampler", self._settings())
         n_in, n_out, start = int(snap["n_in"]), int(snap["n_out"]), int(snap["hist_start"])
         hist = np.asarray(snap["history"], dtype=np.float32)
         if not self.identity and (start % self._period or start + len(hist) != n_in):

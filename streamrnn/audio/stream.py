@@ -24,8 +24,8 @@ import numpy as np
 from streamrnn.audio.frontend import as_frontend, as_signal, check_rate, fix_nonfinite
 from streamrnn.audio.resample import Resampler, downmix
 from streamrnn.errors import ConfigError, SnapshotError
+from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
-SNAPSHOT_VERSION = 1
 
 
 class FeatureStream:
@@ -114,14 +114,7 @@ class FeatureStream:
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot from a FeatureStream with the same input rate and front end."""
-        if not isinstance(snap, dict) or snap.get("kind") != "feature_stream":
-            raise SnapshotError("not a FeatureStream snapshot (expected the dict from FeatureStream.snapshot())")
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"feature-stream snapshot version {snap.get('version')!r} is not supported "
-                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
-        if snap.get("settings") != self._settings():
-            raise SnapshotError(f"snapshot of a stream with {snap.get('settings')} cannot be restored into "
-                                f"one with {self._settings()}")
+        check_snapshot(snap, "feature_stream", "FeatureStream", self._settings())
         if not all(k in snap for k in ("frontend", "resampler", "n_nonfinite")):
             raise SnapshotError("malformed FeatureStream snapshot: missing keys")
         before = (self.frontend.snapshot(), None if self.resampler is None else self.resampler.snapshot())
@@ -194,11 +187,7 @@ class AudioStream:
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot from an AudioStream of a model of the same shape and front end."""
-        if not isinstance(snap, dict) or snap.get("kind") != "audio_stream":
-            raise SnapshotError("not an AudioStream snapshot (expected the dict from AudioStream.snapshot())")
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"audio-stream snapshot version {snap.get('version')!r} is not supported "
-                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
+        check_snapshot(snap, "audio_stream", "AudioStream")
         if "features" not in snap or "model" not in snap:
             raise SnapshotError("malformed AudioStream snapshot: needs 'features' and 'model'")
         # a failed restore leaves the stream as it was

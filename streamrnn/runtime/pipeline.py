@@ -39,7 +39,7 @@ import numpy as np
 from streamrnn.config import convert, read_toml
 from streamrnn.errors import ConfigError, StreamRNNError
 from streamrnn.runtime.events import EventDetector, EventParams
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.sources import Chunk, Source, new_epoch
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.errors import ConfigError
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
                                            parse_zmq_uri)

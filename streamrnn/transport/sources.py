@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.errors import AudioError, ConfigError, WireError
-from streamrnn.runtime.stats import Stats
+from streamrnn.models import MODELS_DIR
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
                                            parse_zmq_uri)
@@ -37,7 +38,6 @@ from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_m
 log = logging.getLogger(__name__)
 
 DEMO_NAMES = ("demo.flac", "demo.wav", "demo.ogg")
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def new_epoch() -> int:

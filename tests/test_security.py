@@ -19,7 +19,7 @@ import zmq.auth
 
 import streamrnn
 from streamrnn.errors import ConfigError, ModelFileError
-from streamrnn.runtime.pipeline import LIMITS, StreamConfig, load_stream_config
+from streamrnn.config import LIMITS, StreamConfig, load_stream_config
 from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import (CurveConfig, close_socket, exposure_warning, is_loopback_host,

@@ -23,38 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from streamrnn.config import EventParams  # noqa: F401 (the [events] settings, defined once in config)
 from streamrnn.errors import ConfigError
 
 OFF, PENDING_ON, ON, PENDING_OFF = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class EventParams:
-    """Event options in seconds (as on the command line and in stream.toml)."""
-
-    on_threshold: float = 0.5    # probability that starts a segment
-    off_threshold: float = 0.35  # probability below which a segment may end (<= on_threshold)
-    min_on: float = 0.1          # s: shortest segment reported
-    min_off: float = 0.2         # s: shortest gap; shorter dips are bridged
-    max_segment: float = 30.0    # s: longer segments are cut (a new one may follow)
-
-    def validate(self) -> "EventParams":
-        if not 0.0 <= self.off_threshold <= self.on_threshold <= 1.0:
-            raise ConfigError(f"need 0 <= off_threshold ({self.off_threshold}) <= on_threshold "
-                              f"({self.on_threshold}) <= 1")
-        for k in ("min_on", "min_off", "max_segment"):
-            if not getattr(self, k) >= 0:
-                raise ConfigError(f"{k} must be >= 0 seconds, got {getattr(self, k)}")
-        if self.max_segment < self.min_on:
-            raise ConfigError(f"max_segment ({self.max_segment} s) must be >= min_on ({self.min_on} s)")
-        return self
-
-    def in_frames(self, frame_rate: float) -> dict:
-        """Durations rounded to whole frames (min_on >= 1, max_len >= min_on)."""
-        min_on = max(1, round(self.min_on * frame_rate))
-        return dict(on=self.on_threshold, off=self.off_threshold, min_on=min_on,
-                    min_off=max(1, round(self.min_off * frame_rate)),
-                    max_len=max(min_on, round(self.max_segment * frame_rate)))
 
 
 _EV_START, _EV_END = 0, 1

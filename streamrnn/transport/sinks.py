@@ -60,6 +60,11 @@ class Sink:
     def describe(self) -> str:
         return type(self).__name__
 
+    @property
+    def writes_stdout(self) -> bool:
+        """Whether this sink writes the process's standard output (whose reader may go away)."""
+        return False
+
 
 class NullSink(Sink):
     """``null``: discards everything (benchmarks, or stats only)."""
@@ -147,6 +152,8 @@ class _TextSink(Sink):
 class JsonLinesSink(_TextSink):
     """``jsonl:PATH`` (or stdout with ``json=True``): one JSON object per line."""
 
+    writes_stdout = property(lambda self: self._f is sys.stdout)
+
     def __init__(self, path=None, stats=None, stream=None):
         super().__init__(stats)
         self.path = Path(path) if path is not None else None
@@ -213,6 +220,7 @@ class TerminalSink(_TextSink):
 
     BAR = 20
     MIN_INTERVAL = 0.05  # s between live-line redraws (20 per second is plenty for eyes)
+    writes_stdout = property(lambda self: self.out is sys.stdout)
 
     def __init__(self, stats=None, out=None):
         super().__init__(stats)

@@ -88,6 +88,10 @@ class Source:
     def close(self) -> None:
         pass
 
+    def forget(self, stream: str) -> None:
+        """Drop what the source keeps about ``stream`` (the pipeline closed it as idle); if it sends
+        again, it starts afresh.  Single-stream sources keep nothing."""
+
     def describe(self) -> str:
         return type(self).__name__
 

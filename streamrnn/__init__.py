@@ -16,6 +16,8 @@ from streamrnn.errors import (
     ModelFileError,
     ShapeError,
     SnapshotError,
+    StreamExistsError,
+    StreamIdError,
     StreamRNNError,
     TrainingError,
     WireError,
@@ -27,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AudioError", "CapacityError", "ConfigError", "InputError", "ModelFileError", "ShapeError", "SnapshotError",
-    "StreamRNNError", "TrainingError", "WireError", "Bank", "Model", "Stream", "bundled_models",
+    "StreamRNNError", "StreamIdError", "StreamExistsError", "TrainingError", "WireError", "Bank", "Model", "Stream", "bundled_models",
     "load_model", "save_model", "__version__", "LogMel", "MFCC", "Resampler", "AudioStream", "FeatureStream",
     "AudioBank", "StreamConfig", "EventParams", "EventDetector", "run_stream", "run_features",
 ]

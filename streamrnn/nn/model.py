@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.errors import CapacityError, InputError, ShapeError
+from streamrnn.errors import CapacityError, InputError, ShapeError, StreamExistsError, StreamIdError
 from streamrnn.nn import modelfile
 from streamrnn.nn.cells import (
     ACT_CODES,
@@ -217,6 +217,13 @@ class Model:
 
         return AudioStream(self, sample_rate, **kw)
 
+    def audio_bank(self, capacity: int, sample_rate: float | None = None, **kw):
+        """Many audio streams at once: a resampler and front end per stream, one ``Bank`` step for
+        all (``streamrnn.audio.stream.AudioBank``; ``kw``: ``nonfinite``, ``quality``, ``threads``)."""
+        from streamrnn.audio.stream import AudioBank
+
+        return AudioBank(self, capacity, sample_rate, **kw)
+
     def bank(self, capacity: int, threads: int = 1) -> "Bank":
         """States for up to ``capacity`` streams, advanced together by one kernel call
         (split across ``threads`` Numba threads if more than 1; see ``streamrnn.nn.parallel``)."""
@@ -237,7 +244,12 @@ class Model:
         if x.dtype.kind != "f":
             raise ShapeError(f"{what} must be a floating-point array, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != self.input_size:
-            hint = " (for one frame use x[None, :])" if x.ndim == 1 else ""
+            hint = ""
+            if x.ndim == 1 and self.frontend is not None:  # audio samples pushed where frames go
+                hint = (" (1-D audio? model.audio_stream(sample_rate) takes samples and computes the "
+                        f"{self.input_size} features per frame; for one frame use x[None, :])")
+            elif x.ndim == 1:
+                hint = " (for one frame use x[None, :])"
             raise ShapeError(f"{what} must have shape (T, {self.input_size}), got {x.shape}{hint}")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
@@ -361,12 +373,12 @@ class Bank:
         try:
             return self._slot[sid]
         except KeyError:
-            raise KeyError(f"stream {sid!r} is not open in this bank") from None
+            raise StreamIdError(f"stream {sid!r} is not open in this bank") from None
 
     def open(self, sid) -> None:
         """Add a stream with zero state."""
         if sid in self._slot:
-            raise ValueError(f"stream {sid!r} is already open")
+            raise StreamExistsError(f"stream {sid!r} is already open (close it first, or reset it)")
         if not self._free:
             raise CapacityError(f"bank is full: {self.capacity} streams open (capacity {self.capacity})")
         slot = self._free.pop()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from streamrnn.config import EventParams  # noqa: F401 (the [events] settings, defined once in config)
+from streamrnn.config import EventParams  # the [events] settings, defined once in config
 from streamrnn.errors import ConfigError
 
 OFF, PENDING_ON, ON, PENDING_OFF = 0, 1, 2, 3
@@ -166,13 +166,34 @@ class Hysteresis:
 
 
 class EventDetector:
-    """Hysteresis over every output column (label) of one stream, one kernel call per block."""
+    """Hysteresis over every output column (label) of one stream, one kernel call per block: the
+    start/end events of ``streamrnn stream``, with the same settings (``EventParams``, seconds).
 
-    def __init__(self, labels: list[str], params: EventParams, frame_rate: float):
+    ``push(y)`` takes probabilities (T, n_labels) and returns the events they complete, each a dict
+    with ``event`` ("start"/"end"), ``label``, ``frame`` and ``time`` (s from the stream's start);
+    an end also has ``start_time``, ``duration`` and ``reason``.  ``flush()`` ends an open segment
+    at the end of the signal.  Raises ConfigError for bad settings.
+
+    >>> import numpy as np
+    >>> det = EventDetector(["speech"], EventParams(min_on=0.02, min_off=0.02), frame_rate=100.0)
+    >>> y = np.r_[np.zeros(10), np.ones(30), np.zeros(10)].astype(np.float32)[:, None]
+    >>> [(e["event"], e["time"]) for e in det.push(y) + det.flush()]
+    [('start', 0.1), ('end', 0.4)]
+    """
+
+    def __init__(self, labels, params: EventParams | None = None, frame_rate: float = 100.0):
         self.labels = list(labels)
         self.frame_rate = float(frame_rate)
-        kw = params.validate().in_frames(frame_rate)
-        self.machine = Hysteresis(**kw, n_labels=len(self.labels))
+        self.params = (params or EventParams()).validate()
+        self.machine = Hysteresis(**self.params.in_frames(frame_rate), n_labels=len(self.labels))
+
+    @classmethod
+    def for_stream(cls, stream, params: EventParams | None = None) -> "EventDetector":
+        """A detector for the outputs of ``stream`` (an ``AudioStream`` or ``AudioBank``): its model's
+        labels (``y0``, ``y1``... if it has none) at its frame rate."""
+        m = stream.model
+        labels = m.labels or [f"y{j}" for j in range(m.output_size)]
+        return cls(labels, params, stream.frame_rate)
 
     def push(self, y) -> list[dict]:
         """y (T, n_labels) probabilities -> events sorted by frame, with label and time (s)."""

@@ -486,7 +486,7 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = modelfile.MAX
     >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
     >>> m.save(path)
     >>> streamrnn.load_model(path)
-    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=433, dtype=float32)
+    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=631, dtype=float32)
     """
     return Model(dtype=dtype, **modelfile.read_model_file(path_or_name, max_bytes=max_bytes))
 

@@ -10,9 +10,9 @@ entry point calls: the CLI, ``streamrnn serve``'s workers, an embedding applicat
 >>> cfg = streamrnn.StreamConfig(model="vad", source="demo", sink=(f"jsonl:{out}",), realtime=False)
 >>> stats = streamrnn.run_stream(cfg)
 >>> recs = [json.loads(line) for line in open(out)]
->>> sorted({r["kind"] for r in recs})
+>>> sorted({r["type"] for r in recs})
 ['desc', 'eos', 'event', 'pred', 'stats']
->>> stats.get("frames_out") == sum(len(r["data"]) for r in recs if r["kind"] == "pred")
+>>> stats.get("frames_out") == sum(r["type"] == "pred" for r in recs)  # one JSON line per frame
 True
 """
 

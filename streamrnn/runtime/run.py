@@ -11,7 +11,7 @@ entry point calls: the CLI, ``streamrnn serve``'s workers, an embedding applicat
 >>> stats = streamrnn.run_stream(cfg)
 >>> recs = [json.loads(line) for line in open(out)]
 >>> sorted({r["type"] for r in recs})
-['desc', 'eos', 'event', 'pred', 'stats']
+['desc', 'eos', 'event', 'pred']
 >>> stats.get("frames_out") == sum(r["type"] == "pred" for r in recs)  # one JSON line per frame
 True
 """

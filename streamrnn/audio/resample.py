@@ -32,7 +32,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamrnn.audio.frontend import _all_finite, as_signal, check_rate, guarded_restore
+from streamrnn.audio.checks import as_signal, check_rate, guarded_restore
+from streamrnn.audio.kernels import all_finite
 from streamrnn.errors import AudioError, ConfigError, SnapshotError
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
@@ -145,7 +146,7 @@ class Resampler:
                 and (block.ndim == 1 or (block.ndim == 2 and block.shape[1] == 1))):
             # the common case (float32 mono, the wire's (n, 1) layout too): no float64 round trip
             x = np.ascontiguousarray(block.reshape(-1))
-            if not _all_finite(x):
+            if not all_finite(x):
                 raise AudioError("block contains NaN/Inf samples; they would poison the resampler's filter state")
             return x
         x = as_signal(block, "block", allow_2d=True)

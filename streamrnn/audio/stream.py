@@ -22,7 +22,8 @@ import math
 
 import numpy as np
 
-from streamrnn.audio.frontend import as_frontend, as_signal, check_rate, fix_nonfinite
+from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite
+from streamrnn.audio.frontend import as_frontend
 from streamrnn.audio.resample import Resampler, downmix
 from streamrnn.errors import AudioError, ConfigError, SnapshotError, StreamIdError
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot

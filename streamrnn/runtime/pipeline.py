@@ -1,10 +1,12 @@
-"""The one real-time loop: source -> (front end) -> model stream -> events -> sinks.
+"""The one real-time loop: source -> (front end) -> model bank -> events -> sinks.
 
 Everything runs in the thread that calls ``Pipeline.run``: the source's
-sockets and the sinks' sockets are created, used and closed there. Per stream,
-a ``StreamSlot`` in ``Pipeline.slots`` owns all carried state (processor =
-front end + hidden state, event machines, output sequence numbers); a batched
-bank can replace the processors later without changing the loop.
+sockets and the sinks' sockets are created, used and closed there. What runs is
+a ``Processor``: ``ModelProcessor`` (every stream's hidden state in one ``Bank``,
+one kernel call per read for all streams) or ``FeatureProcessor`` (the front end
+alone).  Per stream, a ``StreamSlot`` in ``Pipeline.slots`` owns the output side
+(its ``StreamState``: front end and bank slot; event machines; output sequence
+numbers).  ``streamrnn.run_stream`` builds and runs it.
 
 >>> import numpy as np, streamrnn
 >>> from streamrnn.transport.sources import Chunk

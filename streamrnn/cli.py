@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from streamrnn import __version__
-from streamrnn.config import EventParams
+from streamrnn.config import EventParams, StreamConfig
 from streamrnn.errors import StreamRNNError
 
 
@@ -71,7 +71,8 @@ def info(model: str, as_json: bool):
 
 # --- stream / features / listen / devices (the real-time runtime) ------------------------
 def _common_stream_options(f):
-    """Options shared by ``stream`` and ``features``; every default lives in StreamConfig."""
+    """Options shared by ``stream`` and ``features``; each is named like its StreamConfig key, where
+    its default lives (a new option: the field there and the click option here)."""
     opts = [
         click.option("--source", help="mic, mic:DEVICE, file:PATH, stdin, demo, zmq+sub://HOST:PORT, "
                                       "zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH ...). Default: mic."),
@@ -81,18 +82,18 @@ def _common_stream_options(f):
                      help="TOML file of defaults (e.g. configs/stream.toml)."),
         click.option("--duration", type=float, help="Seconds to run (default: until the source ends or a signal)."),
         click.option("--stream-id", help="Stream id of a single-stream source (default mic0, file0, stdin0, demo0)."),
-        click.option("--rate", type=int, help="Sample rate of stdin and the microphone, Hz (default 16000)."),
+        click.option("--rate", type=int, help=f"Sample rate of stdin and the microphone, Hz (default {StreamConfig.rate})."),
         click.option("--format", "format", type=click.Choice(["s16le", "f32le"]), help="stdin sample format."),
-        click.option("--channels", type=int, help="Channels of stdin and the microphone (default 1)."),
-        click.option("--block-ms", type=float, help="Milliseconds of audio per block (default 20)."),
+        click.option("--channels", type=int, help=f"Channels of stdin and the microphone (default {StreamConfig.channels})."),
+        click.option("--block-ms", type=float, help=f"Milliseconds of audio per block (default {StreamConfig.block_ms:g})."),
         click.option("--realtime/--no-realtime", default=None,
                      help="Pace file sources like a microphone (default: the demo yes, files no)."),
         click.option("--json/--no-json", "json", default=None, help="JSON lines on stdout even on a terminal."),
         click.option("--max-message-bytes", type=int, help="Largest accepted ZeroMQ message (bytes)."),
-        click.option("--max-streams", type=int, help="Most concurrent streams of a ZeroMQ source (default 64)."),
+        click.option("--max-streams", type=int, help=f"Most concurrent streams of a ZeroMQ source (default {StreamConfig.max_streams})."),
         click.option("--idle-timeout", type=float,
                      help="Close a stream after this many seconds without data (default 0: never)."),
-        click.option("--max-model-bytes", type=int, help="Refuse model files larger than this (default 256 MiB)."),
+        click.option("--max-model-bytes", type=int, help=f"Refuse model files larger than this (default {StreamConfig.max_model_bytes >> 20} MiB)."),
         *_curve_options(),
     ]
     for o in reversed(opts):

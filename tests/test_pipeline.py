@@ -448,3 +448,18 @@ def test_a_slow_warm_up_tells_the_user_that_kernels_compile(monkeypatch, caplog)
         monkeypatch.setattr(pl.Pipeline, "_warm_up", lambda self, rate: time.sleep(0.3) or 0.3)  # a slow warm-up
         p.warm_up(16000)
         assert [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]
+
+
+def test_a_changed_descriptor_resets_the_stream_once_and_says_why():
+    """The pipeline alone decides resets (the source only keeps the wire's bookkeeping): a new dtype
+    in the descriptor counts resets.descriptor, never also a flag."""
+    m = feat_model()
+    x = np.random.default_rng(4).standard_normal((20, 4)).astype(np.float32)
+    keep, stats = Keep(), Stats()
+    p = Pipeline(None, [keep], model=m, stats=stats)
+    p.process(Chunk("s", 1, "features", x[:10], 100.0, 0, 0.0, desc={"dtype": "float32"}))
+    p.process(Chunk("s", 1, "features", x[10:], 100.0, 10, 0.0, desc={"dtype": "int16"}))
+    preds = keep.kind("pred")
+    np.testing.assert_allclose(preds[1].data, m.forward(x[10:]), atol=1e-6)  # fresh state
+    assert stats.get("resets", "descriptor") == 1 and stats.get("resets", "flag") == 0
+    assert preds[1].flags & wire.FLAG_RESET

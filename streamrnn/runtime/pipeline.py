@@ -356,7 +356,8 @@ class Pipeline:
 
     def _prepare(self, ch: Chunk):
         """Stream bookkeeping and the front end for one chunk: (slot, chunk, frames, s0) or None."""
-        key = (ch.content, float(ch.rate), int(ch.data.shape[1]))
+        # what the producer sends (its descriptor's content, rate, channels, dtype): a change resets
+        key = (ch.content, float(ch.rate), int(ch.data.shape[1]), (ch.desc or {}).get("dtype"))
         slot = self.slots.get(ch.stream)
         reset = False
         if slot is not None and (slot.in_epoch != ch.epoch or slot.key != key or ch.flags & wire.FLAG_RESET):

@@ -56,12 +56,8 @@ def build_pipeline(config: StreamConfig, features: bool = False) -> Pipeline:
         processor = ModelProcessor(model, config)
     curve = CurveConfig.from_options(config.curve_secret_key, config.curve_server_key, config.curve_allow)
     stats = Stats()
-    source = open_source(config.source, stats=stats, rate=config.rate, fmt=config.format, channels=config.channels,
-                         realtime=config.realtime, block_ms=config.block_ms, queue_seconds=config.queue_seconds,
-                         max_message_bytes=config.max_message_bytes, max_streams=config.max_streams,
-                         hwm_seconds=config.hwm_seconds, stream_id=config.stream_id, curve=curve)
-    sinks = [open_sink(u, stats=stats, json_stdout=config.json, hwm_seconds=config.hwm_seconds, curve=curve)
-             for u in config.sink]
+    source = open_source(config.source, config, stats=stats, curve=curve)
+    sinks = [open_sink(u, config, stats=stats, curve=curve) for u in config.sink]
     return Pipeline(source, sinks, processor, config=config, stats=stats)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError
 from streamrnn.stats import Stats
 from streamrnn.transport import wire
@@ -297,10 +298,12 @@ class ZmqSink(ZmqSocketOwner, Sink):
 
 
 
-def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0, curve=None) -> Sink:
-    """Build the sink named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
+def open_sink(uri: str, config: StreamConfig | None = None, *, stats=None, curve=None) -> Sink:
+    """Build the sink named by ``uri`` (not yet opened) with the settings of ``config`` (json,
+    hwm_seconds; default ``StreamConfig()``); ConfigError for an unknown URI."""
+    c = config or StreamConfig()
     if uri == "stdout":
-        if json_stdout or not sys.stdout.isatty():
+        if c.json or not sys.stdout.isatty():
             return JsonLinesSink(stats=stats)
         return TerminalSink(stats=stats)
     if uri == "null":
@@ -310,6 +313,6 @@ def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0, curve
     if uri.startswith("csv:") and len(uri) > 4:
         return CsvSink(uri[4:], stats=stats)
     if is_zmq_uri(uri):
-        return ZmqSink(uri, stats=stats, hwm_seconds=hwm_seconds, curve=curve)
+        return ZmqSink(uri, stats=stats, hwm_seconds=c.hwm_seconds, curve=curve)
     raise ConfigError(f"unknown sink {uri!r}: use stdout, jsonl:PATH, csv:PATH, zmq+pub://HOST:PORT, "
                       f"zmq+push://HOST:PORT (or zmq+pub+ipc://PATH, zmq+push+ipc://PATH), null")

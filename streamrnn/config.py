@@ -29,6 +29,7 @@ the closest known name), never silently ignored.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import logging
@@ -294,11 +295,7 @@ def load_config(cls, path=None, overrides=(), env=None, options: dict | None = N
     and badly typed values (each naming the key and where the value came from).
     """
     d: dict = read_toml(path) if path is not None else {}
-    if path is not None:
-        try:
-            from_dict(cls, d)  # the file alone: its errors name the file
-        except ConfigError as e:
-            raise ConfigError(f"config {str(path)!r}: {e}") from None
+    from_file = copy.deepcopy(d)
     for key, value, name in env_overrides(cls, env):
         try:
             tp = _type_at(cls, key.split("."))
@@ -310,7 +307,22 @@ def load_config(cls, path=None, overrides=(), env=None, options: dict | None = N
         _set_value(d, cls, key, value if texty else _parse_literal(value), f"environment {name}")
     apply_overrides(cls, d, overrides)
     apply_overrides(cls, d, options or {})
-    return from_dict(cls, d)
+    try:
+        return from_dict(cls, d)
+    except ConfigError as e:
+        if path is not None and _same_error(cls, from_file, e):
+            raise ConfigError(f"config {str(path)!r}: {e}") from None  # the file's own error: name it
+        raise
+
+
+def _same_error(cls, d: dict, e: ConfigError) -> bool:
+    """Whether ``d`` alone fails with the error ``e`` (then the TOML file is where it comes from; a
+    file that later layers make valid, e.g. k1 > k2 fixed by --set, is no error)."""
+    try:
+        from_dict(cls, d)
+    except ConfigError as fe:
+        return str(fe) == str(e)
+    return False
 
 
 def _choice(value, allowed, key):

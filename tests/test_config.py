@@ -154,3 +154,18 @@ def test_event_defaults_are_written_once():
     for mod in ("streamrnn.runtime.events", "streamrnn.runtime.pipeline", "streamrnn.cli"):
         src = inspect.getsource(__import__(mod, fromlist=["x"]))
         assert "0.35" not in src and "30.0" not in src, mod
+
+
+def test_a_file_made_valid_by_later_layers_loads_and_a_bad_file_is_named(tmp_path):
+    from streamrnn.config import load_stream_config
+
+    t = tmp_path / "t.toml"
+    t.write_text("[tbptt]\nk1 = 200\n")  # k2 (default 100) < k1: invalid alone ...
+    assert load_config(TrainConfig, t, ["tbptt.k2=200"], env={}).tbptt.k2 == 200  # ... fixed by --set
+    with pytest.raises(ConfigError, match=r"config '.*t\.toml': .*tbptt\.k2 must be >= tbptt\.k1"):
+        load_config(TrainConfig, t, env={})
+    s = tmp_path / "s.toml"
+    s.write_text("[events]\non_threshold = 0.3\n")  # below off_threshold 0.35: the file's own error
+    with pytest.raises(ConfigError, match=r"config '.*s\.toml': need 0 <= off_threshold"):
+        load_stream_config(s, env={})
+    assert load_stream_config(s, env={}, options={"events.off_threshold": 0.2}).events.on_threshold == 0.3

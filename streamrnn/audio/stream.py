@@ -39,13 +39,15 @@ class FeatureStream:
     ``n_nonfinite``.
     """
 
-    def __init__(self, frontend, sample_rate, nonfinite: str = "error", quality: str = "HQ"):
+    def __init__(self, frontend, sample_rate, nonfinite: str = "error", quality: str = "HQ",
+                 history_seconds: float | None = None):
         self.frontend = as_frontend(frontend)
         self.sample_rate = check_rate(sample_rate, "sample_rate")
         fix_nonfinite(np.zeros(1), nonfinite)  # validates the mode
         self.nonfinite = nonfinite
         fe_rate = self.frontend.sample_rate
-        self.resampler = None if self.sample_rate == fe_rate else Resampler(self.sample_rate, fe_rate, 1, quality)
+        self.resampler = (None if self.sample_rate == fe_rate else
+                          Resampler(self.sample_rate, fe_rate, 1, quality, history_seconds))
         self.reset()
 
     @property
@@ -178,11 +180,13 @@ class AudioStream:
     2
     """
 
-    def __init__(self, model, sample_rate=None, nonfinite: str = "error", quality: str = "HQ"):
+    def __init__(self, model, sample_rate=None, nonfinite: str = "error", quality: str = "HQ",
+                 history_seconds: float | None = None):
         self.model = model
         fe = model_frontend(model)
         rate = fe.sample_rate if sample_rate is None else sample_rate
-        self.features = FeatureStream(fe, rate, nonfinite=nonfinite, quality=quality)
+        self.features = FeatureStream(fe, rate, nonfinite=nonfinite, quality=quality,
+                                      history_seconds=history_seconds)
         self.stream = model.stream()
 
     sample_rate = property(lambda self: self.features.sample_rate, doc="Input sample rate (Hz).")
@@ -243,12 +247,12 @@ class AudioBank:
     """
 
     def __init__(self, model, capacity: int, sample_rate=None, nonfinite: str = "error", quality: str = "HQ",
-                 threads: int = 1):
+                 threads: int = 1, history_seconds: float | None = None):
         self.model = model
         self._fe = model_frontend(model)
         self.sample_rate = check_rate(self._fe.sample_rate if sample_rate is None else sample_rate, "sample_rate")
         fix_nonfinite(np.zeros(1), nonfinite)  # validates the mode
-        self.nonfinite, self.quality = nonfinite, quality
+        self.nonfinite, self.quality, self.history_seconds = nonfinite, quality, history_seconds
         self.bank = model.bank(capacity, threads)
         self.features: dict = {}  # id -> FeatureStream (resampler, leftover samples, pre-emphasis)
 
@@ -266,7 +270,7 @@ class AudioBank:
     def open(self, sid, sample_rate=None) -> None:
         """Add a stream with zero state; its input rate is ``sample_rate`` (default: the bank's)."""
         fs = FeatureStream(self._fe, self.sample_rate if sample_rate is None else sample_rate,
-                           nonfinite=self.nonfinite, quality=self.quality)
+                           nonfinite=self.nonfinite, quality=self.quality, history_seconds=self.history_seconds)
         self.bank.open(sid)
         self.features[sid] = fs
 

@@ -45,6 +45,9 @@ from streamrnn.transport.sources import Chunk, Source, new_epoch
 log = logging.getLogger(__name__)
 
 STATS_STREAM = "_stats"  # reserved stream id of the process-wide stats messages
+# s of input a resampled stream keeps for snapshots: the pipeline takes none, so the least soxr allows
+# for a replay (exact restores at 44.1 kHz would keep ~5 s per stream: AudioStream's default)
+PIPELINE_HISTORY = 1.0
 
 
 # Seconds of warm-up after which the user is told that the kernels are compiling (a warm
@@ -135,7 +138,7 @@ class ModelProcessor(Processor):
             if m.frontend is None:
                 raise InputError(f"model {m.name or ''!s} takes feature frames ({m.input_size} "
                                  f"values per frame) but the stream carries audio")
-            fe = FeatureStream(m.frontend, rate)
+            fe = FeatureStream(m.frontend, rate, history_seconds=PIPELINE_HISTORY)
         else:
             if channels != m.input_size:
                 raise InputError(f"feature frames have {channels} values but the model takes {m.input_size}")
@@ -190,7 +193,7 @@ class FeatureProcessor(Processor):
 
         if content != "audio":
             raise InputError(f"the features command needs audio, got {content!r}")
-        return StreamState(FeatureStream(self.frontend, rate))
+        return StreamState(FeatureStream(self.frontend, rate, history_seconds=PIPELINE_HISTORY))
 
     def run(self, frames: dict) -> tuple[dict, dict]:
         return frames, {}

@@ -456,6 +456,10 @@ class StreamConfig:
             raise ConfigError(f"events must be an EventParams ([events] table), got {self.events!r}")
         return self
 
+    def event_params(self) -> EventParams:
+        """The ``[events]`` section, checked (``self.events``; the name code before it used)."""
+        return self.events.validate()
+
 
 def load_stream_config(path=None, env=None, overrides=(), options: dict | None = None) -> StreamConfig:
     """``load_config(StreamConfig, ...)``: defaults < TOML ``path`` < ``STREAMRNN_*`` environment <

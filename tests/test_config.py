@@ -169,3 +169,12 @@ def test_a_file_made_valid_by_later_layers_loads_and_a_bad_file_is_named(tmp_pat
     with pytest.raises(ConfigError, match=r"config '.*s\.toml': need 0 <= off_threshold"):
         load_stream_config(s, env={})
     assert load_stream_config(s, env={}, options={"events.off_threshold": 0.2}).events.on_threshold == 0.3
+
+
+def test_code_written_before_the_events_section_still_finds_the_defaults():
+    """tools/eval_vad.py (another branch) reads StreamConfig().event_params() and runtime.stats.Stats."""
+    from streamrnn.config import EventParams, StreamConfig
+    from streamrnn.runtime.stats import Stats
+    from streamrnn.stats import Stats as S
+
+    assert StreamConfig().event_params() == EventParams() and Stats is S

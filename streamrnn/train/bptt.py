@@ -39,7 +39,7 @@ from numba import njit
 
 from streamrnn.errors import ShapeError
 from streamrnn.nn.cells import ACT_CODES, CELL_CODES, GRU, LSTM, RNN_RELU, SAVE_WIDTH, Architecture, PackedLayout
-from streamrnn.nn.model import Model, Workspace, run_forward
+from streamrnn.nn.model import Model, Workspace, forward_table, run_forward
 from streamrnn.train.losses import loss_and_dlogits
 
 
@@ -262,11 +262,9 @@ class BPTT:
         self.dtype = np.dtype(dtype)
         self.ws = Workspace(arch, self.B, self.dtype)
         self.t_cap = 0
-        # A Model whose theta attribute is pointed at the caller's parameters on each call:
-        # the forward goes through run_forward, the very entry point the runtime uses.
-        from streamrnn.nn.cells import init_tensors
-
-        self.model = Model(arch, init_tensors(arch, np.random.default_rng(0)), dtype=self.dtype)
+        # the kernel's table for these weights' layout: the forward goes through run_forward with
+        # the caller's parameters, the very kernel the runtime uses (fast tanh/sigmoid in float32, as a Model)
+        self.mi = forward_table(arch, self.layout, self.dtype == np.float32)
         self.cell_code = CELL_CODES[arch.cell]
         self.act_code = ACT_CODES[arch.activation]
         H, B, GH = arch.hidden_size, self.B, arch.gates * arch.hidden_size
@@ -300,14 +298,12 @@ class BPTT:
         T = x.shape[0]
         rows = np.flatnonzero(reset.any(axis=1))
         cuts = sorted(set([0, *rows.tolist(), T]))
-        m = self.model
-        m.theta = theta
         for t0, t1 in zip(cuts[:-1], cuts[1:]):
             lanes = np.flatnonzero(reset[t0])
             if lanes.size:
                 h[:, lanes] = 0.0
                 c[:, lanes] = 0.0
-            run_forward(m, x[t0:t1], h, c, self.ws, y[t0:t1], None if save is None else save[:, t0:t1],
+            run_forward(self.mi, theta, x[t0:t1], h, c, self.ws, y[t0:t1], None if save is None else save[:, t0:t1],
                         apply_act=False)
             xn[t0:t1] = self.ws.views(t1 - t0)[0]  # the kernel's normalised input (layer-0 input)
 

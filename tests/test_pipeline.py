@@ -167,7 +167,7 @@ def test_look_ahead_model_reports_each_row_for_its_own_frame_on_the_audio_clock(
     x = -np.ones((100, 1), np.float32)
     x[20:50] = 1.0  # as a delay-D model sees it: the segment of frames 15..44
     keep = Keep()
-    p = Pipeline(None, [keep], model=m, config=StreamConfig(min_on=0.05, min_off=0.1))
+    p = Pipeline(None, [keep], model=m, config=StreamConfig(events=EventParams(min_on=0.05, min_off=0.1)))
     for ch in chunks_of(x, sizes=(2, 3, 7)):  # the first two chunks hold only the D unreported rows
         p.process(ch)
     preds = keep.kind("pred")

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from streamrnn import __version__
+from streamrnn.config import EventParams, StreamConfig
 from streamrnn.errors import StreamRNNError
 
 
@@ -72,7 +73,8 @@ def info(model: str, as_json: bool):
 
 # --- stream / features / listen / devices (the real-time runtime) ------------------------
 def _common_stream_options(f):
-    """Options shared by ``stream`` and ``features``; every default lives in StreamConfig."""
+    """Options shared by ``stream`` and ``features``; each is named like its StreamConfig key, where
+    its default lives (a new option: the field there and the click option here)."""
     opts = [
         click.option("--source", help="mic, mic:DEVICE, file:PATH, stdin, demo, zmq+sub://HOST:PORT, "
                                       "zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH ...). Default: mic."),
@@ -82,18 +84,18 @@ def _common_stream_options(f):
                      help="TOML file of defaults (e.g. configs/stream.toml)."),
         click.option("--duration", type=float, help="Seconds to run (default: until the source ends or a signal)."),
         click.option("--stream-id", help="Stream id of a single-stream source (default mic0, file0, stdin0, demo0)."),
-        click.option("--rate", type=int, help="Sample rate of stdin and the microphone, Hz (default 16000)."),
-        click.option("--format", "fmt", type=click.Choice(["s16le", "f32le"]), help="stdin sample format."),
-        click.option("--channels", type=int, help="Channels of stdin and the microphone (default 1)."),
-        click.option("--block-ms", type=float, help="Milliseconds of audio per block (default 20)."),
+        click.option("--rate", type=int, help=f"Sample rate of stdin and the microphone, Hz (default {StreamConfig.rate})."),
+        click.option("--format", "format", type=click.Choice(["s16le", "f32le"]), help="stdin sample format."),
+        click.option("--channels", type=int, help=f"Channels of stdin and the microphone (default {StreamConfig.channels})."),
+        click.option("--block-ms", type=float, help=f"Milliseconds of audio per block (default {StreamConfig.block_ms:g})."),
         click.option("--realtime/--no-realtime", default=None,
                      help="Pace file sources like a microphone (default: the demo yes, files no)."),
-        click.option("--json/--no-json", "as_json", default=None, help="JSON lines on stdout even on a terminal."),
+        click.option("--json/--no-json", "json", default=None, help="JSON lines on stdout even on a terminal."),
         click.option("--max-message-bytes", type=int, help="Largest accepted ZeroMQ message (bytes)."),
-        click.option("--max-streams", type=int, help="Most concurrent streams of a ZeroMQ source (default 64)."),
+        click.option("--max-streams", type=int, help=f"Most concurrent streams of a ZeroMQ source (default {StreamConfig.max_streams})."),
         click.option("--idle-timeout", type=float,
                      help="Close a stream after this many seconds without data (default 0: never)."),
-        click.option("--max-model-bytes", type=int, help="Refuse model files larger than this (default 256 MiB)."),
+        click.option("--max-model-bytes", type=int, help=f"Refuse model files larger than this (default {StreamConfig.max_model_bytes >> 20} MiB)."),
         *_curve_options(),
     ]
     for o in reversed(opts):
@@ -123,136 +125,91 @@ def _apply(options):
     return deco
 
 
-def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
-    """Build config, source, sinks and pipeline; run until done or SIGINT/SIGTERM; print stats."""
+def _stream_config(config_path, options: dict, sets=()):
+    """The StreamConfig of a command: options are named like StreamConfig's keys, the [events] keys
+    by their own names (--min-on is events.min_on, --events/--no-events events.enabled)."""
+    import dataclasses
+
+    from streamrnn.config import EventParams, load_stream_config
+
+    ev = {f.name for f in dataclasses.fields(EventParams)}
+    keys = {("events.enabled" if k == "events" else f"events.{k}" if k in ev else k): v for k, v in options.items()}
+    return load_stream_config(config_path, overrides=sets, options=keys)
+
+
+def _run_until_signal(run, cfg) -> None:
+    """``run(cfg, stop, on_ready)`` with SIGINT/SIGTERM setting ``stop``; what runs and its stats go
+    to stderr."""
     import signal
     import threading
 
-    from streamrnn.runtime.pipeline import Pipeline, load_stream_config
-    from streamrnn.runtime.stats import Stats
-    from streamrnn.transport.sinks import open_sink
-    from streamrnn.transport.sources import open_source
-
-    cfg = load_stream_config(config_path, overrides=overrides)
-    model = frontend = None
-    if mode == "pred":
-        if not cfg.model:
-            raise click.UsageError("--model is required (or `model` in the config / STREAMRNN_MODEL)")
-        from streamrnn import load_model
-
-        model = load_model(cfg.model, max_bytes=cfg.max_model_bytes)
-        if model.arch.vocab_size is not None:  # a token model reads text, not audio
-            return _run_text_stream(model, cfg)
-    else:
-        from streamrnn.audio.frontend import LogMel, as_frontend
-
-        if cfg.model:
-            from streamrnn import load_model
-
-            fe = load_model(cfg.model, max_bytes=cfg.max_model_bytes).frontend
-            if fe is None:
-                raise click.UsageError(f"model {cfg.model!r} has no front end (it takes feature frames)")
-            frontend = as_frontend(fe)
-        else:
-            frontend = LogMel()
-    from streamrnn.transport.endpoints import CurveConfig
-
-    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow)
-    stats = Stats()
-    source = open_source(cfg.source, stats=stats, rate=cfg.rate, fmt=cfg.format, channels=cfg.channels,
-                         realtime=cfg.realtime, block_ms=cfg.block_ms, queue_seconds=cfg.queue_seconds,
-                         max_message_bytes=cfg.max_message_bytes, max_streams=cfg.max_streams,
-                         hwm_seconds=cfg.hwm_seconds, stream_id=cfg.stream_id, curve=curve)
-    sinks = [open_sink(u, stats=stats, json_stdout=cfg.json, hwm_seconds=cfg.hwm_seconds, curve=curve)
-             for u in cfg.sink]
-    pipe = Pipeline(source, sinks, model=model, frontend=frontend, config=cfg, stats=stats, mode=mode)
     stop = threading.Event()
 
     def on_signal(signum, frame):
         stop.set()  # the loop notices within 50 ms, ends segments, flushes sinks, exits 0
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    def ready(pipe):
+        started.append(pipe)
+        click.echo(f"streamrnn: streaming {pipe.source.describe()} -> "
+                   f"{', '.join(s.describe() for s in pipe.sinks)}", err=True)
 
     started = []
-
-    def ready():
-        started.append(1)
-        click.echo(f"streamrnn: streaming {source.describe()} -> "
-                   f"{', '.join(s.describe() for s in sinks)}", err=True)
-
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pipe.run(stop, on_ready=ready)
+        run(cfg, stop, ready)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         if started:
-            click.echo(stats.summary(), err=True)
+            click.echo(started[0].summary(), err=True)
 
 
-def _run_text_stream(model, cfg):
-    """A token model on UTF-8 text from stdin: one next_token event (top 5) per token to every sink."""
-    import signal
-    import threading
-
-    from streamrnn.errors import ConfigError
-    from streamrnn.runtime.textstream import run_text_stream
-    from streamrnn.transport.endpoints import CurveConfig
-    from streamrnn.transport.sinks import open_sink
-
-    if cfg.source != "stdin":
-        raise ConfigError(f"model {model.name!r} reads text: use --source stdin (UTF-8 text), not {cfg.source!r}")
-    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow)
-    sinks = [open_sink(u, json_stdout=cfg.json, hwm_seconds=cfg.hwm_seconds, curve=curve) for u in cfg.sink]
-    stop = threading.Event()
-    old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        stats = run_text_stream(model, sinks, stream_id=cfg.stream_id or "stdin0", duration=cfg.duration, stop=stop,
-                                on_ready=lambda: click.echo(f"streamrnn: reading text from stdin -> "
-                                                            f"{', '.join(s.describe() for s in sinks)}", err=True))
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    click.echo(stats.summary(latency=False), err=True)
+_SET_OPTION = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                           help="Set any config key, e.g. --set events.min_on=0.2 (repeatable).")
 
 
 @cli.command()
 @click.option("--model", help="Model file or bundled name (e.g. vad).")
 @_common_stream_options
 @click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on).")
-@click.option("--on-threshold", type=float, help="Probability that starts a segment (default 0.5).")
-@click.option("--off-threshold", type=float, help="Probability below which a segment may end (default 0.35).")
-@click.option("--min-on", type=float, help="Shortest segment, seconds (default 0.1).")
-@click.option("--min-off", type=float, help="Shortest gap, seconds; shorter dips are bridged (default 0.2).")
-@click.option("--max-segment", type=float, help="Longest segment before it is cut, seconds (default 30).")
+@click.option("--on-threshold", type=float,
+              help=f"Probability that starts a segment (default {EventParams.on_threshold}).")
+@click.option("--off-threshold", type=float,
+              help=f"Probability below which a segment may end (default {EventParams.off_threshold}).")
+@click.option("--min-on", type=float, help=f"Shortest segment, seconds (default {EventParams.min_on}).")
+@click.option("--min-off", type=float,
+              help=f"Shortest gap, seconds; shorter dips are bridged (default {EventParams.min_off}).")
+@click.option("--max-segment", type=float,
+              help=f"Longest segment before it is cut, seconds (default {EventParams.max_segment:g}).")
 @click.option("--threads", type=int,
               help="Numba threads that share the model step of many streams (default 1: single-threaded, "
                    "nothing spins); at most NUMBA_NUM_THREADS, the CPU count by default.")
-def stream(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
-           as_json, max_message_bytes, max_streams, idle_timeout, events, on_threshold, off_threshold, min_on,
-           min_off, max_segment, threads, **limits):
+@_SET_OPTION
+def stream(config_path, sets, **options):
     """Run MODEL on live audio or feature frames; publish predictions and events.
 
+    A token model (next-token text model) reads UTF-8 text from --source stdin instead and
+    publishes one next_token event per token.
     Precedence of every option: command line > STREAMRNN_* environment > --config > defaults.
     Stats go to stderr at exit; SIGINT/SIGTERM end segments, flush the sinks and exit 0.
     """
-    _run_pipeline("pred", config_path, dict(
-        model=model, source=source, sink=tuple(sink), duration=duration, stream_id=stream_id, rate=rate,
-        format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
-        max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout, events=events,
-        on_threshold=on_threshold, off_threshold=off_threshold, min_on=min_on, min_off=min_off,
-        max_segment=max_segment, threads=threads, **limits))  # limits: --max-model-bytes, --curve-*
+    from streamrnn.runtime.run import run_stream
+
+    cfg = _stream_config(config_path, options, sets)
+    if not cfg.model:
+        raise click.UsageError("--model is required (or `model` in the config / STREAMRNN_MODEL)")
+    _run_until_signal(run_stream, cfg)
 
 
 @cli.command()
 @click.option("--model", help="Use this model's front end (default: LogMel defaults, 40 mels at 16 kHz).")
 @_common_stream_options
-def features(model, source, sink, config_path, duration, stream_id, rate, fmt, channels, block_ms, realtime,
-             as_json, max_message_bytes, max_streams, idle_timeout, **limits):
+@_SET_OPTION
+def features(config_path, sets, **options):
     """Stream live audio features (the front end alone; content "features")."""
-    _run_pipeline("features", config_path, dict(
-        model=model, source=source, sink=tuple(sink), duration=duration, stream_id=stream_id, rate=rate,
-        format=fmt, channels=channels, block_ms=block_ms, realtime=realtime, json=as_json,
-        max_message_bytes=max_message_bytes, max_streams=max_streams, idle_timeout=idle_timeout, **limits))
+    from streamrnn.runtime.run import run_features
+
+    _run_until_signal(run_features, _stream_config(config_path, options, sets))
 
 
 @cli.command()
@@ -271,50 +228,27 @@ def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret
     tcp://HOST:PORT / ipc://PATH (subscribe, connect). Malformed messages print as
     {"bad": REASON, "error": ...}; counts by reason go to stderr at exit.
     """
-    import dataclasses
     import signal
-    import time
+    import threading
 
-    import zmq
+    from streamrnn.transport.endpoints import CurveConfig
+    from streamrnn.transport.listen import listen as listen_to
 
-    from streamrnn.runtime.stats import Stats
-    from streamrnn.transport import wire
-    from streamrnn.transport.endpoints import CurveConfig, close_socket, open_socket, parse_zmq_uri
-
-    if url.startswith(("tcp://", "ipc://")):
-        scheme, rest = url.split("://", 1)
-        url = f"zmq+sub://{rest}" if scheme == "tcp" else f"zmq+sub+ipc://{rest}"
-    ep = parse_zmq_uri(url, allowed=("sub", "pull"))
-    if ep.pattern == "sub":
-        ep = dataclasses.replace(ep, topic=topic if ep.topic is None else ep.topic)
-    mmb = max_message_bytes or wire.DEFAULT_MAX_MESSAGE_BYTES
     curve = CurveConfig.from_options(curve_secret_key, curve_server_key, curve_allow)
-    sock = open_socket(zmq.Context.instance(), ep, hwm=10000, max_message_bytes=2 * mmb + 4096, curve=curve)
-    stats, stopped = Stats(), []
-    old = {s: signal.signal(s, lambda *a: stopped.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
-    click.echo(f"streamrnn: listening on {ep.address} (topic {ep.topic!r})", err=True)
-    t_end = time.monotonic() + duration if duration else None
-    n = 0
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    stats = None
     try:
-        while not stopped and (not count or n < count) and (t_end is None or time.monotonic() < t_end):
-            if not sock.poll(50):
-                continue
-            frames = sock.recv_multipart()
-            n += 1
-            try:
-                m = wire.decode(frames, mmb)
-            except wire.WireError as e:
-                stats.count("bad", e.reason)
-                click.echo(json.dumps({"bad": e.reason, "error": str(e)}))
-                continue
-            stats.count("messages", m.kind_name)
-            click.echo(json.dumps(m.to_json(with_data=not no_data)))
+        stats = listen_to(url, lambda rec: click.echo(json.dumps(rec)), topic=topic, count=count,
+                          duration=duration, with_data=not no_data, max_message_bytes=max_message_bytes,
+                          curve=curve, stop=stop, on_ready=lambda ep: click.echo(
+                              f"streamrnn: listening on {ep.address} (topic {ep.topic!r})", err=True))
     finally:
-        close_socket(sock, 0)
         for s, h in old.items():
             signal.signal(s, h)
         sys.stdout.flush()
-        click.echo(stats.summary(latency=False), err=True)
+        if stats is not None:
+            click.echo(stats.summary(latency=False), err=True)
 
 
 @cli.command()

@@ -1,18 +1,22 @@
-"""Configuration: frozen dataclasses with commented defaults, TOML files and overrides.
+"""Configuration: every frozen config dataclass (streaming, events, training) and the one loader.
 
 Layers, later ones win::
 
-    dataclass defaults  <  TOML file  <  environment (STREAMRNN_<SECTION>__<KEY>)  <  --set key=value
+    dataclass defaults  <  TOML file  <  environment  <  command line (options, --set key=value)
 
 The loader is generic: any frozen dataclass whose fields are scalars, lists,
 ``X | None`` or nested frozen dataclasses (TOML tables) works.  Unknown keys
 anywhere are a ``ConfigError`` naming the key and the known ones; values are
-converted and checked against the field's type.
+converted and checked against the field's type (``convert``), then by the
+dataclass itself.
 
-Environment overrides: for a config with prefix ``STREAMRNN_TRAIN``, the
-variable ``STREAMRNN_TRAIN__OPTIM__LR=0.01`` sets ``optim.lr`` (``__``
-separates levels; names are case-insensitive).  Values are parsed like
-``--set`` values.
+Environment names, one scheme for every config: the class's ``ENV_PREFIX``
+followed by the dotted key with ``__`` for each dot, upper case.
+``StreamConfig`` (prefix ``STREAMRNN_``): ``STREAMRNN_RATE=8000``,
+``STREAMRNN_EVENTS__MIN_ON=0.2``; ``TrainConfig`` (prefix ``STREAMRNN_TRAIN__``):
+``STREAMRNN_TRAIN__OPTIM__LR=0.01``.  Values are parsed like ``--set`` values.
+A ``STREAMRNN_*`` variable that no config knows is logged as a warning (with
+the closest known name), never silently ignored.
 
 ``--set`` values are TOML literals when they parse as one (``3``, ``1e-3``,
 ``true``, ``["a", "b"]``, ``"text"``), else plain strings (``gru``);
@@ -25,7 +29,10 @@ separates levels; names are case-insensitive).  Values are parsed like
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
+import logging
 import math
 import os
 import tomllib
@@ -35,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamrnn.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------
 # generic loader
@@ -128,7 +137,9 @@ def from_dict(cls, d: dict, prefix: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in d if k not in names]
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known keys in "
+        moved = [k for k in leaf_keys(cls) if k.rsplit(".", 1)[-1] == unknown[0]]
+        hint = f" (did you mean {prefix + moved[0]!r}, in its [{moved[0].rsplit('.', 1)[0]}] table?)" if moved else ""
+        raise ConfigError(f"unknown key {prefix + unknown[0]!r} in config{hint}; known keys in "
                           f"{prefix.rstrip('.') or 'the top level'}: {', '.join(names)}")
     kw = {k: convert(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
     try:
@@ -179,8 +190,32 @@ def _set_path(d: dict, cls, path: list[str], value, full: str):
     _set_path(sub, tp, path[1:], value, full)
 
 
+def _type_at(cls, path: list[str]):
+    tp = _hints(cls)[path[0]]
+    return tp if len(path) == 1 else _type_at(tp, path[1:])
+
+
+def _set_value(d: dict, cls, key: str, value, origin: str) -> None:
+    """Check ``key`` against ``cls``, convert ``value`` to its field's type (a ConfigError names
+    ``origin``: the variable or option it came from) and put it into the nested dict ``d``."""
+    path = key.split(".")
+    _set_path(d, cls, path, value, key)  # checks the key
+    try:
+        value = convert(value, _type_at(cls, path), key)
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}" if origin else str(e)) from None
+    _set_path(d, cls, path, value, key)
+
+
 def apply_overrides(cls, d: dict, overrides) -> dict:
-    """Apply ``key=value`` strings (dotted keys) to the nested dict ``d`` (in place)."""
+    """Apply overrides to the nested dict ``d`` (in place): ``key=value`` strings (dotted keys,
+    ``--set``) or a mapping of dotted key -> value (command-line options; None and () mean unset)."""
+    if isinstance(overrides, dict):
+        for k, v in overrides.items():
+            if v is None or (isinstance(v, tuple) and not v):
+                continue
+            _set_value(d, cls, k, v, f"option --{k.rsplit('.', 1)[-1].replace('_', '-')}")
+        return d
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=0.001)")
@@ -190,15 +225,51 @@ def apply_overrides(cls, d: dict, overrides) -> dict:
     return d
 
 
-def env_overrides(prefix: str, env=None) -> list[str]:
-    """``PREFIX__A__B=value`` environment variables as ``a.b=value`` overrides (sorted)."""
+ENV_ROOT = "STREAMRNN_"  # every setting's environment name starts so
+# switches of the test suite and CI (.ci/run, tests/), not settings: never warned about
+HARNESS_ENV = frozenset({"STREAMRNN_REQUIRE_AUDIO", "STREAMRNN_SOAK_SECONDS"})
+
+
+def leaf_keys(cls, prefix: str = "") -> list[str]:
+    """Every dotted key of a config class (sections expanded)."""
+    out = []
+    for k, tp in _hints(cls).items():
+        out += leaf_keys(tp, f"{prefix}{k}.") if _is_section(tp) else [prefix + k]
+    return out
+
+
+def env_name(cls, key: str) -> str:
+    """The environment variable of dotted ``key`` of ``cls``: ``STREAMRNN_EVENTS__MIN_ON``."""
+    return cls.ENV_PREFIX + key.upper().replace(".", "__")
+
+
+def env_overrides(cls, env=None) -> list[tuple[str, str, str]]:
+    """The environment's settings of ``cls`` as (key, value, variable), sorted by variable.
+
+    Variables under ``cls.ENV_PREFIX`` that name no key of ``cls`` are errors when the prefix is the
+    class's own (``STREAMRNN_TRAIN__``); any other ``STREAMRNN_*`` variable that no config class
+    knows is logged as a warning naming the closest known variable (a typo must not go unnoticed).
+    """
     env = os.environ if env is None else env
-    head = prefix.upper() + "__"
+    mine = {env_name(cls, k): k for k in leaf_keys(cls)}
+    known = set(HARNESS_ENV).union(*({env_name(c, k) for k in leaf_keys(c)} for c in CONFIG_CLASSES))
     out = []
     for name in sorted(env):
-        if name.upper().startswith(head):
-            key = name[len(head):].lower().replace("__", ".")
-            out.append(f"{key}={env[name]}")
+        up = name.upper()
+        if not up.startswith(ENV_ROOT):
+            continue
+        if up in mine:
+            out.append((mine[up], env[name], name))
+        elif cls.ENV_PREFIX != ENV_ROOT and up.startswith(cls.ENV_PREFIX):
+            key = up[len(cls.ENV_PREFIX):].lower().replace("__", ".")
+            out.append((key, env[name], name))  # an unknown key: the loader's ConfigError names it
+        elif up not in known:
+            # match by the whole name and by the last key alone (STREAMRNN_MINON ~ ..._EVENTS__MIN_ON)
+            alias = {n: n for n in known - HARNESS_ENV}
+            alias.update({ENV_ROOT + n.rsplit("__", 1)[-1]: n for n in known - HARNESS_ENV if "__" in n})
+            close = difflib.get_close_matches(up, sorted(alias), n=1, cutoff=0.75)
+            log.warning("environment variable %s is not a streamrnn setting and is ignored%s", name,
+                        f" (did you mean {alias[close[0]]}?)" if close else "")
     return out
 
 
@@ -216,18 +287,42 @@ def read_toml(path) -> dict:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
 
 
-def load_config(cls, path=None, overrides=(), env=None):
-    """Defaults < TOML ``path`` < environment (``cls.ENV_PREFIX``) < ``overrides``.
+def load_config(cls, path=None, overrides=(), env=None, options: dict | None = None):
+    """Defaults < TOML ``path`` < environment (``env_name``) < ``overrides`` (``--set`` strings)
+    < ``options`` (command-line options: dotted key -> value, None = not given).
 
     Raises ConfigError for unreadable files, TOML syntax errors, unknown keys
-    and badly typed values (each naming the key).
+    and badly typed values (each naming the key and where the value came from).
     """
     d: dict = read_toml(path) if path is not None else {}
-    prefix = getattr(cls, "ENV_PREFIX", None)
-    if prefix:
-        apply_overrides(cls, d, env_overrides(prefix, env))
+    from_file = copy.deepcopy(d)
+    for key, value, name in env_overrides(cls, env):
+        try:
+            tp = _type_at(cls, key.split("."))
+        except (KeyError, TypeError):
+            tp = None  # an unknown key: _set_value's check names it
+        # text fields take the text as it is (a stream id "007" stays "007"); others parse like --set
+        texty = tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType)
+                              and str in typing.get_args(tp))
+        _set_value(d, cls, key, value if texty else _parse_literal(value), f"environment {name}")
     apply_overrides(cls, d, overrides)
-    return from_dict(cls, d)
+    apply_overrides(cls, d, options or {})
+    try:
+        return from_dict(cls, d)
+    except ConfigError as e:
+        if path is not None and _same_error(cls, from_file, e):
+            raise ConfigError(f"config {str(path)!r}: {e}") from None  # the file's own error: name it
+        raise
+
+
+def _same_error(cls, d: dict, e: ConfigError) -> bool:
+    """Whether ``d`` alone fails with the error ``e`` (then the TOML file is where it comes from; a
+    file that later layers make valid, e.g. k1 > k2 fixed by --set, is no error)."""
+    try:
+        from_dict(cls, d)
+    except ConfigError as fe:
+        return str(fe) == str(e)
+    return False
 
 
 def _choice(value, allowed, key):
@@ -241,7 +336,144 @@ def _positive(value, key, allow_zero=False):
 
 
 # ------------------------------------------------------------------------------------------------
+# streaming: `streamrnn stream` / `features`, `streamrnn.run_stream`
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 << 20     # 4 MiB: ~60 s of 16 kHz float32 mono in one message
+
+LIMITS = {                              # upper bounds of StreamConfig values (docs/operations.md)
+    "max_streams": 4096,                # streams: each holds a model state and a resampler
+    "max_message_bytes": 256 * 2**20,   # bytes: libzmq's MAXMSGSIZE is twice this
+    "max_model_bytes": 4 * 2**30,       # bytes
+    "queue_seconds": 60.0,              # s of microphone audio held in memory
+    "hwm_seconds": 60.0,                # s of messages queued per ZeroMQ socket
+    "channels": 64,
+    "rate": 1_000_000,                  # Hz
+}
+
+
+@dataclass(frozen=True)
+class EventParams:
+    """The ``[events]`` section: hysteresis on sigmoid outputs, durations in seconds.
+
+    The one place the event defaults live (command line, stream.toml, ``EventDetector``).
+
+    >>> EventParams(min_on=0.05).in_frames(100.0)
+    {'on': 0.5, 'off': 0.35, 'min_on': 5, 'min_off': 20, 'max_len': 3000}
+    """
+
+    on_threshold: float = 0.5    # probability that starts a segment
+    off_threshold: float = 0.35  # probability below which a segment may end (<= on_threshold)
+    min_on: float = 0.1          # s: shortest segment reported
+    min_off: float = 0.2         # s: shortest gap; shorter dips are bridged
+    max_segment: float = 30.0    # s: longer segments are cut (a new one may follow)
+    enabled: bool = True         # events for sigmoid outputs at all (--events/--no-events)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "EventParams":
+        if not 0.0 <= self.off_threshold <= self.on_threshold <= 1.0:
+            raise ConfigError(f"need 0 <= off_threshold ({self.off_threshold}) <= on_threshold "
+                              f"({self.on_threshold}) <= 1")
+        for k in ("min_on", "min_off", "max_segment"):
+            if not getattr(self, k) >= 0:
+                raise ConfigError(f"{k} must be >= 0 seconds, got {getattr(self, k)}")
+        if self.max_segment < self.min_on:
+            raise ConfigError(f"max_segment ({self.max_segment} s) must be >= min_on ({self.min_on} s)")
+        return self
+
+    def in_frames(self, frame_rate: float) -> dict:
+        """Durations rounded to whole frames (min_on >= 1, max_len >= min_on)."""
+        min_on = max(1, round(self.min_on * frame_rate))
+        return dict(on=self.on_threshold, off=self.off_threshold, min_on=min_on,
+                    min_off=max(1, round(self.min_off * frame_rate)),
+                    max_len=max(min_on, round(self.max_segment * frame_rate)))
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Everything ``streamrnn stream`` / ``features`` and ``streamrnn.run_stream`` need.
+
+    Precedence: command line > ``STREAMRNN_*`` environment > TOML (``configs/stream.toml``) > these
+    defaults.  Checked on construction (ConfigError naming the key, the value and the limit).
+
+    >>> cfg = StreamConfig(model="vad", source="demo", sink=("null",), events=EventParams(min_on=0.2))
+    >>> cfg.events.min_on, cfg.rate
+    (0.2, 16000)
+    >>> load_stream_config(env={"STREAMRNN_EVENTS__MIN_ON": "0.3"}).events.min_on
+    0.3
+    """
+
+    ENV_PREFIX: typing.ClassVar[str] = "STREAMRNN_"
+    model: str | None = None            # model file or bundled name
+    source: str = "mic"                 # source URI (see transport.sources)
+    sink: tuple[str, ...] = ("stdout",)  # sink URIs (see transport.sinks)
+    stream_id: str | None = None        # id of a single-stream source (default mic0, file0, stdin0, demo0)
+    duration: float = 0.0               # s of wall-clock time to run; 0 = until the source ends or a signal
+    rate: int = 16000                   # Hz: stdin sample rate; microphone rate
+    format: str = "s16le"               # stdin sample format: s16le | f32le
+    channels: int = 1                   # stdin / microphone channels
+    block_ms: float = 20.0              # ms of audio per block read from mic, file, stdin
+    realtime: bool | None = None        # pace file sources like a live microphone; None: the demo yes, files no
+    json: bool = False                  # JSON lines on stdout even on a terminal
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # bytes: larger messages are refused
+    max_streams: int = 64               # concurrent streams of a ZeroMQ source
+    idle_timeout: float = 0.0           # s without data after which a stream is closed; 0 = never
+    threads: int = 1                    # Numba threads sharing the bank's model step (1: single-threaded)
+    queue_seconds: float = 2.0          # s of audio the microphone queue holds before dropping the oldest
+    hwm_seconds: float = 2.0            # s of messages each ZeroMQ socket queues
+    stats_interval: float = 1.0         # s between stats messages (kind 7)
+    desc_interval: float = 1.0          # s between repeated descriptors (and heartbeats)
+    max_model_bytes: int = 256 * 2**20  # bytes: larger model files are refused before reading
+    curve_secret_key: str | None = None  # CurveZMQ key pair (.key_secret): binding sockets encrypt
+    curve_server_key: str | None = None  # server's public key (.key): connecting sockets encrypt
+    curve_allow: str | None = None      # directory of client public keys (*.key) a binding socket accepts
+    events: EventParams = field(default_factory=EventParams)  # [events]: hysteresis on sigmoid outputs
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "StreamConfig":
+        if self.duration < 0:
+            raise ConfigError(f"duration must be >= 0 s, got {self.duration}")
+        if self.format not in ("s16le", "f32le"):
+            raise ConfigError(f"format {self.format!r} is not s16le or f32le")
+        for k, lo in (("rate", 1), ("channels", 1), ("max_streams", 1), ("max_message_bytes", 128),
+                      ("max_model_bytes", 8), ("threads", 1)):
+            if getattr(self, k) < lo:
+                raise ConfigError(f"{k} must be >= {lo}, got {getattr(self, k)}")
+        for k, hi in LIMITS.items():  # hard caps: each bounds memory a config typo could exhaust
+            if getattr(self, k) > hi:
+                raise ConfigError(f"{k} = {getattr(self, k)} is above the limit of {hi}")
+        if self.idle_timeout < 0:
+            raise ConfigError(f"idle_timeout must be >= 0 s (0 = never), got {self.idle_timeout}")
+        for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):
+            if not getattr(self, k) > 0:
+                raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
+        if not self.sink:
+            raise ConfigError("at least one sink is needed")
+        if not isinstance(self.events, EventParams):
+            raise ConfigError(f"events must be an EventParams ([events] table), got {self.events!r}")
+        return self
+
+    def event_params(self) -> EventParams:
+        """The ``[events]`` section, checked (``self.events``; the name code before it used)."""
+        return self.events.validate()
+
+
+def load_stream_config(path=None, env=None, overrides=(), options: dict | None = None) -> StreamConfig:
+    """``load_config(StreamConfig, ...)``: defaults < TOML ``path`` < ``STREAMRNN_*`` environment <
+    ``--set`` strings < command-line ``options`` (dotted key -> value; None = not given)."""
+    if isinstance(overrides, dict):  # a mapping is command-line options
+        overrides, options = (), {**overrides, **(options or {})}
+    return load_config(StreamConfig, path, overrides, env, options)
+
+
+# ------------------------------------------------------------------------------------------------
 # training
+
+
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")  # the keys of nn.cells.CELL_CODES (config sits below nn)
 
 
 @dataclass(frozen=True)
@@ -261,9 +493,7 @@ class ModelSection:
     #                 stored in the model file; live outputs come D frames late, reported for their own frame
 
     def __post_init__(self):
-        from streamrnn.nn.cells import CELL_CODES
-
-        _choice(self.cell, tuple(CELL_CODES), "model.cell")
+        _choice(self.cell, CELLS, "model.cell")
         _choice(self.init, ("glorot", "pytorch"), "model.init")
         _positive(self.hidden_size, "model.hidden_size")
         _positive(self.embedding_size, "model.embedding_size")
@@ -383,7 +613,7 @@ class LoopSection:
 class TrainConfig:
     """Everything ``streamrnn train`` needs; sections are TOML tables."""
 
-    ENV_PREFIX: typing.ClassVar[str] = "STREAMRNN_TRAIN"
+    ENV_PREFIX: typing.ClassVar[str] = "STREAMRNN_TRAIN__"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     tbptt: TBPTTSection = field(default_factory=TBPTTSection)
@@ -398,3 +628,6 @@ class TrainConfig:
             raise ConfigError(f"data.kind 'text' trains a next-token model, which reads the tokens so far only: "
                               f"it cannot be bidirectional or have a delay (got model.bidirectional = "
                               f"{str(m.bidirectional).lower()}, model.delay = {m.delay})")
+
+
+CONFIG_CLASSES = (StreamConfig, TrainConfig)  # every config with environment names (for the typo warning)

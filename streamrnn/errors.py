@@ -31,6 +31,17 @@ class StreamingError(StreamRNNError, ValueError):
     """The model cannot run as a stream (a bidirectional model needs the whole sequence)."""
 
 
+class StreamIdError(StreamRNNError, KeyError):
+    """A stream id is not open in a bank."""
+
+    def __str__(self):  # KeyError would print the message quoted, like a key
+        return str(self.args[0]) if self.args else ""
+
+
+class StreamExistsError(StreamRNNError, ValueError):
+    """A stream id is already open in a bank (close or reset it instead)."""
+
+
 class CapacityError(StreamRNNError):
     """A configured bound (streams, queue length, size) was reached."""
 

@@ -69,7 +69,7 @@ def run_lanes(m, x):
     T, B, _ = x.shape
     h = np.zeros((m.num_layers, B, m.hidden_size), np.float32)
     y = np.empty((T, B, m.output_size), np.float32)
-    run_forward(m, x, h, np.zeros_like(h), Workspace(m.arch, B, np.float32), y)
+    run_forward(m._mi, m.theta, x, h, np.zeros_like(h), Workspace(m.arch, B, np.float32), y)
     return y, h
 
 
@@ -93,7 +93,7 @@ def test_saved_activations_match_reference(cell):
     c = np.zeros_like(h)
     y = np.empty((T, 1, m.output_size))
     save = np.zeros((L, T, 1, m.save_width))
-    run_forward(m, x, h, c, Workspace(m.arch, 1, np.float64), y, save=save, apply_act=False)
+    run_forward(m._mi, m.theta, x, h, c, Workspace(m.arch, 1, np.float64), y, save=save, apply_act=False)
     # the last saved slot of every cell is h_t of that layer
     ref_h = []
     hh, cc = np.zeros((L, H)), np.zeros((L, H))

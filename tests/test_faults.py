@@ -25,7 +25,7 @@ import pytest
 import zmq
 
 import streamrnn
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.train.trainer import read_checkpoint
 from streamrnn.transport import wire
 from streamrnn.transport.sources import MicSource

@@ -287,9 +287,9 @@ def test_equal_settings_share_tables_not_state():
     """Front ends with equal settings share their read-only tables (one copy for a server's thousand
     streams) but never their streaming state."""
     a, b = LogMel(), LogMel()
-    assert a._ftab is b._ftab and a._itab is b._itab
-    assert LogMel(n_mels=20)._ftab is not a._ftab
-    assert MFCC(n_mfcc=13)._ftab is not MFCC(n_mfcc=20)._ftab
+    assert a._tables is b._tables and a._tables.ftab is b._tables.ftab
+    assert LogMel(n_mels=20)._tables.ftab is not a._tables.ftab
+    assert MFCC(n_mfcc=13)._tables.ftab is not MFCC(n_mfcc=20)._tables.ftab
     x = np.random.default_rng(13).standard_normal(4000).astype(np.float32)
     ref = LogMel().compute(x)
     a0 = a.push(x[:1000])

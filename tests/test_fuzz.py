@@ -20,8 +20,9 @@ import streamrnn
 from streamrnn.audio.files import read_labels
 from streamrnn.config import TrainConfig, load_config
 from streamrnn.errors import AudioError, ConfigError, ModelFileError, WireError
-from streamrnn.runtime.pipeline import Pipeline, load_stream_config
-from streamrnn.runtime.stats import Stats
+from streamrnn.config import load_stream_config
+from streamrnn.runtime.pipeline import Pipeline
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.sinks import Sink
 from streamrnn.transport.sources import ZmqSource

@@ -12,8 +12,9 @@ import zmq
 import streamrnn
 from streamrnn.audio import LogMel
 from streamrnn.errors import ConfigError
-from streamrnn.runtime.pipeline import Pipeline, StreamConfig, load_stream_config
-from streamrnn.runtime.stats import Stats
+from streamrnn.config import EventParams, StreamConfig, load_stream_config
+from streamrnn.runtime.pipeline import Pipeline
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from conftest import Keep
 from streamrnn.transport.sources import Chunk, FileSource, ZmqSource
@@ -110,7 +111,7 @@ def test_events_only_for_sigmoid_and_they_follow_the_probabilities():
     m = feat_model()
     x = np.zeros((200, 4), np.float32)
     keep = Keep()
-    cfg = StreamConfig(on_threshold=0.5, off_threshold=0.4, min_on=0.05, min_off=0.05)
+    cfg = StreamConfig(events=EventParams(on_threshold=0.5, off_threshold=0.4, min_on=0.05, min_off=0.05))
     p = Pipeline(None, [keep], model=m, config=cfg)
     for ch in chunks_of(x, sizes=(10,)):
         p.process(ch)
@@ -146,7 +147,7 @@ def test_events_exact_on_designed_probabilities():
     x = -np.ones((100, 1), np.float32)
     x[20:50] = 1.0
     keep = Keep()
-    p = Pipeline(None, [keep], model=m, config=StreamConfig(min_on=0.05, min_off=0.1))
+    p = Pipeline(None, [keep], model=m, config=StreamConfig(events=EventParams(min_on=0.05, min_off=0.1)))
     for ch in chunks_of(x, sizes=(7,)):
         p.process(ch)
     ev = [(e.meta["event"], e.meta["frame"]) for e in keep.kind("event")]
@@ -166,7 +167,7 @@ def test_look_ahead_model_reports_each_row_for_its_own_frame_on_the_audio_clock(
     x = -np.ones((100, 1), np.float32)
     x[20:50] = 1.0  # as a delay-D model sees it: the segment of frames 15..44
     keep = Keep()
-    p = Pipeline(None, [keep], model=m, config=StreamConfig(min_on=0.05, min_off=0.1))
+    p = Pipeline(None, [keep], model=m, config=StreamConfig(events=EventParams(min_on=0.05, min_off=0.1)))
     for ch in chunks_of(x, sizes=(2, 3, 7)):  # the first two chunks hold only the D unreported rows
         p.process(ch)
     preds = keep.kind("pred")
@@ -431,13 +432,13 @@ def test_idle_stream_is_closed_and_comes_back_after_its_descriptor(zsrc):
 # --- configuration precedence ---------------------------------------------------------------
 def test_config_precedence_and_unknown_keys(tmp_path):
     toml = tmp_path / "s.toml"
-    toml.write_text('source = "stdin"\nrate = 8000\nmin_on = 0.3\nsink = ["null", "jsonl:x"]\n')
+    toml.write_text('source = "stdin"\nrate = 8000\nsink = ["null", "jsonl:x"]\n[events]\nmin_on = 0.3\n')
     assert load_stream_config() == StreamConfig()
     c = load_stream_config(toml, env={})
-    assert (c.source, c.rate, c.min_on, c.sink) == ("stdin", 8000, 0.3, ("null", "jsonl:x"))
+    assert (c.source, c.rate, c.events.min_on, c.sink) == ("stdin", 8000, 0.3, ("null", "jsonl:x"))
     c = load_stream_config(toml, env={"STREAMRNN_RATE": "22050", "STREAMRNN_SINK": "stdout,null",
                                       "STREAMRNN_REALTIME": "yes"})
-    assert (c.rate, c.sink, c.realtime, c.min_on) == (22050, ("stdout", "null"), True, 0.3)
+    assert (c.rate, c.sink, c.realtime, c.events.min_on) == (22050, ("stdout", "null"), True, 0.3)
     c = load_stream_config(toml, env={"STREAMRNN_RATE": "22050"}, overrides={"rate": 44100, "source": None})
     assert (c.rate, c.source) == (44100, "stdin")
     toml.write_text("rat = 1\n")
@@ -446,7 +447,7 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     with pytest.raises(ConfigError, match="STREAMRNN_RATE"):
         load_stream_config(env={"STREAMRNN_RATE": "fast"})
     with pytest.raises(ConfigError, match="off_threshold"):
-        load_stream_config(env={}, overrides={"off_threshold": 0.9})
+        load_stream_config(env={}, overrides={"events.off_threshold": 0.9})
 
 
 def test_shipped_config_loads():
@@ -474,3 +475,18 @@ def test_a_slow_warm_up_tells_the_user_that_kernels_compile(monkeypatch, caplog)
         monkeypatch.setattr(pl.Pipeline, "_warm_up", lambda self, rate: time.sleep(0.3) or 0.3)  # a slow warm-up
         p.warm_up(16000)
         assert [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]
+
+
+def test_a_changed_descriptor_resets_the_stream_once_and_says_why():
+    """The pipeline alone decides resets (the source only keeps the wire's bookkeeping): a new dtype
+    in the descriptor counts resets.descriptor, never also a flag."""
+    m = feat_model()
+    x = np.random.default_rng(4).standard_normal((20, 4)).astype(np.float32)
+    keep, stats = Keep(), Stats()
+    p = Pipeline(None, [keep], model=m, stats=stats)
+    p.process(Chunk("s", 1, "features", x[:10], 100.0, 0, 0.0, desc={"dtype": "float32"}))
+    p.process(Chunk("s", 1, "features", x[10:], 100.0, 10, 0.0, desc={"dtype": "int16"}))
+    preds = keep.kind("pred")
+    np.testing.assert_allclose(preds[1].data, m.forward(x[10:]), atol=1e-6)  # fresh state
+    assert stats.get("resets", "descriptor") == 1 and stats.get("resets", "flag") == 0
+    assert preds[1].flags & wire.FLAG_RESET

@@ -191,3 +191,38 @@ def test_identity_push_never_returns_a_view_of_the_callers_block():
         y = r.push(block)
         block[:] = 1.0
         assert not y.any()
+
+
+def test_known_block_periods_are_what_the_search_finds(monkeypatch):
+    """The table of soxr block periods is a shortcut, not a belief: the search re-derives each entry."""
+    from streamrnn.audio import resample
+
+    for (a, b), q in resample._KNOWN_PERIODS.items():
+        monkeypatch.setattr(resample, "_KNOWN_PERIODS", {})
+        resample.block_period.cache_clear()
+        assert resample.block_period(a, b) == q, (a, b)
+        monkeypatch.undo()
+    resample.block_period.cache_clear()
+
+
+@pytest.mark.parametrize("rate", [8000, 48000, 96000, 44100])
+def test_history_is_bounded_and_block_aligned_where_the_block_fits(rate):
+    """Where soxr's block period fits in history_seconds with 0.25 s to spare, the history starts at
+    its multiples and never exceeds history_seconds; else (44.1 kHz family, ~5 s blocks) it is the
+    ratio-period-aligned tail as before."""
+    from streamrnn.audio.resample import block_period
+
+    r = Resampler(rate, 16000)
+    q = block_period(rate, 16000)
+    fits = q <= 0.75 * rate
+    assert fits == (rate != 44100)
+    x = np.zeros(rate // 10, np.float32)
+    for i in range(1, 101):  # 10 s
+        r.push(x)
+        snap = r.snapshot()
+        n, pos = len(snap["history"]), i * len(x)
+        assert snap["hist_start"] + n == pos
+        if fits:
+            assert snap["hist_start"] % q == 0 and min(pos, 0.25 * rate) <= n <= rate
+        else:
+            assert min(pos, rate) <= n < rate + r._period

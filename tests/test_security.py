@@ -19,8 +19,8 @@ import zmq.auth
 
 import streamrnn
 from streamrnn.errors import ConfigError, ModelFileError
-from streamrnn.runtime.pipeline import LIMITS, StreamConfig, load_stream_config
-from streamrnn.runtime.stats import Stats
+from streamrnn.config import LIMITS, StreamConfig, load_stream_config
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import (CurveConfig, close_socket, exposure_warning, is_loopback_host,
                                            open_socket, parse_zmq_uri, write_keypair)

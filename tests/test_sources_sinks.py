@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 import zmq
 
+from streamrnn.config import StreamConfig
 from streamrnn.errors import AudioError, ConfigError
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import parse_zmq_uri
 from streamrnn.transport.sinks import CsvSink, JsonLinesSink, TerminalSink, ZmqSink, open_sink
@@ -179,7 +180,7 @@ def test_open_sink_and_source_reject_unknown_uris():
         open_source("http://x")
     with pytest.raises(ConfigError, match="cannot be used here"):
         open_sink("zmq+sub://127.0.0.1:5")
-    assert isinstance(open_sink("stdout", json_stdout=True), JsonLinesSink)
+    assert isinstance(open_sink("stdout", StreamConfig(json=True)), JsonLinesSink)
 
 
 @pytest.mark.parametrize("uri,want", [

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from streamrnn.runtime.stats import LatencyHistogram, Stats
+from streamrnn.stats import LatencyHistogram, Stats
 
 
 def test_percentiles_are_within_one_bin_of_numpy():

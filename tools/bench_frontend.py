@@ -112,11 +112,14 @@ def main(argv=None):
         mod = sys.modules[type(fe).__module__]
         data = x[:win + 9 * hop].astype(np.float64)
         out = np.empty((10, fe.n_features), np.float32)
-        scratch = mod._scratch(fe._n_scratch)
+        tb = getattr(fe, "_tables", None)  # FrameTables since issue 14; a --baseline checkout may predate it
+        itab, ftab, n_scratch = (tb.itab, tb.ftab, tb.n_scratch) if tb else (fe._itab, fe._ftab, fe._n_scratch)
+        kernel = tb.kernel if tb else mod._frames_kernel
+        scratch = mod._scratch(n_scratch)
 
         def run():
             for _ in range(0, len(x), 10 * hop):
-                mod._frames_kernel(data, 10, fe._itab, fe._ftab, scratch, out)
+                kernel(data, 10, itab, ftab, scratch, out)
         return run
 
     rows = [("compute", offline, ""),

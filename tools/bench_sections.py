@@ -41,7 +41,8 @@ def _long_file(seconds: int, rate: int, d: Path) -> Path:
 def _streamrnn_pipeline_cpu(path: Path, out: Path) -> float:
     """CPU seconds of the pipeline's run(): read, resample, log-mel, model, events, write JSON lines."""
     import streamrnn
-    from streamrnn.runtime.pipeline import Pipeline, StreamConfig
+    from streamrnn.config import StreamConfig
+    from streamrnn.runtime.pipeline import Pipeline
     from streamrnn.transport.sinks import open_sink
     from streamrnn.transport.sources import open_source
 

@@ -472,7 +472,7 @@ def event_segments(probs: np.ndarray, frame_rate: float) -> list[tuple[int, int]
     the end of the file.
     """
     from streamrnn.runtime.events import Hysteresis
-    from streamrnn.runtime.pipeline import StreamConfig
+    from streamrnn.config import StreamConfig
 
     h = Hysteresis(**StreamConfig().event_params().in_frames(frame_rate))
     evs = h.push(np.asarray(probs, np.float32)[:, None]) + h.flush()

@@ -157,7 +157,7 @@ def fuzz_decoders(n: int, seed: int = 0, workdir=None) -> dict:
     import streamrnn
     from streamrnn.audio.files import read_labels
     from streamrnn.config import TrainConfig, load_config
-    from streamrnn.runtime.pipeline import load_stream_config
+    from streamrnn.config import load_stream_config
 
     rng = random.Random(seed)
     work = Path(workdir or tempfile.mkdtemp(prefix="fuzz_"))

@@ -26,8 +26,9 @@ import time
 
 import numpy as np
 
-from streamrnn.runtime.pipeline import Pipeline, StreamConfig
-from streamrnn.runtime.stats import Stats
+from streamrnn.config import StreamConfig
+from streamrnn.runtime.pipeline import Pipeline
+from streamrnn.stats import Stats
 from streamrnn.transport.sinks import JsonLinesSink, Sink, ZmqSink
 from streamrnn.transport.sources import Chunk, Source, new_epoch
 from streamrnn.transport import wire
@@ -182,7 +183,7 @@ def soak(seconds: float, model=None, max_rss_growth_mb: float = 5.0, tol: float 
     total_frames_est = int(seconds * frame_rate)
     check = CheckSink(model, src.total, warmup_frames=int(min(0.2 * total_frames_est, 300 * frame_rate)))
     sinks = [check, ZmqSink(f"zmq+pub://127.0.0.1:{_free_port()}", stats=stats), JsonLinesSink("/dev/null", stats=stats)]
-    cfg = StreamConfig(model=model.name, source="soak", sink=("soak",), events=True)
+    cfg = StreamConfig(model=model.name, source="soak", sink=("soak",))
     pipe = Pipeline(src, sinks, model=model, config=cfg, stats=stats)
     t0 = time.perf_counter()
     pipe.run()

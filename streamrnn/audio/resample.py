@@ -8,14 +8,24 @@
   ``delay()`` output samples until more input arrives; ``flush()`` drains them
   at the end of a signal.
 * Snapshots: a soxr object is opaque, so a snapshot keeps the last
-  ``history_seconds`` (default 1 s) of input, starting at a sample index that is
-  a multiple of the rate ratio's period P = in_rate / gcd(in_rate, out_rate).
-  ``restore`` feeds that history to a fresh soxr stream and discards the
-  outputs that were already emitted.  soxr is a linear, time-invariant filter
-  at phase-aligned starts, so once the history is longer than the filter, the
-  restored stream continues with the same outputs to within soxr's own
-  float32 tolerance (~1e-6, the same as block-wise vs one-shot).  A stream
-  younger than ``history_seconds`` is replayed from its start.
+  ``history_seconds`` (default 1 s) of input or a little more, starting at a
+  sample index that is a multiple of ``align``: the rate ratio's period
+  P = in_rate / gcd(in_rate, out_rate) and soxr's block period (``block_period``:
+  its DFT stages process fixed blocks counted from the stream's start, e.g. 830
+  input samples for 8 -> 16 kHz, 4404 for 48 -> 16 kHz).  ``restore`` feeds that
+  history to a fresh soxr stream and discards the outputs that were already
+  emitted.  soxr's output is the same bits whatever the chunking of its input,
+  and a stream started at a multiple of ``align`` computes, after its filter's
+  warm-up (under 2000 outputs), exactly the bits of one running since sample 0:
+  so the restored stream continues bit for bit, with the same outputs from the
+  same pushes (``tests/test_audio_bank.py`` checks every common rate).  The
+  block period must fit in the history with 0.25 s to spare: at 8, 12, 24, 32,
+  48 and 96 kHz it does (0.05-0.22 s); the 44.1 kHz family's is about 5 s, so
+  at 11.025, 22.05 and 44.1 kHz exact restores need ``history_seconds`` >= 5.3
+  (about 1 MB per stream at 44.1 kHz); with the default 1 s their restored
+  stream continues within soxr's float32 tolerance (~1e-6) and may emit a
+  frame's outputs a push earlier or later.  A stream younger than its history
+  is replayed from its start (always exact).
 
 >>> import numpy as np
 >>> r = Resampler(48000, 16000)
@@ -32,10 +42,11 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamrnn.audio.frontend import _all_finite, as_signal, check_rate, guarded_restore
+from streamrnn.audio.checks import as_signal, check_rate, guarded_restore
+from streamrnn.audio.kernels import all_finite
 from streamrnn.errors import AudioError, ConfigError, SnapshotError
+from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
-SNAPSHOT_VERSION = 1
 QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 _MAX_PERIOD = 1 << 20  # ratio periods longer than this (input samples) cannot be snapshotted
 
@@ -77,12 +88,62 @@ def filter_lookahead(in_rate, out_rate, quality="HQ") -> float:
     return max(0.0, i0 - j_lo * in_rate / out_rate)
 
 
+# soxr's block periods (input samples) of common rate pairs at "HQ", found by block_period's search
+# with soxr 0.3-0.5; each is confirmed by one check before use (tests/test_resample.py re-derives them).
+_KNOWN_PERIODS = {(8000, 16000): 830, (11025, 16000): 361620, (12000, 16000): 2490, (22050, 16000): 109368,
+                  (24000, 16000): 2202, (32000, 16000): 1660, (44100, 16000): 218736, (48000, 16000): 4404,
+                  (96000, 16000): 20928, (16000, 8000): 1660, (16000, 22050): 13120, (16000, 44100): 6560,
+                  (16000, 48000): 1468}
+_WARM, _WINDOW = 4096, 256  # outputs: longer than soxr's warm-up (measured <= 1663); outputs compared
+_MAX_CHECKS = 20000  # restart points tried by block_period's search (~1 s at most)
+
+
+def _starts_aligned(rs, x, full, s: int, p: int, p_out: int, win_in: int) -> bool:
+    """Whether a fresh soxr stream (``rs``, cleared) fed x[s:] computes, past its warm-up, exactly the
+    outputs ``full`` of one fed x from sample 0."""
+    rs.clear()
+    part = rs.resample_chunk(x[s:s + win_in])
+    k0 = s // p * p_out
+    return np.array_equal(part[_WARM:_WARM + _WINDOW], full[k0 + _WARM:k0 + _WARM + _WINDOW])
+
+
+@functools.lru_cache(maxsize=64)
+def block_period(in_rate, out_rate, quality="HQ") -> int | None:
+    """Input samples (a multiple of the ratio's period) after which soxr's block processing repeats:
+    a stream restarted at a multiple of it computes the same bits as one never restarted (after a
+    warm-up).  None if there is none up to ``_MAX_PERIOD``.  Known pairs cost one check (~2 ms);
+    others a search (0.05-0.7 s, once per process and rate pair).
+    """
+    import soxr
+
+    ratio = Fraction(in_rate) / Fraction(out_rate)
+    p, p_out = ratio.numerator, ratio.denominator
+    win_in = int((_WARM + _WINDOW + 2048) * ratio) + 64  # + 2048 outputs soxr may hold back
+    new = functools.partial(soxr.ResampleStream, in_rate, out_rate, 1, dtype="float32", quality=quality)
+    known = _KNOWN_PERIODS.get((in_rate, out_rate)) if quality == "HQ" else None
+    rng = np.random.default_rng(0)
+    if known and known % p == 0:
+        x = rng.standard_normal(known + win_in).astype(np.float32)
+        if _starts_aligned(new(), x, new().resample_chunk(x), known, p, p_out, win_in):
+            return known
+    limit = min(_MAX_PERIOD, _MAX_CHECKS * p)
+    x = rng.standard_normal(limit + win_in).astype(np.float32)
+    full, rs = new().resample_chunk(x), new()
+    for s in range(p, limit + 1, p):
+        if _starts_aligned(rs, x, full, s, p, p_out, win_in):
+            return s
+    return None
+
+
 class Resampler:
     """Streaming resampler: ``push(block)`` -> mono float32 samples at ``out_rate``.
 
     ``channels`` is the channel count of the pushed blocks ((n,) or (n, channels));
     they are averaged to mono first.  ``quality`` is soxr's ("QQ", "LQ", "MQ",
-    "HQ", "VHQ").  ``history_seconds`` bounds what a snapshot keeps (see module doc).
+    "HQ", "VHQ").  ``history_seconds`` bounds what a snapshot keeps: at most that much input
+    (or, where soxr's block period does not fit in it, at least that much and less than one more
+    ratio period; see module doc).  None: what exact restores need (1 s; about 5.3 s at 11.025,
+    22.05 and 44.1 kHz).
     """
 
     def __init__(self, in_rate, out_rate, channels=1, quality="HQ", history_seconds=1.0):
@@ -98,9 +159,22 @@ class Resampler:
         ratio = Fraction(self.in_rate) / Fraction(self.out_rate)
         self._period = ratio.numerator  # input samples per phase period (output: ratio.denominator)
         self._period_out = ratio.denominator
+        q = None if self.identity else block_period(self.in_rate, self.out_rate, quality)
+        lo = int(math.ceil(0.25 * self.in_rate))  # soxr's warm-up and look-ahead, with room to spare
+        if history_seconds is None:  # "exact": 1 s, or one block period + 0.25 s where that is longer
+            history_seconds = 1.0 if q is None else max(1.0, (math.lcm(self._period, q) + lo) / self.in_rate)
         if not isinstance(history_seconds, (int, float)) or not history_seconds >= 0.25:
             raise ConfigError(f"history_seconds={history_seconds!r} must be >= 0.25 s (longer than soxr's filter)")
-        self._hist_len = int(math.ceil(history_seconds * self.in_rate))
+        hist_max = int(math.ceil(history_seconds * self.in_rate))
+        # History starts at multiples of _align and holds [_hist_len, hist_max) samples.  Exact restores
+        # need soxr's block period in _align; it fits when a block is shorter than the history's
+        # slack above 0.25 s (true at 8, 12, 24, 32, 48, 96 kHz with the default 1 s; the 44.1 kHz
+        # family's period is ~5 s: those need history_seconds >= 5.3, else restores are within 1e-6).
+        if q is not None and hist_max - math.lcm(self._period, q) >= lo:
+            self._align = math.lcm(self._period, q)
+            self._hist_len = hist_max - self._align  # the least kept: the most is then hist_max
+        else:
+            self._align, self._hist_len = self._period, hist_max
         self._rs = None
         self.reset()
 
@@ -145,7 +219,7 @@ class Resampler:
                 and (block.ndim == 1 or (block.ndim == 2 and block.shape[1] == 1))):
             # the common case (float32 mono, the wire's (n, 1) layout too): no float64 round trip
             x = np.ascontiguousarray(block.reshape(-1))
-            if not _all_finite(x):
+            if not all_finite(x):
                 raise AudioError("block contains NaN/Inf samples; they would poison the resampler's filter state")
             return x
         x = as_signal(block, "block", allow_2d=True)
@@ -157,7 +231,7 @@ class Resampler:
         return np.ascontiguousarray(downmix(x), dtype=np.float32)
 
     def _remember(self, x: np.ndarray) -> None:
-        # keep at least _hist_len input samples, starting at a multiple of the phase period.
+        # keep at least _hist_len input samples, starting at a multiple of _align.
         # x is appended after the kept samples; when the buffer's end is reached they move to
         # its front (or it grows to 4x what is kept): each sample is moved about 1/3 time on
         # average, instead of the whole history being copied on every push.
@@ -177,7 +251,7 @@ class Resampler:
         hn += n
         want = self.n_in - self._hist_len  # self.n_in is the index just past x
         if want > self._hist_start:
-            start = (want // self._period) * self._period
+            start = (want // self._align) * self._align
             if start > self._hist_start:
                 d = start - self._hist_start
                 off, hn = off + d, hn - d
@@ -237,13 +311,7 @@ class Resampler:
         guarded_restore(self._restore, snap, "resampler")
 
     def _restore(self, snap: dict) -> None:
-        if not isinstance(snap, dict) or snap.get("kind") != "resampler":
-            raise SnapshotError("not a resampler snapshot")
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"resampler snapshot version {snap.get('version')!r} is not supported "
-                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
-        if snap.get("settings") != self._settings():
-            raise SnapshotError(f"resampler snapshot settings {snap.get('settings')} differ from {self._settings()}")
+        check_snapshot(snap, "resampler", "Resampler", self._settings())
         n_in, n_out, start = int(snap["n_in"]), int(snap["n_out"]), int(snap["hist_start"])
         hist = np.asarray(snap["history"], dtype=np.float32)
         if not self.identity and (start % self._period or start + len(hist) != n_in):

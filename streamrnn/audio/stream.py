@@ -1,4 +1,5 @@
-"""Streams from raw audio: ``FeatureStream`` (resampler + front end) and ``AudioStream`` (+ model).
+"""Streams from raw audio: ``FeatureStream`` (resampler + front end), ``AudioStream`` (+ model) and
+``AudioBank`` (many audio streams of one model, one bank step for all).
 
 Each stream owns all of its carried state (resampler history, leftover samples,
 pre-emphasis, hidden state) and nothing else; models and front-end settings
@@ -21,11 +22,12 @@ import math
 
 import numpy as np
 
-from streamrnn.audio.frontend import as_frontend, as_signal, check_rate, fix_nonfinite
+from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite
+from streamrnn.audio.frontend import as_frontend
 from streamrnn.audio.resample import Resampler, downmix
-from streamrnn.errors import ConfigError, SnapshotError
+from streamrnn.errors import AudioError, ConfigError, SnapshotError, StreamIdError
+from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
-SNAPSHOT_VERSION = 1
 
 
 class FeatureStream:
@@ -37,13 +39,15 @@ class FeatureStream:
     ``n_nonfinite``.
     """
 
-    def __init__(self, frontend, sample_rate, nonfinite: str = "error", quality: str = "HQ"):
+    def __init__(self, frontend, sample_rate, nonfinite: str = "error", quality: str = "HQ",
+                 history_seconds: float | None = None):
         self.frontend = as_frontend(frontend)
         self.sample_rate = check_rate(sample_rate, "sample_rate")
         fix_nonfinite(np.zeros(1), nonfinite)  # validates the mode
         self.nonfinite = nonfinite
         fe_rate = self.frontend.sample_rate
-        self.resampler = None if self.sample_rate == fe_rate else Resampler(self.sample_rate, fe_rate, 1, quality)
+        self.resampler = (None if self.sample_rate == fe_rate else
+                          Resampler(self.sample_rate, fe_rate, 1, quality, history_seconds))
         self.reset()
 
     @property
@@ -114,14 +118,7 @@ class FeatureStream:
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot from a FeatureStream with the same input rate and front end."""
-        if not isinstance(snap, dict) or snap.get("kind") != "feature_stream":
-            raise SnapshotError("not a FeatureStream snapshot (expected the dict from FeatureStream.snapshot())")
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"feature-stream snapshot version {snap.get('version')!r} is not supported "
-                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
-        if snap.get("settings") != self._settings():
-            raise SnapshotError(f"snapshot of a stream with {snap.get('settings')} cannot be restored into "
-                                f"one with {self._settings()}")
+        check_snapshot(snap, "feature_stream", "FeatureStream", self._settings())
         if not all(k in snap for k in ("frontend", "resampler", "n_nonfinite")):
             raise SnapshotError("malformed FeatureStream snapshot: missing keys")
         before = (self.frontend.snapshot(), None if self.resampler is None else self.resampler.snapshot())
@@ -135,6 +132,36 @@ class FeatureStream:
             if self.resampler is not None:
                 self.resampler.restore(before[1])
             raise e if isinstance(e, SnapshotError) else SnapshotError(f"malformed snapshot: {e!r}") from None
+
+
+def model_frontend(model):
+    """The front end of ``model`` (a fresh object); ConfigError if it has none or it does not fit."""
+    if model.frontend is None:
+        raise ConfigError("model has no 'frontend' metadata: it takes feature frames, not audio "
+                          "(use model.stream() with frames)")
+    fe = as_frontend(model.frontend)
+    if fe.n_features != model.input_size:
+        raise ConfigError(f"front end yields {fe.n_features} features per frame but the model takes "
+                          f"{model.input_size}")
+    return fe
+
+
+def _restore_pair(features, model_restore, model_snapshot, snap, what: str) -> None:
+    """Restore an audio stream's two parts from an ``audio_stream`` snapshot, or neither: a failed
+    restore leaves the stream as it was."""
+    check_snapshot(snap, "audio_stream", what)
+    if "features" not in snap or "model" not in snap:
+        raise SnapshotError(f"malformed {what} snapshot: needs 'features' and 'model'")
+    before = (features.snapshot(), model_snapshot())
+    try:
+        model_restore(snap["model"])
+        features.restore(snap["features"])
+    except (SnapshotError, KeyError, TypeError, ValueError) as e:
+        features.restore(before[0])
+        model_restore(before[1])
+        if isinstance(e, SnapshotError):
+            raise
+        raise SnapshotError(f"malformed {what} snapshot: {e!r}") from None
 
 
 class AudioStream:
@@ -153,17 +180,13 @@ class AudioStream:
     2
     """
 
-    def __init__(self, model, sample_rate=None, nonfinite: str = "error", quality: str = "HQ"):
-        if getattr(model, "frontend", None) is None:
-            raise ConfigError("model has no 'frontend' metadata: it takes feature frames, not audio "
-                              "(use model.stream() with frames)")
+    def __init__(self, model, sample_rate=None, nonfinite: str = "error", quality: str = "HQ",
+                 history_seconds: float | None = None):
         self.model = model
-        fe = as_frontend(model.frontend)
-        if fe.n_features != model.input_size:
-            raise ConfigError(f"front end yields {fe.n_features} features per frame but the model takes "
-                              f"{model.input_size}")
+        fe = model_frontend(model)
         rate = fe.sample_rate if sample_rate is None else sample_rate
-        self.features = FeatureStream(fe, rate, nonfinite=nonfinite, quality=quality)
+        self.features = FeatureStream(fe, rate, nonfinite=nonfinite, quality=quality,
+                                      history_seconds=history_seconds)
         self.stream = model.stream()
 
     sample_rate = property(lambda self: self.features.sample_rate, doc="Input sample rate (Hz).")
@@ -193,22 +216,105 @@ class AudioStream:
                 "model": self.stream.snapshot()}
 
     def restore(self, snap: dict) -> None:
-        """Put back a snapshot from an AudioStream of a model of the same shape and front end."""
-        if not isinstance(snap, dict) or snap.get("kind") != "audio_stream":
-            raise SnapshotError("not an AudioStream snapshot (expected the dict from AudioStream.snapshot())")
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"audio-stream snapshot version {snap.get('version')!r} is not supported "
-                                f"(this streamrnn reads {SNAPSHOT_VERSION})")
-        if "features" not in snap or "model" not in snap:
-            raise SnapshotError("malformed AudioStream snapshot: needs 'features' and 'model'")
-        # a failed restore leaves the stream as it was
-        before = (self.features.snapshot(), self.stream.snapshot())
-        try:
-            self.stream.restore(snap["model"])
-            self.features.restore(snap["features"])
-        except (SnapshotError, KeyError, TypeError, ValueError) as e:
-            self.features.restore(before[0])
-            self.stream.restore(before[1])
-            if isinstance(e, SnapshotError):
-                raise
-            raise SnapshotError(f"malformed AudioStream snapshot: {e!r}") from None
+        """Put back a snapshot from an AudioStream (or an AudioBank slot) of a model of the same shape
+        and front end, at the same input rate; a failed restore leaves the stream as it was."""
+        _restore_pair(self.features, self.stream.restore, self.stream.snapshot, snap, "AudioStream")
+
+
+class AudioBank:
+    """Many audio streams of one model: a resampler and front end per stream (``FeatureStream``),
+    every stream's hidden state in one ``Bank``.
+
+    ``push_many({id: samples})`` runs each stream's samples through its own front end, then advances
+    every stream with new frames in one bank step; the outputs are the same, bit for bit, as one
+    ``AudioStream`` per id pushed the same samples.  Streams ``open``, ``close`` and ``reset`` at
+    any time (``open`` of an open id: StreamExistsError; an unknown id: StreamIdError; a full
+    bank: CapacityError); ``snapshot(id)``/``restore(id, snap)`` use ``AudioStream``'s snapshots.
+
+    >>> import numpy as np, streamrnn
+    >>> from streamrnn.audio import LogMel
+    >>> m = streamrnn.Model.random("gru", 40, 8, output_size=1, activation="sigmoid",
+    ...                            frontend=LogMel().to_dict())
+    >>> bank = m.audio_bank(capacity=8, sample_rate=16000)
+    >>> bank.open("a"); bank.open("b", sample_rate=8000)
+    >>> out = bank.push_many({"a": np.zeros(1600, np.float32), "b": np.zeros(800, np.float32)})
+    >>> out["a"].shape, out["b"].shape[1], len(bank)
+    ((8, 1), 1, 2)
+    >>> bank.open("a")
+    Traceback (most recent call last):
+    ...
+    streamrnn.errors.StreamExistsError: stream 'a' is already open (close it first, or reset it)
+    """
+
+    def __init__(self, model, capacity: int, sample_rate=None, nonfinite: str = "error", quality: str = "HQ",
+                 threads: int = 1, history_seconds: float | None = None):
+        self.model = model
+        self._fe = model_frontend(model)
+        self.sample_rate = check_rate(self._fe.sample_rate if sample_rate is None else sample_rate, "sample_rate")
+        fix_nonfinite(np.zeros(1), nonfinite)  # validates the mode
+        self.nonfinite, self.quality, self.history_seconds = nonfinite, quality, history_seconds
+        self.bank = model.bank(capacity, threads)
+        self.features: dict = {}  # id -> FeatureStream (resampler, leftover samples, pre-emphasis)
+
+    capacity = property(lambda self: self.bank.capacity)
+    output_size = property(lambda self: self.model.output_size)
+    frame_rate = property(lambda self: self._fe.frame_rate, doc="Frames (outputs) per second of every stream.")
+    ids = property(lambda self: self.bank.ids)
+
+    def __len__(self):
+        return len(self.bank)
+
+    def __contains__(self, sid):
+        return sid in self.bank
+
+    def open(self, sid, sample_rate=None) -> None:
+        """Add a stream with zero state; its input rate is ``sample_rate`` (default: the bank's)."""
+        fs = FeatureStream(self._fe, self.sample_rate if sample_rate is None else sample_rate,
+                           nonfinite=self.nonfinite, quality=self.quality, history_seconds=self.history_seconds)
+        self.bank.open(sid)
+        self.features[sid] = fs
+
+    def close(self, sid) -> None:
+        self.bank.close(sid)
+        del self.features[sid]
+
+    def reset(self, sid) -> None:
+        """Back to the start of a new signal: resampler, front end and hidden state."""
+        self.bank.reset(sid)
+        self.features[sid].reset()
+
+    def push(self, sid, samples) -> np.ndarray:
+        """One stream's samples (a one-stream ``push_many``) -> (t, output_size)."""
+        return self.push_many({sid: samples})[sid]
+
+    def push_many(self, samples: dict) -> dict:
+        """{id: samples (n,) or (n, channels)} -> {id: outputs (t, output_size)} for the frames completed.
+
+        Every id must be open (StreamIdError names the first that is not; nothing is computed).
+        Bad samples raise AudioError naming the stream; the model steps of that call are not run
+        (push streams one by one to keep the others going past a bad one)."""
+        unknown = [sid for sid in samples if sid not in self.features]
+        if unknown:
+            raise StreamIdError(f"stream {unknown[0]!r} is not open in this bank")
+        frames = {}
+        for sid, x in samples.items():
+            try:
+                frames[sid] = self.features[sid].push(x)  # (t, F) float32
+            except AudioError as e:
+                raise AudioError(f"stream {sid!r}: {e}") from None
+        todo = {sid: f for sid, f in frames.items() if f.shape[0]}
+        outs = self.bank.push_many(todo) if todo else {}
+        empty = np.zeros((0, self.model.output_size), np.float32)
+        return {sid: outs.get(sid, empty) for sid in samples}
+
+    def snapshot(self, sid) -> dict:
+        """The stream's state as an ``AudioStream`` snapshot (restorable into either)."""
+        model = self.bank.snapshot(sid)  # StreamIdError for an unknown id
+        return {"version": SNAPSHOT_VERSION, "kind": "audio_stream", "features": self.features[sid].snapshot(),
+                "model": model}
+
+    def restore(self, sid, snap: dict) -> None:
+        """Put back an ``AudioStream``/``AudioBank`` snapshot into the open stream ``sid``."""
+        self.bank.snapshot(sid)  # StreamIdError for an unknown id
+        _restore_pair(self.features[sid], lambda s: self.bank.restore(sid, s), lambda: self.bank.snapshot(sid),
+                      snap, "AudioBank")

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.errors import CapacityError, InputError, ShapeError, SnapshotError, StreamingError
+from streamrnn.errors import (
+    CapacityError,
+    InputError,
+    ShapeError,
+    SnapshotError,
+    StreamExistsError,
+    StreamIdError,
+    StreamingError,
+)
+from streamrnn.nn import modelfile
 from streamrnn.nn.cells import (
     ACT_CODES,
     CELL_CODES,
@@ -31,7 +40,8 @@ from streamrnn.nn.kernels import (
     workspace_size,
 )
 
-SNAPSHOT_VERSION = 1
+from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
+
 _DTYPES = (np.float32, np.float64)
 
 
@@ -87,16 +97,26 @@ class Workspace:
                 w[p2:p3].reshape(T, B, H), w[p3:p3 + T * B * H].reshape(T, B, H))
 
 
-def run_forward(model: "Model", x, h, c, ws: Workspace, y, save=None, apply_act=True, lens=None):
-    """Advance lanes through the model: x (T, B, I) -> y (T, B, O); h, c (L, B, H) in place.
+def forward_table(arch: Architecture, layout: PackedLayout, fast: bool) -> np.ndarray:
+    """The int64 table of sizes and offsets the kernels read for ``arch`` (once per model)."""
+    return model_table(CELL_CODES[arch.cell], ACT_CODES[arch.activation], fast, arch.num_layers,
+                       arch.input_size, arch.hidden_size, arch.out_size if arch.output_size else -1,
+                       arch.gates, layout.offsets, layout.extra)
 
-    The one Python entry point to the forward kernel, shared by banks and the trainer
-    (a Stream calls the same kernel through ``stream_push_kernel``).
+
+def run_forward(mi: np.ndarray, theta: np.ndarray, x, h, c, ws: Workspace, y, save=None, apply_act=True,
+                lens=None):
+    """Advance lanes through the weights ``theta`` (table ``mi`` from ``forward_table``):
+    x (T, B, I) -> y (T, B, O); h, c (L, B, H) in place.
+
+    The one Python entry point to the forward kernel, shared by the trainer (which passes its
+    own, changing parameters) and the tests (a Stream or a Bank calls the same kernel through
+    ``stream_push_kernel``/``bank_step_kernel``).
     ``save`` (L, T, B, SAVE_WIDTH*H) receives the activations backprop needs;
     ``lens`` (B,) int64 lets lane b advance only lens[b] <= T frames.
     """
     mode = (MODE_APPLY_ACT if apply_act else 0) | (MODE_SAVE if save is not None else 0)
-    forward_kernel(model._mi, mode, model.theta, x, ws.no_lens if lens is None else lens, h, c,
+    forward_kernel(mi, mode, theta, x, ws.no_lens if lens is None else lens, h, c,
                    ws.ensure(x.shape[0], x.shape[1]), y, ws.no_save if save is None else save)
 
 
@@ -139,9 +159,7 @@ class Model:
         # which is the precision used for checks.
         self.fast = dtype == np.float32
         # A bidirectional model runs through streamrnn.nn.bidir (one table per direction), never a stream.
-        self._mi = None if arch.bidirectional else model_table(
-            self._cell_code, self._act_code, self.fast, arch.num_layers, arch.input_size, arch.hidden_size,
-            arch.out_size if arch.output_size else -1, arch.gates, self.layout.offsets, self.layout.extra)
+        self._mi = None if arch.bidirectional else forward_table(arch, self.layout, self.fast)
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -227,6 +245,14 @@ class Model:
         self.require_streamable()
         return AudioStream(self, sample_rate, **kw)
 
+    def audio_bank(self, capacity: int, sample_rate: float | None = None, **kw):
+        """Many audio streams at once: a resampler and front end per stream, one ``Bank`` step for
+        all (``streamrnn.audio.stream.AudioBank``; ``kw``: ``nonfinite``, ``quality``, ``threads``)."""
+        from streamrnn.audio.stream import AudioBank
+
+        self.require_streamable()
+        return AudioBank(self, capacity, sample_rate, **kw)
+
     def bank(self, capacity: int, threads: int = 1) -> "Bank":
         """States for up to ``capacity`` streams, advanced together by one kernel call
         (split across ``threads`` Numba threads if more than 1; see ``streamrnn.nn.parallel``)."""
@@ -275,9 +301,8 @@ class Model:
         return np.ascontiguousarray(self.layout.embed(self.theta, ids.astype(np.int64)))
 
     def save(self, path) -> None:
-        from streamrnn.nn.modelfile import save_model
-
-        save_model(self, path)
+        """Write this model as a model file (``docs/model-format.md``), atomically."""
+        modelfile.save_model(self, path)
 
     def check_frames(self, x, what: str = "x") -> np.ndarray:
         """Validate the shape and dtype of a (T, input_size) block; returns it C-contiguous in this
@@ -286,7 +311,12 @@ class Model:
         if x.dtype.kind != "f":
             raise ShapeError(f"{what} must be a floating-point array, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != self.input_size:
-            hint = " (for one frame use x[None, :])" if x.ndim == 1 else ""
+            hint = ""
+            if x.ndim == 1 and self.frontend is not None:  # audio samples pushed where frames go
+                hint = (" (1-D audio? model.audio_stream(sample_rate) takes samples and computes the "
+                        f"{self.input_size} features per frame; for one frame use x[None, :])")
+            elif x.ndim == 1:
+                hint = " (for one frame use x[None, :])"
             raise ShapeError(f"{what} must have shape (T, {self.input_size}), got {x.shape}{hint}")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
@@ -353,7 +383,7 @@ class Stream:
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot taken from a stream of a model of the same shape."""
-        check_snapshot(snap, "stream", self.model)
+        check_snapshot(snap, "stream", "Stream", self.model.signature(), key="signature", against="model")
         self.h[...] = snap["h"]
         self.c[...] = snap["c"]
         self.n_frames = int(snap["n_frames"])
@@ -412,12 +442,12 @@ class Bank:
         try:
             return self._slot[sid]
         except KeyError:
-            raise KeyError(f"stream {sid!r} is not open in this bank") from None
+            raise StreamIdError(f"stream {sid!r} is not open in this bank") from None
 
     def open(self, sid) -> None:
         """Add a stream with zero state."""
         if sid in self._slot:
-            raise ValueError(f"stream {sid!r} is already open")
+            raise StreamExistsError(f"stream {sid!r} is already open (close it first, or reset it)")
         if not self._free:
             raise CapacityError(f"bank is full: {self.capacity} streams open (capacity {self.capacity})")
         slot = self._free.pop()
@@ -507,22 +537,27 @@ class Bank:
                 "n_frames": int(self.n_frames[slot])}
 
     def restore(self, sid, snap: dict) -> None:
-        check_snapshot(snap, "stream", self.model)
+        check_snapshot(snap, "stream", "Stream", self.model.signature(), key="signature", against="model")
         slot = self._get(sid)
         self.h[:, slot : slot + 1] = snap["h"]
         self.c[:, slot : slot + 1] = snap["c"]
         self.n_frames[slot] = int(snap["n_frames"])
 
 
-def check_snapshot(snap, kind: str, model: Model) -> None:
-    """Raise SnapshotError unless ``snap`` is a ``kind`` snapshot that fits ``model``."""
-    if not isinstance(snap, dict) or "version" not in snap:
-        raise SnapshotError(f"not a snapshot: expected a dict from .snapshot(), got {type(snap).__name__}")
-    if snap["version"] != SNAPSHOT_VERSION:
-        raise SnapshotError(f"snapshot version {snap['version']!r} is not supported (this streamrnn reads {SNAPSHOT_VERSION})")
-    if snap.get("kind") != kind:
-        raise SnapshotError(f"snapshot of a {snap.get('kind')!r} cannot be restored into a {kind!r}")
-    want, got = model.signature(), snap.get("signature", {})
-    diff = [f"{k}: snapshot {got.get(k)!r} vs model {v!r}" for k, v in want.items() if got.get(k) != v]
-    if diff:
-        raise SnapshotError("snapshot does not fit this model (" + "; ".join(diff) + ")")
+def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = modelfile.MAX_MODEL_BYTES) -> Model:
+    """Load and validate a model file, or a bundled model by name (``"vad"``).
+
+    Raises ModelFileError naming the file and the defect (nothing is ever unpickled).
+
+    >>> import streamrnn, tempfile, os
+    >>> m = streamrnn.Model.random("lstm", input_size=4, hidden_size=6, num_layers=2, output_size=1,
+    ...                            activation="sigmoid", labels=["speech"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> m.save(path)
+    >>> streamrnn.load_model(path)
+    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=631, dtype=float32)
+    """
+    return Model(dtype=dtype, **modelfile.read_model_file(path_or_name, max_bytes=max_bytes))
+
+
+save_model = modelfile.save_model

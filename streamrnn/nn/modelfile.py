@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.errors import ModelFileError
+from streamrnn.models import MODELS_DIR  # noqa: F401 (re-exported: the one models folder)
 from streamrnn.nn.cells import ACT_CODES, CELL_CODES, Architecture
-from streamrnn.nn.model import Model
 from streamrnn.nn.text import MAX_VOCAB, Vocab
 
 FORMAT_VERSION = 2  # the newest format this reader knows; it reads every format in READ_FORMATS
@@ -27,7 +27,6 @@ READ_FORMATS = (1, 2)
 FORMAT_2_KEYS = ("bidirectional", "delay")
 META_KEY = "streamrnn"
 MAX_MODEL_BYTES = 256 * 2**20  # 256 MiB: far above any streaming RNN, well below memory
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def bundled_models() -> list[str]:
@@ -150,16 +149,12 @@ def parse_metadata(meta_json: str, path: Path) -> dict:
 _NP_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16}
 
 
-def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYTES) -> Model:
-    """Load and validate a model file, or a bundled model by name.
+def read_model_file(path_or_name, *, max_bytes: int = MAX_MODEL_BYTES) -> dict:
+    """Read and validate a model file (or a bundled model by name) into the keyword arguments of
+    ``Model``: ``arch``, ``tensors``, ``labels``, ``frontend``, ``name``, ``delay``, ``extra_meta``.
 
-    >>> import streamrnn, tempfile, os
-    >>> m = streamrnn.Model.random("lstm", input_size=4, hidden_size=6, num_layers=2, output_size=1,
-    ...                            activation="sigmoid", labels=["speech"])
-    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
-    >>> m.save(path)
-    >>> streamrnn.load_model(path)
-    Model(lstm, input=4, hidden=6, layers=2, head=1/sigmoid, params=631, dtype=float32)
+    ``streamrnn.load_model`` builds the ``Model`` from them (this module knows the file, not the
+    model class).  Raises ModelFileError naming the file and the defect.
     """
     path = resolve_model_path(path_or_name)
     if not path.is_file():
@@ -220,9 +215,9 @@ def load_model(path_or_name, *, dtype=np.float32, max_bytes: int = MAX_MODEL_BYT
         frontend = _validate_frontend(frontend, arch, path)
     known = {"format", "cell", "input_size", "hidden_size", "num_layers", "head", "frontend", "name",
              *FORMAT_2_KEYS}
-    return Model(arch, tensors, labels=(head or {}).get("labels"), frontend=frontend,
-                 name=meta.get("name") or path.stem, dtype=dtype, delay=meta.get("delay", 0),
-                 extra_meta={k: v for k, v in meta.items() if k not in known})
+    return dict(arch=arch, tensors=tensors, labels=(head or {}).get("labels"), frontend=frontend,
+                name=meta.get("name") or path.stem, delay=meta.get("delay", 0),
+                extra_meta={k: v for k, v in meta.items() if k not in known})
 
 
 def _vocab_size(meta: dict, found: dict, path: Path) -> int | None:
@@ -247,11 +242,9 @@ def _vocab_size(meta: dict, found: dict, path: Path) -> int | None:
 
 
 def _validate_frontend(fe: dict, arch: Architecture, path: Path) -> dict:
-    """Check the front-end settings through the audio package, if it is importable."""
-    try:
-        from streamrnn.audio.frontend import frontend_from_dict
-    except ImportError:  # front end not built yet: keep the dict as is
-        return fe
+    """Check the front-end settings with the audio package's own parser (imported here: it loads
+    the front end's kernels, which feature-frame models never need)."""
+    from streamrnn.audio.frontend import frontend_from_dict
     from streamrnn.errors import StreamRNNError
 
     try:
@@ -264,7 +257,8 @@ def _validate_frontend(fe: dict, arch: Architecture, path: Path) -> dict:
     return fe
 
 
-def model_metadata(model: Model) -> dict:
+def model_metadata(model) -> dict:
+    """The JSON metadata of ``model`` (a ``Model``) as the file stores it."""
     a = model.arch
     meta = {"format": 2 if (a.bidirectional or model.delay) else 1, "cell": a.cell, "input_size": a.input_size,
             "hidden_size": a.hidden_size, "num_layers": a.num_layers,
@@ -280,7 +274,7 @@ def model_metadata(model: Model) -> dict:
     return meta
 
 
-def save_model(model: Model, path) -> None:
+def save_model(model, path) -> None:
     """Write ``model`` as a streamrnn model file, atomically (temp file + rename)."""
     from safetensors.numpy import save_file
 

@@ -23,38 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from streamrnn.config import EventParams  # the [events] settings, defined once in config
 from streamrnn.errors import ConfigError
 
 OFF, PENDING_ON, ON, PENDING_OFF = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class EventParams:
-    """Event options in seconds (as on the command line and in stream.toml)."""
-
-    on_threshold: float = 0.5    # probability that starts a segment
-    off_threshold: float = 0.35  # probability below which a segment may end (<= on_threshold)
-    min_on: float = 0.1          # s: shortest segment reported
-    min_off: float = 0.2         # s: shortest gap; shorter dips are bridged
-    max_segment: float = 30.0    # s: longer segments are cut (a new one may follow)
-
-    def validate(self) -> "EventParams":
-        if not 0.0 <= self.off_threshold <= self.on_threshold <= 1.0:
-            raise ConfigError(f"need 0 <= off_threshold ({self.off_threshold}) <= on_threshold "
-                              f"({self.on_threshold}) <= 1")
-        for k in ("min_on", "min_off", "max_segment"):
-            if not getattr(self, k) >= 0:
-                raise ConfigError(f"{k} must be >= 0 seconds, got {getattr(self, k)}")
-        if self.max_segment < self.min_on:
-            raise ConfigError(f"max_segment ({self.max_segment} s) must be >= min_on ({self.min_on} s)")
-        return self
-
-    def in_frames(self, frame_rate: float) -> dict:
-        """Durations rounded to whole frames (min_on >= 1, max_len >= min_on)."""
-        min_on = max(1, round(self.min_on * frame_rate))
-        return dict(on=self.on_threshold, off=self.off_threshold, min_on=min_on,
-                    min_off=max(1, round(self.min_off * frame_rate)),
-                    max_len=max(min_on, round(self.max_segment * frame_rate)))
 
 
 _EV_START, _EV_END = 0, 1
@@ -194,13 +166,34 @@ class Hysteresis:
 
 
 class EventDetector:
-    """Hysteresis over every output column (label) of one stream, one kernel call per block."""
+    """Hysteresis over every output column (label) of one stream, one kernel call per block: the
+    start/end events of ``streamrnn stream``, with the same settings (``EventParams``, seconds).
 
-    def __init__(self, labels: list[str], params: EventParams, frame_rate: float):
+    ``push(y)`` takes probabilities (T, n_labels) and returns the events they complete, each a dict
+    with ``event`` ("start"/"end"), ``label``, ``frame`` and ``time`` (s from the stream's start);
+    an end also has ``start_time``, ``duration`` and ``reason``.  ``flush()`` ends an open segment
+    at the end of the signal.  Raises ConfigError for bad settings.
+
+    >>> import numpy as np
+    >>> det = EventDetector(["speech"], EventParams(min_on=0.02, min_off=0.02), frame_rate=100.0)
+    >>> y = np.r_[np.zeros(10), np.ones(30), np.zeros(10)].astype(np.float32)[:, None]
+    >>> [(e["event"], e["time"]) for e in det.push(y) + det.flush()]
+    [('start', 0.1), ('end', 0.4)]
+    """
+
+    def __init__(self, labels, params: EventParams | None = None, frame_rate: float = 100.0):
         self.labels = list(labels)
         self.frame_rate = float(frame_rate)
-        kw = params.validate().in_frames(frame_rate)
-        self.machine = Hysteresis(**kw, n_labels=len(self.labels))
+        self.params = (params or EventParams()).validate()
+        self.machine = Hysteresis(**self.params.in_frames(frame_rate), n_labels=len(self.labels))
+
+    @classmethod
+    def for_stream(cls, stream, params: EventParams | None = None) -> "EventDetector":
+        """A detector for the outputs of ``stream`` (an ``AudioStream`` or ``AudioBank``): its model's
+        labels (``y0``, ``y1``... if it has none) at its frame rate."""
+        m = stream.model
+        labels = m.labels or [f"y{j}" for j in range(m.output_size)]
+        return cls(labels, params, stream.frame_rate)
 
     def push(self, y) -> list[dict]:
         """y (T, n_labels) probabilities -> events sorted by frame, with label and time (s)."""

@@ -1,10 +1,12 @@
-"""The one real-time loop: source -> (front end) -> model stream -> events -> sinks.
+"""The one real-time loop: source -> (front end) -> model bank -> events -> sinks.
 
 Everything runs in the thread that calls ``Pipeline.run``: the source's
-sockets and the sinks' sockets are created, used and closed there. Per stream,
-a ``StreamSlot`` in ``Pipeline.slots`` owns all carried state (processor =
-front end + hidden state, event machines, output sequence numbers); a batched
-bank can replace the processors later without changing the loop.
+sockets and the sinks' sockets are created, used and closed there. What runs is
+a ``Processor``: ``ModelProcessor`` (every stream's hidden state in one ``Bank``,
+one kernel call per read for all streams) or ``FeatureProcessor`` (the front end
+alone).  Per stream, a ``StreamSlot`` in ``Pipeline.slots`` owns the output side
+(its ``StreamState``: front end and bank slot; event machines; output sequence
+numbers).  ``streamrnn.run_stream`` builds and runs it.
 
 >>> import numpy as np, streamrnn
 >>> from streamrnn.transport.sources import Chunk
@@ -24,40 +26,29 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
 import threading
 import time
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from streamrnn.config import convert, read_toml
-from streamrnn.errors import ConfigError, StreamRNNError
-from streamrnn.runtime.events import EventDetector, EventParams
-from streamrnn.runtime.stats import Stats
+from streamrnn.config import StreamConfig
+from streamrnn.errors import ConfigError, InputError, StreamRNNError
+from streamrnn.runtime.events import EventDetector
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.sources import Chunk, Source, new_epoch
 
 log = logging.getLogger(__name__)
 
 STATS_STREAM = "_stats"  # reserved stream id of the process-wide stats messages
+# s of input a resampled stream keeps for snapshots: the pipeline takes none, so the least soxr allows
+# for a replay (exact restores at 44.1 kHz would keep ~5 s per stream: AudioStream's default)
+PIPELINE_HISTORY = 1.0
 
-
-# --- configuration -------------------------------------------------------------------------------
-LIMITS = {                              # upper bounds of StreamConfig values (docs/operations.md)
-    "max_streams": 4096,                # streams: each holds a model state and a resampler
-    "max_message_bytes": 256 * 2**20,   # bytes: libzmq's MAXMSGSIZE is twice this
-    "max_model_bytes": 4 * 2**30,       # bytes
-    "queue_seconds": 60.0,              # s of microphone audio held in memory
-    "hwm_seconds": 60.0,                # s of messages queued per ZeroMQ socket
-    "channels": 64,
-    "rate": 1_000_000,                  # Hz
-}
 
 # Seconds of warm-up after which the user is told that the kernels are compiling (a warm
 # start loads them from the on-disk cache in about 0.5 s).
@@ -66,173 +57,153 @@ COMPILE_NOTICE = ("compiling the Numba kernels (first run on this machine or aft
                   "they are cached on disk and later starts take under a second")
 
 
-@dataclass(frozen=True)
-class StreamConfig:
-    """Options of ``streamrnn stream`` / ``features``; precedence CLI > STREAMRNN_* env > TOML > these."""
-
-    model: str | None = None            # model file or bundled name
-    source: str = "mic"                 # source URI (see transport.sources)
-    sink: tuple[str, ...] = ("stdout",)  # sink URIs (see transport.sinks)
-    stream_id: str | None = None        # id of a single-stream source (default mic0, file0, stdin0, demo0)
-    duration: float = 0.0               # s of wall-clock time to run; 0 = until the source ends or a signal
-    rate: int = 16000                   # Hz: stdin sample rate; microphone rate
-    format: str = "s16le"               # stdin sample format: s16le | f32le
-    channels: int = 1                   # stdin / microphone channels
-    block_ms: float = 20.0              # ms of audio per block read from mic, file, stdin
-    realtime: bool | None = None        # pace file sources like a live microphone; None: the demo yes, files no
-    json: bool = False                  # JSON lines on stdout even on a terminal
-    events: bool = True                 # hysteresis events for sigmoid outputs
-    on_threshold: float = 0.5           # probability that starts a segment
-    off_threshold: float = 0.35         # probability below which a segment may end
-    min_on: float = 0.1                 # s: shortest segment
-    min_off: float = 0.2                # s: shortest gap (shorter dips are bridged)
-    max_segment: float = 30.0           # s: longest segment before it is cut
-    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # bytes: larger messages are refused
-    max_streams: int = 64               # concurrent streams of a ZeroMQ source
-    idle_timeout: float = 0.0           # s without data after which a stream is closed; 0 = never
-    threads: int = 1                    # Numba threads sharing the bank's model step (1: single-threaded)
-    queue_seconds: float = 2.0          # s of audio the microphone queue holds before dropping the oldest
-    hwm_seconds: float = 2.0            # s of messages each ZeroMQ socket queues
-    stats_interval: float = 1.0         # s between stats messages (kind 7)
-    desc_interval: float = 1.0          # s between repeated descriptors (and heartbeats)
-    max_model_bytes: int = 256 * 2**20  # bytes: larger model files are refused before reading
-    curve_secret_key: str | None = None  # CurveZMQ key pair (.key_secret): binding sockets encrypt
-    curve_server_key: str | None = None  # server's public key (.key): connecting sockets encrypt
-    curve_allow: str | None = None      # directory of client public keys (*.key) a binding socket accepts
-
-    def event_params(self) -> EventParams:
-        return EventParams(self.on_threshold, self.off_threshold, self.min_on, self.min_off,
-                           self.max_segment).validate()
-
-    def validate(self) -> "StreamConfig":
-        if self.duration < 0:
-            raise ConfigError(f"duration must be >= 0 s, got {self.duration}")
-        if self.format not in ("s16le", "f32le"):
-            raise ConfigError(f"format {self.format!r} is not s16le or f32le")
-        for k, lo in (("rate", 1), ("channels", 1), ("max_streams", 1), ("max_message_bytes", 128),
-                      ("max_model_bytes", 8)):
-            if getattr(self, k) < lo:
-                raise ConfigError(f"{k} must be >= {lo}, got {getattr(self, k)}")
-        for k, hi in LIMITS.items():  # hard caps: each bounds memory a config typo could exhaust
-            if getattr(self, k) > hi:
-                raise ConfigError(f"{k} = {getattr(self, k)} is above the limit of {hi}")
-        if self.threads != 1:
-            from streamrnn.nn.parallel import check_threads
-
-            check_threads(self.threads)
-        if self.idle_timeout < 0:
-            raise ConfigError(f"idle_timeout must be >= 0 s (0 = never), got {self.idle_timeout}")
-        for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):
-            if not getattr(self, k) > 0:
-                raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
-        if not self.sink:
-            raise ConfigError("at least one sink is needed")
-        self.event_params()
-        return self
-
-
-def _field_types():
-    hints = typing.get_type_hints(StreamConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(StreamConfig)}
-
-
-def _coerce(name: str, value, tp, origin: str):
-    """Convert a TOML/env/option value to the field's type (``config.convert``, shared with the
-    training configs); the ConfigError also names where the value came from."""
-    try:
-        return convert(value, tp, name)
-    except ConfigError as e:
-        raise ConfigError(f"{origin}: {e}") from None
-
-
-def load_stream_config(path=None, env=None, overrides: dict | None = None) -> StreamConfig:
-    """Merge defaults < TOML file ``path`` < ``STREAMRNN_*`` env < ``overrides`` (non-None values).
-
-    Unknown TOML keys are errors (they are usually typos).
-    """
-    fields = _field_types()
-    values: dict = {}
-    if path is not None:
-        p = Path(path)
-        data = read_toml(p)
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"config {str(p)!r}: unknown key(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(fields)})")
-        for k, v in data.items():
-            values[k] = _coerce(k, v, fields[k], f"config {p}")
-    env = os.environ if env is None else env
-    for k, tp in fields.items():
-        ev = env.get("STREAMRNN_" + k.upper())
-        if ev is not None and ev != "":
-            values[k] = _coerce(k, ev, tp, f"environment STREAMRNN_{k.upper()}")
-    for k, v in (overrides or {}).items():
-        if k not in fields:
-            raise ConfigError(f"unknown option {k!r}")
-        if v is None or (isinstance(v, tuple) and not v):
-            continue
-        values[k] = _coerce(k, v, fields[k], f"option --{k.replace('_', '-')}")
-    return StreamConfig(**values).validate()
-
-
 # --- processors: what turns one stream's input rows into output rows ---------------------
-class BankProcessor:
-    """One stream's share of the pipeline's model bank: its own front end (for audio) and
-    one slot of the bank, which every stream's frames advance together (``Pipeline._run_model``).
+class Processor:
+    """What the pipeline runs: the one interface of its two implementations.
 
-    ``features(x)`` turns input rows into model frames; ``push(x)`` does that and runs the
-    model for this stream alone.  Frame k depends on input rows up to ``frame_end_sample(k)``.
+    ``open(sid, content, rate, channels)`` makes one stream's state (a ``StreamState``; InputError
+    if the stream's content does not fit); ``run({sid: frames})`` advances every stream with new
+    frames at once and returns ``({sid: outputs}, {sid: error})``.  ``kind``/``content`` name the
+    output messages; ``labels`` and ``event_params`` say whether outputs become events.
     """
 
-    def __init__(self, bank, sid: str, fe=None, frame_rate: float | None = None):
-        self.bank, self.sid, self.fe = bank, sid, fe
+    kind: int          # wire.PRED or wire.DATA
+    content: str       # "pred" or "features" (the descriptor's content)
+    event_params = None  # EventParams when the outputs are probabilities to run hysteresis on
+    delay = 0          # D, frames of look-ahead: the row computed at frame k answers for frame k - D
+
+    def open(self, sid: str, content: str, rate: float, channels: int) -> "StreamState":
+        raise NotImplementedError
+
+    def run(self, frames: dict) -> tuple[dict, dict]:
+        raise NotImplementedError
+
+    def labels(self, n: int):
+        return None
+
+    def describe(self, state: "StreamState") -> dict:
+        """Descriptor fields of a stream: ``n`` (values per row) and extra metadata."""
+        raise NotImplementedError
+
+    def warm_up(self, rates) -> None:
+        """Run every kernel once (compile or load from the cache) for streams at these rates."""
+        for r in rates:
+            st = self.open("_warm_up", "audio", r, 1)
+            # 0.5 s of quiet noise: enough samples for several frames through every kernel.
+            x = np.random.default_rng(0).standard_normal((int(r // 2), 1)).astype(np.float32) * 1e-3
+            self.run({"_warm_up": st.prepare(x)})
+            st.close()
+
+
+class StreamState:
+    """One stream's carried input state: its front end (None for feature frames) and a close hook.
+
+    ``prepare(x)`` turns input rows into the rows ``Processor.run`` takes; frame k of the output
+    depends on input rows up to ``frame_end_sample(k)``.
+    """
+
+    def __init__(self, fe=None, frame_rate: float | None = None, on_close=None):
+        self.fe = fe
         self.frame_rate = float(fe.frame_rate if fe is not None else frame_rate)
-        self.n_outputs = bank.model.output_size
-        bank.open(sid)
+        self._on_close = on_close
 
-    def features(self, x):
+    def prepare(self, x):
         return self.fe.push(x) if self.fe is not None else x
-
-    def push(self, x):
-        f = self.features(x)
-        if f.shape[0] == 0:
-            return np.zeros((0, self.n_outputs), np.float32)
-        return self.bank.push(self.sid, f)
-
-    def reset(self):
-        if self.fe is not None:
-            self.fe.reset()
-        self.bank.reset(self.sid)
-
-    def close(self):
-        self.bank.close(self.sid)
 
     def frame_end_sample(self, k: int) -> int:
         return self.fe.frame_end_sample(k) if self.fe is not None else k + 1
 
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
 
-def make_processor(mode: str, model, frontend, content: str, rate: float, channels: int, bank=None,
-                   sid: str = ""):
-    """The processor for one stream, or InputError/ShapeError if the content does not fit."""
-    from streamrnn.errors import InputError
-    from streamrnn.audio.stream import FeatureStream
 
-    if mode == "features":
+class ModelProcessor(Processor):
+    """Model predictions: every stream's hidden state is one slot of one ``Bank``, so one kernel
+    call per read advances them all and reads the weights once."""
+
+    kind, content = wire.PRED, "pred"
+
+    def __init__(self, model, config: StreamConfig | None = None):
+        config = config or StreamConfig()
+        self.model = model
+        self.delay = int(model.delay)
+        self.bank = model.bank(max(1, int(config.max_streams)), config.threads)
+        if config.events.enabled and model.activation == "sigmoid":
+            self.event_params = config.events
+
+    def open(self, sid, content, rate, channels) -> StreamState:
+        from streamrnn.audio.stream import FeatureStream
+
+        m = self.model
+        if content == "audio":
+            if m.frontend is None:
+                raise InputError(f"model {m.name or ''!s} takes feature frames ({m.input_size} "
+                                 f"values per frame) but the stream carries audio")
+            fe = FeatureStream(m.frontend, rate, history_seconds=PIPELINE_HISTORY)
+        else:
+            if channels != m.input_size:
+                raise InputError(f"feature frames have {channels} values but the model takes {m.input_size}")
+            fe = None
+        self.bank.open(sid)
+        return StreamState(fe, rate, lambda: self.bank.close(sid))
+
+    def run(self, frames: dict) -> tuple[dict, dict]:
+        todo = {sid: f for sid, f in frames.items() if f.shape[0]}
+        if not todo:
+            return {}, {}
+        try:
+            return self.bank.push_many(todo), {}
+        except StreamRNNError:  # one bad stream: run them one by one so the others go on
+            outs, errors = {}, {}
+            for sid, f in todo.items():
+                try:
+                    outs[sid] = self.bank.push(sid, f)
+                except StreamRNNError as e:
+                    errors[sid] = e
+            return outs, errors
+
+    def labels(self, n: int):
+        return list(self.model.labels) if self.model.labels else [f"y{j}" for j in range(n)]
+
+    def describe(self, state) -> dict:
+        m = self.model
+        desc = {"name": m.name, "cell": m.cell, "input_size": m.input_size, "hidden_size": m.hidden_size,
+                "num_layers": m.num_layers, "output_size": m.output_size, "activation": m.activation}
+        if m.delay:
+            desc["delay"] = m.delay  # frames: preds arrive that late, indexed by their own frame
+        return {"n": m.output_size, "model": desc}
+
+    def warm_up(self, rates) -> None:
+        m = self.model
+        if m.frontend is not None:
+            super().warm_up(rates)
+        m.stream().push(np.zeros((4, m.input_size), np.float32))
+        if self.event_params is not None:
+            n = m.output_size
+            EventDetector(self.labels(n), self.event_params, 100.0).push(np.zeros((2, n), np.float32))
+
+
+class FeatureProcessor(Processor):
+    """The front end alone: each audio stream's features are its output rows."""
+
+    kind, content = wire.DATA, "features"
+
+    def __init__(self, frontend):
+        self.frontend = frontend
+
+    def open(self, sid, content, rate, channels) -> StreamState:
+        from streamrnn.audio.stream import FeatureStream
+
         if content != "audio":
             raise InputError(f"the features command needs audio, got {content!r}")
-        return FeatureStream(frontend, rate)
-    if content == "audio":
-        if model.frontend is None:
-            raise InputError(f"model {model.name or ''!s} takes feature frames ({model.input_size} "
-                             f"values per frame) but the stream carries audio")
-        fe = FeatureStream(model.frontend, rate)
-    else:
-        if channels != model.input_size:
-            raise InputError(f"feature frames have {channels} values but the model takes {model.input_size}")
-        fe = None
-    if bank is None:
-        bank = model.bank(1)
-    return BankProcessor(bank, sid, fe, rate)
+        return StreamState(FeatureStream(self.frontend, rate, history_seconds=PIPELINE_HISTORY))
+
+    def run(self, frames: dict) -> tuple[dict, dict]:
+        return frames, {}
+
+    def describe(self, state) -> dict:
+        return {"n": state.fe.n_features, "frontend": self.frontend.to_dict()}
 
 
 @dataclass
@@ -242,7 +213,7 @@ class StreamSlot:
     stream: str
     in_epoch: int
     key: tuple
-    proc: object
+    proc: StreamState
     detector: EventDetector | None
     out_epoch: int = field(default_factory=new_epoch)
     out_desc: dict = field(default_factory=dict)
@@ -263,26 +234,20 @@ class StreamSlot:
 
 
 class Pipeline:
-    """Runs one source into sinks through a model (``mode="pred"``) or a front end (``"features"``)."""
+    """Runs one source into sinks through a ``Processor`` (``ModelProcessor`` or ``FeatureProcessor``;
+    ``model=`` is short for ``ModelProcessor(model, config)``)."""
 
-    def __init__(self, source: Source | None, sinks: list, model=None, frontend=None,
-                 config: StreamConfig | None = None, stats: Stats | None = None, mode: str = "pred"):
-        if mode not in ("pred", "features"):
-            raise ConfigError(f"mode {mode!r} is not pred or features")
-        if mode == "pred" and model is None:
-            raise ConfigError("a model is needed to stream predictions")
-        if mode == "features" and frontend is None:
-            raise ConfigError("a front end is needed to stream features")
-        self.source, self.sinks, self.model, self.frontend, self.mode = source, list(sinks), model, frontend, mode
+    def __init__(self, source: Source | None, sinks: list, processor: Processor | None = None, *, model=None,
+                 config: StreamConfig | None = None, stats: Stats | None = None):
         self.config = config or StreamConfig()
+        if processor is None:
+            if model is None:
+                raise ConfigError("a processor (or a model) is needed")
+            processor = ModelProcessor(model, self.config)
+        self.source, self.sinks, self.processor = source, list(sinks), processor
         self.stats = stats if stats is not None else (source.stats if source is not None else Stats())
         self.slots: dict[str, StreamSlot] = {}
         self._readers_gone = False  # every sink's reader closed its pipe: stop quietly
-        # Every stream's hidden state lives in one bank: one kernel call per read advances them all.
-        self.bank = (model.bank(max(1, int(self.config.max_streams)), self.config.threads)
-                     if mode == "pred" else None)
-        self._events = (mode == "pred" and self.config.events and model.activation == "sigmoid")
-        self._event_params = self.config.event_params() if self._events else None
         self._stats_seq = 0
         self._bad_streams: set[str] = set()
         self._stats_epoch = new_epoch()
@@ -296,7 +261,7 @@ class Pipeline:
             # sink; when none is left, end the run normally (exit 0), like any Unix filter.
             log.info("sink %s: reader closed the pipe; sink closed", s.describe())
             self.sinks.remove(s)
-            if sys.stdout in (getattr(s, "_f", None), getattr(s, "out", None)):
+            if s.writes_stdout:
                 try:  # later flushes of the dead stdout (here and at interpreter exit) go nowhere
                     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 except (OSError, ValueError):
@@ -321,30 +286,13 @@ class Pipeline:
             self._sink_call(s, "write", m)
         self.stats.add("messages_out")
 
-    def _labels(self, n: int):
-        if self.mode == "pred" and self.model.labels:
-            return list(self.model.labels)
-        return [f"y{j}" for j in range(n)] if self.mode == "pred" else None
-
     def _make_out_desc(self, slot: StreamSlot, ch: Chunk) -> dict:
-        p = slot.proc
-        if self.mode == "pred":
-            m = self.model
-            n = m.output_size
-            extra = {"model": {"name": m.name, "cell": m.cell, "input_size": m.input_size,
-                               "hidden_size": m.hidden_size, "num_layers": m.num_layers,
-                               "output_size": n, "activation": m.activation}}
-            if m.delay:
-                extra["model"]["delay"] = m.delay  # frames: preds arrive that late, indexed by their own frame
-            content = "pred"
-        else:
-            n = p.n_features
-            extra = {"frontend": self.frontend.to_dict() if hasattr(self.frontend, "to_dict") else self.frontend}
-            content = "features"
+        extra = self.processor.describe(slot.proc)
+        n = extra.pop("n")
         extra["input"] = {"epoch": ch.epoch, "content": ch.content, "rate": ch.rate,
                           "channels": int(ch.data.shape[1])}
-        return wire.descriptor(slot.stream, slot.out_epoch, content, "float32", n, p.frame_rate,
-                               labels=self._labels(n), **extra)
+        return wire.descriptor(slot.stream, slot.out_epoch, self.processor.content, "float32", n,
+                               slot.proc.frame_rate, labels=self.processor.labels(n), **extra)
 
     def _send_desc(self, slot):
         self._emit(wire.Message(wire.DESC, slot.stream, epoch=slot.out_epoch,
@@ -357,16 +305,16 @@ class Pipeline:
             self.stats.count("bad", "stream_id")
             return None
         try:
-            proc = make_processor(self.mode, self.model, self.frontend, ch.content, ch.rate, key[2],
-                                  self.bank, ch.stream)
+            proc = self.processor.open(ch.stream, ch.content, ch.rate, key[2])
         except StreamRNNError as e:
             self.stats.count("bad", "content")
             if ch.stream not in self._bad_streams:
                 self._bad_streams.add(ch.stream)
                 log.warning("stream %s skipped: %s", ch.stream, e)
             return None
-        det = (EventDetector(self._labels(self.model.output_size), self._event_params, proc.frame_rate)
-               if self._events else None)
+        pp = self.processor
+        det = (EventDetector(pp.labels(pp.describe(proc)["n"]), pp.event_params, proc.frame_rate)
+               if pp.event_params is not None else None)
         slot = StreamSlot(ch.stream, ch.epoch, key, proc, det)
         slot.out_desc = self._make_out_desc(slot, ch)
         slot.last_t_capture = ch.t_capture
@@ -383,9 +331,7 @@ class Pipeline:
                                 seq=slot.next_seq(wire.EOS), sample_index=slot.frames,
                                 t_capture=slot.last_t_capture, ref_seq=slot.last_ref_seq))
         self.slots.pop(slot.stream, None)
-        close = getattr(slot.proc, "close", None)
-        if close is not None:
-            close()  # frees the stream's bank slot
+        slot.proc.close()  # frees the stream's bank slot
         log.info("stream %s closed (%s) after %d frames", slot.stream, reason, slot.frames)
 
     def _send_events(self, slot, events, t_capture):
@@ -418,7 +364,8 @@ class Pipeline:
 
     def _prepare(self, ch: Chunk):
         """Stream bookkeeping and the front end for one chunk: (slot, chunk, frames, s0) or None."""
-        key = (ch.content, float(ch.rate), int(ch.data.shape[1]))
+        # what the producer sends (its descriptor's content, rate, channels, dtype): a change resets
+        key = (ch.content, float(ch.rate), int(ch.data.shape[1]), (ch.desc or {}).get("dtype"))
         slot = self.slots.get(ch.stream)
         reset = False
         if slot is not None and (slot.in_epoch != ch.epoch or slot.key != key or ch.flags & wire.FLAG_RESET):
@@ -445,8 +392,7 @@ class Pipeline:
         frames = None
         if n:
             try:
-                # features mode: the front end's frames are the output; pred: the model's input
-                frames = slot.proc.push(ch.data) if self.mode == "features" else slot.proc.features(ch.data)
+                frames = slot.proc.prepare(ch.data)  # the stream's front end (if any)
             except StreamRNNError as e:
                 self.stats.count("bad", "input")
                 log.warning("stream %s: block of %d rows skipped: %s", ch.stream, n, e)
@@ -457,21 +403,10 @@ class Pipeline:
 
     def _run_model(self, batch: dict) -> None:
         """One bank call for every prepared stream with frames, then emit each stream's outputs."""
-        if self.mode == "pred":
-            todo = {sid: it[2] for sid, it in batch.items() if it[2] is not None and it[2].shape[0]}
-            outs = {}
-            if todo:
-                try:
-                    outs = self.bank.push_many(todo)
-                except StreamRNNError:  # one bad stream: run them one by one so the others go on
-                    for sid, f in todo.items():
-                        try:
-                            outs[sid] = self.bank.push(sid, f)
-                        except StreamRNNError as e:
-                            self.stats.count("bad", "input")
-                            log.warning("stream %s: %d frames skipped: %s", sid, f.shape[0], e)
-        else:
-            outs = {sid: it[2] for sid, it in batch.items() if it[2] is not None}
+        outs, errors = self.processor.run({sid: it[2] for sid, it in batch.items() if it[2] is not None})
+        for sid, e in errors.items():
+            self.stats.count("bad", "input")
+            log.warning("stream %s: %d frames skipped: %s", sid, batch[sid][2].shape[0], e)
         for sid, (slot, ch, _, s0) in batch.items():
             y = outs.get(sid)
             if y is not None and y.shape[0]:
@@ -490,12 +425,12 @@ class Pipeline:
         slot.frames += t
         # Look-ahead: the row computed at frame k answers for frame k - D, so it is reported with that
         # frame's index (audio clock); the first D rows answer for no frame and are not emitted.
-        delay = self.model.delay if self.mode == "pred" else 0
+        delay = self.processor.delay
         skip = min(t, max(0, delay - k0))
         if skip == t:
             return
         y = y[skip:]
-        kind = wire.PRED if self.mode == "pred" else wire.DATA
+        kind = self.processor.kind
         m = wire.Message(kind, ch.stream, flags=slot.pending_flags, epoch=slot.out_epoch,
                          seq=slot.next_seq(kind), sample_index=k0 + skip - delay, t_capture=t_cap,
                          ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
@@ -516,9 +451,7 @@ class Pipeline:
                 # (after its next descriptor) it starts a new output stream.
                 self._close_slot(slot, "idle")
                 self.stats.count("closed", "idle")
-                forget = getattr(self.source, "forget", None)
-                if forget is not None:
-                    forget(slot.stream)
+                self.source.forget(slot.stream)
                 continue
             self._send_desc(slot)
             if now - slot.last_out >= self.config.desc_interval:
@@ -530,6 +463,10 @@ class Pipeline:
         streams = {s.stream: {"epoch": s.out_epoch, "input_epoch": s.in_epoch, "frames_in": s.samples,
                               "frames_out": s.frames} for s in self.slots.values()}
         return self.stats.snapshot({"format": wire.FORMAT, "streams": streams}, roll=roll)
+
+    def summary(self) -> str:
+        """The run's stats for humans (the CLI prints it on stderr at exit)."""
+        return self.stats.summary()
 
     def _send_stats(self):
         seq = self._stats_seq
@@ -556,18 +493,7 @@ class Pipeline:
     def _warm_up(self, rate: float | None) -> float:
         t0 = time.perf_counter()
         # an unknown input rate (ZeroMQ sources): also load the resampler, for streams at other rates
-        rates = [float(rate)] if rate else [16000.0, 48000.0]
-        if self.mode == "features" or (self.model is not None and self.model.frontend is not None):
-            for r in rates:
-                p = make_processor(self.mode, self.model, self.frontend, "audio", r, 1)
-                # 0.5 s of quiet noise: enough samples for several frames through every kernel.
-                x = np.random.default_rng(0).standard_normal((int(r // 2), 1)).astype(np.float32) * 1e-3
-                p.push(x)
-        if self.model is not None:
-            self.model.stream().push(np.zeros((4, self.model.input_size), np.float32))
-        if self._events:
-            n = self.model.output_size
-            EventDetector(self._labels(n), self._event_params, 100.0).push(np.zeros((2, n), np.float32))
+        self.processor.warm_up([float(rate)] if rate else [16000.0, 48000.0])
         dt = time.perf_counter() - t0
         log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
         return dt
@@ -586,10 +512,10 @@ class Pipeline:
                 s.open()
                 opened.append(s)
             # Compile before the source opens, so a microphone's first blocks never wait for the JIT.
-            self.warm_up(getattr(self.source, "expected_rate", None))
+            self.warm_up(self.source.expected_rate)
             self.source.open()
             if on_ready is not None:
-                on_ready()
+                on_ready(self)
             t_start = time.monotonic()
             t_desc = t_start + cfg.desc_interval
             t_stats = t_start + cfg.stats_interval

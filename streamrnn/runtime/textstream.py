@@ -15,6 +15,9 @@ message per token is published to every sink (stdout, JSON lines, ZeroMQ ...)::
 ``top`` the k most probable next tokens with their probabilities, most probable
 first.  The stream ends with an end-of-stream message (kind ``eos``) whose
 ``sample_index`` is the number of tokens.
+
+``streamrnn.run_stream`` runs a token model through ``TextRun`` (what ``stream --source stdin``
+runs for it); ``run_text_stream`` is the loop itself.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import threading
 import time
 
 from streamrnn.nn.text import model_vocab, top_k
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 
 MAX_WORD_CHARS = 1024  # a "word" longer than this is cut (it reads as <unk> anyway): bounded memory
@@ -108,3 +111,29 @@ def run_text_stream(model, sinks, *, fd=None, stream_id: str = "stdin0", k: int 
         for sk in opened:
             sk.close()
     return stats
+
+
+class StdinText:
+    """What a ``TextRun`` reads (for ``describe``, like a pipeline's source)."""
+
+    def describe(self) -> str:
+        return "UTF-8 text from stdin"
+
+
+class TextRun:
+    """A token model on text from stdin, run like a ``Pipeline``: ``run(stop, on_ready)`` returns the
+    ``Stats``; ``on_ready(run)`` sees ``source``, ``sinks`` and ``stats``; ``summary()`` for stderr."""
+
+    def __init__(self, model, sinks, *, stream_id: str = "stdin0", duration: float = 0.0,
+                 stats: Stats | None = None, fd=None):
+        self.model, self.sinks, self.stats = model, list(sinks), stats or Stats()
+        self.source = StdinText()
+        self.stream_id, self.duration, self.fd = stream_id, duration, fd
+
+    def run(self, stop: threading.Event | None = None, on_ready=None) -> Stats:
+        return run_text_stream(self.model, self.sinks, fd=self.fd, stream_id=self.stream_id,
+                               duration=self.duration, stop=stop, stats=self.stats,
+                               on_ready=None if on_ready is None else lambda: on_ready(self))
+
+    def summary(self) -> str:
+        return self.stats.summary(latency=False)  # no predictions: one event per token

@@ -1,7 +1,7 @@
 """Backpropagation through a bidirectional model, and its whole-sequence training runner.
 
 The forward pass is ``streamrnn.nn.bidir.BidirForward`` (the runtime kernel per
-direction, activations saved).  The backward pass reuses ``bptt.backward_kernel``
+direction, activations saved).  The backward pass reuses ``backward.backward_kernel``
 unchanged for every direction of every layer: the reverse direction is a
 forward-running RNN on the per-lane reversed sequence, so its BPTT is the
 ordinary BPTT on that reversed sequence, with its gradient reversed back
@@ -30,7 +30,7 @@ import numpy as np
 from streamrnn.errors import ShapeError
 from streamrnn.nn.bidir import BidirForward, reverse_lanes_kernel, save_shape, split_directions_kernel
 from streamrnn.nn.cells import CELL_CODES, Architecture, PackedLayout
-from streamrnn.train.bptt import BPTT, backward_kernel
+from streamrnn.train.backward import BPTT, backward_kernel
 from streamrnn.train.losses import loss_and_dlogits
 
 _NO_EXTRA = np.full(4, -1, np.int64)

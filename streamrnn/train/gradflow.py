@@ -8,7 +8,7 @@ exploding ones turn its weights into NaN.  This module makes both measurable:
   ``|dL_t / ds_{t-k}|`` for k = 0..K, averaged over the anchors.  The state
   ``s`` is every layer's h (and c for LSTM), so the norm is over the whole
   carried state.  The numbers come from the backward kernel itself
-  (``bptt.backward_kernel`` with its ``dh_sq`` output): one backward pass per
+  (``backward.backward_kernel`` with its ``dh_sq`` output): one backward pass per
   batch of anchors, with dL/dlogits non-zero only at the anchor frame.
 * **decay rate and horizon**: a least-squares line through log(norm) over
   lags 1..K gives the factor per step ``rate = exp(slope)``; where it is
@@ -124,8 +124,7 @@ def lag_norms(model: Model, seqs, *, max_lag: int = 200, n_anchors: int = 32, wa
     drawn evenly over the data (at most ``n_anchors``, chosen with ``seed``).  Raises
     ``InputError`` if no sequence is longer than ``max_lag`` frames.
     """
-    from streamrnn.train.lanes import model_input
-    from streamrnn.train.trainer import prepare_for_model
+    from streamrnn.train.lanes import model_input, prepare_for_model
 
     if max_lag < 1:
         raise ConfigError(f"max_lag must be >= 1, got {max_lag}")

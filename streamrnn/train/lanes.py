@@ -54,7 +54,7 @@ import numpy as np
 from streamrnn.errors import ShapeError, TrainingError
 from streamrnn.nn.cells import SAVE_WIDTH, Architecture, PackedLayout
 from streamrnn.train.bptt import BPTT
-from streamrnn.train.losses import loss_and_dlogits
+from streamrnn.train.losses import HEAD_ACTIVATION, loss_and_dlogits
 
 
 @dataclass
@@ -408,3 +408,27 @@ def run_lanes(arch: Architecture, theta, prepared: list[Prepared], lanes: int, d
         n = p.x.shape[0]
         out[i] = (Yhat[t0:t0 + n, b].astype(np.float64), p.target, p.mask)
     return out
+
+
+def prepare_for_model(model: Model, seqs, *, loss: str | None = None, task: str | None = None):
+    """(prepared sequences, loss, task) for running ``model`` on ``seqs`` as it was trained.
+
+    ``loss``/``task`` default to what the model was trained with (file metadata)
+    or to the loss matching the head activation.
+    """
+    meta = model.extra_meta.get("training", {})
+    act_loss = {v: k for k, v in HEAD_ACTIVATION.items()}
+    loss = loss or meta.get("loss") or act_loss.get(model.activation or "identity", "mse")
+    task = task or meta.get("task") or "frame"
+    mean, std = _norm_of(model) if task == "next_frame" else (None, None)
+    # a look-ahead model's output at frame t is scored against the label of frame t - delay
+    delay = model.delay if task == "frame" else 0
+    return (prepare(seqs, task=task, loss=loss, n_outputs=model.output_size, mean=mean, std=std, delay=delay),
+            loss, task)
+
+
+def _norm_of(model: Model):
+    if not model.arch.has_norm:
+        return None, None
+    t = model.tensors()
+    return t["norm.mean"].astype(np.float64), t["norm.std"].astype(np.float64)

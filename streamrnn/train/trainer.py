@@ -40,7 +40,15 @@ from streamrnn.errors import ConfigError, TrainingError
 from streamrnn.nn.cells import Architecture, PackedLayout, init_tensors
 from streamrnn.nn.model import Model, aligned_copy
 from streamrnn.train import metrics as M
-from streamrnn.train.lanes import TBPTTRunner, make_plan, make_sequence_plan, norm_stats, prepare, run_lanes
+from streamrnn.train.lanes import (
+    TBPTTRunner,
+    make_plan,
+    make_sequence_plan,
+    norm_stats,
+    prepare,
+    prepare_for_model,
+    run_lanes,
+)
 from streamrnn.train.losses import HEAD_ACTIVATION, frame_losses
 from streamrnn.train.optim import Optimizer, clip_gradients, scheduled_lr
 
@@ -212,23 +220,6 @@ def evaluate_outputs(outs, loss: str, task: str) -> dict:
     return res
 
 
-def prepare_for_model(model: Model, seqs, *, loss: str | None = None, task: str | None = None):
-    """(prepared sequences, loss, task) for running ``model`` on ``seqs`` as it was trained.
-
-    ``loss``/``task`` default to what the model was trained with (file metadata)
-    or to the loss matching the head activation.
-    """
-    meta = model.extra_meta.get("training", {})
-    act_loss = {v: k for k, v in HEAD_ACTIVATION.items()}
-    loss = loss or meta.get("loss") or act_loss.get(model.activation or "identity", "mse")
-    task = task or meta.get("task") or "frame"
-    mean, std = _norm_of(model) if task == "next_frame" else (None, None)
-    # a look-ahead model's output at frame t is scored against the label of frame t - delay
-    delay = model.delay if task == "frame" else 0
-    return (prepare(seqs, task=task, loss=loss, n_outputs=model.output_size, mean=mean, std=std, delay=delay),
-            loss, task)
-
-
 def evaluate(model: Model, seqs, *, loss: str | None = None, task: str | None = None, lanes: int = 16) -> dict:
     """Run ``model`` over sequences (each from zero state) and return loss and metrics.
 
@@ -262,13 +253,6 @@ def _vad_extras(model: Model, outs) -> dict:
         labels.append(tg[sel, 0] > 0.5)
     v = M.vad_metrics(probs, labels, frame_rate=frame_rate)
     return {k: v[k] for k in ("false_alarms", "nonspeech_hours", "false_alarms_per_hour")}
-
-
-def _norm_of(model: Model):
-    if not model.arch.has_norm:
-        return None, None
-    t = model.tensors()
-    return t["norm.mean"].astype(np.float64), t["norm.std"].astype(np.float64)
 
 
 # ------------------------------------------------------------------------------------------------

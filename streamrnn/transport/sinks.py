@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError
-from streamrnn.runtime.stats import Stats
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
                                            parse_zmq_uri)
@@ -59,6 +60,11 @@ class Sink:
 
     def describe(self) -> str:
         return type(self).__name__
+
+    @property
+    def writes_stdout(self) -> bool:
+        """Whether this sink writes the process's standard output (whose reader may go away)."""
+        return False
 
 
 class NullSink(Sink):
@@ -147,6 +153,8 @@ class _TextSink(Sink):
 class JsonLinesSink(_TextSink):
     """``jsonl:PATH`` (or stdout with ``json=True``): one JSON object per line."""
 
+    writes_stdout = property(lambda self: self._f is sys.stdout)
+
     def __init__(self, path=None, stats=None, stream=None):
         super().__init__(stats)
         self.path = Path(path) if path is not None else None
@@ -213,6 +221,7 @@ class TerminalSink(_TextSink):
 
     BAR = 20
     MIN_INTERVAL = 0.05  # s between live-line redraws (20 per second is plenty for eyes)
+    writes_stdout = property(lambda self: self.out is sys.stdout)
 
     def __init__(self, stats=None, out=None):
         super().__init__(stats)
@@ -289,10 +298,12 @@ class ZmqSink(ZmqSocketOwner, Sink):
 
 
 
-def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0, curve=None) -> Sink:
-    """Build the sink named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
+def open_sink(uri: str, config: StreamConfig | None = None, *, stats=None, curve=None) -> Sink:
+    """Build the sink named by ``uri`` (not yet opened) with the settings of ``config`` (json,
+    hwm_seconds; default ``StreamConfig()``); ConfigError for an unknown URI."""
+    c = config or StreamConfig()
     if uri == "stdout":
-        if json_stdout or not sys.stdout.isatty():
+        if c.json or not sys.stdout.isatty():
             return JsonLinesSink(stats=stats)
         return TerminalSink(stats=stats)
     if uri == "null":
@@ -302,6 +313,6 @@ def open_sink(uri: str, *, stats=None, json_stdout=False, hwm_seconds=2.0, curve
     if uri.startswith("csv:") and len(uri) > 4:
         return CsvSink(uri[4:], stats=stats)
     if is_zmq_uri(uri):
-        return ZmqSink(uri, stats=stats, hwm_seconds=hwm_seconds, curve=curve)
+        return ZmqSink(uri, stats=stats, hwm_seconds=c.hwm_seconds, curve=curve)
     raise ConfigError(f"unknown sink {uri!r}: use stdout, jsonl:PATH, csv:PATH, zmq+pub://HOST:PORT, "
                       f"zmq+push://HOST:PORT (or zmq+pub+ipc://PATH, zmq+push+ipc://PATH), null")

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.config import StreamConfig
 from streamrnn.errors import AudioError, ConfigError, WireError
-from streamrnn.runtime.stats import Stats
+from streamrnn.models import MODELS_DIR
+from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
                                            parse_zmq_uri)
@@ -37,7 +39,6 @@ from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_m
 log = logging.getLogger(__name__)
 
 DEMO_NAMES = ("demo.flac", "demo.wav", "demo.ogg")
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def new_epoch() -> int:
@@ -87,6 +88,10 @@ class Source:
 
     def close(self) -> None:
         pass
+
+    def forget(self, stream: str) -> None:
+        """Drop what the source keeps about ``stream`` (the pipeline closed it as idle); if it sends
+        again, it starts afresh.  Single-stream sources keep nothing."""
 
     def describe(self) -> str:
         return type(self).__name__
@@ -366,7 +371,6 @@ class _InStream:
     epoch: int | None = None
     next_seq: int | None = None
     next_index: int | None = None
-    pending_flags: int = 0
 
 
 class ZmqSource(ZmqSocketOwner, Source):
@@ -374,8 +378,9 @@ class ZmqSource(ZmqSocketOwner, Source):
 
     Every stream needs a descriptor (kind 3) of its epoch before its data is
     used; data without one is dropped and counted (``drops[no_descriptor]``).
-    A new epoch or a changed descriptor sets FLAG_RESET on the stream's next
-    chunk; a jump in seq or sample_index counts a gap and sets FLAG_GAP.
+    Chunks carry their epoch and descriptor (the pipeline resets a stream whose
+    epoch or descriptor changes); a jump in seq or sample_index counts a gap
+    and sets FLAG_GAP.
     An end-of-stream message (kind 5) ends that stream.
     """
 
@@ -453,7 +458,8 @@ class ZmqSource(ZmqSocketOwner, Source):
                 self.stats.count("bad", "descriptor")
                 return None
             if st.desc is not None and (st.epoch != m.epoch or _desc_key(st.desc) != _desc_key(d)):
-                st.pending_flags |= wire.FLAG_RESET
+                # a new epoch or descriptor: the seq/sample_index count starts afresh.  Whether the
+                # stream's state resets is the pipeline's call (it compares epoch and descriptor).
                 st.next_seq = st.next_index = None
             st.desc, st.epoch = d, m.epoch
             return None
@@ -465,8 +471,7 @@ class ZmqSource(ZmqSocketOwner, Source):
             if m.data.shape[1] != d["channels"] or wire.DTYPE_NAMES[m.dtype] != d["dtype"]:
                 self.stats.count("bad", "mismatch")
                 return None
-            flags = st.pending_flags | (m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET))
-            st.pending_flags = 0
+            flags = m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET)
             if st.next_seq is not None and m.seq != st.next_seq:
                 self.stats.count("gaps", "seq")
                 flags |= wire.FLAG_GAP
@@ -498,17 +503,20 @@ def _desc_key(d: dict) -> tuple:
     return (d.get("content"), d.get("dtype"), d.get("channels"), d.get("rate"))
 
 
-def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, realtime=None,
-                block_ms=20.0, queue_seconds=2.0, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES,
-                max_streams=64, hwm_seconds=2.0, stream_id=None, curve=None) -> Source:
-    """Build the source named by ``uri`` (not yet opened); ConfigError for an unknown URI."""
+def open_source(uri: str, config: StreamConfig | None = None, *, stats=None, curve=None) -> Source:
+    """Build the source named by ``uri`` (not yet opened) with the settings of ``config`` (rate,
+    format, channels, block_ms, realtime, queue_seconds, max_message_bytes, max_streams,
+    hwm_seconds, stream_id; default ``StreamConfig()``); ``curve``: a ``CurveConfig`` or None.
+    ConfigError for an unknown URI."""
+    c = config or StreamConfig()
+    rate, channels, block_ms, realtime, stream_id = c.rate, c.channels, c.block_ms, c.realtime, c.stream_id
     kw = {"stream_id": stream_id} if stream_id else {}
     if uri == "mic" or uri.startswith("mic:"):
         dev = uri[4:] or None
         if dev is not None and dev.isdigit():
             dev = int(dev)
         return MicSource(dev, rate=rate, channels=channels, block_ms=block_ms,
-                         queue_seconds=queue_seconds, stats=stats, **kw)
+                         queue_seconds=c.queue_seconds, stats=stats, **kw)
     if uri.startswith("file:"):
         return FileSource(uri[5:], block_ms=block_ms, realtime=bool(realtime), stats=stats, **kw)
     if uri == "demo":
@@ -517,9 +525,9 @@ def open_source(uri: str, *, stats=None, rate=16000, fmt="s16le", channels=1, re
         return FileSource(demo_path(), block_ms=block_ms, realtime=realtime is None or bool(realtime), stats=stats,
                           stream_id=stream_id or "demo0")
     if uri == "stdin":
-        return StdinSource(rate=rate, fmt=fmt, channels=channels, block_ms=block_ms, stats=stats, **kw)
+        return StdinSource(rate=rate, fmt=c.format, channels=channels, block_ms=block_ms, stats=stats, **kw)
     if is_zmq_uri(uri):
-        return ZmqSource(uri, max_message_bytes=max_message_bytes, max_streams=max_streams,
-                         hwm_seconds=hwm_seconds, stats=stats, curve=curve)
+        return ZmqSource(uri, max_message_bytes=c.max_message_bytes, max_streams=c.max_streams,
+                         hwm_seconds=c.hwm_seconds, stats=stats, curve=curve)
     raise ConfigError(f"unknown source {uri!r}: use mic, mic:DEVICE, file:PATH, stdin, demo, "
                       f"zmq+sub://HOST:PORT, zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH, zmq+pull+ipc://PATH)")

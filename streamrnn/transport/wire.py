@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrnn.config import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (the default of decode and of every socket)
 from streamrnn.errors import WireError
 
 FORMAT = "streamrnn/1"
@@ -61,7 +62,6 @@ FLAG_NAMES = {FLAG_GAP: "gap", FLAG_OVERFLOW: "overflow", FLAG_RESET: "reset", F
 STREAM_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DIRECTIONS = ("in", "out")
 CONTENTS = ("audio", "features", "pred")
-DEFAULT_MAX_MESSAGE_BYTES = 4 << 20  # 4 MiB: ~60 s of 16 kHz float32 mono in one message
 
 # Every reason decode() can reject a message for: the stats count rejections by these names.
 REASONS = (

@@ -1,0 +1,163 @@
+"""The Python API of issue 14: AudioBank, EventDetector, typed stream-id errors, the ShapeError hint,
+snapshots of young resampled streams."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import streamrnn
+from streamrnn.audio import LogMel, Resampler
+from streamrnn.errors import CapacityError, StreamExistsError, StreamIdError, StreamRNNError
+
+DATA = Path(__file__).parent / "data"
+RATES = [8000, 16000, 22050, 24000, 44100, 48000]
+
+
+@pytest.fixture(scope="module")
+def speech():
+    x, sr = sf.read(DATA / "speech.flac", dtype="float32")  # 22050 Hz espeak-ng recording
+    return x, sr
+
+
+def audio_model(cell="gru"):
+    return streamrnn.Model.random(cell, 40, 12, num_layers=2, output_size=2, activation="sigmoid",
+                                  frontend=LogMel().to_dict(), seed=3)
+
+
+def test_audio_bank_equals_one_audio_stream_per_id_bit_for_bit(speech):
+    """Streams at different rates, pushed in interleaved blocks of random sizes (some empty), give
+    exactly what an AudioStream per id gives on the same pushes."""
+    m = audio_model("lstm")
+    signals = {f"s{r}": Resampler(speech[1], r).push(speech[0])[: r * 2] for r in RATES}
+    bank = m.audio_bank(capacity=len(RATES) + 2, sample_rate=16000)
+    alone = {}
+    for sid, r in zip(signals, RATES):
+        bank.open(sid, sample_rate=r)
+        alone[sid] = m.audio_stream(r)
+    rng = np.random.default_rng(0)
+    pos = dict.fromkeys(signals, 0)
+    got = {sid: [] for sid in signals}
+    want = {sid: [] for sid in signals}
+    while any(pos[s] < len(x) for s, x in signals.items()):
+        pick = [s for s in signals if rng.random() < 0.7]
+        block = {}
+        for s in pick:
+            n = int(rng.integers(0, 3000))
+            block[s] = signals[s][pos[s]:pos[s] + n]
+            pos[s] += n
+        for s, y in bank.push_many(block).items():
+            assert y.shape[1] == 2 and y.dtype == np.float32
+            got[s].append(y)
+            want[s].append(alone[s].push(block[s]))
+            np.testing.assert_array_equal(got[s][-1], want[s][-1])  # same frames from the same pushes
+    for s in signals:
+        assert np.concatenate(got[s]).shape[0] > 150
+
+
+def test_audio_bank_verbs_and_typed_errors():
+    m = audio_model()
+    bank = m.audio_bank(2)
+    assert bank.sample_rate == 16000 and bank.frame_rate == 100.0
+    bank.open("a")
+    with pytest.raises(StreamExistsError, match="'a' is already open") as e:
+        bank.open("a")
+    assert isinstance(e.value, StreamRNNError)
+    b = m.bank(2)
+    b.open("x")
+    with pytest.raises(StreamExistsError, match="already open"):
+        b.open("x")
+    with pytest.raises(StreamIdError, match="'zz' is not open"):
+        bank.push_many({"a": np.zeros(160, np.float32), "zz": np.zeros(160, np.float32)})
+    with pytest.raises(StreamIdError):
+        bank.snapshot("zz")
+    bank.open("b")
+    with pytest.raises(CapacityError):
+        bank.open("c")
+    x = np.random.default_rng(1).standard_normal(4000).astype(np.float32) * 0.1
+    first = bank.push("a", x)
+    bank.reset("a")
+    np.testing.assert_array_equal(bank.push("a", x), first)  # reset: a new signal
+    bank.close("a")
+    assert "a" not in bank and len(bank) == 1
+    bank.open("a")  # the slot is free again, with zero state
+    np.testing.assert_array_equal(bank.push("a", x), first)
+    with pytest.raises(streamrnn.AudioError, match="'b'"):
+        bank.push_many({"b": np.full(100, np.nan, np.float32)})
+
+
+def test_bank_open_twice_is_a_typed_error():
+    b = streamrnn.Model.random("gru", 3, 4).bank(2)
+    b.open("a")
+    with pytest.raises(StreamRNNError, match="already open"):
+        b.open("a")
+    with pytest.raises(StreamRNNError, match="not open"):
+        b.close("nope")
+
+
+@pytest.mark.parametrize("rate", RATES + [11025, 32000, 96000])
+@pytest.mark.parametrize("age", ["young", "old"])
+def test_restore_then_push_equals_push_bit_for_bit_at_every_rate(rate, age):
+    """Snapshots move between AudioBank slots and AudioStreams; the restored stream emits the same
+    frames, bit for bit, from the same pushes as the original, at every input rate and at any age
+    (younger than the resampler's history, or much older: replayed from a block-aligned start)."""
+    from streamrnn.audio.resample import block_period
+
+    align = block_period(rate, 16000) or 1 if rate != 16000 else 1
+    cut = int(rate * 0.6) + 77 if age == "young" else int(rate * 2.3) + align + 77  # mid-frame
+    x = np.random.default_rng(rate).standard_normal(cut + rate).astype(np.float32) * 0.1
+    m = audio_model()
+    bank = m.audio_bank(4, rate)
+    bank.open("a")
+    assert bank.push("a", x[:cut]).shape[0] > 0
+    snap = bank.snapshot("a")
+    pieces = np.array_split(x[cut:], 7)
+    rest = [bank.push("a", c) for c in pieces]
+    s = m.audio_stream(rate)
+    s.push(x[: rate // 3])  # some other state, overwritten by the restore
+    s.restore(snap)
+    for c, want in zip(pieces, rest):
+        np.testing.assert_array_equal(s.push(c), want)  # same frames from the same pushes
+    bank.open("b")
+    bank.restore("b", snap)
+    for c, want in zip(pieces, rest):
+        np.testing.assert_array_equal(bank.push("b", c), want)
+
+
+def test_event_detector_from_python_gives_the_cli_events(tmp_path):
+    """audio file -> model.audio_stream -> EventDetector: the segments `streamrnn stream` reports."""
+    from streamrnn.audio.files import read_audio
+    from streamrnn.models import MODELS_DIR
+
+    model = streamrnn.load_model("vad")
+    audio, rate = read_audio(MODELS_DIR / "demo.flac")
+    s = model.audio_stream(rate)
+    det = streamrnn.EventDetector.for_stream(s)
+    events = det.push(s.push(audio[:100_000])) + det.push(s.push(audio[100_000:])) + det.flush()
+    out = tmp_path / "o.jsonl"
+    streamrnn.run_stream(streamrnn.StreamConfig(model="vad", source="demo", realtime=False, sink=(f"jsonl:{out}",)))
+    cli_events = [json.loads(line) for line in out.read_text().splitlines() if '"type":"event"' in line]
+    assert len(events) == len(cli_events) >= 4
+    for e, c in zip(events, cli_events):
+        assert (e["event"], e["label"], e["frame"]) == (c["event"], c["label"], c["frame"])
+        assert e["time"] == pytest.approx(c["time"])
+
+
+def test_pushing_audio_into_a_frame_stream_points_to_audio_stream():
+    m = audio_model()
+    with pytest.raises(streamrnn.ShapeError, match=r"model\.audio_stream\(sample_rate\)"):
+        m.stream().push(np.zeros(16000, np.float32))
+    frames_only = streamrnn.Model.random("gru", 3, 4)
+    with pytest.raises(streamrnn.ShapeError) as e:
+        frames_only.stream().push(np.zeros(3, np.float32))
+    assert "audio_stream" not in str(e.value) and "x[None, :]" in str(e.value)
+
+
+def test_public_names():
+    for name in ("run_stream", "run_features", "StreamConfig", "EventParams", "EventDetector", "AudioBank",
+                 "AudioStream", "StreamIdError", "StreamExistsError"):
+        assert getattr(streamrnn, name) is not None and name in streamrnn.__all__

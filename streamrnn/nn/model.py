@@ -6,6 +6,8 @@ state and the scratch buffers of one stream and nothing else.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 from streamrnn.errors import CapacityError, InputError, ShapeError, SnapshotError
@@ -33,6 +35,7 @@ from streamrnn.nn.kernels import (
 
 SNAPSHOT_VERSION = 1
 _DTYPES = (np.float32, np.float64)
+_DTYPE, _NDIM = attrgetter("dtype"), attrgetter("ndim")  # C-level getters for Bank.push_many's bulk checks
 
 
 def aligned_copy(a: np.ndarray, align: int = 64) -> np.ndarray:
@@ -403,31 +406,36 @@ class Bank:
 
         Returns {id: y (T_i, output_size)} (views of one fresh output array, one region per
         stream).  All inputs are validated first; if any is invalid nothing is computed and
-        the error names the stream.
+        the error names the stream.  The Python work per stream is a handful of C-level
+        passes (slot look-up, type check, ``np.concatenate``, the output views); frames
+        are gathered, states read and written, and the lanes advanced in compiled code.
         """
         m = self.model
-        dt, n_in = m.dtype, m.input_size
         n = len(frames)
-        slots = np.empty(n, np.int64)
-        ends = [0] * n
-        xs = []
-        total = 0
-        for i, (sid, x) in enumerate(frames.items()):
-            slots[i] = self._get(sid)
-            # fast path: a 2-D array of the model's dtype and width (np.concatenate takes any strides)
-            if not (type(x) is np.ndarray and x.dtype is dt and x.ndim == 2 and x.shape[1] == n_in):
-                try:
-                    x = m.check_frames(x)
-                except (ShapeError, InputError) as e:
-                    raise type(e)(f"stream {sid!r}: {e}") from None
-            xs.append(x)
-            total += x.shape[0]
-            ends[i] = total
-        offs = np.array([0] + ends, np.int64)  # stream i owns rows offs[i]:offs[i+1]
-        y = np.empty((total, m.output_size), dt)
+        xs = list(frames.values())
+        try:
+            slots = np.fromiter(map(self._slot.__getitem__, frames), np.int64, n)
+        except KeyError:
+            slots = None
+        x = None
+        # fast path: every x a 2-D array of the model's dtype (np.concatenate takes any strides)
+        if n and slots is not None and set(map(type, xs)) == {np.ndarray} and set(map(_DTYPE, xs)) == {m.dtype} \
+                and set(map(_NDIM, xs)) == {2}:
+            try:
+                x = np.concatenate(xs)  # (N, I): a fresh C-contiguous array
+            except ValueError:  # widths differ: the per-stream check below names the stream
+                x = None
+            if x is not None and x.shape[1] != m.input_size:
+                x = None
+        if x is None:
+            slots, xs = self._check_many(frames)
+            x = np.concatenate(xs) if n else np.zeros((0, m.input_size), m.dtype)
+        lens = np.fromiter(map(len, xs), np.int64, n)
+        offs = np.zeros(n + 1, np.int64)  # stream i owns rows offs[i]:offs[i+1]
+        np.cumsum(lens, out=offs[1:])
+        total = x.shape[0]
+        y = np.empty((total, m.output_size), m.dtype)
         if total:
-            x = np.concatenate(xs) if n > 1 else np.ascontiguousarray(xs[0])  # (N, I)
-            lens = offs[1:] - offs[:-1]
             T = int(lens.max())
             a = m.arch
             part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
@@ -446,7 +454,22 @@ class Bank:
                     if bad:
                         raise InputError(f"stream {sid!r}: x contains {bad} NaN/Inf values; nothing was computed")
             self.n_frames[slots] += lens
-        return {sid: y[offs[i]:offs[i + 1]] for i, sid in enumerate(frames)}
+        ends = offs.tolist()
+        return {sid: y[a:b] for sid, a, b in zip(frames, ends, ends[1:])}
+
+    def _check_many(self, frames: dict):
+        """(slots (n,) int64, frames as (T_i, input_size) arrays of the model's dtype), one stream at a
+        time: the slow path of ``push_many``, which names the first stream at fault."""
+        m = self.model
+        slots = np.empty(len(frames), np.int64)
+        xs = []
+        for i, (sid, x) in enumerate(frames.items()):
+            slots[i] = self._get(sid)
+            try:
+                xs.append(m.check_frames(x))
+            except (ShapeError, InputError) as e:
+                raise type(e)(f"stream {sid!r}: {e}") from None
+        return slots, xs
 
     def _scratch(self, size: int) -> np.ndarray:
         """``size`` elements of the bank's scratch, grown geometrically (never allocated per call)."""

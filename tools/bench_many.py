@@ -1,0 +1,202 @@
+"""The "many" section of tools/bench.py: ``Bank.push_many`` against batched PyTorch, the FMA bound.
+
+    python tools/bench.py --only many            # the section alone (writes to a scratch dir)
+    python tools/bench_many.py [--repeats 7] [--n 1,100,1000,10000] [--hidden 48,64]
+
+N streams x 10 frames per call through a 2-layer GRU over 40 features with a sigmoid head
+(the bundled VAD's shape: hidden 48 is the bundled model itself; hidden 64, the shape it is
+being retrained at, has random weights of the same architecture) against PyTorch's
+``nn.GRU`` (batch N, sequence 10, batch_first) + ``nn.Linear`` + sigmoid under ``no_grad``:
+the batched alternative a user with many streams picks.  Each (shape, N, threads) case
+times both sides interleaved in one process, median wall time of the repeats, in
+microseconds per stream-frame.
+
+The bound: one core's fused multiply-add peak, measured in the same run by a small Numba
+kernel (a vectorised loop of 32 dependent FMAs per element over an L1-resident array: the
+out-of-order core overlaps the elements, so it runs at the FMA units' throughput).  The bank
+is reported as the fraction of that peak its multiply-adds reach (per thread).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+FRAMES = 10  # frames per stream per call (100 ms of 10 ms frames)
+
+
+def fma_peak_gflops(repeats: int) -> float:
+    """One core's float32 fused-multiply-add throughput, GFLOP/s (2 flops per FMA), best repeat."""
+    from numba import njit
+
+    @njit(fastmath={"contract"})
+    def chains(x, a, b, reps):
+        for _ in range(reps):
+            for j in range(x.shape[0]):
+                v = x[j]
+                for _ in range(32):  # unrolled by LLVM: 32 dependent FMAs per element
+                    v = v * a + b
+                x[j] = v
+
+    x = np.ones(2048, np.float32)  # 8 KiB: stays in L1
+    a, b = np.float32(0.999), np.float32(0.001)
+    chains(x, a, b, 1)
+    reps = 2000
+    best = min(_timed(lambda: chains(x, a, b, reps)) for _ in range(max(repeats, 3)))
+    return 2 * 32 * x.size * reps / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def macs_per_frame(model) -> int:
+    """Multiply-adds of one stream-frame: input and recurrent products of every layer, the head."""
+    a = model.arch
+    G, H, L = a.gates, a.hidden_size, a.num_layers
+    return G * H * (a.input_size + H) + (L - 1) * G * H * 2 * H + H * model.output_size
+
+
+def vad_models(hiddens):
+    import streamrnn
+
+    vad = streamrnn.load_model("vad")
+    out = {}
+    for H in hiddens:
+        if H == vad.hidden_size:
+            out[H] = vad
+        else:  # the same architecture at another width (random weights: the time does not depend on them)
+            out[H] = streamrnn.Model.random("gru", vad.input_size, H, num_layers=vad.num_layers, output_size=1,
+                                            activation="sigmoid", seed=0)
+    return out
+
+
+def _torch_case(torch, model, frames_np, threads):
+    a = model.arch
+    gru = torch.nn.GRU(a.input_size, a.hidden_size, a.num_layers, batch_first=True)
+    lin = torch.nn.Linear(a.hidden_size, model.output_size)
+    x = torch.from_numpy(frames_np)  # (N, T, I)
+    h = torch.zeros(a.num_layers, frames_np.shape[0], a.hidden_size)
+
+    def run():
+        nonlocal h
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            y, h = gru(x, h)
+            torch.sigmoid(lin(y))
+
+    return run
+
+
+def _bank_case(model, frames, threads):
+    bank = model.bank(len(frames), threads=threads)
+    for sid in frames:
+        bank.open(sid)
+
+    def run():
+        bank.push_many(frames)
+
+    return run
+
+
+def bench_many(repeats: int, ns=(1, 100, 1000, 10000), hiddens=(48, 64), threads=None) -> dict:
+    """Rows of (hidden, N, threads, bank us, torch us, ratio, bank GFLOP/s, fraction of peak)."""
+    from streamrnn.nn.parallel import max_threads
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    all_threads = max_threads()
+    threads = threads or sorted({1, all_threads})
+    peak = fma_peak_gflops(repeats)
+    print(f"many: one core's FMA peak {peak:.1f} GFLOP/s", flush=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    for H, model in vad_models(hiddens).items():
+        flops = 2 * macs_per_frame(model)
+        for n in ns:
+            xs = rng.standard_normal((n, FRAMES, model.input_size)).astype(np.float32)
+            frames = {f"s{i}": xs[i] for i in range(n)}
+            cases = {}
+            for t in threads:
+                cases[("bank", t)] = _bank_case(model, frames, t)
+                if torch is not None:
+                    cases[("torch", t)] = _torch_case(torch, model, xs, t)
+            for fn in cases.values():
+                fn()  # warm: compile, allocate, start the pools
+            calls = max(1, 20000 // (n * FRAMES))  # calls per repeat: at least ~20k stream-frames
+            times = {k: [] for k in cases}
+            for _ in range(repeats):
+                for k, fn in cases.items():
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    times[k].append((time.perf_counter() - t0) / (calls * n * FRAMES) * 1e6)
+            for t in threads:
+                b = float(np.median(times[("bank", t)]))
+                tt = float(np.median(times[("torch", t)])) if torch is not None else None
+                gflops = flops / b / 1e3
+                row = {"hidden": H, "n": n, "threads": t, "bank_us": b, "torch_us": tt,
+                       "ratio": tt / b if tt else None, "bank_gflops": gflops,
+                       "fraction_of_peak": gflops / (peak * t)}
+                rows.append(row)
+                print("many", row, flush=True)
+    notes = [f"machine: {os.cpu_count()} cores; thread counts measured: {', '.join(map(str, threads))}"]
+    if torch is None:
+        notes.append("PyTorch not installed: its column is skipped (pip install torch; the CPU wheel suffices)")
+    return {"peak_gflops": peak, "frames": FRAMES, "rows": rows, "notes": notes,
+            "markdown": markdown(peak, rows, notes, threads)}
+
+
+def markdown(peak, rows, notes, threads) -> str:
+    fmt = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    lines = ["## Many streams: `Bank.push_many` vs batched PyTorch", "",
+             f"N streams x {FRAMES} frames per call through a 2-layer GRU over 40 features with a sigmoid head "
+             "(hidden 48: the bundled VAD; hidden 64: the same architecture, random weights) against PyTorch "
+             f"`nn.GRU` (batch N, sequence {FRAMES}) + `nn.Linear` + sigmoid, both at the same thread count. "
+             "Microseconds per stream-frame, median of interleaved repeats in one process; ratio = PyTorch / "
+             f"streamrnn. One core's fused-multiply-add peak, measured in the same run: {peak:.1f} GFLOP/s; "
+             "the bank's share of it is per thread.", "",
+             "| hidden | N | threads | streamrnn us | PyTorch us | ratio | streamrnn GFLOP/s | share of FMA peak |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['hidden']} | {r['n']} | {r['threads']} | {fmt(r['bank_us'], 3)} | {fmt(r['torch_us'], 3)} | "
+                     f"{fmt(r['ratio'])}x | {fmt(r['bank_gflops'], 1)} | {fmt(100 * r['fraction_of_peak'], 0)} % |")
+    lines.append("")
+    if len(threads) > 1:
+        lines += ["Thread scaling (time at 1 thread / time at t threads, same run):", "",
+                  "| hidden | N | threads | streamrnn | PyTorch |", "|---:|---:|---:|---:|---:|"]
+        one = {(r["hidden"], r["n"]): r for r in rows if r["threads"] == 1}
+        for r in rows:
+            base = one.get((r["hidden"], r["n"]))
+            if r["threads"] == 1 or base is None:
+                continue
+            tor = base["torch_us"] / r["torch_us"] if r["torch_us"] else None
+            lines.append(f"| {r['hidden']} | {r['n']} | {r['threads']} | {base['bank_us'] / r['bank_us']:.2f}x | "
+                         f"{fmt(tor)}x |")
+        lines.append("")
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--n", default="1,100,1000,10000", help="stream counts")
+    ap.add_argument("--hidden", default="48,64")
+    ap.add_argument("--threads", default=None, help="thread counts (default: 1 and all)")
+    a = ap.parse_args()
+    th = [int(v) for v in a.threads.split(",")] if a.threads else None
+    rep = bench_many(a.repeats, [int(v) for v in a.n.split(",")], [int(v) for v in a.hidden.split(",")], th)
+    print(rep["markdown"])
+
+
+if __name__ == "__main__":
+    main()

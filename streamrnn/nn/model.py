@@ -473,8 +473,8 @@ class Bank:
 
     def _scratch(self, size: int) -> np.ndarray:
         """``size`` elements of the bank's scratch, grown geometrically (never allocated per call)."""
-        if self._pws.shape[0] < size:
-            self._pws = np.zeros(2 * size, self.model.dtype)
+        if self._pws.shape[0] < size:  # on a cache line: the kernels align every region they carve to it
+            self._pws = aligned_copy(np.zeros(2 * size, self.model.dtype))
         return self._pws[:size]
 
     def snapshot(self, sid) -> dict:

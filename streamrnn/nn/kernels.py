@@ -243,16 +243,31 @@ def _forward_flat(mi, mode, theta, T, B, x, lens, h, c, ws, y, save):
                 hb = hl[bb * H : bb * H + H]
                 ob = out[q * H : q * H + H]
                 if cell == GRU:
-                    for j in range(2 * H):  # r, z pre-activations
-                        g[j] += r_[j]
-                    sigmoid_vec(g[: 2 * H], fast)
-                    for j in range(H):  # n pre-activation: the reset gate scales (W_hn h + b_hn)
-                        g[2 * H + j] += g[j] * r_[2 * H + j]
-                    tanh_vec(g[2 * H :], fast)
-                    for j in range(H):  # h' = (1 - z) n + z h
-                        z = g[H + j]
-                        hb[j] = (_ONE - z) * g[2 * H + j] + z * hb[j]
-                        ob[j] = hb[j]
+                    # r, z, n and h' of output j in one pass (not one loop per equation): the same
+                    # operations on the same values, so bit-identical, and about 2x faster on a lane
+                    # of H=48 (tools/bench_many.py); r, z, n stay in g, where the trainer saves them
+                    if fast:
+                        for j in range(H):
+                            r = _HALF * _tanh_fast(_HALF * (g[j] + r_[j])) + _HALF
+                            z = _HALF * _tanh_fast(_HALF * (g[H + j] + r_[H + j])) + _HALF
+                            n = _tanh_fast(g[2 * H + j] + r * r_[2 * H + j])
+                            g[j] = r
+                            g[H + j] = z
+                            g[2 * H + j] = n
+                            hn = (_ONE - z) * n + z * hb[j]
+                            hb[j] = hn
+                            ob[j] = hn
+                    else:
+                        for j in range(H):
+                            r = _sigmoid_exact(g[j] + r_[j])
+                            z = _sigmoid_exact(g[H + j] + r_[H + j])
+                            n = math.tanh(g[2 * H + j] + r * r_[2 * H + j])
+                            g[j] = r
+                            g[H + j] = z
+                            g[2 * H + j] = n
+                            hn = (_ONE - z) * n + z * hb[j]
+                            hb[j] = hn
+                            ob[j] = hn
                     if do_save:
                         s = save[l, t, bb]
                         s[: 3 * H] = g  # r, z, n

@@ -355,6 +355,8 @@ class Bank:
         self.n_frames = np.zeros(self.capacity, np.int64)
         self._slot: dict = {}
         self._free = list(range(self.capacity - 1, -1, -1))  # pop() hands out low slots first
+        self._open = np.zeros(self.capacity, bool)  # slot -> open?, for push_block's bulk checks
+        self._seen = np.zeros(self.capacity, np.int64)  # push_block's duplicate check
 
     def __len__(self):
         return len(self._slot)
@@ -380,12 +382,14 @@ class Bank:
             raise CapacityError(f"bank is full: {self.capacity} streams open (capacity {self.capacity})")
         slot = self._free.pop()
         self._slot[sid] = slot
+        self._open[slot] = True
         self._zero(slot)
 
     def close(self, sid) -> None:
         """Remove a stream; its slot is reused by the next ``open``."""
         slot = self._get(sid)
         del self._slot[sid]
+        self._open[slot] = False
         self._free.append(slot)
 
     def reset(self, sid) -> None:
@@ -436,18 +440,7 @@ class Bank:
         total = x.shape[0]
         y = np.empty((total, m.output_size), m.dtype)
         if total:
-            T = int(lens.max())
-            a = m.arch
-            part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
-            n_groups = -(-n // self._group)
-            if self.threads > 1 and n_groups > 1:
-                from streamrnn.nn.parallel import bank_step_parallel
-
-                bad = bank_step_parallel(self.threads, m._mi, m.theta, x, offs, slots, self.h, self.c,
-                                         self._scratch(n_groups * part), y, self._group, part)
-            else:
-                bad = bank_step_kernel(m._mi, m.theta, x, offs, slots, self.h, self.c, self._scratch(part), y,
-                                       self._group)
+            bad = self._advance(x, offs, slots, y, int(lens.max()))
             if bad:  # nothing was computed: name the first stream at fault
                 for sid, xi in zip(frames, xs):
                     bad = count_nonfinite(np.ascontiguousarray(xi))
@@ -456,6 +449,84 @@ class Bank:
             self.n_frames[slots] += lens
         ends = offs.tolist()
         return {sid: y[a:b] for sid, a, b in zip(frames, ends, ends[1:])}
+
+    def _advance(self, x, offs, slots, y, T: int) -> int:
+        """One kernel call: x (N, I) rows of the n = len(slots) streams (stream i owns rows
+        offs[i]:offs[i+1], at most T), y (N, O) written; single- or multi-threaded.  Returns the
+        kernel's NaN/Inf count (nothing computed if not 0)."""
+        m, a = self.model, self.model.arch
+        n = slots.shape[0]
+        part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
+        n_groups = -(-n // self._group)
+        if self.threads > 1 and n_groups > 1:
+            from streamrnn.nn.parallel import bank_step_parallel
+
+            return bank_step_parallel(self.threads, m._mi, m.theta, x, offs, slots, self.h, self.c,
+                                      self._scratch(n_groups * part), y, self._group, part)
+        return bank_step_kernel(m._mi, m.theta, x, offs, slots, self.h, self.c, self._scratch(part), y, self._group)
+
+    def slots(self, ids) -> np.ndarray:
+        """The bank rows of the open streams ``ids`` as an int64 array (n,), for ``push_block``.
+
+        A slot stays valid until its stream closes; a caller that keeps its frames in one array
+        looks the slots up once, when streams join, not on every call.  KeyError for an id that
+        is not open.
+        """
+        try:
+            return np.fromiter(map(self._slot.__getitem__, ids), np.int64)
+        except KeyError as e:
+            raise KeyError(f"stream {e.args[0]!r} is not open in this bank") from None
+
+    def push_block(self, slots, x) -> np.ndarray:
+        """Advance the n streams at ``slots`` by T frames each in one kernel call, with no Python
+        work per stream: x (n, T, input_size) -> y (n, T, output_size) (a fresh array).
+
+        ``slots`` (n,) from ``slots(ids)``, each at most once.  Lane i computes exactly (bit for
+        bit) what ``push_many({id_i: x[i]})`` and a lone ``Stream`` compute.  ``ShapeError`` for
+        a wrong shape or dtype kind, ``KeyError`` for a slot that is not an open stream,
+        ``ValueError`` for a repeated slot, ``InputError`` (naming the stream) for NaN/Inf; on
+        any error nothing is computed and no state changes.
+
+        >>> import numpy as np, streamrnn
+        >>> m = streamrnn.Model.random("gru", input_size=4, hidden_size=8, output_size=1, activation="sigmoid")
+        >>> bank = m.bank(capacity=10)
+        >>> for sid in ("a", "b", "c"): bank.open(sid)
+        >>> slots = bank.slots(["a", "c"])
+        >>> x = np.ones((2, 5, 4), np.float32)
+        >>> y = bank.push_block(slots, x)
+        >>> y.shape, bool(np.array_equal(y[1], m.forward(x[1])))
+        ((2, 5, 1), True)
+        """
+        m = self.model
+        slots = np.asarray(slots)
+        if slots.ndim != 1 or (slots.size and slots.dtype.kind not in "iu"):
+            raise ShapeError(f"slots must be a 1-D integer array (Bank.slots), got {slots.dtype} {slots.shape}")
+        x = np.asarray(x)
+        n = slots.shape[0]
+        if x.dtype.kind != "f" or x.ndim != 3 or x.shape[0] != n or x.shape[2] != m.input_size:
+            raise ShapeError(f"x must be a floating-point array of shape ({n}, T, {m.input_size}) for {n} slots, "
+                             f"got {x.dtype} {x.shape}")
+        slots = slots.astype(np.int64, copy=False)
+        if n and (slots.min() < 0 or slots.max() >= self.capacity or not self._open[slots].all()):
+            bad = next(int(s) for s in slots if not (0 <= s < self.capacity and self._open[s]))
+            raise KeyError(f"slot {bad} is not an open stream of this bank (capacity {self.capacity})")
+        lanes = np.arange(n)
+        self._seen[slots] = lanes  # a repeated slot holds one lane number, so another lane finds it differs
+        if (self._seen[slots] != lanes).any():
+            raise ValueError("slots repeat a stream: each stream may appear once per call")
+        x = np.ascontiguousarray(x, dtype=m.dtype)
+        T = x.shape[1]
+        y = np.empty((n, T, m.output_size), m.dtype)
+        if n and T:
+            offs = np.arange(0, (n + 1) * T, T, dtype=np.int64)
+            bad = self._advance(x.reshape(n * T, m.input_size), offs, slots, y.reshape(n * T, m.output_size), T)
+            if bad:
+                i = int(np.argmin(np.isfinite(x).all(axis=(1, 2))))
+                sid = next(k for k, v in self._slot.items() if v == slots[i])
+                raise InputError(f"stream {sid!r} (slot {int(slots[i])}): x contains "
+                                 f"{int((~np.isfinite(x[i])).sum())} NaN/Inf values; nothing was computed")
+            self.n_frames[slots] += T
+        return y
 
     def _check_many(self, frames: dict):
         """(slots (n,) int64, frames as (T_i, input_size) arrays of the model's dtype), one stream at a

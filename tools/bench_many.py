@@ -103,6 +103,36 @@ def _bank_case(model, frames, threads):
     return run
 
 
+def _block_case(model, xs, threads):
+    """``Bank.push_block``: the frames already in one (N, T, I) array, the slots looked up once."""
+    bank = model.bank(xs.shape[0], threads=threads)
+    for i in range(xs.shape[0]):
+        bank.open(i)
+    slots = bank.slots(range(xs.shape[0]))
+
+    def run():
+        bank.push_block(slots, xs)
+
+    return run
+
+
+def _interleaved(cases, repeats, n):
+    """{name: fn} -> (median wall us, median CPU us) per stream-frame, the cases interleaved per repeat."""
+    for fn in cases.values():
+        fn()  # warm: compile, allocate, start the pools
+    calls = max(1, 20000 // (n * FRAMES))  # calls per repeat: at least ~20k stream-frames
+    wall = {k: [] for k in cases}
+    cpu = {k: [] for k in cases}
+    for _ in range(repeats):
+        for k, fn in cases.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(calls):
+                fn()
+            wall[k].append((time.perf_counter() - t0) / (calls * n * FRAMES) * 1e6)
+            cpu[k].append((time.process_time() - c0) / (calls * n * FRAMES) * 1e6)
+    return ({k: float(np.median(v)) for k, v in wall.items()}, {k: float(np.median(v)) for k, v in cpu.items()})
+
+
 def bench_many(repeats: int, ns=(1, 100, 1000, 10000), hiddens=(48, 64), threads=None) -> dict:
     """Rows of (hidden, N, threads, bank us, torch us, ratio, bank GFLOP/s, fraction of peak)."""
     from streamrnn.nn.parallel import max_threads
@@ -117,35 +147,32 @@ def bench_many(repeats: int, ns=(1, 100, 1000, 10000), hiddens=(48, 64), threads
     print(f"many: one core's FMA peak {peak:.1f} GFLOP/s", flush=True)
     rows = []
     rng = np.random.default_rng(0)
-    for H, model in vad_models(hiddens).items():
-        flops = 2 * macs_per_frame(model)
-        for n in ns:
-            xs = rng.standard_normal((n, FRAMES, model.input_size)).astype(np.float32)
-            frames = {f"s{i}": xs[i] for i in range(n)}
-            cases = {}
-            for t in threads:
-                cases[("bank", t)] = _bank_case(model, frames, t)
+    models = vad_models(hiddens)
+    inputs = {(H, n): rng.standard_normal((n, FRAMES, models[H].input_size)).astype(np.float32)
+              for H in models for n in ns}
+    # thread counts outermost: every 1-thread case runs before any pool of more threads exists (an
+    # OpenMP pool spins for a while after each call, and on a small machine that takes the core the
+    # next case runs on)
+    for t in threads:
+        for H, model in models.items():
+            flops = 2 * macs_per_frame(model)
+            for n in ns:
+                xs = inputs[(H, n)]
+                frames = {f"s{i}": xs[i] for i in range(n)}
+                cases = {"bank": _bank_case(model, frames, t), "block": _block_case(model, xs, t)}
                 if torch is not None:
-                    cases[("torch", t)] = _torch_case(torch, model, xs, t)
-            for fn in cases.values():
-                fn()  # warm: compile, allocate, start the pools
-            calls = max(1, 20000 // (n * FRAMES))  # calls per repeat: at least ~20k stream-frames
-            times = {k: [] for k in cases}
-            for _ in range(repeats):
-                for k, fn in cases.items():
-                    t0 = time.perf_counter()
-                    for _ in range(calls):
-                        fn()
-                    times[k].append((time.perf_counter() - t0) / (calls * n * FRAMES) * 1e6)
-            for t in threads:
-                b = float(np.median(times[("bank", t)]))
-                tt = float(np.median(times[("torch", t)])) if torch is not None else None
+                    cases["torch"] = _torch_case(torch, model, xs, t)
+                med, med_cpu = _interleaved(cases, repeats, n)
+                b, tt = med["bank"], med.get("torch")
                 gflops = flops / b / 1e3
-                row = {"hidden": H, "n": n, "threads": t, "bank_us": b, "torch_us": tt,
-                       "ratio": tt / b if tt else None, "bank_gflops": gflops,
-                       "fraction_of_peak": gflops / (peak * t)}
+                row = {"hidden": H, "n": n, "threads": t, "bank_us": b, "block_us": med["block"],
+                       "torch_us": tt, "ratio": tt / b if tt else None, "bank_gflops": gflops,
+                       "fraction_of_peak": gflops / (peak * t), "bank_cpu_us": med_cpu["bank"],
+                       "torch_cpu_us": med_cpu.get("torch"),
+                       "cpu_ratio": med_cpu["torch"] / med_cpu["bank"] if tt else None}
                 rows.append(row)
-                print("many", row, flush=True)
+                print("many", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    rows.sort(key=lambda r: (r["hidden"], r["n"], r["threads"]))
     notes = [f"machine: {os.cpu_count()} cores; thread counts measured: {', '.join(map(str, threads))}"]
     if torch is None:
         notes.append("PyTorch not installed: its column is skipped (pip install torch; the CPU wheel suffices)")
@@ -159,18 +186,23 @@ def markdown(peak, rows, notes, threads) -> str:
              f"N streams x {FRAMES} frames per call through a 2-layer GRU over 40 features with a sigmoid head "
              "(hidden 48: the bundled VAD; hidden 64: the same architecture, random weights) against PyTorch "
              f"`nn.GRU` (batch N, sequence {FRAMES}) + `nn.Linear` + sigmoid, both at the same thread count. "
-             "Microseconds per stream-frame, median of interleaved repeats in one process; ratio = PyTorch / "
-             f"streamrnn. One core's fused-multiply-add peak, measured in the same run: {peak:.1f} GFLOP/s; "
-             "the bank's share of it is per thread.", "",
-             "| hidden | N | threads | streamrnn us | PyTorch us | ratio | streamrnn GFLOP/s | share of FMA peak |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Microseconds per stream-frame, median wall time of interleaved repeats in one process; ratio = "
+             "PyTorch / streamrnn `push_many`; the CPU ratio is the same from the process's CPU time (on a "
+             "shared machine it does not count the time other processes take the core). `push_block` is the "
+             "array entry (frames already in one (N, T, I) array, slots looked up once). One core's "
+             f"fused-multiply-add peak, measured in the same run: {peak:.1f} GFLOP/s; the bank's share of it "
+             "is per thread.", "",
+             "| hidden | N | threads | `push_many` us | `push_block` us | PyTorch us | ratio | CPU ratio | "
+             "GFLOP/s | share of FMA peak |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['hidden']} | {r['n']} | {r['threads']} | {fmt(r['bank_us'], 3)} | {fmt(r['torch_us'], 3)} | "
-                     f"{fmt(r['ratio'])}x | {fmt(r['bank_gflops'], 1)} | {fmt(100 * r['fraction_of_peak'], 0)} % |")
+        lines.append(f"| {r['hidden']} | {r['n']} | {r['threads']} | {fmt(r['bank_us'], 3)} | {fmt(r['block_us'], 3)} | "
+                     f"{fmt(r['torch_us'], 3)} | {fmt(r['ratio'])}x | {fmt(r['cpu_ratio'])}x | "
+                     f"{fmt(r['bank_gflops'], 1)} | {fmt(100 * r['fraction_of_peak'], 0)} % |")
     lines.append("")
     if len(threads) > 1:
         lines += ["Thread scaling (time at 1 thread / time at t threads, same run):", "",
-                  "| hidden | N | threads | streamrnn | PyTorch |", "|---:|---:|---:|---:|---:|"]
+                  "| hidden | N | threads | `push_many` | `push_block` | PyTorch |", "|---:|---:|---:|---:|---:|---:|"]
         one = {(r["hidden"], r["n"]): r for r in rows if r["threads"] == 1}
         for r in rows:
             base = one.get((r["hidden"], r["n"]))
@@ -178,7 +210,7 @@ def markdown(peak, rows, notes, threads) -> str:
                 continue
             tor = base["torch_us"] / r["torch_us"] if r["torch_us"] else None
             lines.append(f"| {r['hidden']} | {r['n']} | {r['threads']} | {base['bank_us'] / r['bank_us']:.2f}x | "
-                         f"{fmt(tor)}x |")
+                         f"{base['block_us'] / r['block_us']:.2f}x | {fmt(tor)}x |")
         lines.append("")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -13,8 +13,9 @@ microseconds per stream-frame.
 
 The bound: one core's fused multiply-add peak, measured in the same run by a small Numba
 kernel (a vectorised loop of 32 dependent FMAs per element over an L1-resident array: the
-out-of-order core overlaps the elements, so it runs at the FMA units' throughput).  The bank
-is reported as the fraction of that peak its multiply-adds reach (per thread).
+out-of-order core overlaps the elements, so it runs at the FMA units' throughput), timed in
+thread CPU time.  The bank is reported as the fraction of that peak its multiply-adds reach
+per busy core (its flops over its process CPU time).
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def fma_peak_gflops(repeats: int) -> float:
 
 
 def _timed(fn) -> float:
-    t0 = time.perf_counter()
+    """CPU seconds of this thread in fn(): what the core did, not the time other processes took it."""
+    t0 = time.thread_time()
     fn()
-    return time.perf_counter() - t0
+    return time.thread_time() - t0
 
 
 def macs_per_frame(model) -> int:
@@ -167,7 +169,8 @@ def bench_many(repeats: int, ns=(1, 100, 1000, 10000), hiddens=(48, 64), threads
                 gflops = flops / b / 1e3
                 row = {"hidden": H, "n": n, "threads": t, "bank_us": b, "block_us": med["block"],
                        "torch_us": tt, "ratio": tt / b if tt else None, "bank_gflops": gflops,
-                       "fraction_of_peak": gflops / (peak * t), "bank_cpu_us": med_cpu["bank"],
+                       # the share of the peak from CPU time (all threads'): what the busy cores achieved
+                       "fraction_of_peak": flops / med_cpu["bank"] / 1e3 / peak, "bank_cpu_us": med_cpu["bank"],
                        "torch_cpu_us": med_cpu.get("torch"),
                        "cpu_ratio": med_cpu["torch"] / med_cpu["bank"] if tt else None}
                 rows.append(row)
@@ -190,8 +193,8 @@ def markdown(peak, rows, notes, threads) -> str:
              "PyTorch / streamrnn `push_many`; the CPU ratio is the same from the process's CPU time (on a "
              "shared machine it does not count the time other processes take the core). `push_block` is the "
              "array entry (frames already in one (N, T, I) array, slots looked up once). One core's "
-             f"fused-multiply-add peak, measured in the same run: {peak:.1f} GFLOP/s; the bank's share of it "
-             "is per thread.", "",
+             f"fused-multiply-add peak, measured in the same run: {peak:.1f} GFLOP/s (best repeat, thread CPU "
+             "time); the bank's share of it is its flops over its CPU time (all threads), so per busy core.", "",
              "| hidden | N | threads | `push_many` us | `push_block` us | PyTorch us | ratio | CPU ratio | "
              "GFLOP/s | share of FMA peak |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -212,6 +215,21 @@ def markdown(peak, rows, notes, threads) -> str:
             lines.append(f"| {r['hidden']} | {r['n']} | {r['threads']} | {base['bank_us'] / r['bank_us']:.2f}x | "
                          f"{base['block_us'] / r['block_us']:.2f}x | {fmt(tor)}x |")
         lines.append("")
+        two = [r for r in rows if r["threads"] == 2 and (r["hidden"], r["n"]) in one and r["n"] >= 1000]
+        if two:
+            lines += ["Extrapolated, not measured (this machine has too few cores): Amdahl's law with the parallel "
+                      "fraction p that the 1- and 2-thread times imply (p = 2 (1 - 1/S2), capped at 1), "
+                      "S(t) = 1 / ((1 - p) + p / t). A shared machine's 2-thread time also carries the other "
+                      "processes' load, so these are rough.", "",
+                      "| hidden | N | entry | S(2) measured | S(4) | S(8) | S(16) |", "|---:|---:|---|---:|---:|---:|---:|"]
+            for r in two:
+                base = one[(r["hidden"], r["n"])]
+                for entry, key in (("push_many", "bank_us"), ("push_block", "block_us")):
+                    s2 = base[key] / r[key]
+                    p = min(1.0, max(0.0, 2 * (1 - 1 / s2)))
+                    ext = " | ".join(f"{1 / ((1 - p) + p / t):.1f}x" for t in (4, 8, 16))
+                    lines.append(f"| {r['hidden']} | {r['n']} | `{entry}` | {s2:.2f}x | {ext} |")
+            lines.append("")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 

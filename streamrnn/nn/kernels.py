@@ -401,8 +401,10 @@ def bank_part_size(T, L, I, H, G, O, group=BANK_GROUP):
     """Elements of one group's flat scratch for blocks of up to T frames: its frames, outputs,
     states and the forward kernel's workspace, each region padded to ``ALIGN`` elements (so a
     part is a multiple of ``ALIGN`` and parts laid end to end all start aligned)."""
-    return int(_round_up(group * T * I) + _round_up(group * T * O) + 2 * _round_up(group * L * H)
-               + _round_up(workspace_size(T, group, I, H, G)))
+    def up(n):  # _round_up in Python: a compiled call from here costs about 0.5 us of dispatch
+        return -(-n // ALIGN) * ALIGN
+
+    return up(group * T * I) + up(group * T * O) + 2 * up(group * L * H) + up(workspace_size(T, group, I, H, G))
 
 
 @njit(cache=True, error_model="numpy")

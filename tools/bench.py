@@ -209,7 +209,7 @@ def markdown(report: dict) -> str:
              f"Measured by `python tools/bench.py` on {report['machine']['cpu']} "
              f"({report['machine']['cores']} cores), Python {report['machine']['python']}, "
              f"{report['date']}. One thread everywhere; each number is the median of "
-             f"{report['repeats']} repeats. Regenerate with the same command.", ""]
+             f"{report['repeats']} repeats. Regenerate with `python tools/bench.py --out docs`.", ""]
     st = report.get("step")
     if st:
         lines += ["## Per-frame step (batch 1, input 40, one layer, one thread)", "",

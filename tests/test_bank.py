@@ -97,3 +97,73 @@ def test_mid_size_bank_equals_streams_bit_for_bit(cell):
         out = bank.push_many(batch)
         for i, x in batch.items():
             assert np.array_equal(out[i], streams[i].push(x)), (rnd, i)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_push_block_equals_lone_streams_and_push_many(cell, threads):
+    """The array path: lanes bit-identical to lone streams and to push_many, across lane groups,
+    out-of-order slots and streams that leave and join between calls."""
+    m = streamrnn.Model.random(cell, input_size=13, hidden_size=19, num_layers=2, output_size=2,
+                               activation="sigmoid", seed=5)
+    blocky, dicty = m.bank(32, threads=threads), m.bank(32)
+    blocky._group = dicty._group = 4  # several groups, the last one short
+    ids = [f"s{i}" for i in range(11)]
+    streams = {}
+    for i in ids:
+        blocky.open(i)
+        dicty.open(i)
+        streams[i] = m.stream()
+    rng = np.random.default_rng(2)
+    for rnd in range(4):
+        if rnd == 2:  # leave and rejoin: slots come back in another order
+            for i in ids[2:6]:
+                blocky.close(i)
+                dicty.close(i)
+            for i in reversed(ids[2:5]):
+                blocky.open(i)
+                dicty.open(i)
+                streams[i] = m.stream()
+        live = [i for i in ids if i in blocky][::-1]  # not in slot order
+        T = 1 + rnd * 3
+        x = rng.standard_normal((len(live), T, 13)).astype(np.float32)
+        y = blocky.push_block(blocky.slots(live), x)
+        ref = dicty.push_many({i: x[k] for k, i in enumerate(live)})
+        assert y.shape == (len(live), T, 2)
+        for k, i in enumerate(live):
+            assert np.array_equal(y[k], streams[i].push(x[k])), (rnd, i)
+            assert np.array_equal(y[k], ref[i]), (rnd, i)
+    for i in blocky.ids:
+        assert np.array_equal(blocky.snapshot(i)["h"], dicty.snapshot(i)["h"])
+        assert blocky.snapshot(i)["n_frames"] == dicty.snapshot(i)["n_frames"]
+
+
+def test_push_block_bad_input_is_a_clear_error_and_changes_nothing():
+    m = small_model("gru")
+    bank = m.bank(4)
+    for sid in ("a", "b", "c"):
+        bank.open(sid)
+    slots = bank.slots(["a", "b"])
+    bank.close("c")
+    h0 = bank.h.copy()
+    x = frames(6).reshape(2, 3, 5)
+    with pytest.raises(streamrnn.ShapeError, match=r"shape \(2, T, 5\) for 2 slots, got float32 \(3, 3, 5\)"):
+        bank.push_block(slots, np.zeros((3, 3, 5), np.float32))
+    with pytest.raises(streamrnn.ShapeError, match="1-D integer array"):
+        bank.push_block(slots.astype(np.float64), x)
+    with pytest.raises(KeyError, match="slot 2 is not an open stream"):
+        bank.push_block(np.array([0, 2]), x)
+    with pytest.raises(KeyError, match="slot 9 is not an open stream of this bank \\(capacity 4\\)"):
+        bank.push_block(np.array([0, 9]), x)
+    with pytest.raises(ValueError, match="slots repeat a stream"):
+        bank.push_block(np.array([1, 1]), x)
+    with pytest.raises(KeyError, match="'zz' is not open"):
+        bank.slots(["a", "zz"])
+    bad = x.copy()
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(streamrnn.InputError, match=r"stream 'b' \(slot 1\): x contains 1 NaN/Inf"):
+        bank.push_block(slots, bad)
+    assert np.array_equal(bank.h, h0) and bank.n_frames.sum() == 0
+    # after all that, a good call still computes what lone streams compute
+    y = bank.push_block(slots, x)
+    assert np.array_equal(y[0], m.forward(x[0])) and np.array_equal(y[1], m.forward(x[1]))
+    assert list(bank.n_frames[slots]) == [3, 3]

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of streamrnn against what users would otherwise pick.
 
-    python tools/bench.py                 # everything; writes docs/bench.json and docs/bench.md
-    python tools/bench.py --only step     # one section: step, bound, pipeline, streams, startup, train
+    python tools/bench.py                 # everything; writes bench.json and bench.md to a scratch directory
+    python tools/bench.py --out docs      # ... and to docs/ (what docs/bench.md quotes)
+    python tools/bench.py --only step     # one section: step, bound, many, pipeline, streams, startup, train
     streamrnn bench                       # the same, from the CLI
 
-Every comparison is measured in the same run on the same machine, one thread,
-and reported as the median of repeated runs.  Optional peers (PyTorch, ONNX
+Every comparison is measured in the same run on the same machine, one thread (the
+"many" section also at all threads), and reported as the median of repeated runs.  Optional peers (PyTorch, ONNX
 Runtime, Silero VAD, WebRTC VAD) are skipped with a note when not installed
 (``pip install -e '.[bench]'`` and ``pip install torch silero-vad``).
 """
@@ -22,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# one thread everywhere, set before numpy/torch/onnxruntime load their pools
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+# one thread everywhere, set before numpy/torch/onnxruntime load their pools (Numba's pool keeps the
+# CPU count: only the "many" section's threaded banks use it, and it sets torch's threads per case)
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
 import numpy as np  # noqa: E402
@@ -207,7 +209,7 @@ def markdown(report: dict) -> str:
              f"Measured by `python tools/bench.py` on {report['machine']['cpu']} "
              f"({report['machine']['cores']} cores), Python {report['machine']['python']}, "
              f"{report['date']}. One thread everywhere; each number is the median of "
-             f"{report['repeats']} repeats. Regenerate with the same command.", ""]
+             f"{report['repeats']} repeats. Regenerate with `python tools/bench.py --out docs`.", ""]
     st = report.get("step")
     if st:
         lines += ["## Per-frame step (batch 1, input 40, one layer, one thread)", "",
@@ -239,14 +241,15 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['cell']} | {r['hidden']} | {r['weight_bytes']} | {fmt(r['bound_us'])} | "
                          f"{fmt(r.get('l2_bound_us'))} | {fmt(r['streamrnn_us'])} | {fmt(r.get('ratio_to_l2'), 1)} |")
         lines.append("")
-    for key in ("pipeline", "streams", "startup", "train"):
+    for key in ("many", "pipeline", "streams", "startup", "train"):
         sec = report.get(key)
         if sec and sec.get("markdown"):
             lines += sec["markdown"].splitlines() + [""]
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("step", "bound", "pipeline", "streams", "startup", "train")
+SECTIONS = ("step", "bound", "many", "pipeline", "streams", "startup", "train")
+SCRATCH = Path(tempfile.gettempdir()) / "streamrnn-bench"
 
 
 def main(argv=None):
@@ -254,7 +257,8 @@ def main(argv=None):
     ap.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--calls", type=int, default=2000, help="calls per repeat in the step benchmark")
-    ap.add_argument("--out", default=str(ROOT / "docs"), help="directory for bench.json and bench.md")
+    ap.add_argument("--out", default=str(SCRATCH),
+                    help=f"directory for bench.json and bench.md (default {SCRATCH}; --out docs to update docs/)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats and calls (a smoke run)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -274,6 +278,10 @@ def main(argv=None):
         report["step"] = bench_step(a.repeats, a.calls)
     if "bound" in todo:
         report["bound"] = bench_bound(report.get("step"), a.repeats)
+    if "many" in todo:
+        from bench_many import bench_many
+
+        report["many"] = bench_many(max(a.repeats, 5), ns=(100, 1000) if a.quick else (1, 100, 1000, 10000))
     import bench_sections  # pipeline, streams, startup, train: they need the runtime and the trainer
 
     for key in ("pipeline", "streams", "startup", "train"):

@@ -6,6 +6,8 @@ state and the scratch buffers of one stream and nothing else.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 from streamrnn.errors import (
@@ -43,6 +45,7 @@ from streamrnn.nn.kernels import (
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
 _DTYPES = (np.float32, np.float64)
+_DTYPE, _NDIM = attrgetter("dtype"), attrgetter("ndim")  # C-level getters for Bank.push_many's bulk checks
 
 
 def aligned_copy(a: np.ndarray, align: int = 64) -> np.ndarray:
@@ -427,6 +430,8 @@ class Bank:
         self.n_frames = np.zeros(self.capacity, np.int64)
         self._slot: dict = {}
         self._free = list(range(self.capacity - 1, -1, -1))  # pop() hands out low slots first
+        self._open = np.zeros(self.capacity, bool)  # slot -> open?, for push_block's bulk checks
+        self._seen = np.zeros(self.capacity, np.int64)  # push_block's duplicate check
 
     def __len__(self):
         return len(self._slot)
@@ -452,12 +457,14 @@ class Bank:
             raise CapacityError(f"bank is full: {self.capacity} streams open (capacity {self.capacity})")
         slot = self._free.pop()
         self._slot[sid] = slot
+        self._open[slot] = True
         self._zero(slot)
 
     def close(self, sid) -> None:
         """Remove a stream; its slot is reused by the next ``open``."""
         slot = self._get(sid)
         del self._slot[sid]
+        self._open[slot] = False
         self._free.append(slot)
 
     def reset(self, sid) -> None:
@@ -478,55 +485,142 @@ class Bank:
 
         Returns {id: y (T_i, output_size)} (views of one fresh output array, one region per
         stream).  All inputs are validated first; if any is invalid nothing is computed and
-        the error names the stream.
+        the error names the stream.  The Python work per stream is a handful of C-level
+        passes (slot look-up, type check, ``np.concatenate``, the output views); frames
+        are gathered, states read and written, and the lanes advanced in compiled code.
         """
         m = self.model
-        dt, n_in = m.dtype, m.input_size
         n = len(frames)
-        slots = np.empty(n, np.int64)
-        ends = [0] * n
-        xs = []
-        total = 0
-        for i, (sid, x) in enumerate(frames.items()):
-            slots[i] = self._get(sid)
-            # fast path: a 2-D array of the model's dtype and width (np.concatenate takes any strides)
-            if not (type(x) is np.ndarray and x.dtype is dt and x.ndim == 2 and x.shape[1] == n_in):
-                try:
-                    x = m.check_frames(x)
-                except (ShapeError, InputError) as e:
-                    raise type(e)(f"stream {sid!r}: {e}") from None
-            xs.append(x)
-            total += x.shape[0]
-            ends[i] = total
-        offs = np.array([0] + ends, np.int64)  # stream i owns rows offs[i]:offs[i+1]
-        y = np.empty((total, m.output_size), dt)
+        xs = list(frames.values())
+        try:
+            slots = np.fromiter(map(self._slot.__getitem__, frames), np.int64, n)
+        except KeyError:
+            slots = None
+        x = None
+        # fast path: every x a 2-D array of the model's dtype (np.concatenate takes any strides)
+        if n and slots is not None and set(map(type, xs)) == {np.ndarray} and set(map(_DTYPE, xs)) == {m.dtype} \
+                and set(map(_NDIM, xs)) == {2}:
+            try:
+                x = np.concatenate(xs)  # (N, I): a fresh C-contiguous array
+            except ValueError:  # widths differ: the per-stream check below names the stream
+                x = None
+            if x is not None and x.shape[1] != m.input_size:
+                x = None
+        if x is None:
+            slots, xs = self._check_many(frames)
+            x = np.concatenate(xs) if n else np.zeros((0, m.input_size), m.dtype)
+        lens = np.fromiter(map(len, xs), np.int64, n)
+        offs = np.zeros(n + 1, np.int64)  # stream i owns rows offs[i]:offs[i+1]
+        np.cumsum(lens, out=offs[1:])
+        total = x.shape[0]
+        y = np.empty((total, m.output_size), m.dtype)
         if total:
-            x = np.concatenate(xs) if n > 1 else np.ascontiguousarray(xs[0])  # (N, I)
-            lens = offs[1:] - offs[:-1]
-            T = int(lens.max())
-            a = m.arch
-            part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
-            n_groups = -(-n // self._group)
-            if self.threads > 1 and n_groups > 1:
-                from streamrnn.nn.parallel import bank_step_parallel
-
-                bad = bank_step_parallel(self.threads, m._mi, m.theta, x, offs, slots, self.h, self.c,
-                                         self._scratch(n_groups * part), y, self._group, part)
-            else:
-                bad = bank_step_kernel(m._mi, m.theta, x, offs, slots, self.h, self.c, self._scratch(part), y,
-                                       self._group)
+            bad = self._advance(x, offs, slots, y, int(lens.max()))
             if bad:  # nothing was computed: name the first stream at fault
                 for sid, xi in zip(frames, xs):
                     bad = count_nonfinite(np.ascontiguousarray(xi))
                     if bad:
                         raise InputError(f"stream {sid!r}: x contains {bad} NaN/Inf values; nothing was computed")
             self.n_frames[slots] += lens
-        return {sid: y[offs[i]:offs[i + 1]] for i, sid in enumerate(frames)}
+        ends = offs.tolist()
+        return {sid: y[a:b] for sid, a, b in zip(frames, ends, ends[1:])}
+
+    def _advance(self, x, offs, slots, y, T: int) -> int:
+        """One kernel call: x (N, I) rows of the n = len(slots) streams (stream i owns rows
+        offs[i]:offs[i+1], at most T), y (N, O) written; single- or multi-threaded.  Returns the
+        kernel's NaN/Inf count (nothing computed if not 0)."""
+        m, a = self.model, self.model.arch
+        n = slots.shape[0]
+        part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
+        n_groups = -(-n // self._group)
+        if self.threads > 1 and n_groups > 1:
+            from streamrnn.nn.parallel import bank_step_parallel
+
+            return bank_step_parallel(self.threads, m._mi, m.theta, x, offs, slots, self.h, self.c,
+                                      self._scratch(n_groups * part), y, self._group, part)
+        return bank_step_kernel(m._mi, m.theta, x, offs, slots, self.h, self.c, self._scratch(part), y, self._group)
+
+    def slots(self, ids) -> np.ndarray:
+        """The bank rows of the open streams ``ids`` as an int64 array (n,), for ``push_block``.
+
+        A slot stays valid until its stream closes; a caller that keeps its frames in one array
+        looks the slots up once, when streams join, not on every call.  KeyError for an id that
+        is not open.
+        """
+        try:
+            return np.fromiter(map(self._slot.__getitem__, ids), np.int64)
+        except KeyError as e:
+            raise KeyError(f"stream {e.args[0]!r} is not open in this bank") from None
+
+    def push_block(self, slots, x) -> np.ndarray:
+        """Advance the n streams at ``slots`` by T frames each in one kernel call, with no Python
+        work per stream: x (n, T, input_size) -> y (n, T, output_size) (a fresh array).
+
+        ``slots`` (n,) from ``slots(ids)``, each at most once.  Lane i computes exactly (bit for
+        bit) what ``push_many({id_i: x[i]})`` and a lone ``Stream`` compute.  ``ShapeError`` for
+        a wrong shape or dtype kind, ``KeyError`` for a slot that is not an open stream,
+        ``ValueError`` for a repeated slot, ``InputError`` (naming the stream) for NaN/Inf; on
+        any error nothing is computed and no state changes.
+
+        >>> import numpy as np, streamrnn
+        >>> m = streamrnn.Model.random("gru", input_size=4, hidden_size=8, output_size=1, activation="sigmoid")
+        >>> bank = m.bank(capacity=10)
+        >>> for sid in ("a", "b", "c"): bank.open(sid)
+        >>> slots = bank.slots(["a", "c"])
+        >>> x = np.ones((2, 5, 4), np.float32)
+        >>> y = bank.push_block(slots, x)
+        >>> y.shape, bool(np.array_equal(y[1], m.forward(x[1])))
+        ((2, 5, 1), True)
+        """
+        m = self.model
+        slots = np.asarray(slots)
+        if slots.ndim != 1 or (slots.size and slots.dtype.kind not in "iu"):
+            raise ShapeError(f"slots must be a 1-D integer array (Bank.slots), got {slots.dtype} {slots.shape}")
+        x = np.asarray(x)
+        n = slots.shape[0]
+        if x.dtype.kind != "f" or x.ndim != 3 or x.shape[0] != n or x.shape[2] != m.input_size:
+            raise ShapeError(f"x must be a floating-point array of shape ({n}, T, {m.input_size}) for {n} slots, "
+                             f"got {x.dtype} {x.shape}")
+        slots = slots.astype(np.int64, copy=False)
+        if n and (slots.min() < 0 or slots.max() >= self.capacity or not self._open[slots].all()):
+            bad = next(int(s) for s in slots if not (0 <= s < self.capacity and self._open[s]))
+            raise KeyError(f"slot {bad} is not an open stream of this bank (capacity {self.capacity})")
+        lanes = np.arange(n)
+        self._seen[slots] = lanes  # a repeated slot holds one lane number, so another lane finds it differs
+        if (self._seen[slots] != lanes).any():
+            raise ValueError("slots repeat a stream: each stream may appear once per call")
+        x = np.ascontiguousarray(x, dtype=m.dtype)
+        T = x.shape[1]
+        y = np.empty((n, T, m.output_size), m.dtype)
+        if n and T:
+            offs = np.arange(0, (n + 1) * T, T, dtype=np.int64)
+            bad = self._advance(x.reshape(n * T, m.input_size), offs, slots, y.reshape(n * T, m.output_size), T)
+            if bad:
+                i = int(np.argmin(np.isfinite(x).all(axis=(1, 2))))
+                sid = next(k for k, v in self._slot.items() if v == slots[i])
+                raise InputError(f"stream {sid!r} (slot {int(slots[i])}): x contains "
+                                 f"{int((~np.isfinite(x[i])).sum())} NaN/Inf values; nothing was computed")
+            self.n_frames[slots] += T
+        return y
+
+    def _check_many(self, frames: dict):
+        """(slots (n,) int64, frames as (T_i, input_size) arrays of the model's dtype), one stream at a
+        time: the slow path of ``push_many``, which names the first stream at fault."""
+        m = self.model
+        slots = np.empty(len(frames), np.int64)
+        xs = []
+        for i, (sid, x) in enumerate(frames.items()):
+            slots[i] = self._get(sid)
+            try:
+                xs.append(m.check_frames(x))
+            except (ShapeError, InputError) as e:
+                raise type(e)(f"stream {sid!r}: {e}") from None
+        return slots, xs
 
     def _scratch(self, size: int) -> np.ndarray:
         """``size`` elements of the bank's scratch, grown geometrically (never allocated per call)."""
-        if self._pws.shape[0] < size:
-            self._pws = np.zeros(2 * size, self.model.dtype)
+        if self._pws.shape[0] < size:  # on a cache line: the kernels align every region they carve to it
+            self._pws = aligned_copy(np.zeros(2 * size, self.model.dtype))
         return self._pws[:size]
 
     def snapshot(self, sid) -> dict:

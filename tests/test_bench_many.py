@@ -1,0 +1,35 @@
+"""tools/bench_many.py (the "many" section of tools/bench.py): it runs and reports what it measured."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import streamrnn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import bench_many  # noqa: E402
+
+
+def test_multiply_adds_per_frame_are_the_weight_count():
+    """One stream-frame multiplies every weight once: the count equals the weight matrices' sizes."""
+    for m in bench_many.vad_models((48, 64)).values():
+        weights = sum(v.size for k, v in m.tensors().items() if "weight" in k)
+        assert bench_many.macs_per_frame(m) == weights
+    assert bench_many.macs_per_frame(streamrnn.load_model("vad")) == 26544  # the issue's "about 26.5k"
+
+
+def test_section_reports_its_own_numbers():
+    pytest.importorskip("torch")  # the bench extra; the bank side does not need it
+    rep = bench_many.bench_many(1, ns=(3,), hiddens=(48,), threads=[1])
+    assert rep["peak_gflops"] > 0
+    (row,) = rep["rows"]
+    assert (row["hidden"], row["n"], row["threads"]) == (48, 3, 1)
+    assert row["bank_us"] > 0 and row["block_us"] > 0 and row["torch_us"] > 0
+    assert np.isclose(row["ratio"], row["torch_us"] / row["bank_us"])
+    md = rep["markdown"]
+    assert f"{rep['peak_gflops']:.1f} GFLOP/s" in md
+    assert f"| 48 | 3 | 1 | {row['bank_us']:.3f} | {row['block_us']:.3f} | {row['torch_us']:.3f} | {row['ratio']:.2f}x" in md

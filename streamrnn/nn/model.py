@@ -544,13 +544,13 @@ class Bank:
         """The bank rows of the open streams ``ids`` as an int64 array (n,), for ``push_block``.
 
         A slot stays valid until its stream closes; a caller that keeps its frames in one array
-        looks the slots up once, when streams join, not on every call.  KeyError for an id that
+        looks the slots up once, when streams join, not on every call.  StreamIdError (a KeyError) for an id that
         is not open.
         """
         try:
             return np.fromiter(map(self._slot.__getitem__, ids), np.int64)
         except KeyError as e:
-            raise KeyError(f"stream {e.args[0]!r} is not open in this bank") from None
+            raise StreamIdError(f"stream {e.args[0]!r} is not open in this bank") from None
 
     def push_block(self, slots, x) -> np.ndarray:
         """Advance the n streams at ``slots`` by T frames each in one kernel call, with no Python
@@ -558,7 +558,7 @@ class Bank:
 
         ``slots`` (n,) from ``slots(ids)``, each at most once.  Lane i computes exactly (bit for
         bit) what ``push_many({id_i: x[i]})`` and a lone ``Stream`` compute.  ``ShapeError`` for
-        a wrong shape or dtype kind, ``KeyError`` for a slot that is not an open stream,
+        a wrong shape or dtype kind, ``StreamIdError`` (a ``KeyError``) for a slot that is not an open stream,
         ``ValueError`` for a repeated slot, ``InputError`` (naming the stream) for NaN/Inf; on
         any error nothing is computed and no state changes.
 
@@ -584,7 +584,7 @@ class Bank:
         slots = slots.astype(np.int64, copy=False)
         if n and (slots.min() < 0 or slots.max() >= self.capacity or not self._open[slots].all()):
             bad = next(int(s) for s in slots if not (0 <= s < self.capacity and self._open[s]))
-            raise KeyError(f"slot {bad} is not an open stream of this bank (capacity {self.capacity})")
+            raise StreamIdError(f"slot {bad} is not an open stream of this bank (capacity {self.capacity})")
         lanes = np.arange(n)
         self._seen[slots] = lanes  # a repeated slot holds one lane number, so another lane finds it differs
         if (self._seen[slots] != lanes).any():

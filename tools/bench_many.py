@@ -4,8 +4,8 @@
     python tools/bench_many.py [--repeats 7] [--n 1,100,1000,10000] [--hidden 48,64]
 
 N streams x 10 frames per call through a 2-layer GRU over 40 features with a sigmoid head
-(the bundled VAD's shape: hidden 48 is the bundled model itself; hidden 64, the shape it is
-being retrained at, has random weights of the same architecture) against PyTorch's
+(the bundled VAD's shape: the width the bundled model has (64) is the model itself; any other
+width, e.g. the earlier 48, has random weights of the same architecture) against PyTorch's
 ``nn.GRU`` (batch N, sequence 10, batch_first) + ``nn.Linear`` + sigmoid under ``no_grad``:
 the batched alternative a user with many streams picks.  Each (shape, N, threads) case
 times both sides interleaved in one process, median wall time of the repeats, in
@@ -61,6 +61,12 @@ def macs_per_frame(model) -> int:
     a = model.arch
     G, H, L = a.gates, a.hidden_size, a.num_layers
     return G * H * (a.input_size + H) + (L - 1) * G * H * 2 * H + H * model.output_size
+
+
+def vad_width() -> int:
+    import streamrnn
+
+    return streamrnn.load_model("vad").hidden_size
 
 
 def vad_models(hiddens):
@@ -209,7 +215,7 @@ def markdown(peak, rows, notes, threads) -> str:
     fmt = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = ["## Many streams: `Bank.push_many` vs batched PyTorch", "",
              f"N streams x {FRAMES} frames per call through a 2-layer GRU over 40 features with a sigmoid head "
-             "(hidden 48: the bundled VAD; hidden 64: the same architecture, random weights) against PyTorch "
+             f"(hidden {vad_width()}: the bundled VAD; other widths: the same architecture, random weights) against PyTorch "
              f"`nn.GRU` (batch N, sequence {FRAMES}) + `nn.Linear` + sigmoid, both at the same thread count. "
              "Microseconds per stream-frame, median wall time of interleaved repeats in one process; ratio = "
              "PyTorch / streamrnn `push_many`; the CPU ratio is the same from the process's CPU time (on a "

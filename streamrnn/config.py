@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -202,15 +203,45 @@ def env_overrides(prefix: str, env=None) -> list[str]:
     return out
 
 
+MAX_CONFIG_BYTES = 2**20  # a TOML config larger than 1 MiB is refused
+
+
+def read_text_file(path, max_bytes: int, what: str, error=ConfigError) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``; ``error`` naming the file otherwise.
+
+    Endless or special files (``/dev/zero``, FIFOs) are refused before reading, and at most
+    ``max_bytes + 1`` bytes are ever read.  Messages never quote the file's content.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: {what} is not a regular file")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: {what} is {st.st_size} bytes, above the limit of {max_bytes} bytes")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    if len(raw) > max_bytes:  # grew while we looked
+        raise error(f"{path}: {what} is above the limit of {max_bytes} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: {what} is not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
 def read_toml(path) -> dict:
     """A TOML file as a dict; ConfigError (naming the file) if unreadable or invalid."""
     p = Path(path)
+    text = read_text_file(p, MAX_CONFIG_BYTES, "config")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: config is not UTF-8 text: {e}") from None
+        return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
         # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
@@ -277,6 +308,7 @@ class DataSection:
     classes: tuple[str, ...] = ()  # class names (ce) or label names (bce); empty: from the data
     frontend: str = "logmel"  # manifests only: front-end type (logmel or mfcc) with its defaults
     cache_dir: str = ""  # manifests only: feature cache folder (empty: <out>/cache)
+    nonfinite: str = "error"  # manifests only: NaN/Inf audio samples are an error, or "zero": replaced by 0
     kind: str = "features"  # features (.npz folder or audio manifest) or text (UTF-8 .txt file or folder)
     tokens: str = "char"  # text: char (every character) or word (whitespace-separated words)
     max_vocab: int = 256  # text: most frequent training tokens kept, <unk> included; the rest read as <unk>
@@ -288,6 +320,7 @@ class DataSection:
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
         _choice(self.kind, ("features", "text"), "data.kind")
+        _choice(self.nonfinite, ("error", "zero"), "data.nonfinite")
         _choice(self.tokens, ("char", "word"), "data.tokens")
         if not 2 <= self.max_vocab <= 1 << 20:
             raise ConfigError(f"data.max_vocab must be in [2, {1 << 20}], got {self.max_vocab}")

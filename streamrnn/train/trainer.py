@@ -123,7 +123,7 @@ def load_data(cfg: TrainConfig, base_dir=".", out_dir=None):
             from streamrnn.train.data import manifest_classes
 
             classes = manifest_classes(train_path)
-    kw = dict(frontend=frontend, cache_dir=cache or None, classes=classes)
+    kw = dict(frontend=frontend, cache_dir=cache or None, classes=classes, nonfinite=d.nonfinite)
     train = load_dataset(train_path, **kw)
     valid = load_dataset(path(d.valid), **kw) if d.valid else None
     train, valid = _hold_out(cfg, train, valid)

@@ -37,13 +37,17 @@ def cli(verbose: int):
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
 
+# The one rule of model names (docs/model-format.md, "Bundled names and paths")
+_MODEL_HELP = ("A bundled model name (a bare word: vad) or a model file (any path with a '/' or a suffix: "
+               "./vad, runs/x/model.safetensors).")
+
 # --- info -------------------------------------------------------------------------------
 @cli.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info(model: str, as_json: bool):
-    """Describe MODEL (a .safetensors path or a bundled name): cell, sizes, parameters,
-    labels, front end and file size."""
+    """Describe MODEL (a bundled name such as vad, or a file: any path with a '/' or a suffix,
+    e.g. ./vad): cell, sizes, parameters, labels, front end and file size."""
     from streamrnn.nn.modelfile import model_metadata, resolve_model_path
     from streamrnn import load_model
 
@@ -214,7 +218,7 @@ def _run_text_stream(model, cfg):
 
 
 @cli.command()
-@click.option("--model", help="Model file or bundled name (e.g. vad).")
+@click.option("--model", help=_MODEL_HELP)
 @_common_stream_options
 @click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on).")
 @click.option("--on-threshold", type=float, help="Probability that starts a segment (default 0.5).")
@@ -402,7 +406,7 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, grad
 
 
 @cli.command("eval")
-@click.option("--model", "model_path", required=True, help="Model file or bundled name.")
+@click.option("--model", "model_path", required=True, help=_MODEL_HELP)
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--task", type=click.Choice(["frame", "sequence", "next_frame"]), default=None,

@@ -113,6 +113,9 @@ def _curve_options():
                      help="The server's CurveZMQ public key (.key): connecting sockets encrypt."),
         click.option("--curve-allow", type=click.Path(file_okay=False),
                      help="Directory of client public keys (*.key): binding sockets accept only these."),
+        click.option("--curve-allow-insecure-key", is_flag=True, default=False,
+                     help="Accept a secret key file that its group or others may read (refused by default, "
+                          "as ssh does)."),
     ]
 
 
@@ -135,6 +138,7 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
     from streamrnn.transport.sinks import open_sink
     from streamrnn.transport.sources import open_source
 
+    insecure_key = overrides.pop("curve_allow_insecure_key", False)  # a CLI-only switch, not a config value
     cfg = load_stream_config(config_path, overrides=overrides)
     model = frontend = None
     if mode == "pred":
@@ -144,7 +148,7 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
 
         model = load_model(cfg.model, max_bytes=cfg.max_model_bytes)
         if model.arch.vocab_size is not None:  # a token model reads text, not audio
-            return _run_text_stream(model, cfg)
+            return _run_text_stream(model, cfg, insecure_key)
     else:
         from streamrnn.audio.frontend import LogMel, as_frontend
 
@@ -159,7 +163,7 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
             frontend = LogMel()
     from streamrnn.transport.endpoints import CurveConfig
 
-    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow)
+    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow, insecure_key)
     stats = Stats()
     source = open_source(cfg.source, stats=stats, rate=cfg.rate, fmt=cfg.format, channels=cfg.channels,
                          realtime=cfg.realtime, block_ms=cfg.block_ms, queue_seconds=cfg.queue_seconds,
@@ -191,7 +195,7 @@ def _run_pipeline(mode: str, config_path, overrides: dict, model_name=None):
             click.echo(stats.summary(), err=True)
 
 
-def _run_text_stream(model, cfg):
+def _run_text_stream(model, cfg, insecure_key=False):
     """A token model on UTF-8 text from stdin: one next_token event (top 5) per token to every sink."""
     import signal
     import threading
@@ -203,7 +207,7 @@ def _run_text_stream(model, cfg):
 
     if cfg.source != "stdin":
         raise ConfigError(f"model {model.name!r} reads text: use --source stdin (UTF-8 text), not {cfg.source!r}")
-    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow)
+    curve = CurveConfig.from_options(cfg.curve_secret_key, cfg.curve_server_key, cfg.curve_allow, insecure_key)
     sinks = [open_sink(u, json_stdout=cfg.json, hwm_seconds=cfg.hwm_seconds, curve=curve) for u in cfg.sink]
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -266,7 +270,7 @@ def features(model, source, sink, config_path, duration, stream_id, rate, fmt, c
 @click.option("--max-message-bytes", type=int, default=None, help="Largest accepted message (bytes).")
 @_apply(_curve_options())
 def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret_key, curve_server_key,
-           curve_allow):
+           curve_allow, curve_allow_insecure_key):
     """Decode any streamrnn/1 traffic at URL to JSON lines.
 
     URL: zmq+sub://HOST:PORT (connects), zmq+pull://HOST:PORT (binds), their +ipc forms, or a bare
@@ -290,7 +294,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret
     if ep.pattern == "sub":
         ep = dataclasses.replace(ep, topic=topic if ep.topic is None else ep.topic)
     mmb = max_message_bytes or wire.DEFAULT_MAX_MESSAGE_BYTES
-    curve = CurveConfig.from_options(curve_secret_key, curve_server_key, curve_allow)
+    curve = CurveConfig.from_options(curve_secret_key, curve_server_key, curve_allow, curve_allow_insecure_key)
     sock = open_socket(zmq.Context.instance(), ep, hwm=10000, max_message_bytes=2 * mmb + 4096, curve=curve)
     stats, stopped = Stats(), []
     old = {s: signal.signal(s, lambda *a: stopped.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}

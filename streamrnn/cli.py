@@ -374,7 +374,11 @@ def keygen(directory: str, name: str):
 @click.option("--gradflow", "gradflow_lags", type=click.IntRange(0), default=0, is_flag=False, flag_value=100,
               help="After every epoch measure the gradient-flow horizon over up to N lags (--gradflow alone: "
                    "100) on the validation data; logged and in metrics.jsonl.")
-def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, gradflow_lags: int):
+@click.option("--max-memory", type=str, default=None, metavar="SIZE",
+              help="Refuse to start when the estimated memory of the run exceeds SIZE (bytes, or with K, M, G: "
+                   "binary units); default: what the machine has available (train.max_memory).")
+def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, gradflow_lags: int,
+          max_memory: str | None):
     """Train a model with truncated BPTT as CONFIG.toml says; writes OUT/model.safetensors,
     OUT/checkpoint.safetensors, OUT/metrics.jsonl (and OUT/curves.png with matplotlib).
     Every epoch logs the pre-clip gradient norm and the fraction of clipped updates."""
@@ -382,6 +386,8 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, grad
     from streamrnn.train.trainer import train_from_config
 
     cfg_path = Path(config)
+    if max_memory is not None:
+        overrides = (*overrides, f"train.max_memory={_parse_size(max_memory)}")
     cfg = load_config(TrainConfig, cfg_path, overrides)
     out = Path(out_dir) if out_dir else Path("runs") / cfg_path.stem
     tty = sys.stderr.isatty()
@@ -407,6 +413,19 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, grad
     note = " (stopped early)" if res.stopped_early else ""
     click.echo(f"trained {len(res.history)} epoch(s), {res.steps} updates{note}; "
                f"best model: {out / 'model.safetensors'}", err=True)
+
+
+def _parse_size(text: str) -> int:
+    """'512M' -> 536870912: bytes with an optional binary K, M, G or T suffix; BadParameter otherwise."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        n = -1
+    if not 0 < n < 2**63:
+        raise click.BadParameter(f"{text!r} is not a size such as 4G, 512M or 1000000", param_hint="--max-memory")
+    return int(n)
 
 
 @cli.command("eval")

@@ -394,9 +394,11 @@ class LoopSection:
     checkpoint_every: int = 0  # also checkpoint every N updates inside an epoch (0: at epoch ends only)
     max_bad_steps: int = 5  # consecutive NaN/Inf updates before TrainingError
     dtype: str = "float32"  # compute precision: float32 (as the runtime) or float64
+    max_memory: int = 0  # bytes the run may use (estimated before it starts); 0: what the machine has available
 
     def __post_init__(self):
         _positive(self.epochs, "train.epochs")
+        _positive(self.max_memory, "train.max_memory", allow_zero=True)
         _positive(self.patience, "train.patience", allow_zero=True)
         _choice(self.monitor, ("valid_loss", "valid_accuracy", "valid_f1", "valid_auc"), "train.monitor")
         _choice(self.dtype, ("float32", "float64"), "train.dtype")

@@ -41,7 +41,7 @@ from streamrnn.errors import ConfigError, TrainingError
 from streamrnn.nn.cells import Architecture, PackedLayout, init_tensors
 from streamrnn.nn.model import Model, aligned_copy
 from streamrnn.train import metrics as M
-from streamrnn.train.lanes import TBPTTRunner, make_plan, norm_stats, prepare, run_lanes
+from streamrnn.train.lanes import TBPTTRunner, check_training_memory, make_plan, norm_stats, prepare, run_lanes
 from streamrnn.train.losses import HEAD_ACTIVATION, frame_losses
 from streamrnn.train.optim import Optimizer, clip_gradients, scheduled_lr
 
@@ -386,6 +386,9 @@ class Trainer:
                                      has_norm=mc.norm)
         self.layout = PackedLayout(self.arch)
         self.dtype = np.dtype(cfg.train.dtype)
+        t = cfg.tbptt  # the estimate, before any size-dependent allocation (TrainingError if too much)
+        check_training_memory(self.arch, t.lanes, t.k1, t.k2, sum(s.x.shape[0] for s in self.train_seqs),
+                              n_out, self.dtype, cfg.train.max_memory)
         self.mean, self.std = norm_stats(self.train_seqs) if self.arch.has_norm else (None, None)
         self.unigram_ppl = None
         if vocab is not None and self.valid_seqs:

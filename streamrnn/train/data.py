@@ -46,6 +46,7 @@ import numpy as np
 from streamrnn.audio.files import frame_targets, read_audio, read_labels
 from streamrnn.audio.frontend import LogMel, as_frontend
 from streamrnn.audio.resample import Resampler
+from streamrnn.audio.stream import out_of_range_peak
 from streamrnn.config import read_text_file
 from streamrnn.errors import AudioError, ConfigError, TrainingError
 
@@ -173,6 +174,10 @@ def compute_features(frontend: LogMel, audio, nonfinite="error", quality="HQ"):
     Returns (x (T, F) float32, n_samples at the front-end rate).
     """
     x, rate = read_audio(audio, mono=True, nonfinite=nonfinite)  # NaN/Inf: error, or 0 with a warning
+    peak = out_of_range_peak(x)
+    if peak:
+        log.warning("%s: float samples peak at %.4g, far outside [-1, 1]: int16-scale audio stored as float?", audio,
+                    peak)
     x = signal_at_rate(x, rate, frontend.sample_rate, quality)
     feats = frontend.compute(x)
     if len(feats) == 0:

@@ -579,8 +579,9 @@ def frontend_budget(sample_rate, n_fft, win_length, hop_length, n_mels, n_mfcc=0
     n_bins = n_fft // 2 + 1
     fft = n_fft >= 8 and (n_fft & (n_fft - 1)) == 0
     # the mel matrix (n_mels, n_bins) float64 and the five temporaries of the same shape that
-    # build it; the DFT path adds its cos/sin tables (n_bins, win); the DCT (n_mfcc, n_mels)
-    table = 8 * (6 * n_mels * n_bins + (0 if fft else 2 * n_bins * win_length) + n_mfcc * n_mels + 8 * n_fft)
+    # build it; the DFT path: its cos/sin tables (n_bins, win) and the four temporaries that build
+    # them; the DCT (n_mfcc, n_mels)
+    table = 8 * (6 * n_mels * n_bins + (0 if fft else 6 * n_bins * win_length) + n_mfcc * n_mels + 8 * n_fft)
     per_frame = ((5 * n_fft * max(1, n_fft.bit_length() - 1)) if fft else 2 * n_bins * win_length) \
         + 2 * n_bins + n_mels + n_mfcc * n_mels
     frame_rate = sample_rate / hop_length

@@ -115,8 +115,9 @@ class RecordFile:
 
     ``write(text)`` takes complete records only and buffers them (``limit`` bytes); ``flush()``
     writes the buffer with ``os.write`` until done.  When a write fails (disk full, a file size
-    limit), the file is truncated back to the end of the last record written completely and the
-    error is raised: the file never ends in a partial line, whatever the failing write left.
+    limit), the file is truncated back to the end of the last record written completely (the
+    records of the buffer that did fit stay) and the error is raised: the file never ends in a
+    partial line, whatever the failing write left.
     """
 
     def __init__(self, path, limit: int = 1 << 16):
@@ -136,16 +137,20 @@ class RecordFile:
     def flush(self) -> None:
         if not self._buf or self._fd is None:
             return
-        data = memoryview("".join(self._buf).encode("utf-8"))
+        data = "".join(self._buf).encode("utf-8")
         self._buf.clear()
         self._n = 0
+        done = 0
         try:
-            while data:
-                data = data[os.write(self._fd, data):]
+            while done < len(data):
+                done += os.write(self._fd, memoryview(data)[done:])
         except OSError:
-            try:  # back to the last complete record (not possible on /dev/full and such: nothing to undo)
-                os.ftruncate(self._fd, self._good)
-                os.lseek(self._fd, self._good, os.SEEK_SET)
+            # keep the complete records the failing flush did write, cut the partial one
+            keep = self._good + data.rfind(b"\n", 0, done) + 1
+            try:  # (not possible on /dev/full and such: nothing to undo there)
+                os.ftruncate(self._fd, keep)
+                os.lseek(self._fd, keep, os.SEEK_SET)
+                self._good = keep
             except OSError:
                 pass
             raise

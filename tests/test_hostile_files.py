@@ -220,6 +220,13 @@ def test_errors_never_echo_a_foreign_file(tmp_path):
     assert str(int.from_bytes(text[:8], "little")) not in line and "SECRET" not in r.stderr
 
 
+@pytest.mark.parametrize("command", ["stream", "train"])
+def test_config_file_that_never_ends_is_refused_before_reading(tmp_path, command):
+    args = (["stream", "--model", "vad", "--source", "stdin", "--sink", "null", "--config", "/dev/zero"]
+            if command == "stream" else ["train", "/dev/zero", "--out", tmp_path / "run"])
+    one_error_line(run_cli(*args, cwd=tmp_path, timeout=60), "/dev/zero", "not a regular file")
+
+
 def test_manifest_paths_are_relative_to_the_manifest_folder(tmp_path):
     (tmp_path / "data").mkdir()
     sf.write(tmp_path / "data" / "a.wav", noise(1.0), SR)

@@ -233,7 +233,7 @@ def read_text_file(path, max_bytes: int, what: str, error=ConfigError) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise error(f"{path}: {what} is not UTF-8 text (invalid byte at offset {e.start})") from None
+        raise error(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); a {what} must be UTF-8") from None
 
 
 def read_toml(path) -> dict:

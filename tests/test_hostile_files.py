@@ -227,6 +227,23 @@ def test_config_file_that_never_ends_is_refused_before_reading(tmp_path, command
     one_error_line(run_cli(*args, cwd=tmp_path, timeout=60), "/dev/zero", "not a regular file")
 
 
+def test_fifos_among_data_files_are_refused_not_read(tmp_path):
+    """A FIFO never ends (and blocks on open): .txt corpora and .npz folders take regular files only."""
+    from streamrnn.train.data import load_npz_folder
+    from streamrnn.train.text import read_texts
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_text("hello")
+    os.mkfifo(tmp_path / "t" / "b.txt")
+    with pytest.raises(ConfigError, match="b.txt: text file is not a regular file"):
+        read_texts(tmp_path / "t")
+    (tmp_path / "n").mkdir()
+    np.savez(tmp_path / "n" / "a.npz", x=np.zeros((4, 3), np.float32))
+    os.mkfifo(tmp_path / "n" / "b.npz")
+    with pytest.raises(TrainingError, match="b.npz: not a regular file"):
+        load_npz_folder(tmp_path / "n")
+
+
 def test_manifest_paths_are_relative_to_the_manifest_folder(tmp_path):
     (tmp_path / "data").mkdir()
     sf.write(tmp_path / "data" / "a.wav", noise(1.0), SR)

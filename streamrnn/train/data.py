@@ -194,6 +194,8 @@ def load_npz_folder(folder) -> list[Sequence]:
         raise ConfigError(f"{folder}: no .npz files")
     out, F = [], None
     for p in files:
+        if not p.is_file():  # a FIFO or device named x.npz would block or never end
+            raise TrainingError(f"{p}: not a regular file")
         try:
             with np.load(p, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}

@@ -444,7 +444,7 @@ def test_secret_key_readable_by_others_is_refused_unless_allowed(tmp_path):
     one_error_line(r, str(sec), "mode 0604")
 
 
-@pytest.mark.parametrize("damage", ["short", "not_z85", "foreign_pair", "binary", "no_keys"])
+@pytest.mark.parametrize("damage", ["short", "not_z85", "foreign_pair", "binary", "no_keys", "bare_key_line"])
 def test_malformed_secret_key_is_one_line_naming_the_file(tmp_path, damage):
     assert run_cli("keygen", tmp_path / "k", cwd=tmp_path).returncode == 0
     assert run_cli("keygen", tmp_path / "k2", cwd=tmp_path).returncode == 0
@@ -459,6 +459,8 @@ def test_malformed_secret_key_is_one_line_naming_the_file(tmp_path, damage):
         text = text.replace(key, "\\" * 40)
     elif damage == "foreign_pair":
         text = text.replace(line, [ln for ln in other.splitlines() if "secret-key" in ln][0])
+    elif damage == "bare_key_line":
+        text = "public-key\n"  # a key name with no value (pyzmq's parser raised IndexError)
     elif damage == "binary":
         text = None
         sec.write_bytes(os.urandom(300))

@@ -203,8 +203,9 @@ def load_key_file(path, what: str, secret: bool = False, allow_insecure: bool = 
                           f"{MAX_KEY_FILE_BYTES} bytes written by `streamrnn keygen`)")
     try:
         public, sec = zmq.auth.load_certificate(p)
-    except (OSError, ValueError) as e:  # ValueError: no key line, or not text (UnicodeDecodeError)
-        why = "no public key in it" if "No public key" in str(e) else type(e).__name__
+    except (OSError, ValueError, IndexError) as e:  # no key line, not text, a key line without " = "
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else "no public key in it"
+               if "No public key" in str(e) else "not a ZeroMQ certificate (as `streamrnn keygen` writes)")
         raise ConfigError(f"cannot read the {what} {str(p)!r}: {why}") from None
     for name, k in (("public", public), ("secret", sec)):
         if k is None:

@@ -265,19 +265,24 @@ def training_bytes(arch: Architecture, lanes: int, k1: int, k2: int, n_frames: i
     Counts: the parameters ten times (theta, best, last good, gradient, two optimiser moments,
     the exported and the working model, scratch); the runner's window (saved activations
     (L, k2, B, W), inputs, outputs, states); the backward pass's per-step buffers (up to
-    2 k2 steps); the epoch plan (frames x (inputs + targets + mask)).
+    2 k2 steps); the epoch plan (frames x (inputs + targets + mask)).  A bidirectional model
+    trains on whole sequences: pass the longest as ``k1`` and ``k2``; its activations and
+    backward buffers count once per direction.
 
     >>> from streamrnn.nn.cells import Architecture
     >>> a = Architecture("gru", 40, 64, 1, 1, "sigmoid")
     >>> training_bytes(a, 32, 100, 100, 100_000, 1) < 64 * 2**20
     True
+    >>> b = Architecture("gru", 40, 64, 1, 1, "sigmoid", bidirectional=True)
+    >>> training_bytes(b, 32, 100, 100, 100_000, 1) > training_bytes(a, 32, 100, 100, 100_000, 1)
+    True
     """
     d = np.dtype(dtype).itemsize
     L, H, I, O = arch.num_layers, arch.hidden_size, arch.input_size, arch.out_size
-    B, GH = lanes, arch.gates * arch.hidden_size
+    B, GH, D = lanes, arch.gates * arch.hidden_size, arch.directions
     n_params = PackedLayout(arch).size
-    window = L * k2 * B * SAVE_WIDTH[arch.cell] * H + k2 * B * (I + O + 1) + k1 * B * O + 8 * L * B * H
-    backward = 2 * k2 * B * (5 * H + 2 * GH + max(I, H)) + GH * H
+    window = D * L * k2 * B * SAVE_WIDTH[arch.cell] * H + k2 * B * (I + O + 1) + k1 * B * O + 8 * D * L * B * H
+    backward = D * 2 * k2 * B * (5 * H + 2 * GH + max(I, D * H)) + GH * H
     plan = (n_frames + lanes * k1) * (I + n_targets + 1)
     return d * (10 * n_params + window + backward + plan)
 

@@ -383,9 +383,12 @@ class Trainer:
                                      has_norm=mc.norm, bidirectional=mc.bidirectional)
         self.layout = PackedLayout(self.arch)
         self.dtype = np.dtype(cfg.train.dtype)
-        t = cfg.tbptt  # the estimate, before any size-dependent allocation (TrainingError if too much)
-        check_training_memory(self.arch, t.lanes, t.k1, t.k2, sum(s.x.shape[0] for s in self.train_seqs),
-                              n_out, self.dtype, cfg.train.max_memory)
+        # the estimate, before any size-dependent allocation (TrainingError if too much); a bidirectional
+        # model runs whole sequences (padded to the longest) instead of TBPTT windows
+        t = cfg.tbptt
+        lengths = [s.x.shape[0] for s in self.train_seqs]
+        k1, k2 = (max(lengths),) * 2 if mc.bidirectional else (t.k1, t.k2)
+        check_training_memory(self.arch, t.lanes, k1, k2, sum(lengths), n_out, self.dtype, cfg.train.max_memory)
         self.mean, self.std = norm_stats(self.train_seqs) if self.arch.has_norm else (None, None)
         self.unigram_ppl = None
         if vocab is not None and self.valid_seqs:

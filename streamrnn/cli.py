@@ -38,13 +38,17 @@ def cli(verbose: int):
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
 
+# The one rule of model names (docs/model-format.md, "Bundled names and paths")
+_MODEL_HELP = ("A bundled model name (a bare word: vad) or a model file (any path with a '/' or a suffix: "
+               "./vad, runs/x/model.safetensors).")
+
 # --- info -------------------------------------------------------------------------------
 @cli.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info(model: str, as_json: bool):
-    """Describe MODEL (a .safetensors path or a bundled name): cell, sizes, parameters,
-    labels, front end and file size."""
+    """Describe MODEL (a bundled name such as vad, or a file: any path with a '/' or a suffix,
+    e.g. ./vad): cell, sizes, parameters, labels, front end and file size."""
     from streamrnn.nn.modelfile import model_metadata, resolve_model_path
     from streamrnn import load_model
 
@@ -113,6 +117,9 @@ def _curve_options():
                      help="The server's CurveZMQ public key (.key): connecting sockets encrypt."),
         click.option("--curve-allow", type=click.Path(file_okay=False),
                      help="Directory of client public keys (*.key): binding sockets accept only these."),
+        click.option("--curve-allow-insecure-key", is_flag=True, default=None,
+                     help="Accept a secret key file that its group or others may read (refused by default, "
+                          "as ssh does)."),
     ]
 
 
@@ -169,7 +176,7 @@ _SET_OPTION = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
 
 
 @cli.command()
-@click.option("--model", help="Model file or bundled name (e.g. vad).")
+@click.option("--model", help=_MODEL_HELP)
 @_common_stream_options
 @click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on).")
 @click.option("--on-threshold", type=float,
@@ -221,7 +228,7 @@ def features(config_path, sets, **options):
 @click.option("--max-message-bytes", type=int, default=None, help="Largest accepted message (bytes).")
 @_apply(_curve_options())
 def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret_key, curve_server_key,
-           curve_allow):
+           curve_allow, curve_allow_insecure_key):
     """Decode any streamrnn/1 traffic at URL to JSON lines.
 
     URL: zmq+sub://HOST:PORT (connects), zmq+pull://HOST:PORT (binds), their +ipc forms, or a bare
@@ -234,7 +241,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret
     from streamrnn.transport.endpoints import CurveConfig
     from streamrnn.transport.listen import listen as listen_to
 
-    curve = CurveConfig.from_options(curve_secret_key, curve_server_key, curve_allow)
+    curve = CurveConfig.from_options(curve_secret_key, curve_server_key, curve_allow, curve_allow_insecure_key)
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     stats = None
@@ -302,7 +309,11 @@ def keygen(directory: str, name: str):
 @click.option("--gradflow", "gradflow_lags", type=click.IntRange(0), default=0, is_flag=False, flag_value=100,
               help="After every epoch measure the gradient-flow horizon over up to N lags (--gradflow alone: "
                    "100) on the validation data; logged and in metrics.jsonl.")
-def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, gradflow_lags: int):
+@click.option("--max-memory", type=str, default=None, metavar="SIZE",
+              help="Refuse to start when the estimated memory of the run exceeds SIZE (bytes, or with K, M, G: "
+                   "binary units); default: what the machine has available (train.max_memory).")
+def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, gradflow_lags: int,
+          max_memory: str | None):
     """Train a model with truncated BPTT as CONFIG.toml says; writes OUT/model.safetensors,
     OUT/checkpoint.safetensors, OUT/metrics.jsonl (and OUT/curves.png with matplotlib).
     Every epoch logs the pre-clip gradient norm and the fraction of clipped updates."""
@@ -310,7 +321,8 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, grad
     from streamrnn.train.trainer import train_from_config
 
     cfg_path = Path(config)
-    cfg = load_config(TrainConfig, cfg_path, overrides)
+    cfg = load_config(TrainConfig, cfg_path, overrides,
+                      options={"train.max_memory": None if max_memory is None else _parse_size(max_memory)})
     out = Path(out_dir) if out_dir else Path("runs") / cfg_path.stem
     tty = sys.stderr.isatty()
 
@@ -337,8 +349,21 @@ def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, grad
                f"best model: {out / 'model.safetensors'}", err=True)
 
 
+def _parse_size(text: str) -> int:
+    """'512M' -> 536870912: bytes with an optional binary K, M, G or T suffix; BadParameter otherwise."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        n = -1
+    if not 0 < n < 2**63:
+        raise click.BadParameter(f"{text!r} is not a size such as 4G, 512M or 1000000", param_hint="--max-memory")
+    return int(n)
+
+
 @cli.command("eval")
-@click.option("--model", "model_path", required=True, help="Model file or bundled name.")
+@click.option("--model", "model_path", required=True, help=_MODEL_HELP)
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--task", type=click.Choice(["frame", "sequence", "next_frame"]), default=None,

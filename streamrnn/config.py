@@ -35,6 +35,7 @@ import difflib
 import logging
 import math
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -273,15 +274,45 @@ def env_overrides(cls, env=None) -> list[tuple[str, str, str]]:
     return out
 
 
+MAX_CONFIG_BYTES = 2**20  # a TOML config larger than 1 MiB is refused
+
+
+def read_text_file(path, max_bytes: int, what: str, error=ConfigError) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``; ``error`` naming the file otherwise.
+
+    Endless or special files (``/dev/zero``, FIFOs) are refused before reading, and at most
+    ``max_bytes + 1`` bytes are ever read.  Messages never quote the file's content.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: {what} is not a regular file")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: {what} is {st.st_size} bytes, above the limit of {max_bytes} bytes")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    if len(raw) > max_bytes:  # grew while we looked
+        raise error(f"{path}: {what} is above the limit of {max_bytes} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); a {what} must be UTF-8") from None
+
+
 def read_toml(path) -> dict:
     """A TOML file as a dict; ConfigError (naming the file) if unreadable or invalid."""
     p = Path(path)
+    text = read_text_file(p, MAX_CONFIG_BYTES, "config")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: config is not UTF-8 text: {e}") from None
+        return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
         # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
@@ -428,6 +459,8 @@ class StreamConfig:
     curve_secret_key: str | None = None  # CurveZMQ key pair (.key_secret): binding sockets encrypt
     curve_server_key: str | None = None  # server's public key (.key): connecting sockets encrypt
     curve_allow: str | None = None      # directory of client public keys (*.key) a binding socket accepts
+    curve_allow_insecure_key: bool = False  # accept a secret key file its group or others may access (refused
+    #                                         by default, as ssh refuses such a private key)
     events: EventParams = field(default_factory=EventParams)  # [events]: hysteresis on sigmoid outputs
 
     def __post_init__(self):
@@ -516,6 +549,7 @@ class DataSection:
     classes: tuple[str, ...] = ()  # class names (ce) or label names (bce); empty: from the data
     frontend: str = "logmel"  # manifests only: front-end type (logmel or mfcc) with its defaults
     cache_dir: str = ""  # manifests only: feature cache folder (empty: <out>/cache)
+    nonfinite: str = "error"  # manifests only: NaN/Inf audio samples are an error, or "zero": replaced by 0
     kind: str = "features"  # features (.npz folder or audio manifest) or text (UTF-8 .txt file or folder)
     tokens: str = "char"  # text: char (every character) or word (whitespace-separated words)
     max_vocab: int = 256  # text: most frequent training tokens kept, <unk> included; the rest read as <unk>
@@ -527,6 +561,7 @@ class DataSection:
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
         _choice(self.kind, ("features", "text"), "data.kind")
+        _choice(self.nonfinite, ("error", "zero"), "data.nonfinite")
         _choice(self.tokens, ("char", "word"), "data.tokens")
         if not 2 <= self.max_vocab <= 1 << 20:
             raise ConfigError(f"data.max_vocab must be in [2, {1 << 20}], got {self.max_vocab}")
@@ -600,9 +635,11 @@ class LoopSection:
     checkpoint_every: int = 0  # also checkpoint every N updates inside an epoch (0: at epoch ends only)
     max_bad_steps: int = 5  # consecutive NaN/Inf updates before TrainingError
     dtype: str = "float32"  # compute precision: float32 (as the runtime) or float64
+    max_memory: int = 0  # bytes the run may use (estimated before it starts); 0: what the machine has available
 
     def __post_init__(self):
         _positive(self.epochs, "train.epochs")
+        _positive(self.max_memory, "train.max_memory", allow_zero=True)
         _positive(self.patience, "train.patience", allow_zero=True)
         _choice(self.monitor, ("valid_loss", "valid_accuracy", "valid_f1", "valid_auc"), "train.monitor")
         _choice(self.dtype, ("float32", "float64"), "train.dtype")

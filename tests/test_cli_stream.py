@@ -340,9 +340,9 @@ def test_sigint_flushes_sinks_and_exits_zero(tmp_path, models, procs):
 @pytest.mark.parametrize("args,msg", [
     (["--source", "bogus://x"], "unknown source 'bogus://x'"),
     (["--source", "stdin", "--sink", "kafka:x"], "unknown sink 'kafka:x'"),
-    (["--source", "file:nope.wav"], "audio file 'nope.wav' does not exist"),
+    (["--source", "file:nope.wav"], "nope.wav: no such audio file"),
     (["--source", "stdin", "--sink", "null", "--min-on", "-1"], "min_on must be >= 0"),
-    (["--source", "stdin", "--model", "no-such-model"], "no model file 'no-such-model'"),
+    (["--source", "stdin", "--model", "no-such-model"], "no bundled model named 'no-such-model'"),
 ])
 def test_bad_options_are_one_clear_line(tmp_path, models, args, msg, monkeypatch):
     from click.testing import CliRunner

@@ -195,7 +195,7 @@ def test_manifest_file_errors(corpus, tmp_path):
     with pytest.raises(AudioError, match="ends after the audio, which lasts 2 s"):
         load_dataset(corpus / "labels.jsonl", frontend=LogMel())
     (corpus / "audio" / "b.txt").write_text("1.5\toops\tspeech\n")
-    with pytest.raises(AudioError, match=r"b.txt:1: start/end must be numbers"):
+    with pytest.raises(AudioError, match=r"b.txt:1: start and end must be numbers"):
         load_dataset(corpus / "labels.jsonl", frontend=LogMel())
     # too short for one frame
     sf.write(corpus / "audio" / "short.wav", np.zeros(100, np.float32), 16000)

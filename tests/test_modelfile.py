@@ -130,7 +130,7 @@ def test_truncated_and_foreign_files(tmp_path, good):
 def test_missing_file_unknown_bundled_name_and_size_cap(tmp_path, good):
     with pytest.raises(streamrnn.ModelFileError, match="model file not found"):
         streamrnn.load_model(tmp_path / "nope.safetensors")
-    with pytest.raises(streamrnn.ModelFileError, match="no bundled model of that name"):
+    with pytest.raises(streamrnn.ModelFileError, match="no bundled model named .no-such-model. .bundled: vad"):
         streamrnn.load_model("no-such-model")
     path = write(tmp_path / "m.safetensors", *good)
     with pytest.raises(streamrnn.ModelFileError, match="above the limit of 100 bytes"):

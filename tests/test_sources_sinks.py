@@ -63,7 +63,7 @@ def test_file_source_realtime_timestamps_follow_the_samples(tmp_path):
 
 
 def test_file_source_errors(tmp_path):
-    with pytest.raises(AudioError, match="does not exist"):
+    with pytest.raises(AudioError, match="no such audio file"):
         FileSource(tmp_path / "nope.wav")
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
     with pytest.raises(AudioError, match="cannot read"):

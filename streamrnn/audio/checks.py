@@ -1,4 +1,5 @@
-"""Validation shared by the audio modules: settings, sample rates, signals, NaN/Inf, snapshots.
+"""Validation shared by the audio modules: settings, sample rates, front-end budgets, signals, NaN/Inf,
+snapshots.
 
 Each check raises a typed error (ConfigError, AudioError, SnapshotError) naming the value and the
 limit.
@@ -46,6 +47,50 @@ def check_rate(rate, what="sample_rate", error=AudioError):
     if rate <= 0:
         raise error(f"{what}={rate} must be > 0 samples per second")
     return int(rate) if float(rate).is_integer() else float(rate)
+
+
+# Budgets a front end's settings must fit (docs/frontend.md, "Limits"): checked before any table
+# is built, so a model file's numbers never decide a multi-gigabyte allocation or a front end
+# that cannot keep up with real time.
+SAMPLE_RATE_RANGE = (1000, 384000)   # Hz: telephone-band 1 kHz up to 384 kHz studio audio
+MAX_TABLE_BYTES = 128 * 2**20        # bytes: peak while building the tables (mel matrix and its temporaries)
+MAX_OPS_PER_SECOND = 2e9             # estimated operations per second of audio (about one core)
+
+
+def frontend_budget(sample_rate, n_fft, win_length, hop_length, n_mels, n_mfcc=0) -> dict:
+    """Estimated costs of front-end settings: ``table_bytes`` (peak while building the tables),
+    ``ops_per_second`` (per second of audio) and ``frame_rate``; ConfigError when one is above
+    its limit (``MAX_TABLE_BYTES``, ``MAX_OPS_PER_SECOND``) or the rate is outside
+    ``SAMPLE_RATE_RANGE``.  The message names the settings, the estimate and the limit.
+
+    >>> frontend_budget(16000, 512, 400, 160, 40)["frame_rate"]
+    100.0
+    >>> frontend_budget(16000, 65536, 65536, 1, 4096)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamrnn.errors.ConfigError: front end n_fft=65536, n_mels=4096 needs about 6148 MiB of tables ...
+    """
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= sample_rate <= hi:
+        raise ConfigError(f"sample_rate={sample_rate:g} Hz is outside the supported range {lo}-{hi} Hz")
+    n_bins = n_fft // 2 + 1
+    fft = n_fft >= 8 and (n_fft & (n_fft - 1)) == 0
+    # the mel matrix (n_mels, n_bins) float64 and the five temporaries of the same shape that
+    # build it; the DFT path: its cos/sin tables (n_bins, win) and the four temporaries that build
+    # them; the DCT (n_mfcc, n_mels)
+    table = 8 * (6 * n_mels * n_bins + (0 if fft else 6 * n_bins * win_length) + n_mfcc * n_mels + 8 * n_fft)
+    per_frame = ((5 * n_fft * max(1, n_fft.bit_length() - 1)) if fft else 2 * n_bins * win_length) \
+        + 2 * n_bins + n_mels + n_mfcc * n_mels
+    frame_rate = sample_rate / hop_length
+    ops = frame_rate * per_frame
+    if table > MAX_TABLE_BYTES:
+        raise ConfigError(f"front end n_fft={n_fft}, n_mels={n_mels} needs about {table / 2**20:.0f} MiB of tables "
+                          f"(limit {MAX_TABLE_BYTES // 2**20} MiB): use fewer mels or a smaller n_fft")
+    if ops > MAX_OPS_PER_SECOND:
+        raise ConfigError(f"front end n_fft={n_fft}, hop_length={hop_length} at {sample_rate:g} Hz "
+                          f"({frame_rate:g} frames/s) needs about {ops:.2g} operations per second of audio "
+                          f"(limit {MAX_OPS_PER_SECOND:.0e}): use a larger hop_length or a smaller n_fft")
+    return {"table_bytes": table, "ops_per_second": ops, "frame_rate": frame_rate}
 
 
 def as_signal(x, what="signal", allow_2d=False) -> np.ndarray:

@@ -43,13 +43,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamrnn.audio.checks import (  # noqa: F401 (as_signal, check_rate, fix_nonfinite, guarded_restore:
+from streamrnn.audio.checks import (  # noqa: F401 (as_signal, check_rate, fix_nonfinite, frontend_budget, guarded_restore:
     NONFINITE_MODES,                  # re-exported for the modules that take them from here)
     as_signal,
     check_int,
     check_number,
     check_rate,
     fix_nonfinite,
+    frontend_budget,
     guarded_restore,
     nonfinite_error,
     zero_nonfinite,
@@ -241,6 +242,8 @@ class LogMel:
         self.preemphasis = float(check_number("preemphasis", preemphasis))
         if not 0.0 <= self.preemphasis < 1.0:
             raise ConfigError(f"preemphasis={self.preemphasis:g} must be in [0, 1)")
+        frontend_budget(self.sample_rate, self.n_fft, self.win_length, self.hop_length, self.n_mels,
+                        getattr(self, "n_mfcc", 0))
         self._share_tables()
         self.reset()
 
@@ -504,7 +507,7 @@ class MFCC(LogMel):
     kind = "mfcc"
 
     def __init__(self, n_mfcc=13, lifter=0, **logmel_kwargs):
-        self.n_mfcc = check_int("n_mfcc", n_mfcc, 1)
+        self.n_mfcc = check_int("n_mfcc", n_mfcc, 1, 4096)  # <= n_mels (checked once n_mels is)
         self.lifter = check_number("lifter", lifter)
         if self.lifter < 0:
             raise ConfigError(f"lifter={self.lifter} must be >= 0 (0: no liftering)")

@@ -18,6 +18,7 @@ resampled with soxr (see ``streamrnn.audio.resample``).
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -28,6 +29,22 @@ from streamrnn.audio.resample import Resampler, downmix
 from streamrnn.errors import AudioError, ConfigError, SnapshotError, StreamIdError
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
+FLOAT_PEAK_LIMIT = 4.0  # |sample| of float input: 12 dB above full scale is no clipping accident
+
+log = logging.getLogger(__name__)
+
+
+def out_of_range_peak(x: np.ndarray) -> float:
+    """The block's peak |x| when float samples go beyond ``FLOAT_PEAK_LIMIT`` (int16-scale audio
+    sent as float, say), else 0.0.  int16 input is always in range.
+
+    >>> out_of_range_peak(np.array([0.5, -0.9], np.float32)), out_of_range_peak(np.array([300.0, -2.0]))
+    (0.0, 300.0)
+    """
+    if x.dtype.kind != "f" or x.size == 0:
+        return 0.0
+    peak = max(float(x.max()), -float(x.min()))  # no temporary array
+    return peak if peak > FLOAT_PEAK_LIMIT else 0.0
 
 
 class FeatureStream:
@@ -82,7 +99,18 @@ class FeatureStream:
         return int(math.floor(last * self.sample_rate / fe.sample_rate + r.lookahead)) + 1
 
     def push(self, samples) -> np.ndarray:
-        """samples (n,) or (n, channels) -> (t, n_features) float32 frames completed by them."""
+        """samples (n,) or (n, channels) -> (t, n_features) float32 frames completed by them.
+
+        Float blocks whose peak is beyond ``FLOAT_PEAK_LIMIT`` are processed as they are, counted
+        in ``n_out_of_range`` and warned about once per stream (float audio belongs in [-1, 1])."""
+        if type(samples) is np.ndarray:
+            peak = out_of_range_peak(samples)
+            if peak:
+                if not self.n_out_of_range:
+                    log.warning("float samples peak at %.4g, far outside [-1, 1] (limit %g): int16-scale audio "
+                                "sent as float? Divide by 32768. Such blocks are counted, not logged again",
+                                peak, FLOAT_PEAK_LIMIT)
+                self.n_out_of_range += 1
         if self.resampler is None and type(samples) is np.ndarray:
             if samples.ndim == 2 and samples.shape[1] == 1:
                 samples = samples[:, 0]  # mono as (n, 1), the wire's layout: a view, no copy
@@ -106,6 +134,7 @@ class FeatureStream:
             self.resampler.reset()
         self.frontend.reset()
         self.n_nonfinite = 0  # NaN/Inf input samples replaced by 0 since reset (nonfinite="zero")
+        self.n_out_of_range = 0  # float blocks with a peak beyond FLOAT_PEAK_LIMIT since reset
 
     def _settings(self) -> dict:
         return {"sample_rate": self.sample_rate, "frontend": self.frontend.to_dict()}

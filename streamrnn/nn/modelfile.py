@@ -34,19 +34,33 @@ def bundled_models() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.safetensors"))
 
 
+def is_bundled_name(path_or_name) -> bool:
+    """The one rule: a ``str`` with no path separator and no suffix (``"vad"``) names a bundled
+    model; anything else (``"./vad"``, ``"models/vad"``, ``"vad.safetensors"``, any ``Path``)
+    is a file.  A file in the working directory never shadows a bundled name."""
+    if not isinstance(path_or_name, str):
+        return False
+    return "/" not in path_or_name and os.sep not in path_or_name and not Path(path_or_name).suffix \
+        and path_or_name not in ("", ".", "..")
+
+
 def resolve_model_path(path_or_name) -> Path:
-    """A path, or the name of a bundled model (``"vad"``)."""
-    p = Path(path_or_name)
-    if p.exists():
-        return p
-    s = str(path_or_name)
-    if os.sep not in s and "/" not in s and not p.suffix:
-        bundled = MODELS_DIR / f"{s}.safetensors"
-        if bundled.exists():
+    """The file of a bundled model name (``"vad"``) or of a path (see ``is_bundled_name``).
+
+    >>> resolve_model_path("vad").name
+    'vad.safetensors'
+    """
+    if is_bundled_name(path_or_name):
+        bundled = MODELS_DIR / f"{path_or_name}.safetensors"
+        if bundled.is_file():
             return bundled
         names = ", ".join(bundled_models()) or "none"
-        raise ModelFileError(f"no model file {s!r} and no bundled model of that name (bundled: {names})")
-    raise ModelFileError(f"model file not found: {s}")
+        raise ModelFileError(f"no bundled model named {path_or_name!r} (bundled: {names}); "
+                             f"to load a file of that name write ./{path_or_name}")
+    p = Path(path_or_name)
+    if not p.exists():
+        raise ModelFileError(f"model file not found: {p}")
+    return p
 
 
 def _read_header(path: Path, max_bytes: int) -> tuple[dict, int]:
@@ -58,8 +72,9 @@ def _read_header(path: Path, max_bytes: int) -> tuple[dict, int]:
         raise ModelFileError(f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)")
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-        if n > size - 8:
-            raise ModelFileError(f"{path}: not a safetensors file or truncated (header claims {n} bytes, file has {size - 8})")
+        if n > size - 8:  # (the length itself is not shown: in a foreign file it is 8 bytes of its content)
+            raise ModelFileError(f"{path}: not a safetensors file or truncated (its header length is larger "
+                                 f"than the {size} bytes of the file)")
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))

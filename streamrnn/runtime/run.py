@@ -39,6 +39,12 @@ def stream_model(config: StreamConfig):
     return load_model(config.model, max_bytes=config.max_model_bytes)
 
 
+def curve_config(config: StreamConfig) -> CurveConfig | None:
+    """The CurveZMQ keys of ``config`` (its ``curve_*`` keys), read and checked; None without them."""
+    return CurveConfig.from_options(config.curve_secret_key, config.curve_server_key, config.curve_allow,
+                                    config.curve_allow_insecure_key)
+
+
 def build_pipeline(config: StreamConfig, features: bool = False, *, model=None) -> Pipeline:
     """The pipeline ``run_stream`` (``features=False``) or ``run_features`` runs, not yet opened.
 
@@ -60,7 +66,7 @@ def build_pipeline(config: StreamConfig, features: bool = False, *, model=None) 
             processor = FeatureProcessor(LogMel())
     else:
         processor = ModelProcessor(model if model is not None else stream_model(config), config)
-    curve = CurveConfig.from_options(config.curve_secret_key, config.curve_server_key, config.curve_allow)
+    curve = curve_config(config)
     stats = Stats()
     source = open_source(config.source, config, stats=stats, curve=curve)
     sinks = [open_sink(u, config, stats=stats, curve=curve) for u in config.sink]
@@ -74,7 +80,7 @@ def build_text_run(config: StreamConfig, model) -> TextRun:
     config = config.validate()
     if config.source != "stdin":
         raise ConfigError(f"model {model.name!r} reads text: use --source stdin (UTF-8 text), not {config.source!r}")
-    curve = CurveConfig.from_options(config.curve_secret_key, config.curve_server_key, config.curve_allow)
+    curve = curve_config(config)
     stats = Stats()
     sinks = [open_sink(u, config, stats=stats, curve=curve) for u in config.sink]
     return TextRun(model, sinks, stream_id=config.stream_id or "stdin0", duration=config.duration, stats=stats)

@@ -44,13 +44,16 @@ from typing import NamedTuple
 import numpy as np
 
 from streamrnn.audio.files import frame_targets, read_audio, read_labels
-from streamrnn.audio.frontend import LogMel, as_frontend, fix_nonfinite
+from streamrnn.audio.frontend import LogMel, as_frontend
 from streamrnn.audio.resample import Resampler
+from streamrnn.audio.stream import out_of_range_peak
+from streamrnn.config import read_text_file
 from streamrnn.errors import AudioError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
 _MANIFEST_KEYS = {"audio", "labels", "class"}
+MAX_MANIFEST_BYTES = 64 * 2**20  # a JSONL manifest larger than this is refused (about 500,000 entries)
 _NPZ_KEYS = {"x", "y", "mask"}
 
 
@@ -78,10 +81,7 @@ class ManifestEntry(NamedTuple):
 def read_manifest(path) -> list[ManifestEntry]:
     """Parse a JSONL manifest; errors name ``file:line``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read manifest: {e}") from None
+    text = read_text_file(path, MAX_MANIFEST_BYTES, "manifest", ConfigError)
     base = path.parent
     out = []
     for i, line in enumerate(text.splitlines(), start=1):
@@ -93,7 +93,8 @@ def read_manifest(path) -> list[ManifestEntry]:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{where}: not JSON: {e}") from None
         if not isinstance(d, dict) or "audio" not in d:
-            raise ConfigError(f"{where}: each line must be an object with an 'audio' path, got {line.strip()!r}")
+            raise ConfigError(f"{where}: each line must be an object with an 'audio' path, got "
+                              f"{'an object without one' if isinstance(d, dict) else 'a JSON ' + type(d).__name__}")
         unknown = sorted(set(d) - _MANIFEST_KEYS)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(_MANIFEST_KEYS)}")
@@ -172,10 +173,11 @@ def compute_features(frontend: LogMel, audio, nonfinite="error", quality="HQ"):
 
     Returns (x (T, F) float32, n_samples at the front-end rate).
     """
-    x, rate = read_audio(audio, mono=True)
-    x, bad = fix_nonfinite(x, nonfinite, f"{audio}")
-    if bad:
-        log.warning("%s: %d NaN/Inf samples replaced by 0", audio, bad)
+    x, rate = read_audio(audio, mono=True, nonfinite=nonfinite)  # NaN/Inf: error, or 0 with a warning
+    peak = out_of_range_peak(x)
+    if peak:
+        log.warning("%s: float samples peak at %.4g, far outside [-1, 1]: int16-scale audio stored as float?", audio,
+                    peak)
     x = signal_at_rate(x, rate, frontend.sample_rate, quality)
     feats = frontend.compute(x)
     if len(feats) == 0:
@@ -192,6 +194,8 @@ def load_npz_folder(folder) -> list[Sequence]:
         raise ConfigError(f"{folder}: no .npz files")
     out, F = [], None
     for p in files:
+        if not p.is_file():  # a FIFO or device named x.npz would block or never end
+            raise TrainingError(f"{p}: not a regular file")
         try:
             with np.load(p, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}

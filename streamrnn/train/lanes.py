@@ -258,6 +258,84 @@ def make_sequence_plan(prepared, lanes: int, rng: np.random.Generator, dtype=np.
     return SequencePlan(groups, order, prepared, lanes, dtype)
 
 
+def training_bytes(arch: Architecture, lanes: int, k1: int, k2: int, n_frames: int, n_targets: int,
+                   dtype=np.float32) -> int:
+    """Estimated peak bytes of a training run's arrays (not the data already loaded), from sizes alone.
+
+    Counts: the parameters ten times (theta, best, last good, gradient, two optimiser moments,
+    the exported and the working model, scratch); the runner's window (saved activations
+    (L, k2, B, W), inputs, outputs, states); the backward pass's per-step buffers (up to
+    2 k2 steps); the epoch plan (frames x (inputs + targets + mask)).  A bidirectional model
+    trains on whole sequences: pass the longest as ``k1`` and ``k2``; its activations and
+    backward buffers count once per direction.
+
+    >>> from streamrnn.nn.cells import Architecture
+    >>> a = Architecture("gru", 40, 64, 1, 1, "sigmoid")
+    >>> training_bytes(a, 32, 100, 100, 100_000, 1) < 64 * 2**20
+    True
+    >>> b = Architecture("gru", 40, 64, 1, 1, "sigmoid", bidirectional=True)
+    >>> training_bytes(b, 32, 100, 100, 100_000, 1) > training_bytes(a, 32, 100, 100, 100_000, 1)
+    True
+    """
+    d = np.dtype(dtype).itemsize
+    L, H, I, O = arch.num_layers, arch.hidden_size, arch.input_size, arch.out_size
+    B, GH, D = lanes, arch.gates * arch.hidden_size, arch.directions
+    n_params = PackedLayout(arch).size
+    window = D * L * k2 * B * SAVE_WIDTH[arch.cell] * H + k2 * B * (I + O + 1) + k1 * B * O + 8 * D * L * B * H
+    backward = D * 2 * k2 * B * (5 * H + 2 * GH + max(I, D * H)) + GH * H
+    plan = (n_frames + lanes * k1) * (I + n_targets + 1)
+    return d * (10 * n_params + window + backward + plan)
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: the smaller of MemAvailable (/proc/meminfo, else the
+    physical memory) and the address-space limit (RLIMIT_AS) when one is set."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        import os
+
+        avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            avail = min(avail, soft)
+    except (ImportError, ValueError, OSError):
+        pass
+    return int(avail)
+
+
+def check_training_memory(arch: Architecture, lanes: int, k1: int, k2: int, n_frames: int, n_targets: int,
+                          dtype=np.float32, max_memory: int = 0) -> int:
+    """The estimate of ``training_bytes``, or TrainingError when it exceeds ``max_memory`` bytes
+    (0: what the machine has available now), with the estimate, the limit and the sizes."""
+    need = training_bytes(arch, lanes, k1, k2, n_frames, n_targets, dtype)
+    limit = int(max_memory) if max_memory else available_memory()
+    if need > limit:
+        src = "train.max_memory (--max-memory)" if max_memory else "the memory available on this machine"
+        raise TrainingError(f"this training run needs about {_size(need)} (hidden_size {arch.hidden_size}, "
+                            f"{arch.num_layers} layer(s), lanes {lanes}, k1 {k1}, k2 {k2}, {n_frames} frames), "
+                            f"more than {src}: {_size(limit)}")
+    return need
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"  # pragma: no cover
+
+
 class TBPTTRunner:
     """Forward the k1 new frames, backward through the last k2 (see module doc).
 

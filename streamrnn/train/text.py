@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.config import read_text_file
 from streamrnn.errors import ConfigError
 from streamrnn.nn.text import UNK, Vocab
 from streamrnn.train.data import Sequence
@@ -43,20 +44,15 @@ def read_texts(path) -> list[tuple[str, str]]:
         files = sorted(path.glob("*.txt"))
         if not files:
             raise ConfigError(f"{path}: no .txt files")
-    elif path.is_file():
+    elif path.exists():
         files = [path]
     else:
         raise ConfigError(f"{path}: no such text file or folder")
-    total = sum(f.stat().st_size for f in files)
+    total = sum(f.stat().st_size for f in files if f.is_file())
     if total > MAX_TEXT_BYTES:
         raise ConfigError(f"{path}: {total} bytes of text, above the limit of {MAX_TEXT_BYTES} bytes")
-    out = []
-    for f in files:
-        try:
-            out.append((str(f), f.read_text(encoding="utf-8")))
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{f}: not UTF-8 text: {e}") from None
-    return out
+    # regular files only (a FIFO named x.txt never ends), each re-checked against the cap as read
+    return [(str(f), read_text_file(f, MAX_TEXT_BYTES, "text file")) for f in files]
 
 
 def build_vocab(texts, kind: str, max_size: int) -> Vocab:

@@ -25,6 +25,7 @@ stored chunk; the final weights equal those of an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from streamrnn.nn.model import Model, aligned_copy
 from streamrnn.train import metrics as M
 from streamrnn.train.lanes import (
     TBPTTRunner,
+    check_training_memory,
     make_plan,
     make_sequence_plan,
     norm_stats,
@@ -58,7 +60,8 @@ CHECKPOINT = "checkpoint.safetensors"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 _CKPT_KEY = "streamrnn_checkpoint"
-CKPT_VERSION = 1
+CKPT_VERSION = 2  # 2: the SHA-256 checksum (metadata "sha256") over the metadata JSON and every tensor
+_CKPT_SUM = "sha256"
 
 
 @dataclass
@@ -131,7 +134,7 @@ def load_data(cfg: TrainConfig, base_dir=".", out_dir=None):
             from streamrnn.train.data import manifest_classes
 
             classes = manifest_classes(train_path)
-    kw = dict(frontend=frontend, cache_dir=cache or None, classes=classes)
+    kw = dict(frontend=frontend, cache_dir=cache or None, classes=classes, nonfinite=d.nonfinite)
     train = load_dataset(train_path, **kw)
     valid = load_dataset(path(d.valid), **kw) if d.valid else None
     train, valid = _hold_out(cfg, train, valid)
@@ -265,15 +268,32 @@ def write_checkpoint(path, arrays: dict, meta: dict) -> None:
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp),
-              metadata={_CKPT_KEY: json.dumps(meta)})
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    meta_json = json.dumps(meta)
+    save_file(arrays, str(tmp), metadata={_CKPT_KEY: meta_json, _CKPT_SUM: checkpoint_checksum(arrays, meta_json)})
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def checkpoint_checksum(arrays: dict, meta_json: str) -> str:
+    """Hex SHA-256 over the metadata JSON and every tensor (sorted by name: name, dtype, shape, bytes).
+
+    >>> import numpy as np
+    >>> len(checkpoint_checksum({"theta": np.zeros(3, np.float32)}, "{}"))
+    64
+    """
+    h = hashlib.sha256(meta_json.encode("utf-8"))
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode("utf-8"))
+        h.update(a.reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
 def read_checkpoint(path) -> tuple[dict, dict]:
-    """(arrays, meta) of a checkpoint; TrainingError for a missing, truncated or foreign file."""
+    """(arrays, meta) of a checkpoint; TrainingError for a missing, truncated, damaged (checksum,
+    metadata, NaN/Inf parameters) or foreign file, in one line naming the file."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -287,9 +307,25 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         raise TrainingError(f"{path}: unreadable checkpoint (truncated or not safetensors): {e}") from None
     if _CKPT_KEY not in meta_all:
         raise TrainingError(f"{path}: not a streamrnn checkpoint (no {_CKPT_KEY!r} metadata)")
-    meta = json.loads(meta_all[_CKPT_KEY])
-    if meta.get("version") != CKPT_VERSION:
-        raise TrainingError(f"{path}: checkpoint version {meta.get('version')!r}, this streamrnn reads {CKPT_VERSION}")
+    if _CKPT_SUM not in meta_all:
+        raise TrainingError(f"{path}: checkpoint has no checksum (written by streamrnn before checkpoint "
+                            f"version {CKPT_VERSION}?); start afresh without --resume")
+    if checkpoint_checksum(arrays, meta_all[_CKPT_KEY]) != meta_all[_CKPT_SUM]:
+        raise TrainingError(f"{path}: checkpoint is damaged: its SHA-256 checksum does not match its content; "
+                            f"start afresh without --resume")
+    try:
+        meta = json.loads(meta_all[_CKPT_KEY])
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise TrainingError(f"{path}: checkpoint metadata is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("version") != CKPT_VERSION:
+        v = meta.get("version") if isinstance(meta, dict) else None
+        raise TrainingError(f"{path}: checkpoint version {v!r}, this streamrnn reads {CKPT_VERSION}")
+    missing = [k for k in ("config", "fingerprint", "optim", "state") if k not in meta]
+    if missing or "theta" not in arrays or "best_theta" not in arrays:
+        raise TrainingError(f"{path}: checkpoint lacks {', '.join(missing) or 'theta/best_theta'}")
+    for k in ("theta", "best_theta"):
+        if not np.isfinite(arrays[k]).all():
+            raise TrainingError(f"{path}: checkpoint parameters {k!r} hold NaN/Inf; start afresh without --resume")
     return arrays, meta
 
 
@@ -347,6 +383,12 @@ class Trainer:
                                      has_norm=mc.norm, bidirectional=mc.bidirectional)
         self.layout = PackedLayout(self.arch)
         self.dtype = np.dtype(cfg.train.dtype)
+        # the estimate, before any size-dependent allocation (TrainingError if too much); a bidirectional
+        # model runs whole sequences (padded to the longest) instead of TBPTT windows
+        t = cfg.tbptt
+        lengths = [s.x.shape[0] for s in self.train_seqs]
+        k1, k2 = (max(lengths),) * 2 if mc.bidirectional else (t.k1, t.k2)
+        check_training_memory(self.arch, t.lanes, k1, k2, sum(lengths), n_out, self.dtype, cfg.train.max_memory)
         self.mean, self.std = norm_stats(self.train_seqs) if self.arch.has_norm else (None, None)
         self.unigram_ppl = None
         if vocab is not None and self.valid_seqs:

@@ -136,8 +136,12 @@ class CurveConfig:
     server_public: bytes | None = None
 
     @classmethod
-    def from_options(cls, secret_key=None, server_key=None, allow_dir=None) -> "CurveConfig | None":
-        """Load and check the key files; None when no option is given; ConfigError naming the file."""
+    def from_options(cls, secret_key=None, server_key=None, allow_dir=None,
+                     allow_insecure_key: bool = False) -> "CurveConfig | None":
+        """Load and check the key files; None when no option is given; ConfigError naming the file.
+
+        A secret key file that its group or others may read or write is refused (as ssh refuses
+        such a private key) unless ``allow_insecure_key``."""
         if not (secret_key or server_key or allow_dir):
             return None
         import zmq
@@ -147,11 +151,7 @@ class CurveConfig:
             raise ConfigError("this libzmq was built without CurveZMQ support")
 
         def load(path, what):
-            p = Path(path)
-            try:
-                return zmq.auth.load_certificate(p)
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"cannot read the {what} {str(p)!r}: {e}") from None
+            return load_key_file(path, what, secret="secret" in what, allow_insecure=allow_insecure_key)
 
         public = secret = server_public = None
         if secret_key:
@@ -174,6 +174,54 @@ class CurveConfig:
                 raise ConfigError("--curve-allow needs --curve-secret-key (the server's own key pair)")
         return cls(Path(secret_key) if secret_key else None, Path(server_key) if server_key else None,
                    Path(allow_dir) if allow_dir else None, public, secret, server_public)
+
+
+MAX_KEY_FILE_BYTES = 64 * 1024  # a certificate is about 300 bytes
+
+
+def load_key_file(path, what: str, secret: bool = False, allow_insecure: bool = False):
+    """(public, secret) Z85 keys of a ZeroMQ certificate file, checked; ConfigError naming the file.
+
+    Checks: a regular file of at most ``MAX_KEY_FILE_BYTES``; keys of 40 Z85 characters (32
+    bytes); for ``secret``: a secret key that belongs to the public key, and a file mode that
+    gives the group and others no access (ssh's rule) unless ``allow_insecure``.  Messages
+    never quote the file's content.
+    """
+    import stat
+
+    import zmq
+    import zmq.auth
+    from zmq.utils import z85
+
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {str(p)!r}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"the {what} {str(p)!r} is not a key file (a regular file of at most "
+                          f"{MAX_KEY_FILE_BYTES} bytes written by `streamrnn keygen`)")
+    try:
+        public, sec = zmq.auth.load_certificate(p)
+    except (OSError, ValueError, IndexError) as e:  # no key line, not text, a key line without " = "
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else "no public key in it"
+               if "No public key" in str(e) else "not a ZeroMQ certificate (as `streamrnn keygen` writes)")
+        raise ConfigError(f"cannot read the {what} {str(p)!r}: {why}") from None
+    for name, k in (("public", public), ("secret", sec)):
+        if k is None:
+            continue
+        try:
+            ok = len(k) == 40 and len(z85.decode(k)) == 32
+        except (ValueError, KeyError, IndexError, TypeError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"the {what} {str(p)!r} holds a malformed {name} key (expected 40 Z85 characters)")
+    if secret and sec and zmq.curve_public(sec) != public:
+        raise ConfigError(f"the {what} {str(p)!r}: its public and secret keys do not belong together")
+    if secret and sec and st.st_mode & 0o077 and not allow_insecure:
+        raise ConfigError(f"the {what} {str(p)!r} is accessible by others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                          f"`chmod 600` it, or pass --curve-allow-insecure-key")
+    return public, sec
 
 
 # One ZAP authenticator thread per context, shared by its CurveZMQ server sockets; it stops

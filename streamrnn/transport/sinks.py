@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from itertools import chain, repeat
@@ -115,6 +116,61 @@ def _pred_lines(m: wire.Message, descs: dict) -> str:
     return "".join(map(row.__mod__, zip(frames, times, flags, ys)))
 
 
+class RecordFile:
+    """A text file written in whole records (lines), for the jsonl and csv sinks.
+
+    ``write(text)`` takes complete records only and buffers them (``limit`` bytes); ``flush()``
+    writes the buffer with ``os.write`` until done.  When a write fails (disk full, a file size
+    limit), the file is truncated back to the end of the last record written completely (the
+    records of the buffer that did fit stay) and the error is raised: the file never ends in a
+    partial line, whatever the failing write left.
+    """
+
+    def __init__(self, path, limit: int = 1 << 16):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._buf: list[str] = []
+        self._n = 0  # characters buffered
+        self._limit = limit
+        self._good = 0  # bytes on disk that end with a complete record
+
+    def write(self, text: str) -> None:
+        self._buf.append(text)
+        self._n += len(text)
+        if self._n >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf or self._fd is None:
+            return
+        data = "".join(self._buf).encode("utf-8")
+        self._buf.clear()
+        self._n = 0
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, memoryview(data)[done:])
+        except OSError:
+            # keep the complete records the failing flush did write, cut the partial one
+            keep = self._good + data.rfind(b"\n", 0, done) + 1
+            try:  # (not possible on /dev/full and such: nothing to undo there)
+                os.ftruncate(self._fd, keep)
+                os.lseek(self._fd, keep, os.SEEK_SET)
+                self._good = keep
+            except OSError:
+                pass
+            raise
+        self._good = os.lseek(self._fd, 0, os.SEEK_CUR)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
+
+
 class _TextSink(Sink):
     """Shared bookkeeping of text sinks: descriptors per stream, rendering of records."""
 
@@ -164,7 +220,7 @@ class JsonLinesSink(_TextSink):
     def open(self):
         if self.path is not None:
             try:
-                self._f = open(self.path, "w", encoding="utf-8", buffering=1 << 16)
+                self._f = RecordFile(self.path)  # whole lines only, even when the disk fills up
             except OSError as e:
                 raise ConfigError(f"cannot write {str(self.path)!r}: {e.strerror}") from None
             self._own = True
@@ -195,7 +251,7 @@ class CsvSink(_TextSink):
 
     def open(self):
         try:
-            self._f = open(self.path, "w", newline="", encoding="utf-8", buffering=1 << 16)
+            self._f = RecordFile(self.path)  # csv.writer writes one whole row per write call
         except OSError as e:
             raise ConfigError(f"cannot write {str(self.path)!r}: {e.strerror}") from None
         self._w = csv.writer(self._f)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.audio.files import AudioFile
 from streamrnn.config import StreamConfig
 from streamrnn.errors import AudioError, ConfigError, WireError
 from streamrnn.models import MODELS_DIR
@@ -125,23 +126,12 @@ class FileSource(_SingleStream):
     def __init__(self, path, stream_id="file0", block_ms=20.0, realtime=False, stats=None):
         super().__init__(stream_id, stats)
         self.path = Path(path)
-        if not self.path.is_file():
-            raise AudioError(f"audio file {str(self.path)!r} does not exist")
         self.block_ms, self.realtime = block_ms, realtime
-        self._f = None
-        try:
-            import soundfile as sf
-
-            info = sf.info(str(self.path))
-        except Exception as e:  # soundfile raises RuntimeError/LibsndfileError for unreadable files
-            raise AudioError(f"cannot read audio file {str(self.path)!r}: {e}") from None
-        self.rate, self.channels, self.frames = float(info.samplerate), info.channels, info.frames
+        self._f = AudioFile(self.path, nonfinite="zero")  # the one reader: AudioError for a bad file, now
+        self.rate, self.channels, self.frames = float(self._f.rate), self._f.channels, self._f.frames
         self.expected_rate = self.rate
 
     def open(self):
-        import soundfile as sf
-
-        self._f = sf.SoundFile(str(self.path))
         self._block = max(1, int(round(self.rate * self.block_ms / 1000)))
         if not self.realtime:
             # As fast as possible, nobody waits for a block: read at least 1 s at a time, which
@@ -162,9 +152,13 @@ class FileSource(_SingleStream):
                 return []
             if wait > 0:
                 time.sleep(wait)
-        data = self._f.read(self._block, dtype="float32", always_2d=True)  # (n, channels)
+        bad = self._f.n_nonfinite
+        data = self._f.read(self._block)  # (n, channels); NaN/Inf already 0, counted, the first logged
+        if self._f.n_nonfinite > bad:
+            self.stats.count("bad", "non_finite", self._f.n_nonfinite - bad)
         if data.shape[0] < self._block:
             self.exhausted = True
+            self._f.finish()  # one warning if the file ended before its header said; AudioError if empty
         if data.shape[0] == 0:
             return [self._chunk(np.zeros((0, self.channels), np.float32), self.rate,
                                 t_first if self.realtime else time.time(), end=True)]

@@ -40,6 +40,7 @@ from streamrnn.config import TrainConfig, to_dict
 from streamrnn.errors import ConfigError, TrainingError
 from streamrnn.nn.cells import Architecture, PackedLayout, init_tensors
 from streamrnn.nn.model import Model, aligned_copy
+from streamrnn.nn.modelfile import chmod_like_new_file
 from streamrnn.train import metrics as M
 from streamrnn.train.lanes import (
     TBPTTRunner,
@@ -271,6 +272,7 @@ def write_checkpoint(path, arrays: dict, meta: dict) -> None:
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     meta_json = json.dumps(meta)
     save_file(arrays, str(tmp), metadata={_CKPT_KEY: meta_json, _CKPT_SUM: checkpoint_checksum(arrays, meta_json)})
+    chmod_like_new_file(tmp)  # 0644 under umask 022, as the model file (safetensors writes 0600)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -41,3 +41,55 @@ def test_save_model_follows_a_stricter_umask(tmp_path):
     target = tmp_path / "vad.safetensors"
     subprocess.run([sys.executable, "-c", code, str(target)], check=True, cwd=ROOT, timeout=120)
     assert mode(target) == 0o640
+
+
+# --- item 10: training docs point at the formats; divergence advice fits the config ----------------
+
+def test_training_docs_link_to_the_documented_data_formats():
+    import re
+
+    text = (ROOT / "docs" / "training.md").read_text()
+    data = text.split("## Data", 1)[1].split("\n## ", 1)[0]
+    assert "See that module" not in data
+    links = re.findall(r"\]\((frontend\.md)#([a-z0-9-]+)\)", data)
+    assert {a for _, a in links} >= {"datasets-for-the-trainer", "audio-and-label-files"}
+    # every anchor is a real heading of docs/frontend.md (GitHub's slug: lower case, spaces -> '-')
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs" / "frontend.md").read_text(), re.M)
+    slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+    assert {a for _, a in links} <= slugs
+    frontend = (ROOT / "docs" / "frontend.md").read_text()
+    assert '{"audio": "clips/a.wav", "labels": "clips/a.txt"}' in frontend  # the manifest format is there
+    assert "start<TAB>end<TAB>label" in frontend  # and the label format
+
+
+def _diverge(*overrides):
+    import numpy as np
+    import pytest
+
+    from streamrnn.config import TrainConfig, load_config
+    from streamrnn.errors import TrainingError
+    from streamrnn.train.data import Sequence
+    from streamrnn.train.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    seqs = [Sequence(rng.standard_normal((40, 3)).astype(np.float32), None, np.ones(40, np.float32), f"s{i}")
+            for i in range(6)]
+    cfg = load_config(TrainConfig, overrides=["data.task=next_frame", "data.loss=mse", "model.hidden_size=4",
+                                              "tbptt.k1=8", "tbptt.k2=8", "tbptt.lanes=2", *overrides], env={})
+    t = Trainer(cfg, seqs)
+    t.grad_hook = lambda step, grad: grad.__setitem__(slice(None), np.inf)
+    with pytest.raises(TrainingError) as e:
+        t.fit()
+    return str(e.value)
+
+
+def test_divergence_advice_does_not_suggest_clipping_to_a_config_that_clips():
+    msg = _diverge("optim.clip=norm", "optim.clip_norm=5")
+    assert "training diverged" in msg
+    assert "optim.clip = 'norm'" not in msg
+    assert "optim.clip_norm (now 5)" in msg
+
+
+def test_divergence_advice_suggests_clipping_when_it_is_off():
+    msg = _diverge("optim.clip=none")
+    assert "optim.clip = 'norm'" in msg

@@ -331,6 +331,21 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     return arrays, meta
 
 
+def divergence_advice(cfg: TrainConfig) -> str:
+    """What to change after the NaN guard gave up, given what ``cfg`` already does: clipping by
+    norm is suggested only to a config without it (else a lower ``optim.clip_norm``).
+
+    >>> from streamrnn.config import load_config, TrainConfig
+    >>> divergence_advice(load_config(TrainConfig, overrides=["optim.clip=none"], env={}))
+    "lower optim.lr (now 0.001), check the data for NaN/Inf, or use optim.clip = 'norm'"
+    >>> divergence_advice(load_config(TrainConfig, overrides=["optim.lr=0.01"], env={}))
+    'lower optim.lr (now 0.01), check the data for NaN/Inf, or lower optim.clip_norm (now 1)'
+    """
+    o = cfg.optim
+    clip = f"lower optim.clip_norm (now {o.clip_norm:g})" if o.clip == "norm" else "use optim.clip = 'norm'"
+    return f"lower optim.lr (now {o.lr:g}), check the data for NaN/Inf, or {clip}"
+
+
 # ------------------------------------------------------------------------------------------------
 # trainer
 
@@ -561,8 +576,8 @@ class Trainer:
                         "lr scale now %g, %d lane state(s) zeroed", s["step"], loss, gnorm, s["lr_scale"], lanes)
             if s["bad_run"] >= cfg.train.max_bad_steps:
                 raise TrainingError(f"training diverged: {s['bad_run']} consecutive updates with NaN/Inf loss or "
-                                    f"gradient (last at epoch {s['epoch']}, step {s['step']}); lower optim.lr, "
-                                    f"check the data for NaN/Inf, or use optim.clip = 'norm'")
+                                    f"gradient (last at epoch {s['epoch']}, step {s['step']}); "
+                                    f"{divergence_advice(cfg)}")
         s["step"] += 1
         if self.on_step is not None:
             self.on_step({"epoch": s["epoch"], "step": s["step"], "chunk": ci + 1, "n_chunks": n_chunks,

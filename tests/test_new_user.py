@@ -93,3 +93,33 @@ def test_divergence_advice_does_not_suggest_clipping_to_a_config_that_clips():
 def test_divergence_advice_suggests_clipping_when_it_is_off():
     msg = _diverge("optim.clip=none")
     assert "optim.clip = 'norm'" in msg
+
+
+# --- item 8: a feature-frame model on an audio source is refused at start-up -----------------------
+
+FEATURE_MODEL = ROOT / "tests" / "data" / "torch_gru_l1.safetensors"  # exported from PyTorch: no front end
+
+
+def test_feature_frame_model_on_an_audio_source_exits_2_with_one_line(tmp_path):
+    import streamrnn
+
+    assert streamrnn.load_model(FEATURE_MODEL).frontend is None
+    out = tmp_path / "out.jsonl"
+    for source in (f"file:{ROOT / 'tests' / 'data' / 'speech.flac'}", "demo", "stdin"):
+        p = cli("stream", "--model", str(FEATURE_MODEL), "--source", source, "--sink", f"jsonl:{out}",
+                "--no-realtime" if source == "demo" else "--sink=stdout", input=b"\0" * 640, timeout=120)
+        err = p.stderr.decode().strip()
+        assert p.returncode == 2, (source, err)
+        assert len(err.splitlines()) == 1 and "takes feature frames" in err and "carries audio" in err, err
+        assert not out.exists()  # refused before any sink was opened
+
+
+def test_run_stream_refuses_the_mismatch_before_opening_anything():
+    import pytest
+
+    import streamrnn
+    from streamrnn.errors import ConfigError
+
+    cfg = streamrnn.StreamConfig(model=str(FEATURE_MODEL), source="demo", sink=("stdout",), realtime=False)
+    with pytest.raises(ConfigError, match="takes feature frames"):
+        streamrnn.run_stream(cfg)

@@ -81,7 +81,11 @@ def _common_stream_options(f):
     its default lives (a new option: the field there and the click option here)."""
     opts = [
         click.option("--source", help="mic, mic:DEVICE, file:PATH, stdin, demo, zmq+sub://HOST:PORT, "
-                                      "zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH ...). Default: mic."),
+                                      "zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH ...). Default: mic. "
+                                      "stdin takes headerless raw PCM, interleaved s16le at 16000 Hz, mono "
+                                      "unless --format, --rate and --channels say otherwise, or a WAV stream "
+                                      "(its header's rate, channels and format are used); other containers "
+                                      "(FLAC, Ogg, MP3) are refused."),
         click.option("--sink", multiple=True, help="stdout, jsonl:PATH, csv:PATH, zmq+pub://HOST:PORT, "
                                                    "zmq+push://HOST:PORT, null; repeat for several. Default: stdout."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -89,7 +93,8 @@ def _common_stream_options(f):
         click.option("--duration", type=float, help="Seconds to run (default: until the source ends or a signal)."),
         click.option("--stream-id", help="Stream id of a single-stream source (default mic0, file0, stdin0, demo0)."),
         click.option("--rate", type=int, help=f"Sample rate of stdin and the microphone, Hz (default {StreamConfig.rate})."),
-        click.option("--format", "format", type=click.Choice(["s16le", "f32le"]), help="stdin sample format."),
+        click.option("--format", "format", type=click.Choice(["s16le", "f32le"]),
+                     help=f"Sample format of raw stdin (default {StreamConfig.format}; a WAV header overrides it)."),
         click.option("--channels", type=int, help=f"Channels of stdin and the microphone (default {StreamConfig.channels})."),
         click.option("--block-ms", type=float, help=f"Milliseconds of audio per block (default {StreamConfig.block_ms:g})."),
         click.option("--realtime/--no-realtime", default=None,

@@ -123,3 +123,140 @@ def test_run_stream_refuses_the_mismatch_before_opening_anything():
     cfg = streamrnn.StreamConfig(model=str(FEATURE_MODEL), source="demo", sink=("stdout",), realtime=False)
     with pytest.raises(ConfigError, match="takes feature frames"):
         streamrnn.run_stream(cfg)
+
+
+# --- item 4: stdin reads a WAV header, refuses other containers, documents its raw format ----------
+
+SPEECH = ROOT / "tests" / "data" / "speech.flac"  # a real 22.05 kHz mono recording
+
+
+def _preds(path):
+    import json
+
+    import numpy as np
+
+    recs = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return (np.array([r["y"] for r in recs if r["type"] == "pred"]),
+            [(r["event"], r["frame"]) for r in recs if r["type"] == "event"])
+
+
+def _wav_of_speech(tmp_path, subtype="PCM_16", channels=1):
+    import numpy as np
+    import soundfile as sf
+
+    x, rate = sf.read(SPEECH, dtype="float64")
+    assert rate == 22050
+    wav = tmp_path / f"speech-{subtype}-{channels}.wav"
+    sf.write(wav, np.c_[(x,) * channels] if channels > 1 else x, rate, subtype=subtype, format="WAV")
+    return wav
+
+
+def _stream(source, out, stdin_bytes=None, *args):
+    p = cli("stream", "--model", "vad", "--source", source, "--sink", f"jsonl:{out}", "--no-realtime", *args,
+            input=stdin_bytes, timeout=180)
+    return p
+
+
+def test_a_22khz_wav_piped_into_stdin_equals_the_same_file_read_as_file(tmp_path):
+    import numpy as np
+
+    wav = _wav_of_speech(tmp_path)
+    p = _stream("stdin", tmp_path / "stdin.jsonl", wav.read_bytes())
+    assert p.returncode == 0, p.stderr
+    q = _stream(f"file:{wav}", tmp_path / "file.jsonl")
+    assert q.returncode == 0, q.stderr
+    y_stdin, ev_stdin = _preds(tmp_path / "stdin.jsonl")
+    y_file, ev_file = _preds(tmp_path / "file.jsonl")
+    assert y_stdin.shape == y_file.shape  # read as 16 kHz samples the 4.56 s would be 6.28 s (628 frames)
+    np.testing.assert_allclose(y_stdin, y_file, atol=1e-6)
+    assert ev_stdin == ev_file and ev_file
+
+
+def test_float_and_stereo_wav_on_stdin_use_their_header(tmp_path):
+    import numpy as np
+
+    wav = _wav_of_speech(tmp_path, "FLOAT", channels=2)
+    p = _stream("stdin", tmp_path / "stdin.jsonl", wav.read_bytes())
+    assert p.returncode == 0, p.stderr
+    q = _stream(f"file:{wav}", tmp_path / "file.jsonl")
+    assert q.returncode == 0, q.stderr
+    np.testing.assert_allclose(_preds(tmp_path / "stdin.jsonl")[0], _preds(tmp_path / "file.jsonl")[0], atol=1e-6)
+
+
+def test_other_containers_on_stdin_are_refused_in_one_line(tmp_path):
+    import soundfile as sf
+
+    ogg = tmp_path / "speech.ogg"
+    x, rate = sf.read(SPEECH)
+    sf.write(ogg, x, rate, format="OGG", subtype="VORBIS")
+    for data, name in ((SPEECH.read_bytes(), "FLAC"), (ogg.read_bytes(), "Ogg")):
+        p = _stream("stdin", tmp_path / "out.jsonl", data)
+        assert p.returncode == 2, p.stderr
+        last = p.stderr.decode().strip().splitlines()[-1]
+        assert last.startswith("streamrnn: error: stdin holds a " + name + " stream"), last
+        assert "raw PCM (s16le, 16000 Hz, 1 ch" in last
+
+
+def test_raw_pcm_on_stdin_is_still_read_as_s16le_at_the_given_rate(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    pcm, rate = sf.read(SPEECH, dtype="int16")
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, pcm, rate, subtype="PCM_16")
+    p = _stream("stdin", tmp_path / "raw.jsonl", pcm.astype("<i2").tobytes(), "--rate", str(rate))
+    assert p.returncode == 0, p.stderr
+    q = _stream(f"file:{wav}", tmp_path / "file.jsonl")
+    np.testing.assert_allclose(_preds(tmp_path / "raw.jsonl")[0], _preds(tmp_path / "file.jsonl")[0], atol=1e-6)
+
+
+def test_the_raw_stdin_format_is_documented_in_help_and_readme():
+    help_text = " ".join(cli("stream", "--help").stdout.split())
+    assert "stdin takes headerless raw PCM, interleaved s16le at 16000 Hz, mono" in help_text
+    assert "WAV" in help_text
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `streamrnn stream "))
+    assert "headerless raw PCM" in row and "`s16le` at 16000 Hz, mono" in row and "--rate" in row
+
+
+def test_parse_wav_header_agrees_with_soundfile_on_rf64_and_extensible(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from streamrnn.transport.sources import parse_wav_header
+
+    x = np.zeros((10, 3), np.float32)
+    for fmt, subtype, sample in (("RF64", "PCM_24", "<i3"), ("WAV", "PCM_U8", "u1"), ("WAVEX", "FLOAT", "<f4")):
+        path = tmp_path / f"x-{fmt}-{subtype}.wav"
+        sf.write(path, x, 44100, format=fmt, subtype=subtype)
+        info = sf.info(path)
+        data = path.read_bytes()
+        offset, rate, channels, got, nbytes = parse_wav_header(data)
+        assert (rate, channels, got) == (info.samplerate, info.channels, sample)
+        assert nbytes == 10 * 3 * np.dtype(sample.replace("<i3", "V3")).itemsize
+
+
+def test_a_wav_header_arriving_in_pieces_is_waited_for(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from streamrnn.transport.sources import StdinSource
+
+    x = (np.arange(4000) % 200 - 100).astype(np.int16).reshape(-1, 2)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, x, 8000, subtype="PCM_16")
+    data = wav.read_bytes() + b"LIST\x04\x00\x00\x00abcd"  # a trailing chunk is not samples
+    r, w = os.pipe()
+    src = StdinSource(fd=r)
+    src.open()
+    got = []
+    for i in range(0, len(data), 7):  # 7 bytes at a time: the header is split mid-chunk
+        os.write(w, data[i:i + 7])
+        got += src.read(0.01)
+    os.close(w)
+    while not src.exhausted:
+        got += src.read(0.01)
+    os.close(r)
+    y = np.concatenate([c.data for c in got])
+    assert {c.rate for c in got} == {8000.0} and y.shape == (2000, 2)
+    np.testing.assert_array_equal(y, sf.read(wav, dtype="float32")[0])  # soundfile's decoding

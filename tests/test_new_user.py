@@ -260,3 +260,91 @@ def test_a_wav_header_arriving_in_pieces_is_waited_for(tmp_path):
     y = np.concatenate([c.data for c in got])
     assert {c.rate for c in got} == {8000.0} and y.shape == (2000, 2)
     np.testing.assert_array_equal(y, sf.read(wav, dtype="float32")[0])  # soundfile's decoding
+
+
+# --- item 2: training says what it is doing ---------------------------------------------------------
+
+def _train_on_a_terminal(out, *args):
+    """``streamrnn train`` with its stderr on a pseudo-terminal (as a user's shell): everything it wrote."""
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # rows, columns
+    p = subprocess.Popen([sys.executable, "-m", "streamrnn", "train", str(TINY), "--out", str(out), *args],
+                         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            b = os.read(master, 1 << 16)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not b:
+            break
+        chunks.append(b)
+    os.close(master)
+    assert p.wait(timeout=300) == 0
+    return b"".join(chunks).decode()
+
+
+def test_train_on_a_terminal_draws_a_progress_bar_per_epoch(tmp_path):
+    text = _train_on_a_terminal(tmp_path / "run", "--set", "train.epochs=2")
+    bars = [s for s in text.replace("\r", "\n").splitlines() if "update/s" in s]  # tqdm's rate and ETA
+    assert any(s.startswith("epoch 1: 100%") for s in bars) and any(s.startswith("epoch 2: 100%") for s in bars)
+    final = [s for s in bars if s.startswith("epoch 1: 100%")][-1]
+    assert "loss " in final and "lr 0.02" in final and "9/9" in final  # updates, loss, learning rate
+    assert "epoch 2: train_loss" in text
+
+
+def test_train_says_the_split_at_the_start_and_plain_lines_off_a_terminal(tmp_path):
+    p = cli("train", str(TINY), "--out", str(tmp_path / "run"), "--set", "train.epochs=1")
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    # tiny.toml: 12 .npz files, data.valid_fraction = 0.25 -> 3 held out
+    assert len(list((ROOT / "tests" / "data" / "tiny_npz").glob("*.npz"))) == 12
+    assert lines[0].startswith("data: 9 training sequences (") and ", 3 validation (held out" in lines[0]
+    assert "\r" not in p.stderr and "update/s" not in p.stderr  # no bar in a log file
+    assert any(s.startswith("epoch 1 9/9 step 9  loss") for s in lines)
+
+
+def test_warmup_longer_than_the_run_is_warned_about(tmp_path):
+    p = cli("train", str(TINY), "--out", str(tmp_path / "a"), "--set", "train.epochs=1",
+            "--set", "schedule.warmup_steps=1000")
+    assert p.returncode == 0, p.stderr
+    warn = [s for s in p.stderr.splitlines() if "schedule.warmup_steps = 1000 exceeds" in s]
+    assert len(warn) == 1 and "never reaching optim.lr = 0.02" in warn[0]
+    q = cli("train", str(TINY), "--out", str(tmp_path / "b"), "--set", "train.epochs=1", "--set", "schedule.warmup_steps=3")
+    assert q.returncode == 0 and "warmup_steps" not in q.stderr
+
+
+def test_an_out_folder_with_a_model_is_not_overwritten_without_resume_or_force(tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=1").returncode == 0
+    before = {n: (out / n).read_bytes() for n in ("model.safetensors", "checkpoint.safetensors", "metrics.jsonl")}
+    again = cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=1", "--set", "train.seed=5")
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"streamrnn: error: {out} already holds model.safetensors and checkpoint.safetensors: --resume continues "
+        f"that run, --force starts afresh and overwrites it, or choose another --out"]
+    assert {n: (out / n).read_bytes() for n in before} == before  # nothing touched
+    forced = cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=1", "--set", "train.seed=5", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "model.safetensors").read_bytes() != before["model.safetensors"]
+    resumed = cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=2", "--set", "train.seed=5",
+                  "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_numpy_runtime_warnings_never_interleave_with_the_training_log(tmp_path):
+    # lr 1e8 without clipping: huge logits, whose sigmoid overflowed np.exp mid-log before
+    p = cli("train", str(TINY), "--out", str(tmp_path / "run"), "--set", "optim.lr=1e8", "--set", "optim.clip=none")
+    assert p.returncode in (0, 2), p.stderr
+    assert "RuntimeWarning" not in p.stderr, p.stderr
+    import re
+
+    log_line = re.compile(r"^(data: |epoch \d|trained |streamrnn: error: |\d{4}-\d\d-\d\d [\d:,]+ \S+ (WARNING|INFO): )")
+    assert all(log_line.match(s) for s in p.stderr.splitlines()), p.stderr

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "configs" / "tiny.toml"
 
@@ -64,7 +66,6 @@ def test_training_docs_link_to_the_documented_data_formats():
 
 def _diverge(*overrides):
     import numpy as np
-    import pytest
 
     from streamrnn.config import TrainConfig, load_config
     from streamrnn.errors import TrainingError
@@ -115,8 +116,6 @@ def test_feature_frame_model_on_an_audio_source_exits_2_with_one_line(tmp_path):
 
 
 def test_run_stream_refuses_the_mismatch_before_opening_anything():
-    import pytest
-
     import streamrnn
     from streamrnn.errors import ConfigError
 
@@ -236,15 +235,16 @@ def test_parse_wav_header_agrees_with_soundfile_on_rf64_and_extensible(tmp_path)
         assert nbytes == 10 * 3 * np.dtype(sample.replace("<i3", "V3")).itemsize
 
 
-def test_a_wav_header_arriving_in_pieces_is_waited_for(tmp_path):
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_U8", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_a_wav_header_arriving_in_pieces_is_waited_for(tmp_path, subtype):
     import numpy as np
     import soundfile as sf
 
     from streamrnn.transport.sources import StdinSource
 
-    x = (np.arange(4000) % 200 - 100).astype(np.int16).reshape(-1, 2)
+    x = ((np.arange(4000) % 200 - 100) / 128).reshape(-1, 2)
     wav = tmp_path / "x.wav"
-    sf.write(wav, x, 8000, subtype="PCM_16")
+    sf.write(wav, x, 8000, subtype=subtype)
     data = wav.read_bytes() + b"LIST\x04\x00\x00\x00abcd"  # a trailing chunk is not samples
     r, w = os.pipe()
     src = StdinSource(fd=r)
@@ -259,7 +259,7 @@ def test_a_wav_header_arriving_in_pieces_is_waited_for(tmp_path):
     os.close(r)
     y = np.concatenate([c.data for c in got])
     assert {c.rate for c in got} == {8000.0} and y.shape == (2000, 2)
-    np.testing.assert_array_equal(y, sf.read(wav, dtype="float32")[0])  # soundfile's decoding
+    np.testing.assert_allclose(y, sf.read(wav, dtype="float64")[0], atol=1e-7)  # soundfile's decoding
 
 
 # --- item 2: training says what it is doing ---------------------------------------------------------

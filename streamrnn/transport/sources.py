@@ -191,6 +191,7 @@ MAX_WAV_HEADER = 1 << 20  # bytes of RIFF chunks before "data" that stdin buffer
 _WAV_TAGS = {1: "int", 3: "float"}
 _WAV_SAMPLES = {("int", 8): "u1", ("int", 16): "<i2", ("int", 24): "<i3", ("int", 32): "<i4",
                 ("float", 32): "<f4", ("float", 64): "<f8"}
+_SAMPLE_NAMES = {"u1": "u8", "<i2": "s16le", "<i3": "s24le", "<i4": "s32le", "<f4": "f32le", "<f8": "f64le"}
 # first bytes of containers stdin cannot take (it reads raw PCM or WAV): refused in one line
 _OTHER_CONTAINERS = {b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3 (ID3 tag)", b"FORM": "AIFF",
                      b".snd": "Sun AU", b"caff": "CAF", b"\x1aE\xdf\xa3": "Matroska/WebM", b"wvpk": "WavPack"}
@@ -304,9 +305,9 @@ class StdinSource(_SingleStream):
         if kind is None:
             return True
         if kind != "WAV":
-            raise ConfigError(f"stdin holds a {kind} stream: --source stdin reads raw PCM (s16le, "
-                              f"{self.rate:g} Hz, {self.channels} ch unless --format/--rate/--channels say "
-                              f"otherwise) or WAV; decode it first (ffmpeg -i IN -f wav -) or use file:PATH")
+            raise ConfigError(f"stdin holds a {kind} stream: --source stdin reads raw PCM ("
+                              f"{_SAMPLE_NAMES[self.sample]}, {self.rate:g} Hz, {self.channels} ch as --format/--rate/"
+                              f"--channels say) or WAV; decode it first (ffmpeg -i IN -f wav -) or use file:PATH")
         head = parse_wav_header(bytes(self._buf))
         if head is None:
             if self.exhausted:
@@ -316,7 +317,7 @@ class StdinSource(_SingleStream):
         del self._buf[:offset]
         self._set_format(float(rate), sample, channels)
         self.container = "WAV"
-        log.info("stdin: WAV header: %d Hz, %d ch, %s samples", rate, channels, sample)
+        log.info("stdin: WAV header: %d Hz, %d ch, %s samples", rate, channels, _SAMPLE_NAMES[sample])
         return True
 
     def _decode(self, raw: bytes) -> np.ndarray:
@@ -374,7 +375,7 @@ class StdinSource(_SingleStream):
         return [self._chunk(data, self.rate, t - data.shape[0] / self.rate, end=self.exhausted)]
 
     def describe(self):
-        fmt = f"{self.sample}, {self.rate:g} Hz, {self.channels} ch"
+        fmt = f"{_SAMPLE_NAMES[self.sample]}, {self.rate:g} Hz, {self.channels} ch"
         if not self._sniffed:  # the start-up line: nothing read yet
             return f"stdin (raw {fmt}, or what a WAV header says)"
         return f"stdin ({self.container} {fmt})"

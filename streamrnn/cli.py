@@ -36,6 +36,7 @@ def cli(verbose: int):
     """streamrnn: real-time recurrent networks over audio and ZeroMQ streams."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.captureWarnings(True)  # Python warnings are log records: one format, never mid-line
 
 
 # The one rule of model names (docs/model-format.md, "Bundled names and paths")
@@ -81,7 +82,11 @@ def _common_stream_options(f):
     its default lives (a new option: the field there and the click option here)."""
     opts = [
         click.option("--source", help="mic, mic:DEVICE, file:PATH, stdin, demo, zmq+sub://HOST:PORT, "
-                                      "zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH ...). Default: mic."),
+                                      "zmq+pull://HOST:PORT (or zmq+sub+ipc://PATH ...). Default: mic. "
+                                      "stdin takes headerless raw PCM, interleaved s16le at 16000 Hz, mono "
+                                      "unless --format, --rate and --channels say otherwise, or a WAV stream "
+                                      "(its header's rate, channels and format are used); other containers "
+                                      "(FLAC, Ogg, MP3) are refused."),
         click.option("--sink", multiple=True, help="stdout, jsonl:PATH, csv:PATH, zmq+pub://HOST:PORT, "
                                                    "zmq+push://HOST:PORT, null; repeat for several. Default: stdout."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -89,7 +94,8 @@ def _common_stream_options(f):
         click.option("--duration", type=float, help="Seconds to run (default: until the source ends or a signal)."),
         click.option("--stream-id", help="Stream id of a single-stream source (default mic0, file0, stdin0, demo0)."),
         click.option("--rate", type=int, help=f"Sample rate of stdin and the microphone, Hz (default {StreamConfig.rate})."),
-        click.option("--format", "format", type=click.Choice(["s16le", "f32le"]), help="stdin sample format."),
+        click.option("--format", "format", type=click.Choice(["s16le", "f32le"]),
+                     help=f"Sample format of raw stdin (default {StreamConfig.format}; a WAV header overrides it)."),
         click.option("--channels", type=int, help=f"Channels of stdin and the microphone (default {StreamConfig.channels})."),
         click.option("--block-ms", type=float, help=f"Milliseconds of audio per block (default {StreamConfig.block_ms:g})."),
         click.option("--realtime/--no-realtime", default=None,
@@ -302,6 +308,8 @@ def keygen(directory: str, name: str):
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.safetensors.")
+@click.option("--force", is_flag=True, help="Start afresh in an OUT folder that already holds a model or "
+                                            "checkpoint, overwriting them (without it: refused).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set optim.lr=0.003 (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -312,41 +320,83 @@ def keygen(directory: str, name: str):
 @click.option("--max-memory", type=str, default=None, metavar="SIZE",
               help="Refuse to start when the estimated memory of the run exceeds SIZE (bytes, or with K, M, G: "
                    "binary units); default: what the machine has available (train.max_memory).")
-def train(config: str, resume: bool, overrides: tuple, out_dir: str | None, gradflow_lags: int,
+def train(config: str, resume: bool, force: bool, overrides: tuple, out_dir: str | None, gradflow_lags: int,
           max_memory: str | None):
     """Train a model with truncated BPTT as CONFIG.toml says; writes OUT/model.safetensors,
     OUT/checkpoint.safetensors, OUT/metrics.jsonl (and OUT/curves.png with matplotlib).
-    Every epoch logs the pre-clip gradient norm and the fraction of clipped updates."""
+    Says the train/validation split at the start; on a terminal a progress bar per epoch
+    (updates, loss, learning rate, ETA), else one line per epoch. Every epoch logs the pre-clip
+    gradient norm and the fraction of clipped updates. An OUT folder holding a model or
+    checkpoint is refused without --resume or --force."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from streamrnn.config import TrainConfig, load_config
-    from streamrnn.train.trainer import train_from_config
+    from streamrnn.train.trainer import check_out_dir, train_from_config
 
     cfg_path = Path(config)
     cfg = load_config(TrainConfig, cfg_path, overrides,
                       options={"train.max_memory": None if max_memory is None else _parse_size(max_memory)})
     out = Path(out_dir) if out_dir else Path("runs") / cfg_path.stem
+    check_out_dir(out, resume=resume, force=force)
     tty = sys.stderr.isatty()
+    bar = None
+
+    def on_start(info):
+        held = ("none" if not info["n_valid"] else "from data.valid" if cfg.data.valid
+                else f"held out of data.train, data.valid_fraction = {cfg.data.valid_fraction:g}")
+        click.echo(f"data: {info['n_train']} training sequences ({info['train_frames']} frames), "
+                   f"{info['n_valid']} validation ({held}); about {info['updates_per_epoch']} updates per epoch, "
+                   f"{info['total_updates']} in {cfg.train.epochs} epoch(s)", err=True)
 
     def on_step(i):
-        done = int(20 * i["chunk"] / max(i["n_chunks"], 1))
-        bar = "#" * done + "." * (20 - done)
-        line = (f"epoch {i['epoch'] + 1} [{bar}] {i['chunk']}/{i['n_chunks']} step {i['step']}  loss {i['loss']:.4f}  "
-                f"grad norm {i['grad_norm']:.3g}  lr {i['lr']:.3g}{'' if i['ok'] else '  (skipped: NaN/Inf)'}")
-        if tty:
-            click.echo("\r" + line.ljust(100), nl=False, err=True)
-        elif i["chunk"] == i["n_chunks"] or not i["ok"]:
-            click.echo(line, err=True)
+        nonlocal bar
+        line = (f"loss {i['loss']:.4f}  lr {i['lr']:.3g}  grad norm {i['grad_norm']:.3g}"
+                f"{'' if i['ok'] else '  (skipped: NaN/Inf)'}")
+        if not tty:
+            if i["chunk"] == i["n_chunks"] or not i["ok"]:
+                click.echo(f"epoch {i['epoch'] + 1} {i['chunk']}/{i['n_chunks']} step {i['step']}  {line}", err=True)
+            return
+        if bar is None:  # a resumed epoch starts part-way
+            cols, rows = _terminal_size(sys.stderr)
+            bar = tqdm(total=i["n_chunks"], initial=i["chunk"] - 1, desc=f"epoch {i['epoch'] + 1}", unit="update",
+                       file=sys.stderr, ncols=cols, nrows=rows, leave=True)
+        bar.set_postfix_str(line, refresh=False)
+        bar.update(1)
 
     def on_epoch(r):
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
         parts = [f"{k} {v:.4g}" for k, v in r.items()
                  if isinstance(v, float) and (k.startswith("valid_") or k in (
                      "train_loss", "grad_norm_mean", "clipped_fraction", "horizon_frames", "unigram_perplexity"))]
-        click.echo(("\n" if tty else "") + f"epoch {r['epoch']}: " + "  ".join(parts), err=True)
+        click.echo(f"epoch {r['epoch']}: " + "  ".join(parts), err=True)
 
-    res = train_from_config(cfg, base_dir=cfg_path.parent, out_dir=out, resume=resume, on_step=on_step,
-                            on_epoch=on_epoch, name=cfg_path.stem, gradflow_lags=gradflow_lags)
+    with logging_redirect_tqdm():  # log lines (warnings) are written above the bar, never into it
+        try:
+            res = train_from_config(cfg, base_dir=cfg_path.parent, out_dir=out, resume=resume, on_step=on_step,
+                                    on_epoch=on_epoch, name=cfg_path.stem, gradflow_lags=gradflow_lags,
+                                    on_start=on_start)
+        finally:
+            if bar is not None:
+                bar.close()
     note = " (stopped early)" if res.stopped_early else ""
     click.echo(f"trained {len(res.history)} epoch(s), {res.steps} updates{note}; "
                f"best model: {out / 'model.safetensors'}", err=True)
+
+
+def _terminal_size(stream) -> tuple[int, int]:
+    """(columns, rows) of the terminal ``stream`` writes to; 100 x 24 where it reports none or 0 x 0
+    (a fresh pseudo-terminal), on which tqdm would draw no bar at all."""
+    import os
+
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 100, 24
+    return size.columns or 100, size.lines or 24
 
 
 def _parse_size(text: str) -> int:

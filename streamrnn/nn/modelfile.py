@@ -289,12 +289,35 @@ def model_metadata(model) -> dict:
     return meta
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (e.g. ``0o022``), read without changing it where the
+    OS tells it (Linux ``/proc/self/status``), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def chmod_like_new_file(path) -> None:
+    """Give ``path`` the mode a plain ``open(path, "w")`` would: ``0o666`` less the umask (0644 under
+    umask 022).  safetensors writes ``0600`` files, which a service user could not read."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def save_model(model, path) -> None:
-    """Write ``model`` as a streamrnn model file, atomically (temp file + rename)."""
+    """Write ``model`` as a streamrnn model file, atomically (temp file + rename), readable as the
+    umask allows (0644 under umask 022), like any file the user writes."""
     from safetensors.numpy import save_file
 
     path = Path(path)
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.tensors().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(model_metadata(model))})
+    chmod_like_new_file(tmp)
     os.replace(tmp, path)

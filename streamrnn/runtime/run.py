@@ -28,7 +28,11 @@ from streamrnn.runtime.textstream import TextRun
 from streamrnn.stats import Stats
 from streamrnn.transport.endpoints import CurveConfig
 from streamrnn.transport.sinks import open_sink
-from streamrnn.transport.sources import open_source
+from streamrnn.transport.sources import FileSource, MicSource, StdinSource, open_source
+
+# sources that carry audio and nothing else (a ZeroMQ source may carry audio or feature frames,
+# declared per stream by its descriptor, so only its streams can be checked, when they arrive)
+AUDIO_ONLY_SOURCES = (FileSource, MicSource, StdinSource)
 
 
 def stream_model(config: StreamConfig):
@@ -69,8 +73,22 @@ def build_pipeline(config: StreamConfig, features: bool = False, *, model=None) 
     curve = curve_config(config)
     stats = Stats()
     source = open_source(config.source, config, stats=stats, curve=curve)
+    if not features:
+        check_model_takes_source(processor.model, source, config.source)
     sinks = [open_sink(u, config, stats=stats, curve=curve) for u in config.sink]
     return Pipeline(source, sinks, processor, config=config, stats=stats)
+
+
+def check_model_takes_source(model, source, uri: str) -> None:
+    """ConfigError (one line, exit 2 from the CLI) when ``model`` cannot read what ``source`` carries:
+    a feature-frame model (no front end) on an audio-only source (file, stdin, mic, demo), which
+    would otherwise drop every block.  A ZeroMQ source declares audio or features per stream, so
+    its streams are checked as they arrive.  (The converse, a model with a front end, reads both
+    audio and feature frames of its width, so it has nothing to refuse here.)"""
+    if model.frontend is None and isinstance(source, AUDIO_ONLY_SOURCES):
+        raise ConfigError(f"model {model.name or '(unnamed)'!r} takes feature frames ({model.input_size} values "
+                          f"per frame, no audio front end) but --source {uri} carries audio: use a model with a "
+                          f"front end, or send feature frames over a ZeroMQ source")
 
 
 def build_text_run(config: StreamConfig, model) -> TextRun:

@@ -40,6 +40,7 @@ from streamrnn.config import TrainConfig, to_dict
 from streamrnn.errors import ConfigError, TrainingError
 from streamrnn.nn.cells import Architecture, PackedLayout, init_tensors
 from streamrnn.nn.model import Model, aligned_copy
+from streamrnn.nn.modelfile import chmod_like_new_file
 from streamrnn.train import metrics as M
 from streamrnn.train.lanes import (
     TBPTTRunner,
@@ -204,7 +205,7 @@ def evaluate_outputs(outs, loss: str, task: str) -> dict:
     z = np.concatenate(logits)
     tg = np.concatenate(targets)
     if loss == "bce":
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # the sigmoid without exp overflow (no RuntimeWarning for |z| > 88)
         t = (tg > 0.5).astype(np.int64).ravel()
         pr = p.ravel()
         res["accuracy"] = M.accuracy(t, (pr >= 0.5).astype(np.int64))
@@ -271,6 +272,7 @@ def write_checkpoint(path, arrays: dict, meta: dict) -> None:
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     meta_json = json.dumps(meta)
     save_file(arrays, str(tmp), metadata={_CKPT_KEY: meta_json, _CKPT_SUM: checkpoint_checksum(arrays, meta_json)})
+    chmod_like_new_file(tmp)  # 0644 under umask 022, as the model file (safetensors writes 0600)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -329,6 +331,21 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     return arrays, meta
 
 
+def divergence_advice(cfg: TrainConfig) -> str:
+    """What to change after the NaN guard gave up, given what ``cfg`` already does: clipping by
+    norm is suggested only to a config without it (else a lower ``optim.clip_norm``).
+
+    >>> from streamrnn.config import load_config, TrainConfig
+    >>> divergence_advice(load_config(TrainConfig, overrides=["optim.clip=none"], env={}))
+    "lower optim.lr (now 0.001), check the data for NaN/Inf, or use optim.clip = 'norm'"
+    >>> divergence_advice(load_config(TrainConfig, overrides=["optim.lr=0.01"], env={}))
+    'lower optim.lr (now 0.01), check the data for NaN/Inf, or lower optim.clip_norm (now 1)'
+    """
+    o = cfg.optim
+    clip = f"lower optim.clip_norm (now {o.clip_norm:g})" if o.clip == "norm" else "use optim.clip = 'norm'"
+    return f"lower optim.lr (now {o.lr:g}), check the data for NaN/Inf, or {clip}"
+
+
 # ------------------------------------------------------------------------------------------------
 # trainer
 
@@ -345,7 +362,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train, valid=None, *, out_dir=None, frontend: dict | None = None,
                  name: str | None = None, labels=None, on_step=None, on_epoch=None, gradflow_lags: int = 0,
-                 vocab=None):
+                 vocab=None, on_start=None):
         if not train:
             raise TrainingError("no training sequences")
         self.cfg = cfg
@@ -355,7 +372,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.frontend = frontend
         self.name = cfg.model.name or name or "model"
-        self.on_step, self.on_epoch = on_step, on_epoch
+        self.on_step, self.on_epoch, self.on_start = on_step, on_epoch, on_start
         self.gradflow_lags = int(gradflow_lags)  # > 0: measure the gradient-flow horizon after every epoch
         if self.gradflow_lags and cfg.model.bidirectional:
             log.warning("gradient flow not measured: it needs a unidirectional model (model.bidirectional is set)")
@@ -422,9 +439,24 @@ class Trainer:
         k_mean = t.k1 * (1.0 - t.jitter / 2.0)
         per_epoch = (math.ceil(len(self.train_p) / t.lanes) if mc.bidirectional
                      else math.ceil(frames / t.lanes / k_mean))
-        self.total_steps = cfg.train.epochs * max(1, per_epoch)
+        self.per_epoch = max(1, per_epoch)
+        self.total_steps = cfg.train.epochs * self.per_epoch
         self.fingerprint = {"n_train": len(self.train_p), "train_frames": int(frames),
                             "n_valid": len(self.valid_p), "n_params": self.layout.size}
+        sc = cfg.schedule
+        if sc.warmup_steps > self.total_steps:
+            log.warning("schedule.warmup_steps = %d exceeds the %d updates of this run (%d epoch(s) of about %d): "
+                        "the learning rate peaks at %.3g, never reaching optim.lr = %g; lower "
+                        "schedule.warmup_steps or train longer", sc.warmup_steps, self.total_steps,
+                        cfg.train.epochs, self.per_epoch, o.lr * self.total_steps / sc.warmup_steps, o.lr)
+
+    def describe(self) -> dict:
+        """The run's size: ``n_train``/``n_valid`` sequences, ``train_frames``/``valid_frames``,
+        ``updates_per_epoch`` (about: TBPTT windows are jittered) and ``total_updates``."""
+        return {"n_train": len(self.train_p), "n_valid": len(self.valid_p),
+                "train_frames": self.fingerprint["train_frames"],
+                "valid_frames": int(sum(p.x.shape[0] for p in self.valid_p)),
+                "updates_per_epoch": self.per_epoch, "total_updates": self.total_steps}
 
     # --- state ----------------------------------------------------------------------------------
     def _fresh(self):
@@ -492,6 +524,11 @@ class Trainer:
             self._resume()
         else:
             self._fresh()
+        info = self.describe()
+        log.info("data: %(n_train)d training sequences (%(train_frames)d frames), %(n_valid)d validation; "
+                 "about %(updates_per_epoch)d updates per epoch, %(total_updates)d in all", info)
+        if self.on_start is not None:
+            self.on_start(info)
         cfg, s = self.cfg, self.s
         steps_this_run = 0
         while s["epoch"] < cfg.train.epochs and not s["stopped_early"]:
@@ -559,8 +596,8 @@ class Trainer:
                         "lr scale now %g, %d lane state(s) zeroed", s["step"], loss, gnorm, s["lr_scale"], lanes)
             if s["bad_run"] >= cfg.train.max_bad_steps:
                 raise TrainingError(f"training diverged: {s['bad_run']} consecutive updates with NaN/Inf loss or "
-                                    f"gradient (last at epoch {s['epoch']}, step {s['step']}); lower optim.lr, "
-                                    f"check the data for NaN/Inf, or use optim.clip = 'norm'")
+                                    f"gradient (last at epoch {s['epoch']}, step {s['step']}); "
+                                    f"{divergence_advice(cfg)}")
         s["step"] += 1
         if self.on_step is not None:
             self.on_step({"epoch": s["epoch"], "step": s["step"], "chunk": ci + 1, "n_chunks": n_chunks,
@@ -686,8 +723,19 @@ def plot_curves(history: list, path) -> bool:
     return True
 
 
+def check_out_dir(out, *, resume: bool = False, force: bool = False) -> None:
+    """ConfigError when ``out`` already holds a model or checkpoint and neither ``resume`` (continue
+    it) nor ``force`` (start afresh, overwriting) is given: a second run never silently replaces
+    the first one's results."""
+    out = Path(out)
+    found = [n for n in (MODEL_FILE, CHECKPOINT) if (out / n).exists()]
+    if found and not resume and not force:
+        raise ConfigError(f"{out} already holds {' and '.join(found)}: --resume continues that run, --force "
+                          f"starts afresh and overwrites it, or choose another --out")
+
+
 def train_from_config(cfg: TrainConfig, *, base_dir=".", out_dir="runs/train", resume=False, on_step=None,
-                      on_epoch=None, name=None, gradflow_lags: int = 0) -> TrainResult:
+                      on_epoch=None, name=None, gradflow_lags: int = 0, on_start=None) -> TrainResult:
     """Load the data named in ``cfg`` and train; the CLI's entry point."""
     vocab = None
     if cfg.data.kind == "text":
@@ -695,7 +743,7 @@ def train_from_config(cfg: TrainConfig, *, base_dir=".", out_dir="runs/train", r
     else:
         train, valid, frontend, classes = load_data(cfg, base_dir, out_dir)
     tr = Trainer(cfg, train, valid, out_dir=out_dir, frontend=frontend, name=name, labels=classes,
-                 on_step=on_step, on_epoch=on_epoch, gradflow_lags=gradflow_lags, vocab=vocab)
+                 on_step=on_step, on_epoch=on_epoch, gradflow_lags=gradflow_lags, vocab=vocab, on_start=on_start)
     res = tr.fit(resume=resume)
     plot_curves(res.history, Path(out_dir) / "curves.png")
     return res

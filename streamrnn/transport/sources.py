@@ -185,8 +185,92 @@ def demo_path() -> Path:
                      f"{MODELS_DIR} (reinstall streamrnn, or use --source file:PATH)")
 
 
+# --- stdin: raw PCM, or a WAV stream whose header says what follows ------------------------------
+MAX_WAV_HEADER = 1 << 20  # bytes of RIFF chunks before "data" that stdin buffers while looking for it
+# WAVE format tags -> sample kind; 0xFFFE (WAVE_FORMAT_EXTENSIBLE) names one of these in its sub-format
+_WAV_TAGS = {1: "int", 3: "float"}
+_WAV_SAMPLES = {("int", 8): "u1", ("int", 16): "<i2", ("int", 24): "<i3", ("int", 32): "<i4",
+                ("float", 32): "<f4", ("float", 64): "<f8"}
+_SAMPLE_NAMES = {"u1": "u8", "<i2": "s16le", "<i3": "s24le", "<i4": "s32le", "<f4": "f32le", "<f8": "f64le"}
+# first bytes of containers stdin cannot take (it reads raw PCM or WAV): refused in one line
+_OTHER_CONTAINERS = {b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3 (ID3 tag)", b"FORM": "AIFF",
+                     b".snd": "Sun AU", b"caff": "CAF", b"\x1aE\xdf\xa3": "Matroska/WebM", b"wvpk": "WavPack"}
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The container whose magic bytes start ``head`` ("WAV" for RIFF/RF64 WAVE, "FLAC", "Ogg",
+    ...), or None for headerless data (raw PCM).  ``head``: at least the first 12 bytes.
+
+    >>> sniff_container(b"RIFF" + bytes(4) + b"WAVEfmt "), sniff_container(b"fLaC" + bytes(8)), sniff_container(bytes(12))
+    ('WAV', 'FLAC', None)
+    """
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "WAV"
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A"
+    return next((name for magic, name in _OTHER_CONTAINERS.items() if head.startswith(magic)), None)
+
+
+def parse_wav_header(buf: bytes) -> tuple[int, int, int, str, int | None] | None:
+    """``(data_offset, rate, channels, sample, data_bytes)`` of a RIFF/RF64 WAVE stream's start, or
+    None while ``buf`` does not yet reach the ``data`` chunk.  ``sample`` is a NumPy dtype string
+    (``"<i2"``, ``"<f4"``, ``"u1"``; ``"<i3"`` for 24-bit); ``data_bytes`` None when the header
+    does not know the length (a pipe: 0 or 0xFFFFFFFF).  ConfigError for a compressed or
+    malformed format, or no ``data`` chunk within ``MAX_WAV_HEADER`` bytes.
+
+    >>> import io, wave
+    >>> b = io.BytesIO()
+    >>> with wave.open(b, "wb") as w:
+    ...     w.setnchannels(2); w.setsampwidth(2); w.setframerate(22050); w.writeframes(bytes(8))
+    >>> parse_wav_header(b.getvalue())
+    (44, 22050, 2, '<i2', 8)
+    """
+    import struct
+
+    pos, fmt, ds64 = 12, None, None
+    while pos + 8 <= len(buf):
+        cid, size = buf[pos:pos + 4], struct.unpack_from("<I", buf, pos + 4)[0]
+        body = pos + 8
+        if cid == b"data":
+            if fmt is None:
+                raise ConfigError("stdin: WAV header has no 'fmt ' chunk before its 'data'")
+            if buf[:4] == b"RF64" and ds64 is not None:
+                size = ds64
+            return (body, *fmt, None if size in (0, 0xFFFFFFFF) else size)
+        if body + size > MAX_WAV_HEADER:
+            break
+        if body + size > len(buf):
+            return None  # the chunk is not all here yet
+        if cid == b"fmt ":
+            if size < 16:
+                raise ConfigError(f"stdin: WAV 'fmt ' chunk of {size} bytes (at least 16)")
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", buf, body)
+            if tag == 0xFFFE and size >= 26:
+                tag = struct.unpack_from("<H", buf, body + 24)[0]  # the sub-format GUID's first two bytes
+            sample = _WAV_SAMPLES.get((_WAV_TAGS.get(tag), bits))
+            if sample is None:
+                raise ConfigError(f"stdin: WAV format tag {tag:#x} with {bits}-bit samples is not PCM "
+                                  f"(8/16/24/32-bit) or float (32/64-bit); decode it first, e.g. "
+                                  f"ffmpeg -i IN -f wav -acodec pcm_s16le -")
+            if not 1 <= rate <= 1_000_000 or not 1 <= channels <= 64:
+                raise ConfigError(f"stdin: WAV header declares {rate} Hz, {channels} channels "
+                                  f"(1..1000000 Hz, 1..64 channels)")
+            fmt = (rate, channels, sample)
+        elif cid == b"ds64" and size >= 16:
+            ds64 = struct.unpack_from("<Q", buf, body + 8)[0]  # RF64: riff size, then data size
+        pos = body + size + (size & 1)  # chunks are padded to an even length
+    if len(buf) >= MAX_WAV_HEADER or pos > MAX_WAV_HEADER:
+        raise ConfigError(f"stdin: WAV header without a 'data' chunk in its first {MAX_WAV_HEADER} bytes")
+    return None
+
+
 class StdinSource(_SingleStream):
-    """``stdin``: raw interleaved ``s16le`` or ``f32le`` at ``rate`` (e.g. from arecord, sox, ffmpeg)."""
+    """``stdin``: headerless raw interleaved PCM, ``s16le`` (default) or ``f32le``, at ``rate`` Hz
+    (16000) with ``channels`` (1), e.g. from ``arecord -t raw``, ``sox -t raw`` or ``ffmpeg -f s16le``;
+    or a **WAV stream** (RIFF/RF64 WAVE: ``arecord``'s default, ``ffmpeg -f wav``), whose header's
+    rate, channels and sample format (PCM 8-32 bit, float 32/64) are used instead of those
+    settings.  Other containers (FLAC, Ogg, MP3, ...) are refused with a ConfigError on the first
+    read: decode them first, or use ``file:PATH``."""
 
     live = False
     FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
@@ -198,12 +282,56 @@ class StdinSource(_SingleStream):
             raise ConfigError(f"stdin format {fmt!r} is not one of {', '.join(self.FORMATS)}")
         if not 1 <= rate <= 1_000_000:
             raise ConfigError(f"stdin rate {rate} is not in 1..1000000 Hz")
-        self.rate, self.dtype, self.channels = float(rate), self.FORMATS[fmt], int(channels)
+        self.block_ms = block_ms
+        self._set_format(float(rate), self.FORMATS[fmt].str, int(channels))
         self.expected_rate = self.rate
-        self.frame_bytes = self.dtype.itemsize * self.channels
-        self.block_bytes = max(1, int(round(rate * block_ms / 1000))) * self.frame_bytes
         self.fd = fd
         self._buf = bytearray()
+        self._sniffed = False  # the first bytes were checked for a container header
+        self._left = None  # bytes of WAV data still to come (None: to the end of stdin)
+        self.container = "raw"
+
+    def _set_format(self, rate: float, sample: str, channels: int) -> None:
+        self.rate, self.channels, self.sample = rate, channels, sample
+        self.dtype = np.dtype("V3") if sample == "<i3" else np.dtype(sample)
+        self.frame_bytes = self.dtype.itemsize * self.channels
+        self.block_bytes = max(1, int(round(rate * self.block_ms / 1000))) * self.frame_bytes
+
+    def _sniff(self) -> bool:
+        """Look at the first bytes: True once the format is known (raw, or the WAV header parsed)."""
+        if len(self._buf) < 12 and not self.exhausted:
+            return False
+        kind = sniff_container(bytes(self._buf[:12]))
+        if kind is None:
+            return True
+        if kind != "WAV":
+            raise ConfigError(f"stdin holds a {kind} stream: --source stdin reads raw PCM ("
+                              f"{_SAMPLE_NAMES[self.sample]}, {self.rate:g} Hz, {self.channels} ch as --format/--rate/"
+                              f"--channels say) or WAV; decode it first (ffmpeg -i IN -f wav -) or use file:PATH")
+        head = parse_wav_header(bytes(self._buf))
+        if head is None:
+            if self.exhausted:
+                raise ConfigError("stdin: WAV stream ended inside its header")
+            return False
+        offset, rate, channels, sample, self._left = head
+        del self._buf[:offset]
+        self._set_format(float(rate), sample, channels)
+        self.container = "WAV"
+        log.info("stdin: WAV header: %d Hz, %d ch, %s samples", rate, channels, _SAMPLE_NAMES[sample])
+        return True
+
+    def _decode(self, raw: bytes) -> np.ndarray:
+        """(n, channels) float32 in [-1, 1) (integers) or as sent (float) from whole frames."""
+        if self.sample == "<i3":  # 24-bit: sign-extend three little-endian bytes into int32
+            b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+            a = ((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8) >> 8
+            return (a.astype(np.float32) * np.float32(2.0 ** -23)).reshape(-1, self.channels)
+        a = np.frombuffer(raw, dtype=self.dtype).reshape(-1, self.channels)
+        if self.dtype.kind == "u":  # 8-bit WAV: unsigned, 128 = silence
+            return (a.astype(np.float32) - 128) * np.float32(1 / 128)
+        if self.dtype.kind == "i":
+            return a.astype(np.float32) * np.float32(2.0 ** (1 - 8 * self.dtype.itemsize))
+        return to_float32(a)
 
     def open(self):
         if self.fd is None:
@@ -219,16 +347,25 @@ class StdinSource(_SingleStream):
         t = time.time()
         if not b:
             self.exhausted = True
-            if len(self._buf) % self.frame_bytes:
-                self.stats.count("drops", "partial_sample", len(self._buf) % self.frame_bytes)
         self._buf += b
+        if not self._sniffed:
+            self._sniffed = self._sniff()
+            if not self._sniffed:
+                return []
+        if self._left is not None:  # a WAV's data chunk ends here: chunks after it are not samples
+            if len(self._buf) >= self._left:
+                del self._buf[self._left:]
+                self.exhausted = True
+        if self.exhausted and len(self._buf) % self.frame_bytes:
+            self.stats.count("drops", "partial_sample", len(self._buf) % self.frame_bytes)
         n = len(self._buf) // self.frame_bytes * self.frame_bytes
         if not self.exhausted and n < self.block_bytes:
             return []
         raw = bytes(self._buf[:n])
         del self._buf[:n]
-        a = np.frombuffer(raw, dtype=self.dtype).reshape(-1, self.channels)
-        data = to_float32(a)
+        if self._left is not None:
+            self._left -= n
+        data = self._decode(raw)
         if self.dtype.kind == "f" and not np.isfinite(data).all():
             # NaN/Inf would poison the hidden state: replace by silence, count the samples
             bad = ~np.isfinite(data)
@@ -238,7 +375,10 @@ class StdinSource(_SingleStream):
         return [self._chunk(data, self.rate, t - data.shape[0] / self.rate, end=self.exhausted)]
 
     def describe(self):
-        return f"stdin ({self.dtype}, {self.rate:g} Hz, {self.channels} ch)"
+        fmt = f"{_SAMPLE_NAMES[self.sample]}, {self.rate:g} Hz, {self.channels} ch"
+        if not self._sniffed:  # the start-up line: nothing read yet
+            return f"stdin (raw {fmt}, or what a WAV header says)"
+        return f"stdin ({self.container} {fmt})"
 
 
 class MicSource(_SingleStream):

@@ -1,0 +1,350 @@
+"""What a new user meets (issue 18): file modes, stdin headers, model/source mismatch, training talk."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "configs" / "tiny.toml"
+
+
+def cli(*args, umask=None, input=None, timeout=300, **kw):
+    """The real CLI as a subprocess (with ``umask`` set in the child before anything is written)."""
+    pre = None if umask is None else (lambda: os.umask(umask))
+    return subprocess.run([sys.executable, "-m", "streamrnn", *args], capture_output=True, timeout=timeout,
+                          cwd=ROOT, preexec_fn=pre, input=input, text=input is None or isinstance(input, str),
+                          **kw)
+
+
+def mode(p) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+# --- item 3: model files and checkpoints honour the umask ------------------------------------------
+
+def test_trained_model_and_checkpoint_are_0644_under_umask_022(tmp_path):
+    out = tmp_path / "run"
+    p = cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=1", umask=0o022)
+    assert p.returncode == 0, p.stderr
+    assert mode(out / "model.safetensors") == 0o644
+    assert mode(out / "checkpoint.safetensors") == 0o644
+    assert mode(out / "metrics.jsonl") == 0o644  # the same as a file written with open()
+
+
+def test_save_model_follows_a_stricter_umask(tmp_path):
+    code = ("import os, sys, streamrnn; from streamrnn.nn.modelfile import save_model; os.umask(0o027); "
+            "save_model(streamrnn.load_model('vad'), sys.argv[1])")
+    target = tmp_path / "vad.safetensors"
+    subprocess.run([sys.executable, "-c", code, str(target)], check=True, cwd=ROOT, timeout=120)
+    assert mode(target) == 0o640
+
+
+# --- item 10: training docs point at the formats; divergence advice fits the config ----------------
+
+def test_training_docs_link_to_the_documented_data_formats():
+    import re
+
+    text = (ROOT / "docs" / "training.md").read_text()
+    data = text.split("## Data", 1)[1].split("\n## ", 1)[0]
+    assert "See that module" not in data
+    links = re.findall(r"\]\((frontend\.md)#([a-z0-9-]+)\)", data)
+    assert {a for _, a in links} >= {"datasets-for-the-trainer", "audio-and-label-files"}
+    # every anchor is a real heading of docs/frontend.md (GitHub's slug: lower case, spaces -> '-')
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs" / "frontend.md").read_text(), re.M)
+    slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+    assert {a for _, a in links} <= slugs
+    frontend = (ROOT / "docs" / "frontend.md").read_text()
+    assert '{"audio": "clips/a.wav", "labels": "clips/a.txt"}' in frontend  # the manifest format is there
+    assert "start<TAB>end<TAB>label" in frontend  # and the label format
+
+
+def _diverge(*overrides):
+    import numpy as np
+
+    from streamrnn.config import TrainConfig, load_config
+    from streamrnn.errors import TrainingError
+    from streamrnn.train.data import Sequence
+    from streamrnn.train.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    seqs = [Sequence(rng.standard_normal((40, 3)).astype(np.float32), None, np.ones(40, np.float32), f"s{i}")
+            for i in range(6)]
+    cfg = load_config(TrainConfig, overrides=["data.task=next_frame", "data.loss=mse", "model.hidden_size=4",
+                                              "tbptt.k1=8", "tbptt.k2=8", "tbptt.lanes=2", *overrides], env={})
+    t = Trainer(cfg, seqs)
+    t.grad_hook = lambda step, grad: grad.__setitem__(slice(None), np.inf)
+    with pytest.raises(TrainingError) as e:
+        t.fit()
+    return str(e.value)
+
+
+def test_divergence_advice_does_not_suggest_clipping_to_a_config_that_clips():
+    msg = _diverge("optim.clip=norm", "optim.clip_norm=5")
+    assert "training diverged" in msg
+    assert "optim.clip = 'norm'" not in msg
+    assert "optim.clip_norm (now 5)" in msg
+
+
+def test_divergence_advice_suggests_clipping_when_it_is_off():
+    msg = _diverge("optim.clip=none")
+    assert "optim.clip = 'norm'" in msg
+
+
+# --- item 8: a feature-frame model on an audio source is refused at start-up -----------------------
+
+FEATURE_MODEL = ROOT / "tests" / "data" / "torch_gru_l1.safetensors"  # exported from PyTorch: no front end
+
+
+def test_feature_frame_model_on_an_audio_source_exits_2_with_one_line(tmp_path):
+    import streamrnn
+
+    assert streamrnn.load_model(FEATURE_MODEL).frontend is None
+    out = tmp_path / "out.jsonl"
+    for source in (f"file:{ROOT / 'tests' / 'data' / 'speech.flac'}", "demo", "stdin"):
+        p = cli("stream", "--model", str(FEATURE_MODEL), "--source", source, "--sink", f"jsonl:{out}",
+                "--no-realtime" if source == "demo" else "--sink=stdout", input=b"\0" * 640, timeout=120)
+        err = p.stderr.decode().strip()
+        assert p.returncode == 2, (source, err)
+        assert len(err.splitlines()) == 1 and "takes feature frames" in err and "carries audio" in err, err
+        assert not out.exists()  # refused before any sink was opened
+
+
+def test_run_stream_refuses_the_mismatch_before_opening_anything():
+    import streamrnn
+    from streamrnn.errors import ConfigError
+
+    cfg = streamrnn.StreamConfig(model=str(FEATURE_MODEL), source="demo", sink=("stdout",), realtime=False)
+    with pytest.raises(ConfigError, match="takes feature frames"):
+        streamrnn.run_stream(cfg)
+
+
+# --- item 4: stdin reads a WAV header, refuses other containers, documents its raw format ----------
+
+SPEECH = ROOT / "tests" / "data" / "speech.flac"  # a real 22.05 kHz mono recording
+
+
+def _preds(path):
+    import json
+
+    import numpy as np
+
+    recs = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return (np.array([r["y"] for r in recs if r["type"] == "pred"]),
+            [(r["event"], r["frame"]) for r in recs if r["type"] == "event"])
+
+
+def _wav_of_speech(tmp_path, subtype="PCM_16", channels=1):
+    import numpy as np
+    import soundfile as sf
+
+    x, rate = sf.read(SPEECH, dtype="float64")
+    assert rate == 22050
+    wav = tmp_path / f"speech-{subtype}-{channels}.wav"
+    sf.write(wav, np.c_[(x,) * channels] if channels > 1 else x, rate, subtype=subtype, format="WAV")
+    return wav
+
+
+def _stream(source, out, stdin_bytes=None, *args):
+    p = cli("stream", "--model", "vad", "--source", source, "--sink", f"jsonl:{out}", "--no-realtime", *args,
+            input=stdin_bytes, timeout=180)
+    return p
+
+
+def test_a_22khz_wav_piped_into_stdin_equals_the_same_file_read_as_file(tmp_path):
+    import numpy as np
+
+    wav = _wav_of_speech(tmp_path)
+    p = _stream("stdin", tmp_path / "stdin.jsonl", wav.read_bytes())
+    assert p.returncode == 0, p.stderr
+    q = _stream(f"file:{wav}", tmp_path / "file.jsonl")
+    assert q.returncode == 0, q.stderr
+    y_stdin, ev_stdin = _preds(tmp_path / "stdin.jsonl")
+    y_file, ev_file = _preds(tmp_path / "file.jsonl")
+    assert y_stdin.shape == y_file.shape  # read as 16 kHz samples the 4.56 s would be 6.28 s (628 frames)
+    np.testing.assert_allclose(y_stdin, y_file, atol=1e-6)
+    assert ev_stdin == ev_file and ev_file
+
+
+def test_float_and_stereo_wav_on_stdin_use_their_header(tmp_path):
+    import numpy as np
+
+    wav = _wav_of_speech(tmp_path, "FLOAT", channels=2)
+    p = _stream("stdin", tmp_path / "stdin.jsonl", wav.read_bytes())
+    assert p.returncode == 0, p.stderr
+    q = _stream(f"file:{wav}", tmp_path / "file.jsonl")
+    assert q.returncode == 0, q.stderr
+    np.testing.assert_allclose(_preds(tmp_path / "stdin.jsonl")[0], _preds(tmp_path / "file.jsonl")[0], atol=1e-6)
+
+
+def test_other_containers_on_stdin_are_refused_in_one_line(tmp_path):
+    import soundfile as sf
+
+    ogg = tmp_path / "speech.ogg"
+    x, rate = sf.read(SPEECH)
+    sf.write(ogg, x, rate, format="OGG", subtype="VORBIS")
+    for data, name in ((SPEECH.read_bytes(), "FLAC"), (ogg.read_bytes(), "Ogg")):
+        p = _stream("stdin", tmp_path / "out.jsonl", data)
+        assert p.returncode == 2, p.stderr
+        last = p.stderr.decode().strip().splitlines()[-1]
+        assert last.startswith("streamrnn: error: stdin holds a " + name + " stream"), last
+        assert "raw PCM (s16le, 16000 Hz, 1 ch" in last
+
+
+def test_raw_pcm_on_stdin_is_still_read_as_s16le_at_the_given_rate(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    pcm, rate = sf.read(SPEECH, dtype="int16")
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, pcm, rate, subtype="PCM_16")
+    p = _stream("stdin", tmp_path / "raw.jsonl", pcm.astype("<i2").tobytes(), "--rate", str(rate))
+    assert p.returncode == 0, p.stderr
+    q = _stream(f"file:{wav}", tmp_path / "file.jsonl")
+    np.testing.assert_allclose(_preds(tmp_path / "raw.jsonl")[0], _preds(tmp_path / "file.jsonl")[0], atol=1e-6)
+
+
+def test_the_raw_stdin_format_is_documented_in_help_and_readme():
+    help_text = " ".join(cli("stream", "--help").stdout.split())
+    assert "stdin takes headerless raw PCM, interleaved s16le at 16000 Hz, mono" in help_text
+    assert "WAV" in help_text
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `streamrnn stream "))
+    assert "headerless raw PCM" in row and "`s16le` at 16000 Hz, mono" in row and "--rate" in row
+
+
+def test_parse_wav_header_agrees_with_soundfile_on_rf64_and_extensible(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from streamrnn.transport.sources import parse_wav_header
+
+    x = np.zeros((10, 3), np.float32)
+    for fmt, subtype, sample in (("RF64", "PCM_24", "<i3"), ("WAV", "PCM_U8", "u1"), ("WAVEX", "FLOAT", "<f4")):
+        path = tmp_path / f"x-{fmt}-{subtype}.wav"
+        sf.write(path, x, 44100, format=fmt, subtype=subtype)
+        info = sf.info(path)
+        data = path.read_bytes()
+        offset, rate, channels, got, nbytes = parse_wav_header(data)
+        assert (rate, channels, got) == (info.samplerate, info.channels, sample)
+        assert nbytes == 10 * 3 * np.dtype(sample.replace("<i3", "V3")).itemsize
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_U8", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_a_wav_header_arriving_in_pieces_is_waited_for(tmp_path, subtype):
+    import numpy as np
+    import soundfile as sf
+
+    from streamrnn.transport.sources import StdinSource
+
+    x = ((np.arange(4000) % 200 - 100) / 128).reshape(-1, 2)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, x, 8000, subtype=subtype)
+    data = wav.read_bytes() + b"LIST\x04\x00\x00\x00abcd"  # a trailing chunk is not samples
+    r, w = os.pipe()
+    src = StdinSource(fd=r)
+    src.open()
+    got = []
+    for i in range(0, len(data), 7):  # 7 bytes at a time: the header is split mid-chunk
+        os.write(w, data[i:i + 7])
+        got += src.read(0.01)
+    os.close(w)
+    while not src.exhausted:
+        got += src.read(0.01)
+    os.close(r)
+    y = np.concatenate([c.data for c in got])
+    assert {c.rate for c in got} == {8000.0} and y.shape == (2000, 2)
+    np.testing.assert_allclose(y, sf.read(wav, dtype="float64")[0], atol=1e-7)  # soundfile's decoding
+
+
+# --- item 2: training says what it is doing ---------------------------------------------------------
+
+def _train_on_a_terminal(out, *args):
+    """``streamrnn train`` with its stderr on a pseudo-terminal (as a user's shell): everything it wrote."""
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # rows, columns
+    p = subprocess.Popen([sys.executable, "-m", "streamrnn", "train", str(TINY), "--out", str(out), *args],
+                         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            b = os.read(master, 1 << 16)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not b:
+            break
+        chunks.append(b)
+    os.close(master)
+    assert p.wait(timeout=300) == 0
+    return b"".join(chunks).decode()
+
+
+def test_train_on_a_terminal_draws_a_progress_bar_per_epoch(tmp_path):
+    text = _train_on_a_terminal(tmp_path / "run", "--set", "train.epochs=2")
+    bars = [s for s in text.replace("\r", "\n").splitlines() if "update/s" in s]  # tqdm's rate and ETA
+    assert any(s.startswith("epoch 1: 100%") for s in bars) and any(s.startswith("epoch 2: 100%") for s in bars)
+    final = [s for s in bars if s.startswith("epoch 1: 100%")][-1]
+    assert "loss " in final and "lr 0.02" in final and "9/9" in final  # updates, loss, learning rate
+    assert "epoch 2: train_loss" in text
+
+
+def test_train_says_the_split_at_the_start_and_plain_lines_off_a_terminal(tmp_path):
+    p = cli("train", str(TINY), "--out", str(tmp_path / "run"), "--set", "train.epochs=1")
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    # tiny.toml: 12 .npz files, data.valid_fraction = 0.25 -> 3 held out
+    assert len(list((ROOT / "tests" / "data" / "tiny_npz").glob("*.npz"))) == 12
+    assert lines[0].startswith("data: 9 training sequences (") and ", 3 validation (held out" in lines[0]
+    assert "\r" not in p.stderr and "update/s" not in p.stderr  # no bar in a log file
+    assert any(s.startswith("epoch 1 9/9 step 9  loss") for s in lines)
+
+
+def test_warmup_longer_than_the_run_is_warned_about(tmp_path):
+    p = cli("train", str(TINY), "--out", str(tmp_path / "a"), "--set", "train.epochs=1",
+            "--set", "schedule.warmup_steps=1000")
+    assert p.returncode == 0, p.stderr
+    warn = [s for s in p.stderr.splitlines() if "schedule.warmup_steps = 1000 exceeds" in s]
+    assert len(warn) == 1 and "never reaching optim.lr = 0.02" in warn[0]
+    q = cli("train", str(TINY), "--out", str(tmp_path / "b"), "--set", "train.epochs=1", "--set", "schedule.warmup_steps=3")
+    assert q.returncode == 0 and "warmup_steps" not in q.stderr
+
+
+def test_an_out_folder_with_a_model_is_not_overwritten_without_resume_or_force(tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=1").returncode == 0
+    before = {n: (out / n).read_bytes() for n in ("model.safetensors", "checkpoint.safetensors", "metrics.jsonl")}
+    again = cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=1", "--set", "train.seed=5")
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"streamrnn: error: {out} already holds model.safetensors and checkpoint.safetensors: --resume continues "
+        f"that run, --force starts afresh and overwrites it, or choose another --out"]
+    assert {n: (out / n).read_bytes() for n in before} == before  # nothing touched
+    forced = cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=1", "--set", "train.seed=5", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "model.safetensors").read_bytes() != before["model.safetensors"]
+    resumed = cli("train", str(TINY), "--out", str(out), "--set", "train.epochs=2", "--set", "train.seed=5",
+                  "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_numpy_runtime_warnings_never_interleave_with_the_training_log(tmp_path):
+    # lr 1e8 without clipping: huge logits, whose sigmoid overflowed np.exp mid-log before
+    p = cli("train", str(TINY), "--out", str(tmp_path / "run"), "--set", "optim.lr=1e8", "--set", "optim.clip=none")
+    assert p.returncode in (0, 2), p.stderr
+    assert "RuntimeWarning" not in p.stderr, p.stderr
+    import re
+
+    log_line = re.compile(r"^(data: |epoch \d|trained |streamrnn: error: |\d{4}-\d\d-\d\d [\d:,]+ \S+ (WARNING|INFO): )")
+    assert all(log_line.match(s) for s in p.stderr.splitlines()), p.stderr

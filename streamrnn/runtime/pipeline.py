@@ -54,6 +54,7 @@ PIPELINE_HISTORY = 1.0
 # of the latency statistics (one bad clock must not poison p50/p99/max for the rest of the run).
 CLOCK_SKEW = 1.0
 MAX_AGE = 3600.0
+MAX_FRAME0 = 2**62  # a lost start's first frame, capped so output frame numbers fit the wire's uint64
 
 
 # Seconds of warm-up after which the user is told that the kernels are compiling (a warm
@@ -327,7 +328,7 @@ class Pipeline:
             # close): its state starts afresh mid-stream, so the first outputs carry reset (and the
             # source's gap); outputs and events stay on the producer's sample clock: frame k of the
             # slot is frame frame0 + k of the stream.
-            slot.frame0 = int(ch.sample_index * proc.frame_rate / ch.rate)
+            slot.frame0 = min(int(ch.sample_index * proc.frame_rate / ch.rate), MAX_FRAME0)
             slot.pending_flags |= wire.FLAG_RESET
         slot.out_desc = self._make_out_desc(slot, ch)
         slot.last_t_capture = ch.t_capture

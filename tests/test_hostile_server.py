@@ -316,3 +316,51 @@ def test_refused_stream_ids_take_bounded_memory(tmp_path):
     for k in range(3000):  # content the model cannot take: counted, named once, remembered bounded
         p.process(Chunk(f"y{k}", 1, "features", np.ones((1, 5), np.float32), 100.0, 0, time.time(), desc={}))
     assert p.stats.get("bad", "content") == 3000 and len(p._bad_streams) <= 1024
+
+
+# --- item 5: the server killed with SIGKILL and restarted on the same ports -------------------------
+def test_server_sigkilled_and_restarted_gives_consumers_a_new_flagged_epoch_on_the_producer_clock(
+        tmp_path, models, servers):
+    path, _ = models["feat"]
+    port, out_port = free_port(), free_port()
+    srv1 = Server(tmp_path, path, port, "--sink", f"zmq+pub://127.0.0.1:{out_port}", name="srv1")
+    servers.append(srv1)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"out/s/")
+    sub.connect(f"tcp://127.0.0.1:{out_port}")
+    time.sleep(0.5)  # the subscription travels to the publisher
+    got = []
+
+    def collect(until, timeout=30):
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end and not until():
+            if sub.poll(50):
+                got.append(wire.decode(sub.recv_multipart()))
+
+    peer = Peer(port)
+    x = np.random.default_rng(5).standard_normal((400, 4)).astype(np.float32)
+    peer.desc("s", 3, "features", 4, 100.0)
+    for i in range(20):
+        peer.data("s", 3, i, 10 * i, x[10 * i:10 * i + 10])
+    collect(lambda: sum(m.data.shape[0] for m in got if m.kind == wire.PRED) >= 200)
+    old_epoch = next(m.epoch for m in got if m.kind == wire.PRED)
+    srv1.p.kill()  # SIGKILL: no eos, no last stats
+    srv1.p.wait()
+    srv2 = Server(tmp_path, path, port, "--sink", f"zmq+pub://127.0.0.1:{out_port}", name="srv2")
+    servers.append(srv2)
+    time.sleep(0.5)  # the consumer's SUB reconnects and resubscribes by itself
+    peer.desc("s", 3, "features", 4, 100.0)  # the producer repeats its descriptor (every second)
+    for i in range(20, 40):  # and goes on with its epoch, seq and sample clock
+        peer.data("s", 3, i, 10 * i, x[10 * i:10 * i + 10])
+    collect(lambda: sum(m.data.shape[0] for m in got if m.kind == wire.PRED and m.epoch != old_epoch) >= 200)
+    err = srv2.stop()
+    peer.close()
+    sub.close()
+    old = [m for m in got if m.epoch == old_epoch]
+    new = [m for m in got if m.kind == wire.PRED and m.epoch != old_epoch]
+    assert not any(m.kind == wire.EOS for m in old)  # the killed server could not end its epoch
+    assert new and new[0].flags == wire.FLAG_GAP | wire.FLAG_RESET and all(m.flags == 0 for m in new[1:])
+    assert new[0].sample_index == 200 and [m.seq for m in new] == list(range(len(new)))  # producer clock
+    assert sum(m.data.shape[0] for m in new) == 200
+    assert counters(err, "gaps") == {"sample_index": 1, "seq": 1} and total(err, "gap_samples") == 200

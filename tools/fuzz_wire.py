@@ -432,8 +432,8 @@ EXTREME_CHANNELS = (1, 2, 64, 65, 1000, 65535)
 
 def extreme_message(rng: random.Random, ids: int, max_message_bytes: int):
     """One well-formed message of a hostile stream: a descriptor or data with extreme values."""
-    sid = f"h{rng.randrange(ids)}"
-    epoch = rng.choice((1, 2, 2**53 - 1))
+    k = rng.randrange(ids)
+    sid, epoch = f"h{k}", (1, 2, 2**53 - 1)[k % 3]  # one epoch per id: its data reaches its descriptor
     content = rng.choice(("audio", "features"))
     channels = rng.choice(EXTREME_CHANNELS)
     if rng.random() < 0.4:  # a descriptor: any channel count (nothing to carry)

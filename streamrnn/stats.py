@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 import numpy as np
 
@@ -134,3 +134,36 @@ class Stats:
         elif latency:
             lines.append("  latency        no predictions published")
         return "\n".join(lines)
+
+
+class RecentIds:
+    """The ``maxlen`` most recently seen ids (least recently seen forgotten first): a per-id table
+    whose size no peer decides (rejected stream ids, streams already named in the log).
+
+    >>> r = RecentIds(2)
+    >>> r.add("a"), r.add("a"), r.add("b"), r.add("c"), "a" in r, len(r)
+    (True, False, True, True, False, 2)
+    """
+
+    def __init__(self, maxlen: int = 1024):
+        self.maxlen = int(maxlen)
+        self._d: OrderedDict = OrderedDict()
+
+    def add(self, key) -> bool:
+        """Remember ``key``; True if it was not remembered (new, or forgotten since)."""
+        if key in self._d:
+            self._d.move_to_end(key)
+            return False
+        self._d[key] = None
+        if len(self._d) > self.maxlen:
+            self._d.popitem(last=False)
+        return True
+
+    def discard(self, key) -> None:
+        self._d.pop(key, None)
+
+    def __contains__(self, key) -> bool:
+        return key in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)

@@ -248,6 +248,16 @@ def test_short_fuzz_run_against_the_stream_command(tmp_path):
     assert r["gaps"] == {}                               # and nothing valid was lost
 
 
+def test_short_extreme_values_run_leaves_the_neighbour_untouched(tmp_path):
+    # issue 13: well-formed messages with absurd rates, channels, times, seq/sample_index and many ids
+    r = fuzz_wire.fuzz_extreme(1500, seed=4, workdir=tmp_path, ids=500, max_message_bytes=16384)
+    assert not r["crashed"] and r["exit_code"] == 0 and not r["traceback"], r.get("stderr_tail")
+    assert r["finite_json"] and r["rss_peak_mib"] <= 1024
+    assert sum(r["refused"].values()) > 100 and set(r["refused"]) == {"rate", "channels"}
+    assert r["neighbour_rows"] == r["neighbour_expected"] > 0 and r["neighbour_max_abs_error"] <= 1e-5
+    assert r["neighbour_flags"] == [] and r["ok"], r.get("stderr_tail")
+
+
 def test_fuzz_tool_decoder_part_finds_no_crash(tmp_path):
     rep = fuzz_wire.fuzz_decoders(150, seed=5, workdir=tmp_path)
     assert set(rep) == {"wire", "descriptor", "labels", "train_config", "stream_config", "model_file"}

@@ -374,10 +374,11 @@ def test_zmq_source_gaps_no_descriptor_epoch_and_max_streams(zsrc):
     push.send_multipart(_data("s", 1, 3, 12, x))            # sample_index jumped by 4
     push.send_multipart(_desc("s", 2))                      # producer restarted
     push.send_multipart(_data("s", 2, 0, 0, x))
-    for k in range(4):                                      # max_streams=3 (late, s, a0, a1 ...)
+    for k in range(4):                                      # max_streams=3 (s, a0, a1 live; a2, a3 refused)
         push.send_multipart(_desc(f"a{k}", 1))
-    _drain(src, p, 4, keep)
-    assert stats.get("drops", "no_descriptor") == 1
+        push.send_multipart(_data(f"a{k}", 1, 0, 0, x))
+    _drain(src, p, 6, keep)
+    assert stats.get("drops", "no_descriptor") == 3         # "late", a2 and a3 data
     assert stats.get("gaps", "seq") == 1 and stats.get("gaps", "sample_index") == 1
     assert stats.get("drops", "max_streams") == 2
     flags = [q.flags for q in keep.kind("pred", "s")]
@@ -426,7 +427,9 @@ def test_idle_stream_is_closed_and_comes_back_after_its_descriptor(zsrc):
     _drain(src, p, 2, keep)
     assert stats.get("drops", "no_descriptor") == 1
     preds = keep.kind("pred")
-    assert len(preds) == 2 and preds[1].epoch != preds[0].epoch and preds[1].sample_index == 0
+    # a new output epoch, started mid-stream: on the producer's clock (frame 8), flagged gap and reset
+    assert len(preds) == 2 and preds[1].epoch != preds[0].epoch and preds[1].sample_index == 8
+    assert preds[1].flags == wire.FLAG_GAP | wire.FLAG_RESET and stats.get("gap_samples") == 8
 
 
 # --- configuration precedence ---------------------------------------------------------------

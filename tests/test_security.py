@@ -316,6 +316,9 @@ def test_max_streams_hit_is_counted_and_said_once(caplog, tmp_path):
             src._accept(wire.decode(wire.encode(wire.Message(
                 wire.DESC, sid, direction="in", epoch=1,
                 meta=wire.descriptor(sid, 1, "features", "float32", 3, 100.0)))))
+            # live streams (with data) hold their place; descriptors alone would make room (closed.no_data)
+            src._accept(wire.decode(wire.encode(wire.Message(
+                wire.DATA, sid, direction="in", epoch=1, data=np.zeros((1, 3), np.float32)))))
     assert sorted(src.table) == ["s0", "s1"] and src.stats.get("drops", "max_streams") == 4
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 1 and "max_streams=2" in msgs[0] and "'s2' refused" in msgs[0]

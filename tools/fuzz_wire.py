@@ -13,7 +13,16 @@ Two parts, each stopping by itself after N inputs:
   is known locally (``wire.decode``, or by construction); the process's stats at exit must count
   exactly those, and its predictions must equal the model's offline outputs on the valid data.
 
-    python tools/fuzz_wire.py --messages 20000 --seed 1          # both parts
+* ``extreme``: well-formed messages with extreme values (rates from 5e-324 to 1e7, 1 to 65535
+  channels, capture times of +-1e300, seq and sample_index up to 2**63, thousands of distinct
+  stream ids, descriptors never followed by data) from many hostile streams, interleaved with one
+  neighbour audio stream at 16 kHz, into a ``streamrnn stream`` subprocess.  What must hold: the
+  process stays up and exits 0 without a traceback, every JSON line is finite, its peak memory
+  stays under ``--max-rss-mib``, the latency statistics stay plausible, and the neighbour gets
+  every frame (equal to offline, no flag).
+
+    python tools/fuzz_wire.py --messages 20000 --seed 1          # decoders and process
+    python tools/fuzz_wire.py --part extreme --messages 20000
     python tools/fuzz_wire.py --part process --messages 100000
 
 Exit status 0 when everything held, 1 otherwise; a JSON report is printed on stdout.
@@ -417,11 +426,142 @@ def fuzz_process(n: int, seed: int = 0, workdir=None, max_message_bytes: int = 6
     return report
 
 
+EXTREME_RATES = (5e-324, 1e-300, 0.01, 1.0, 999.999, 1000.0, 16000.0, 384000.0, 384000.5, 9.99e6)
+EXTREME_CHANNELS = (1, 2, 64, 65, 1000, 65535)
+
+
+def extreme_message(rng: random.Random, ids: int, max_message_bytes: int):
+    """One well-formed message of a hostile stream: a descriptor or data with extreme values."""
+    k = rng.randrange(ids)
+    sid, epoch = f"h{k}", (1, 2, 2**53 - 1)[k % 3]  # one epoch per id: its data reaches its descriptor
+    content = rng.choice(("audio", "features"))
+    channels = rng.choice(EXTREME_CHANNELS)
+    if rng.random() < 0.4:  # a descriptor: any channel count (nothing to carry)
+        d = wire.descriptor(sid, epoch, content, "float32", channels, 1.0)
+        d["rate"] = rng.choice(EXTREME_RATES)
+        return wire.encode(wire.Message(wire.DESC, sid, direction="in", epoch=epoch, meta=d))
+    # data inside --max-message-bytes (a larger frame is refused by libzmq, which drops the whole
+    # connection, the neighbour's messages with it: documented, and not what this part tests)
+    channels = min(channels, (max_message_bytes - 512) // 4)
+    rows = max(1, min(rng.choice((1, 8, 320, 4000)), (max_message_bytes - 512) // (4 * channels)))
+    big = (0, 1, 2**31, 2**62, 2**63 - 1)
+    t = rng.choice((-1e300, 1e300, 0.0, time.time() + 1e6, time.time() - 1e6, time.time()))
+    x = np.full((rows, channels), rng.choice((0.0, 1.0, -1.0, 3e38)), np.float32)
+    return wire.encode(wire.Message(wire.DATA, sid, direction="in", epoch=epoch, seq=rng.choice(big),
+                                    sample_index=rng.choice(big), t_capture=t, data=x))
+
+
+def _finite_json(line: str):
+    def no_constant(c):
+        raise ValueError(f"non-finite JSON {c}")
+
+    return json.loads(line, parse_constant=no_constant)
+
+
+def fuzz_extreme(n: int, seed: int = 0, workdir=None, ids: int = 5000, max_message_bytes: int = 65536,
+                 max_rss_mib: float = 1024.0, timeout: float = 120.0) -> dict:
+    """``n`` hostile messages (``extreme_message``) of up to ``ids`` stream ids and one neighbour audio
+    stream into a ``streamrnn stream`` subprocess; return a report (see module doc)."""
+    import zmq
+
+    import streamrnn
+    from streamrnn.audio.frontend import LogMel
+
+    rng = random.Random(seed)
+    work = Path(workdir or tempfile.mkdtemp(prefix="fuzzext_"))
+    fe = LogMel(n_mels=8)
+    model = streamrnn.Model.random("gru", input_size=fe.n_features, hidden_size=8, output_size=1,
+                                   activation="sigmoid", seed=seed, labels=["a"], frontend=fe.to_dict(), name="ext")
+    model.save(work / "ext.safetensors")
+    port = _free_port()
+    out_jsonl = work / "out.jsonl"
+    err = open(work / "stream.err", "w")
+    cmd = [sys.executable, "-m", "streamrnn", "stream", "--model", str(work / "ext.safetensors"),
+           "--source", f"zmq+pull://127.0.0.1:{port}", "--sink", f"jsonl:{out_jsonl}",
+           "--max-message-bytes", str(max_message_bytes), "--no-events", "--max-streams", "16"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}  # this tree
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=work, env=env)
+    report = {"messages": n, "ids": ids, "crashed": False}
+    x = (0.1 * np.random.default_rng(seed).standard_normal(320 * max(1, n // 20))).astype(np.float32)
+    try:
+        t_end = time.monotonic() + 60
+        while "streamrnn: streaming" not in (work / "stream.err").read_text():
+            if proc.poll() is not None or time.monotonic() > t_end:
+                raise RuntimeError(f"stream did not start:\n{(work / 'stream.err').read_text()}")
+            time.sleep(0.05)
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, -1)  # back-pressure, never a loss: the neighbour must get everything
+        push.connect(f"tcp://127.0.0.1:{port}")
+        push.send_multipart(wire.encode(wire.Message(wire.DESC, "good", direction="in", epoch=7,
+                                                     meta=wire.descriptor("good", 7, "audio", "float32", 1, 16000.0))))
+        blocks = x.size // 320
+        for i in range(n):
+            if i % 20 == 0 and i // 20 < blocks:
+                k = i // 20
+                push.send_multipart(wire.encode(wire.Message(
+                    wire.DATA, "good", direction="in", epoch=7, seq=k, sample_index=320 * k, t_capture=time.time(),
+                    data=x[320 * k:320 * (k + 1), None])))
+            else:
+                push.send_multipart(extreme_message(rng, ids, max_message_bytes))
+        push.send_multipart(wire.encode(wire.Message(wire.EOS, "good", direction="in", epoch=7, seq=blocks,
+                                                     sample_index=x.size, flags=wire.FLAG_END)))
+        push.close()
+        t_end = time.monotonic() + timeout
+        while not (out_jsonl.exists() and '"type":"eos","stream":"good"' in out_jsonl.read_text()):
+            if proc.poll() is not None:
+                report["crashed"] = True
+                break
+            if time.monotonic() > t_end:
+                raise RuntimeError("timeout waiting for the neighbour's end of stream")
+            time.sleep(0.05)
+        if proc.poll() is None:
+            status = Path(f"/proc/{proc.pid}/status")
+            if status.exists():
+                hwm = re.search(r"VmHWM:\s+(\d+) kB", status.read_text())
+                report["rss_peak_mib"] = round(int(hwm.group(1)) / 1024, 1) if hwm else None
+            proc.send_signal(signal.SIGINT)
+        report["exit_code"] = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err.close()
+    stderr = (work / "stream.err").read_text()
+    counters = parse_summary(stderr)
+    report["refused"] = counters.get("refused", {})
+    report["implausible_time"] = counters.get("implausible_time", {})
+    lat = re.search(r"max ([\d.e+-]+) ms over", stderr)
+    report["latency_max_ms"] = float(lat.group(1)) if lat else None
+    try:
+        recs = [_finite_json(line) for line in out_jsonl.read_text().splitlines()] if out_jsonl.exists() else []
+        report["finite_json"] = True
+    except ValueError:
+        recs, report["finite_json"] = [], False
+    good = [r for r in recs if r["type"] == "pred" and r["stream"] == "good"]
+    y = np.array([r["y"] for r in good], np.float32).reshape(-1, 1)
+    want = model.audio_stream(16000).push(x[:320 * blocks])
+    report["neighbour_rows"], report["neighbour_expected"] = int(len(y)), int(len(want))
+    report["neighbour_max_abs_error"] = float(np.abs(y - want).max()) if len(y) == len(want) and len(y) else None
+    report["neighbour_flags"] = sorted({f for r in good for f in r["flags"]})
+    report["traceback"] = "Traceback" in stderr
+    report["ok"] = bool(not report["crashed"] and report.get("exit_code") == 0 and not report["traceback"]
+                        and report["finite_json"] and report["neighbour_max_abs_error"] is not None
+                        and report["neighbour_max_abs_error"] <= 1e-5 and not report["neighbour_flags"]
+                        and (report.get("rss_peak_mib") or 0) <= max_rss_mib
+                        and (report["latency_max_ms"] is None or report["latency_max_ms"] < 3600e3))
+    if not report["ok"]:
+        report["stderr_tail"] = stderr[-2000:]
+    return report
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=5000, help="inputs per decoder, and messages to the process")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--part", choices=["all", "decoders", "process"], default="all")
+    ap.add_argument("--part", choices=["all", "decoders", "process", "extreme"], default="all",
+                    help="all: decoders and process; extreme: hostile values into a live server")
+    ap.add_argument("--ids", type=int, default=5000, help="extreme: distinct hostile stream ids")
+    ap.add_argument("--max-rss-mib", type=float, default=1024.0, help="extreme: peak memory allowed to the server")
     ap.add_argument("--max-message-bytes", type=int, default=65536)
     args = ap.parse_args(argv)
     out, ok = {}, True
@@ -433,6 +573,11 @@ def main(argv=None) -> int:
         p = fuzz_process(args.messages, args.seed, max_message_bytes=args.max_message_bytes)
         out["process"] = p
         ok &= p["ok"]
+    if args.part == "extreme":
+        e = fuzz_extreme(args.messages, args.seed, ids=args.ids, max_message_bytes=args.max_message_bytes,
+                         max_rss_mib=args.max_rss_mib)
+        out["extreme"] = e
+        ok &= e["ok"]
     out["ok"] = bool(ok)
     print(json.dumps(out, indent=1, default=str))
     return 0 if ok else 1

@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -38,7 +39,7 @@ import numpy as np
 from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError, InputError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
-from streamrnn.stats import Stats
+from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
 from streamrnn.transport.sources import Chunk, Source, new_epoch
 
@@ -48,6 +49,12 @@ STATS_STREAM = "_stats"  # reserved stream id of the process-wide stats messages
 # s of input a resampled stream keeps for snapshots: the pipeline takes none, so the least soxr allows
 # for a replay (exact restores at 44.1 kHz would keep ~5 s per stream: AudioStream's default)
 PIPELINE_HISTORY = 1.0
+# Plausible capture times (docs/operations.md, "Counters"): a t_capture more than CLOCK_SKEW s in the
+# future or more than MAX_AGE s in the past is counted in implausible_time[future|past] and left out
+# of the latency statistics (one bad clock must not poison p50/p99/max for the rest of the run).
+CLOCK_SKEW = 1.0
+MAX_AGE = 3600.0
+MAX_FRAME0 = 2**62  # a lost start's first frame, capped so output frame numbers fit the wire's uint64
 
 
 # Seconds of warm-up after which the user is told that the kernels are compiling (a warm
@@ -226,6 +233,7 @@ class StreamSlot:
     last_out: float = 0.0   # monotonic time of the last pred/data message
     last_in: float = field(default_factory=time.monotonic)  # monotonic time of the last input chunk
     last_ref_seq: int = 0
+    frame0: int = 0         # frame of the producer's clock the slot's first frame is (a lost start: > 0)
 
     def next_seq(self, kind: int) -> int:
         s = self.seqs[kind]
@@ -249,7 +257,7 @@ class Pipeline:
         self.slots: dict[str, StreamSlot] = {}
         self._readers_gone = False  # every sink's reader closed its pipe: stop quietly
         self._stats_seq = 0
-        self._bad_streams: set[str] = set()
+        self._bad_streams = RecentIds(1024)  # streams already named in the log (bounded)
         self._stats_epoch = new_epoch()
 
     # --- output ------------------------------------------------------------------------------
@@ -296,7 +304,7 @@ class Pipeline:
 
     def _send_desc(self, slot):
         self._emit(wire.Message(wire.DESC, slot.stream, epoch=slot.out_epoch,
-                                seq=slot.next_seq(wire.DESC), sample_index=slot.frames,
+                                seq=slot.next_seq(wire.DESC), sample_index=slot.frame0 + slot.frames,
                                 t_capture=slot.last_t_capture, meta=slot.out_desc))
 
     # --- streams -----------------------------------------------------------------------------
@@ -308,14 +316,20 @@ class Pipeline:
             proc = self.processor.open(ch.stream, ch.content, ch.rate, key[2])
         except StreamRNNError as e:
             self.stats.count("bad", "content")
-            if ch.stream not in self._bad_streams:
-                self._bad_streams.add(ch.stream)
+            if self._bad_streams.add(ch.stream):
                 log.warning("stream %s skipped: %s", ch.stream, e)
             return None
         pp = self.processor
         det = (EventDetector(pp.labels(pp.describe(proc)["n"]), pp.event_params, proc.frame_rate)
                if pp.event_params is not None else None)
         slot = StreamSlot(ch.stream, ch.epoch, key, proc, det)
+        if ch.sample_index > 0 or ch.seq > 0:
+            # The stream's start was lost (a subscription not yet live, this server restarted, an idle
+            # close): its state starts afresh mid-stream, so the first outputs carry reset (and the
+            # source's gap); outputs and events stay on the producer's sample clock: frame k of the
+            # slot is frame frame0 + k of the stream.
+            slot.frame0 = min(int(ch.sample_index * proc.frame_rate / ch.rate), MAX_FRAME0)
+            slot.pending_flags |= wire.FLAG_RESET
         slot.out_desc = self._make_out_desc(slot, ch)
         slot.last_t_capture = ch.t_capture
         self.slots[ch.stream] = slot
@@ -328,7 +342,7 @@ class Pipeline:
         if slot.detector is not None:
             self._send_events(slot, slot.detector.flush(), slot.last_t_capture)
         self._emit(wire.Message(wire.EOS, slot.stream, flags=wire.FLAG_END, epoch=slot.out_epoch,
-                                seq=slot.next_seq(wire.EOS), sample_index=slot.frames,
+                                seq=slot.next_seq(wire.EOS), sample_index=slot.frame0 + slot.frames,
                                 t_capture=slot.last_t_capture, ref_seq=slot.last_ref_seq))
         self.slots.pop(slot.stream, None)
         slot.proc.close()  # frees the stream's bank slot
@@ -337,6 +351,12 @@ class Pipeline:
     def _send_events(self, slot, events, t_capture):
         for ev in events:
             ev = dict(ev, stream=slot.stream)
+            if slot.frame0:  # on the producer's clock (a lost start)
+                ev["frame"] += slot.frame0
+                ev["time"] = ev["frame"] / slot.proc.frame_rate
+                if "start_frame" in ev:
+                    ev["start_frame"] += slot.frame0
+                    ev["start_time"] = ev["start_frame"] / slot.proc.frame_rate
             self._emit(wire.Message(wire.EVENT, slot.stream, epoch=slot.out_epoch,
                                     seq=slot.next_seq(wire.EVENT), sample_index=ev["frame"],
                                     t_capture=t_capture, meta=ev))
@@ -421,6 +441,8 @@ class Pipeline:
         # Capture time of the newest input row the last output row depends on.
         s_end = slot.proc.frame_end_sample(k0 + t - 1)
         t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
+        if not math.isfinite(t_cap):  # never publish a non-finite time (rates are bounded: cannot happen)
+            t_cap = ch.t_capture
         slot.last_t_capture = t_cap
         slot.frames += t
         # Look-ahead: the row computed at frame k answers for frame k - D, so it is reported with that
@@ -432,11 +454,15 @@ class Pipeline:
         y = y[skip:]
         kind = self.processor.kind
         m = wire.Message(kind, ch.stream, flags=slot.pending_flags, epoch=slot.out_epoch,
-                         seq=slot.next_seq(kind), sample_index=k0 + skip - delay, t_capture=t_cap,
+                         seq=slot.next_seq(kind), sample_index=slot.frame0 + k0 + skip - delay, t_capture=t_cap,
                          ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
         slot.pending_flags = 0
         self._emit(m)
-        self.stats.latency(m.t_send - t_cap)
+        lat = m.t_send - t_cap
+        if -CLOCK_SKEW <= lat <= MAX_AGE:
+            self.stats.latency(lat)
+        else:
+            self.stats.count("implausible_time", "future" if lat < 0 else "past")
         self.stats.add("frames_out", y.shape[0])
         slot.last_out = time.monotonic()
         if slot.detector is not None:
@@ -445,6 +471,8 @@ class Pipeline:
     # --- periodic --------------------------------------------------------------------------------
     def _periodic_desc(self):
         now = time.monotonic()
+        if self.config.idle_timeout:
+            self.source.reap_idle(self.config.idle_timeout)  # announced streams that never sent data
         for slot in list(self.slots.values()):
             if self.config.idle_timeout and now - slot.last_in >= self.config.idle_timeout:
                 # A producer gone without an end-of-stream: free its state; if it comes back
@@ -456,7 +484,7 @@ class Pipeline:
             self._send_desc(slot)
             if now - slot.last_out >= self.config.desc_interval:
                 self._emit(wire.Message(wire.HEARTBEAT, slot.stream, epoch=slot.out_epoch,
-                                        seq=slot.next_seq(wire.HEARTBEAT), sample_index=slot.frames,
+                                        seq=slot.next_seq(wire.HEARTBEAT), sample_index=slot.frame0 + slot.frames,
                                         t_capture=slot.last_t_capture))
 
     def stats_snapshot(self, roll=True) -> dict:

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.audio.checks import SAMPLE_RATE_RANGE
 from streamrnn.audio.files import AudioFile
 from streamrnn.config import StreamConfig
 from streamrnn.errors import AudioError, ConfigError, WireError
 from streamrnn.models import MODELS_DIR
-from streamrnn.stats import Stats
+from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
 from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
                                            parse_zmq_uri)
@@ -40,6 +41,37 @@ from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_m
 log = logging.getLogger(__name__)
 
 DEMO_NAMES = ("demo.flac", "demo.wav", "demo.ogg")
+
+# What one ZeroMQ stream's descriptor may ask of the server (docs/protocol.md, "Stream limits"):
+# outside these ranges the stream is refused (counted in refused[<reason>], named once in the log),
+# so a peer's numbers never decide a resampler's buffer or a non-finite time.
+AUDIO_RATE_RANGE = SAMPLE_RATE_RANGE      # Hz: what the front end and the resampler serve
+MAX_AUDIO_CHANNELS = 64                   # audio channels (downmixed to mono by the front end)
+FEATURE_RATE_RANGE = (0.01, 100000.0)     # frames/s of a features stream
+MAX_REMEMBERED_IDS = 1024                 # refused stream ids remembered (LRU), for counting and logging once
+REFUSED_NAMED_PER_10S = 20                # refused streams named in the log per 10 s (a flood of ids: counted only)
+
+
+def stream_limits_error(d: dict) -> tuple[str, str] | None:
+    """(reason, message) if a well-formed descriptor ``d`` asks for more than the server serves, else None.
+
+    >>> stream_limits_error({"content": "audio", "rate": 1e-300, "channels": 1})[0]
+    'rate'
+    >>> stream_limits_error({"content": "audio", "rate": 16000.0, "channels": 2}) is None
+    True
+    """
+    rate, ch = float(d["rate"]), int(d["channels"])
+    if d["content"] == "audio":
+        lo, hi = AUDIO_RATE_RANGE
+        if not lo <= rate <= hi:
+            return "rate", f"audio rate {rate:g} Hz is outside {lo}-{hi} Hz"
+        if ch > MAX_AUDIO_CHANNELS:
+            return "channels", f"{ch} audio channels is above the limit of {MAX_AUDIO_CHANNELS}"
+    else:
+        lo, hi = FEATURE_RATE_RANGE
+        if not lo <= rate <= hi:
+            return "rate", f"feature rate {rate:g} frames/s is outside {lo:g}-{hi:g} frames/s"
+    return None
 
 
 def new_epoch() -> int:
@@ -93,6 +125,10 @@ class Source:
     def forget(self, stream: str) -> None:
         """Drop what the source keeps about ``stream`` (the pipeline closed it as idle); if it sends
         again, it starts afresh.  Single-stream sources keep nothing."""
+
+    def reap_idle(self, timeout: float) -> int:
+        """Forget streams announced but silent for ``timeout`` s; returns how many (none here)."""
+        return 0
 
     def describe(self) -> str:
         return type(self).__name__
@@ -505,6 +541,8 @@ class _InStream:
     epoch: int | None = None
     next_seq: int | None = None
     next_index: int | None = None
+    last_seen: float = field(default_factory=time.monotonic)  # monotonic time of its last message
+    had_data: bool = False
 
 
 class ZmqSource(ZmqSocketOwner, Source):
@@ -532,6 +570,8 @@ class ZmqSource(ZmqSocketOwner, Source):
             msgs_per_second = 25.0 * max(4, self.max_streams)
         self.hwm = hwm_messages(msgs_per_second, hwm_seconds)
         self.table: dict[str, _InStream] = {}
+        self.refused = RecentIds(MAX_REMEMBERED_IDS)  # ids whose descriptor was refused (bounded)
+        self._named = deque(maxlen=REFUSED_NAMED_PER_10S)  # monotonic times of the last refused-stream lines
         self._ctx = self._sock = self._poller = None
 
     def open(self):
@@ -573,19 +613,25 @@ class ZmqSource(ZmqSocketOwner, Source):
 
     def _accept(self, m: wire.Message) -> Chunk | None:
         st = self.table.get(m.stream)
+        if m.kind == wire.DESC and m.meta.get("content") in ("audio", "features"):
+            why = stream_limits_error(m.meta)
+            if why is not None:
+                return self._refuse(m.stream, *why)
+            self.refused.discard(m.stream)
         if st is None:
             # Only a descriptor opens a stream, so stray data cannot fill the table.
             if m.kind == wire.DATA:
-                self.stats.count("drops", "no_descriptor")
+                self.stats.count("drops", "refused" if m.stream in self.refused else "no_descriptor")
             if m.kind != wire.DESC:
                 return None
-            if len(self.table) >= self.max_streams:
+            if len(self.table) >= self.max_streams and not self._reclaim_one():
                 self.stats.count("drops", "max_streams")
                 self._warn_full(f"stream {m.stream!r} refused: {len(self.table)} streams are open, the "
                                 f"limit is max_streams={self.max_streams} (--max-streams); counted in "
                                 f"drops.max_streams")
                 return None
             st = self.table[m.stream] = _InStream()
+        st.last_seen = time.monotonic()
         if m.kind == wire.DESC:
             d = m.meta
             if d.get("content") not in ("audio", "features"):
@@ -606,12 +652,18 @@ class ZmqSource(ZmqSocketOwner, Source):
                 self.stats.count("bad", "mismatch")
                 return None
             flags = m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET)
-            if st.next_seq is not None and m.seq != st.next_seq:
+            # The first message seen of an epoch starts at seq 0 and sample 0; a later one means the
+            # start was lost (a subscription not yet live, a restart of this server): a gap too.
+            if m.seq != (0 if st.next_seq is None else st.next_seq):
                 self.stats.count("gaps", "seq")
                 flags |= wire.FLAG_GAP
-            if st.next_index is not None and m.sample_index != st.next_index:
+            want = 0 if st.next_index is None else st.next_index
+            if m.sample_index != want:
                 self.stats.count("gaps", "sample_index")
+                if m.sample_index > want:
+                    self.stats.add("gap_samples", m.sample_index - want)
                 flags |= wire.FLAG_GAP
+            st.had_data = True
             st.next_seq, st.next_index = m.seq + 1, m.sample_index + m.data.shape[0]
             end = bool(m.flags & wire.FLAG_END)
             if end:
@@ -630,6 +682,42 @@ class ZmqSource(ZmqSocketOwner, Source):
     def forget(self, stream: str) -> None:
         """Drop what is known of ``stream`` (its data is used again after its next descriptor)."""
         self.table.pop(stream, None)
+
+    def reap_idle(self, timeout: float) -> int:
+        """Forget the streams without a message for ``timeout`` s that never sent data (the
+        pipeline closes those with data itself); counted in ``closed[no_data]``.  Returns how many."""
+        now = time.monotonic()
+        gone = [k for k, st in self.table.items() if not st.had_data and now - st.last_seen >= timeout]
+        for k in gone:
+            del self.table[k]
+        if gone:
+            self.stats.count("closed", "no_data", len(gone))
+        return len(gone)
+
+    def _reclaim_one(self) -> bool:
+        """The table is full: forget the least recently seen stream that never sent data (counted in
+        ``closed[no_data]``), so descriptors alone never lock out a live stream.  False if none."""
+        idle = [(st.last_seen, k) for k, st in self.table.items() if not st.had_data]
+        if not idle:
+            return False
+        del self.table[min(idle)[1]]
+        self.stats.count("closed", "no_data")
+        return True
+
+    def _refuse(self, stream: str, reason: str, msg: str) -> None:
+        """A descriptor asks for more than the server serves: refuse the stream (its later data is
+        counted in ``drops[refused]``), count ``refused[reason]``, name it once in the log."""
+        self.stats.count("refused", reason)
+        self.table.pop(stream, None)
+        if self.refused.add(stream):
+            now = time.monotonic()
+            if len(self._named) < self._named.maxlen or now - self._named[0] >= 10.0:
+                self._named.append(now)
+                log.warning("stream %r refused: %s (counted in refused.%s)", stream, msg, reason)
+            else:
+                self._warn_full(f"more streams refused than are named in the log ({REFUSED_NAMED_PER_10S} per "
+                                f"10 s); every one is counted in refused.<reason>")
+        return None
 
 
 

@@ -115,6 +115,14 @@ class Peer:
         self.s.close()
 
 
+def serve(tmp_path, servers, model_path, *extra):
+    """A server on a fresh loopback port (stopped by the ``servers`` fixture) and a producer connected to it."""
+    port = free_port()
+    srv = Server(tmp_path, model_path, port, *extra)
+    servers.append(srv)
+    return srv, Peer(port)
+
+
 def preds(recs, stream):
     return [r for r in recs if r["type"] == "pred" and r["stream"] == stream]
 
@@ -153,10 +161,7 @@ def wait_records(srv, stream, n, timeout=30):
 # --- items 1, 2: absurd rates and channels ------------------------------------------------------------
 def test_absurd_audio_descriptors_are_refused_by_reason_and_the_neighbour_loses_nothing(tmp_path, models, servers):
     path, model = models["audio"]
-    port = free_port()
-    srv = Server(tmp_path, path, port)
-    servers.append(srv)
-    peer = Peer(port)
+    srv, peer = serve(tmp_path, servers, path)
     x = (0.1 * np.random.default_rng(0).standard_normal(2 * SR)).astype(np.float32)  # the neighbour: 2 s
     bad = {"r1e-300": (1, 1e-300, 3), "r1": (1, 1.0, 5), "r0.01": (1, 0.01, 2), "r400k": (1, 400000.0, 3),
            "ch1000": (1000, 16000.0, 3)}
@@ -185,10 +190,7 @@ def test_absurd_audio_descriptors_are_refused_by_reason_and_the_neighbour_loses_
 
 def test_a_features_stream_at_a_denormal_rate_is_refused_and_every_json_line_is_finite(tmp_path, models, servers):
     path, model = models["feat"]
-    port = free_port()
-    srv = Server(tmp_path, path, port)
-    servers.append(srv)
-    peer = Peer(port)
+    srv, peer = serve(tmp_path, servers, path)
     x = np.random.default_rng(1).standard_normal((200, 4)).astype(np.float32)
     peer.desc("tiny", 1, "features", 4, 5e-324)
     peer.desc("good", 2, "features", 4, 100.0)
@@ -209,10 +211,7 @@ def test_a_features_stream_at_a_denormal_rate_is_refused_and_every_json_line_is_
 @pytest.mark.parametrize("idle", [None, "1"])
 def test_descriptors_without_data_never_lock_out_a_live_stream(tmp_path, models, servers, idle):
     path, model = models["feat"]
-    port = free_port()
-    srv = Server(tmp_path, path, port, "--max-streams", "8", *(["--idle-timeout", idle] if idle else []))
-    servers.append(srv)
-    peer = Peer(port)
+    srv, peer = serve(tmp_path, servers, path, "--max-streams", "8", *(["--idle-timeout", idle] if idle else []))
     for k in range(64):
         peer.desc(f"ghost{k}", 1, "features", 4, 100.0)
     if idle:
@@ -236,10 +235,7 @@ def test_descriptors_without_data_never_lock_out_a_live_stream(tmp_path, models,
 # --- item 4: implausible capture times ---------------------------------------------------------------
 def test_implausible_capture_times_are_counted_and_left_out_of_latency(tmp_path, models, servers):
     path, _ = models["feat"]
-    port = free_port()
-    srv = Server(tmp_path, path, port)
-    servers.append(srv)
-    peer = Peer(port)
+    srv, peer = serve(tmp_path, servers, path)
     x = np.ones((4, 4), np.float32)
     peer.desc("s", 1, "features", 4, 100.0)
     times = [None] * 10 + [-1e300, 1e300, time.time() + 3600 * 24, time.time() - 7200] + [None] * 10
@@ -256,10 +252,7 @@ def test_implausible_capture_times_are_counted_and_left_out_of_latency(tmp_path,
 # --- item 6: a lost start -------------------------------------------------------------------------------
 def test_a_lost_start_is_flagged_counted_and_stays_on_the_producer_clock(tmp_path, models, servers):
     path, model = models["feat"]
-    port = free_port()
-    srv = Server(tmp_path, path, port)
-    servers.append(srv)
-    peer = Peer(port)
+    srv, peer = serve(tmp_path, servers, path)
     x = np.random.default_rng(3).standard_normal((100, 4)).astype(np.float32)
     peer.desc("late", 9, "features", 4, 100.0)
     for i in range(15, 25):  # the first 15 messages (150 frames = 1.5 s) were lost upstream

@@ -55,6 +55,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- generators -----------------------------------------------------------------------------------
+def wait_for_line(proc, path: Path, marker: str, timeout: float, report: dict, what: str) -> None:
+    """Wait until ``path`` holds ``marker`` (the server wrote it), or the server died (report["crashed"])."""
+    t_end = time.monotonic() + timeout
+    while not (path.exists() and marker in path.read_text()):
+        if proc.poll() is not None:
+            report["crashed"] = True
+            return
+        if time.monotonic() > t_end:
+            raise RuntimeError(f"timeout waiting for {what}")
+        time.sleep(0.05)
+
+
 def valid_messages(rng: random.Random):
     """A few valid messages of every kind (frames), as mutation seeds."""
     ep = rng.randrange(1, 2**53)
@@ -385,14 +397,7 @@ def fuzz_process(n: int, seed: int = 0, workdir=None, max_message_bytes: int = 6
         push.send_multipart(wire.encode(wire.Message(wire.EOS, "z", direction="in", epoch=epoch, flags=wire.FLAG_END)))
         push.close()
         # the end-of-stream line appears once everything before it was processed
-        t_end = time.monotonic() + timeout
-        while not (out_jsonl.exists() and '"type":"eos"' in out_jsonl.read_text()):
-            if proc.poll() is not None:
-                report["crashed"] = True
-                break
-            if time.monotonic() > t_end:
-                raise RuntimeError("timeout waiting for the end of stream")
-            time.sleep(0.05)
+        wait_for_line(proc, out_jsonl, '"type":"eos"', timeout, report, "the end of stream")
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         report["exit_code"] = proc.wait(30)
@@ -506,14 +511,7 @@ def fuzz_extreme(n: int, seed: int = 0, workdir=None, ids: int = 5000, max_messa
         push.send_multipart(wire.encode(wire.Message(wire.EOS, "good", direction="in", epoch=7, seq=blocks,
                                                      sample_index=x.size, flags=wire.FLAG_END)))
         push.close()
-        t_end = time.monotonic() + timeout
-        while not (out_jsonl.exists() and '"type":"eos","stream":"good"' in out_jsonl.read_text()):
-            if proc.poll() is not None:
-                report["crashed"] = True
-                break
-            if time.monotonic() > t_end:
-                raise RuntimeError("timeout waiting for the neighbour's end of stream")
-            time.sleep(0.05)
+        wait_for_line(proc, out_jsonl, '"type":"eos","stream":"good"', timeout, report, "the neighbour's end of stream")
         if proc.poll() is None:
             status = Path(f"/proc/{proc.pid}/status")
             if status.exists():

@@ -392,7 +392,7 @@ class LogMel:
         t = self.n_frames_for(len(x))
         data = np.empty(len(x))  # float64 samples after the NaN/Inf check and pre-emphasis
         state = np.zeros(1 + self.win_length)  # a fresh stream's state
-        bad = _push_kernel(x, zero, state, 0, 0, t, self.hop_length, self.preemphasis, data)
+        bad = _push_kernel(x, zero, state, 0, 0, t, self.hop_length, self.preemphasis, data)[0]
         if bad and not zero:
             raise nonfinite_error(x, "signal")
         return self._run(data, t)
@@ -405,12 +405,13 @@ class LogMel:
         NaN/Inf raise AudioError, or with ``nonfinite="zero"`` become 0 and are
         counted in ``n_nonfinite``.
         """
-        out, bad = self._push(block, nonfinite, "block")
+        out, bad, _ = self._push(block, nonfinite, "block")
         self.n_nonfinite += bad
         return out
 
     def _push(self, block, nonfinite: str, what: str):
-        """``push`` without touching ``n_nonfinite``: returns (frames, NaN/Inf samples replaced).
+        """``push`` without touching ``n_nonfinite``: returns (frames, NaN/Inf samples replaced, the
+        block's peak |sample|).
 
         Two kernel calls do the work (``_push_kernel``: check, convert, pre-emphasise,
         keep the tail; then the frames kernel): the per-push Python work is a few checks
@@ -433,7 +434,8 @@ class LogMel:
             data = np.empty(total)
             if total <= _MAX_KEPT_DATA:
                 _local.data = data
-        bad = _push_kernel(block, zero, self._state, n_left, self._skip, t, self.hop_length, self.preemphasis, data)
+        bad, peak = _push_kernel(block, zero, self._state, n_left, self._skip, t, self.hop_length, self.preemphasis,
+                                 data)
         if bad and not zero:  # the kernel changed nothing
             raise nonfinite_error(block, what)
         out = np.empty((t, self._tables.n_out), dtype=np.float32)
@@ -448,7 +450,7 @@ class LogMel:
             self._skip -= k
             self._n_left = total - used
         self.n_frames += t
-        return out, bad
+        return out, bad, peak
 
     def reset(self) -> None:
         """Forget leftover samples and pre-emphasis state; frame count back to 0."""

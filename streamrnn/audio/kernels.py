@@ -324,7 +324,8 @@ def all_finite(x):
 
 @njit(cache=True, error_model="numpy")
 def _push_kernel(block, zero_bad, state, n_left, skip, t, hop, a, data):
-    """A ``LogMel.push`` up to the frames: check, convert, pre-emphasise; returns the NaN/Inf count.
+    """A ``LogMel.push`` up to the frames: check, convert, pre-emphasise; returns (the NaN/Inf
+    count, the block's peak |sample| over its finite samples, 0.0 when empty).
 
     block (n,) float32/float64, C-contiguous.  state (1 + win,) float64 = [prev, the n_left
     leftover samples (already pre-emphasised)...]; n_left, skip as in ``LogMel``; t the
@@ -339,8 +340,13 @@ def _push_kernel(block, zero_bad, state, n_left, skip, t, hop, a, data):
     compile per block dtype, to save one 0.7 us dispatch.)
     """
     n = block.shape[0]
+    peak = 0.0  # what FeatureStream's float-range check needs, here instead of two NumPy passes
+    for i in range(n):
+        v = abs(np.float64(block[i]))
+        if v > peak:
+            peak = v
     if n == 0:
-        return 0
+        return 0, peak
     k = min(skip, n)  # samples no frame uses (hop > win)
     m = n - k  # new samples that go into the frame data
     total = n_left + m
@@ -371,7 +377,7 @@ def _push_kernel(block, zero_bad, state, n_left, skip, t, hop, a, data):
     for i in range(k):  # skipped samples are checked too (and count), as in compute
         n_bad += not math.isfinite(block[i])
     if n_bad and not zero_bad:
-        return n_bad
+        return n_bad, peak
     if n_bad:  # NaN/Inf to zero (rare): again, one sample at a time
         if not math.isfinite(prev):
             prev = 0.0
@@ -394,4 +400,4 @@ def _push_kernel(block, zero_bad, state, n_left, skip, t, hop, a, data):
         kept = state[1:1 + total - used]
         for i in range(total - used):
             kept[i] = rest[i]
-    return n_bad
+    return n_bad, peak

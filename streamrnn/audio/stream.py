@@ -103,23 +103,22 @@ class FeatureStream:
 
         Float blocks whose peak is beyond ``FLOAT_PEAK_LIMIT`` are processed as they are, counted
         in ``n_out_of_range`` and warned about once per stream (float audio belongs in [-1, 1])."""
-        if type(samples) is np.ndarray:
-            peak = out_of_range_peak(samples)
-            if peak:
-                if not self.n_out_of_range:
-                    log.warning("float samples peak at %.4g, far outside [-1, 1] (limit %g): int16-scale audio "
-                                "sent as float? Divide by 32768. Such blocks are counted, not logged again",
-                                peak, FLOAT_PEAK_LIMIT)
-                self.n_out_of_range += 1
         if self.resampler is None and type(samples) is np.ndarray:
             if samples.ndim == 2 and samples.shape[1] == 1:
                 samples = samples[:, 0]  # mono as (n, 1), the wire's layout: a view, no copy
             if samples.ndim == 1:
                 # the common case (mono at the front end's rate): the front end's kernel checks,
-                # converts and pre-emphasises; NaN/Inf are counted here, not in the front end
-                y, bad = self.frontend._push(samples, self.nonfinite, "samples")
+                # converts and pre-emphasises and measures the peak (float input; int16 arrives
+                # scaled into range); NaN/Inf are counted here, not in the front end
+                y, bad, peak = self.frontend._push(samples, self.nonfinite, "samples")
                 self.n_nonfinite += bad
+                if peak > FLOAT_PEAK_LIMIT and samples.dtype.kind == "f":
+                    self._out_of_range(peak)
                 return y
+        if type(samples) is np.ndarray:
+            peak = out_of_range_peak(samples)
+            if peak:
+                self._out_of_range(peak)
         x = as_signal(samples, "samples", allow_2d=True)
         x, bad = fix_nonfinite(x, self.nonfinite, "samples")  # before soxr: NaN would spoil its state
         self.n_nonfinite += bad
@@ -127,6 +126,13 @@ class FeatureStream:
         if self.resampler is not None:
             x = self.resampler.push(x)
         return self.frontend._push(x, "error", "samples")[0]
+
+    def _out_of_range(self, peak: float) -> None:
+        if not self.n_out_of_range:
+            log.warning("float samples peak at %.4g, far outside [-1, 1] (limit %g): int16-scale audio "
+                        "sent as float? Divide by 32768. Such blocks are counted, not logged again",
+                        peak, FLOAT_PEAK_LIMIT)
+        self.n_out_of_range += 1
 
     def reset(self) -> None:
         """Back to the start of a new signal (resampler, leftover samples, counters)."""

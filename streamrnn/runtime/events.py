@@ -127,8 +127,12 @@ class Hysteresis:
 
     def push(self, probs) -> list[dict]:
         """Advance by one probability (per column) per frame; returns the events decided on these frames."""
-        y = np.asarray(probs, dtype=np.float64)
-        y = np.ascontiguousarray(y.reshape(-1, 1) if y.ndim == 1 else y)
+        y = probs
+        if not (type(y) is np.ndarray and y.ndim == 2 and y.dtype.char in "fd" and y.flags.c_contiguous):
+            # a model's float32 rows go in as they are (the kernel compares them in float64: the same
+            # decisions and peaks as converting first, without a copy per block)
+            y = np.asarray(probs, dtype=np.float64)
+            y = np.ascontiguousarray(y.reshape(-1, 1) if y.ndim == 1 else y)
         if y.shape[1] != self.n_labels:
             raise ValueError(f"expected {self.n_labels} probability column(s), got shape {y.shape}")
         cap = y.shape[0] * self.n_labels  # at most one event per column per frame

@@ -161,3 +161,84 @@ def test_public_names():
     for name in ("run_stream", "run_features", "StreamConfig", "EventParams", "EventDetector", "AudioBank",
                  "AudioStream", "StreamIdError", "StreamExistsError"):
         assert getattr(streamrnn, name) is not None and name in streamrnn.__all__
+
+
+@pytest.mark.parametrize("fe", [LogMel(), LogMel(n_fft=400, win_length=400, hop_length=160),
+                                LogMel(n_fft=256, win_length=200, hop_length=300)],
+                         ids=["fft", "dft", "hop_over_win"])
+def test_feature_bank_equals_one_feature_stream_per_id_bit_for_bit(speech, fe):
+    """Every entry (push_rows, push_many, push_one), interleaved blocks of random sizes (some empty)
+    in float32, float64 and int16: each stream's frames are exactly its own FeatureStream's, for the
+    FFT and the direct-DFT kernel and a hop longer than the window (skipped samples)."""
+    from streamrnn.audio.stream import FeatureBank, FeatureStream
+
+    x16 = Resampler(speech[1], 16000).push(speech[0])[:32000]
+    fb = FeatureBank(fe, capacity=8)
+    ids = ["a", "b", "c", "d"]
+    alone = {}
+    for k, sid in enumerate(ids):
+        fb.open(sid)
+        alone[sid] = FeatureStream(fe.to_dict(), 16000)
+    pos = dict.fromkeys(ids, 0)
+    got = {sid: [] for sid in ids}
+    want = {sid: [] for sid in ids}
+    rng = np.random.default_rng(4)
+    for rnd in range(40):
+        blocks = {}
+        for k, sid in enumerate(ids):
+            if rng.random() < 0.2:
+                continue
+            n = int(rng.integers(0, 1200))
+            v = x16[(pos[sid] + 997 * k) % 20000:][:n] * (0.5 + 0.1 * k)
+            pos[sid] += n
+            blocks[sid] = ((v * 32767).astype(np.int16) if k == 3 else v.astype(np.float64) if k == 2
+                           else v.astype(np.float32))
+        entry = rnd % 3
+        if entry == 0:
+            out = fb.push_many(blocks)
+        elif entry == 1 and blocks and all(b.dtype == np.float32 for b in blocks.values()):
+            offs = np.r_[0, np.cumsum([len(b) for b in blocks.values()])].astype(np.int64)
+            frames, fo = fb.push_rows(np.array([fb.slot(s) for s in blocks], np.int64),
+                                      np.concatenate(list(blocks.values())), offs)
+            out = {s: frames[fo[i]:fo[i + 1]] for i, s in enumerate(blocks)}
+        else:
+            out = {s: fb.push_one(fb.slot(s), np.ascontiguousarray(b if b.dtype.kind == "f" else b / 32768.0))
+                   for s, b in blocks.items()}
+        for sid, b in blocks.items():
+            got[sid].append(out[sid])
+            want[sid].append(alone[sid].push(b))
+    for sid in ids:
+        g, w = np.concatenate(got[sid]), np.concatenate(want[sid])
+        assert g.shape[0] > 50 and np.array_equal(g, w), sid
+        assert fb.n_frames[fb.slot(sid)] == g.shape[0]
+
+
+def test_feature_bank_verbs_and_bad_samples():
+    from streamrnn.audio.stream import FeatureBank
+
+    fb = FeatureBank(LogMel(), capacity=2)
+    fb.open("a")
+    fb.open("b")
+    with pytest.raises(StreamExistsError):
+        fb.open("a")
+    with pytest.raises(CapacityError, match="full"):
+        fb.open("c")
+    with pytest.raises(StreamIdError, match="'zz' is not open"):
+        fb.push_many({"zz": np.zeros(10, np.float32)})
+    fb.push_many({"a": np.full(700, 0.1, np.float32), "b": np.full(500, 0.2, np.float32)})
+    before = fb.states.copy(), fb.n_left.copy(), fb.n_frames.copy()
+    bad = np.zeros(900, np.float32)
+    bad[5] = np.nan
+    with pytest.raises(streamrnn.AudioError, match="stream 'b'.*1 NaN/Inf"):
+        fb.push_many({"a": np.zeros(900, np.float32), "b": bad})
+    with pytest.raises(streamrnn.AudioError, match="1 NaN/Inf"):
+        fb.push_one(fb.slot("b"), bad)
+    with pytest.raises(streamrnn.AudioError, match="mono"):
+        fb.push_many({"a": np.zeros((900, 2), np.float32)})
+    after = fb.states, fb.n_left, fb.n_frames
+    assert all(np.array_equal(u, v) for u, v in zip(before, after))  # nothing was computed
+    fb.reset("a")
+    assert fb.n_frames[fb.slot("a")] == 0 and not fb.states[fb.slot("a")].any()
+    fb.close("a")
+    fb.open("c")  # the freed row is reused
+    assert len(fb) == 2 and "a" not in fb

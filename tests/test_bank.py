@@ -167,3 +167,54 @@ def test_push_block_bad_input_is_a_clear_error_and_changes_nothing():
     y = bank.push_block(slots, x)
     assert np.array_equal(y[0], m.forward(x[0])) and np.array_equal(y[1], m.forward(x[1]))
     assert list(bank.n_frames[slots]) == [3, 3]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_push_rows_equals_lone_streams_with_empty_and_uneven_streams(threads):
+    """The concatenated-rows entry (what the pipeline's FeatureBank output goes into): lanes with
+    different row counts, some with none, out of slot order, across lane groups: bit-identical to
+    lone streams, and the frame counts advance by each stream's rows."""
+    m = streamrnn.Model.random("gru", input_size=13, hidden_size=19, num_layers=2, output_size=2,
+                               activation="sigmoid", seed=6)
+    bank = m.bank(32, threads=threads)
+    bank._group = 4
+    ids = [f"s{i}" for i in range(10)]
+    streams = {}
+    for i in ids:
+        bank.open(i)
+        streams[i] = m.stream()
+    rng = np.random.default_rng(3)
+    for rnd in range(4):
+        live = list(rng.permutation(ids))
+        lens = rng.integers(0, 6, len(live))
+        offs = np.r_[0, np.cumsum(lens)].astype(np.int64)
+        x = rng.standard_normal((int(offs[-1]), 13)).astype(np.float32)
+        y = bank.push_rows(bank.slots(live), x, offs)
+        assert y.shape == (offs[-1], 2)
+        for k, i in enumerate(live):
+            assert np.array_equal(y[offs[k]:offs[k + 1]], streams[i].push(x[offs[k]:offs[k + 1]])), (rnd, i)
+    for i in ids:
+        assert bank.snapshot(i)["n_frames"] == streams[i].n_frames
+        assert np.array_equal(bank.snapshot(i)["h"], streams[i].snapshot()["h"])
+
+
+def test_push_rows_bad_input_is_a_clear_error_and_changes_nothing():
+    m = small_model("gru")
+    bank = m.bank(4)
+    for sid in ("a", "b"):
+        bank.open(sid)
+    h0 = bank.h.copy()
+    x = frames(6)
+    with pytest.raises(ValueError, match="offs must rise from 0 to len\\(x\\)=6 in 3 steps"):
+        bank.push_rows(bank.slots(["a", "b"]), x, np.array([0, 2, 5]))
+    with pytest.raises(ValueError, match="slots repeat a stream"):
+        bank.push_rows(np.array([0, 0]), x, np.array([0, 3, 6]))
+    with pytest.raises(KeyError, match="slot 3 is not an open stream"):
+        bank.push_rows(np.array([0, 3]), x, np.array([0, 3, 6]))
+    with pytest.raises(streamrnn.ShapeError, match=r"shape \(N, 5\)"):
+        bank.push_rows(bank.slots(["a", "b"]), np.zeros((6, 4), np.float32), np.array([0, 3, 6]))
+    bad = x.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(streamrnn.InputError, match="stream 'b'"):
+        bank.push_rows(bank.slots(["a", "b"]), bad, np.array([0, 3, 6]))
+    assert np.array_equal(bank.h, h0) and not bank.n_frames.any()

@@ -401,3 +401,44 @@ def _push_kernel(block, zero_bad, state, n_left, skip, t, hop, a, data):
         for i in range(total - used):
             kept[i] = rest[i]
     return n_bad, peak
+
+
+@njit(cache=True, error_model="numpy")
+def _push_many_kernel(x, offs, slots, states, n_left, skip, t, fo, hop, a, use_fft, itab, ftab, data, scratch,
+                      out, bad, peak):
+    """Many streams' ``LogMel.push`` in one call: the front ends of a bank (``FeatureBank``).
+
+    x (N,) float32/float64: the n streams' new samples one after the other, stream i owning
+    x[offs[i]:offs[i+1]]; slots (n,) their rows of the per-stream state: states (capacity, 1 + win)
+    float64 (``LogMel``'s ``_state``), n_left and skip (capacity,) int64, all updated in place.
+    t (n,) the frames each stream's samples complete (``FeatureBank`` computes them: the same
+    arithmetic as ``LogMel._push``); stream i's frames go to out[fo[i]:fo[i+1]] (fo (n+1,)).
+    data: room for the largest n_left + new samples (float64); scratch: the frames kernel's.
+    bad (n,) gets each stream's NaN/Inf count (such a stream is left untouched, its rows
+    unwritten), peak (n,) each block's peak |sample|.  Each stream goes through exactly the
+    operations of its own ``LogMel.push``: its frames are bit-identical.
+    """
+    for i in range(slots.shape[0]):
+        r = slots[i]
+        block = x[offs[i]:offs[i + 1]]
+        nl = n_left[r]
+        k = min(skip[r], block.shape[0])
+        total = nl + block.shape[0] - k
+        nb, pk = _push_kernel(block, False, states[r], nl, skip[r], t[i], hop, a, data)
+        bad[i], peak[i] = nb, pk
+        if nb:
+            continue
+        ti = t[i]
+        if ti:
+            o = out[fo[i]:fo[i + 1]]
+            if use_fft:
+                _frames_kernel(data, ti, itab, ftab, scratch, o)
+            else:
+                _dft_frames_kernel(data, ti, itab, ftab, scratch, o)
+        used = ti * hop
+        if used > total:
+            skip[r] = used - total
+            n_left[r] = 0
+        else:
+            skip[r] -= k
+            n_left[r] = total - used

@@ -23,10 +23,11 @@ import math
 
 import numpy as np
 
-from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite
-from streamrnn.audio.frontend import as_frontend
+from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite, nonfinite_error
+from streamrnn.audio.frontend import _scratch, as_frontend
+from streamrnn.audio.kernels import _frames_kernel, _push_many_kernel, all_finite
 from streamrnn.audio.resample import Resampler, downmix
-from streamrnn.errors import AudioError, ConfigError, SnapshotError, StreamIdError
+from streamrnn.errors import AudioError, CapacityError, ConfigError, SnapshotError, StreamExistsError, StreamIdError
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
 FLOAT_PEAK_LIMIT = 4.0  # |sample| of float input: 12 dB above full scale is no clipping accident
@@ -353,3 +354,171 @@ class AudioBank:
         self.bank.snapshot(sid)  # StreamIdError for an unknown id
         _restore_pair(self.features[sid], lambda s: self.bank.restore(sid, s), lambda: self.bank.snapshot(sid),
                       snap, "AudioBank")
+
+
+class FeatureBank:
+    """The front ends of many mono streams at the front end's own rate, their carried state (leftover
+    samples, pre-emphasis) in one array, advanced in one kernel call: what a stream server runs on
+    every tick, instead of one ``FeatureStream.push`` (two kernel calls and their Python) per stream.
+
+    ``push_rows(slots, x, offs)`` is the array entry (stream i, at row ``slots[i]`` from ``slot(id)``,
+    owns the samples x[offs[i]:offs[i+1]]); ``push_many({id: samples (n,)})`` the dict one.  A
+    stream's frames are bit-identical to its own ``FeatureStream``/``LogMel.push`` of the same
+    samples, whatever the chunking.  Streams ``open``, ``close``, ``reset`` at any time
+    (StreamExistsError, StreamIdError, CapacityError as ``Bank``'s).  Resampled or multi-channel
+    streams need a ``FeatureStream`` each.
+
+    >>> import numpy as np
+    >>> from streamrnn.audio import LogMel
+    >>> fb = FeatureBank(LogMel(), capacity=4)
+    >>> fb.open("a"); fb.open("b")
+    >>> out = fb.push_many({"a": np.zeros(1600, np.float32), "b": np.zeros(320, np.float32)})
+    >>> out["a"].shape, out["b"].shape
+    ((8, 40), (0, 40))
+    """
+
+    MAX_CAPACITY = 1 << 20  # as Bank's; (capacity, 1 + win_length) float64 are allocated up front
+
+    def __init__(self, frontend, capacity: int):
+        fe = as_frontend(frontend)
+        if not isinstance(capacity, (int, np.integer)) or not 1 <= capacity <= self.MAX_CAPACITY:
+            raise CapacityError(f"capacity must be an integer in [1, {self.MAX_CAPACITY}], got {capacity!r}")
+        self.frontend, self.capacity = fe, int(capacity)
+        self.sample_rate, self.frame_rate, self.n_features = fe.sample_rate, fe.frame_rate, fe.n_features
+        self._win, self._hop = fe.win_length, fe.hop_length
+        self.states = np.zeros((self.capacity, 1 + self._win))  # (capacity, 1 + win): LogMel's _state per row
+        self.n_left = np.zeros(self.capacity, np.int64)
+        self.skip = np.zeros(self.capacity, np.int64)
+        self.n_frames = np.zeros(self.capacity, np.int64)
+        self._warned = np.zeros(self.capacity, bool)  # the float-range warning, once per stream
+        self._slot: dict = {}
+        self._free = list(range(self.capacity - 1, -1, -1))
+        self._data = np.empty(0)  # frame data of the longest stream of a call, grown on demand
+        self._one = np.zeros(6, np.int64)  # push_one's index arrays
+        self._bad_peak = (np.zeros(1, np.int64), np.zeros(1))  # push_one's NaN/Inf count and peak
+
+    def __len__(self):
+        return len(self._slot)
+
+    def __contains__(self, sid):
+        return sid in self._slot
+
+    def slot(self, sid) -> int:
+        """The row of the open stream ``sid`` (StreamIdError if it is not open)."""
+        try:
+            return self._slot[sid]
+        except KeyError:
+            raise StreamIdError(f"stream {sid!r} is not open in this feature bank") from None
+
+    def open(self, sid) -> None:
+        if sid in self._slot:
+            raise StreamExistsError(f"stream {sid!r} is already open (close it first, or reset it)")
+        if not self._free:
+            raise CapacityError(f"feature bank is full: {self.capacity} streams open")
+        self._slot[sid] = r = self._free.pop()
+        self._zero(r)
+
+    def close(self, sid) -> None:
+        self._free.append(self.slot(sid))
+        del self._slot[sid]
+
+    def reset(self, sid) -> None:
+        self._zero(self.slot(sid))
+
+    def _zero(self, r: int) -> None:
+        self.states[r] = 0.0
+        self.n_left[r] = self.skip[r] = self.n_frames[r] = 0
+        self._warned[r] = False
+
+    def frame_end_sample(self, k: int) -> int:
+        """Exclusive end (samples) of the input frame ``k`` depends on (``FeatureStream``'s, no resampler)."""
+        return k * self._hop + self._win
+
+    def push_rows(self, slots: np.ndarray, x: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """n streams' new samples in one call -> (frames (F, n_features) float32, fo (n + 1,) int64):
+        stream i's frames are rows fo[i]:fo[i+1].
+
+        slots (n,) int64 rows from ``slot`` (each at most once); x (N,) float32/float64 samples,
+        C-contiguous; offs (n + 1,) int64 with offs[0] = 0, offs[n] = N.  NaN/Inf: AudioError naming
+        the first stream at fault, and nothing is computed.  Float samples beyond
+        ``FLOAT_PEAK_LIMIT`` are processed and warned about once per stream.
+        """
+        n = slots.shape[0]
+        lens = offs[1:] - offs[:-1]
+        if offs.shape[0] != n + 1 or offs[0] != 0 or offs[n] != x.shape[0] or (n and lens.min() < 0):
+            raise ValueError(f"offs must rise from 0 to len(x)={x.shape[0]} in {n + 1} steps, got {offs}")
+        if not all_finite(x):
+            i = next(i for i in range(n) if not all_finite(x[offs[i]:offs[i + 1]]))
+            sid = next(k for k, v in self._slot.items() if v == slots[i])
+            raise AudioError(f"stream {sid!r}: {nonfinite_error(x[offs[i]:offs[i + 1]], 'samples')}")
+        # the frames each stream completes: LogMel._push's arithmetic, for all streams at once
+        total = self.n_left[slots] + lens - np.minimum(self.skip[slots], lens)
+        t = np.where(total >= self._win, 1 + (total - self._win) // self._hop, 0)
+        fo = np.zeros(n + 1, np.int64)
+        np.cumsum(t, out=fo[1:])
+        out = np.empty((int(fo[n]), self.n_features), np.float32)
+        need = int(total.max()) if n else 0
+        if self._data.shape[0] < need:
+            self._data = np.empty(2 * need)
+        bad, peak = np.zeros(n, np.int64), np.zeros(n)
+        tb = self.frontend._tables
+        _push_many_kernel(x, offs, slots, self.states, self.n_left, self.skip, t, fo, self._hop,
+                          self.frontend.preemphasis, tb.kernel is _frames_kernel, tb.itab, tb.ftab, self._data,
+                          _scratch(tb.n_scratch), out, bad, peak)
+        self.n_frames[slots] += t
+        if n and peak.max() > FLOAT_PEAK_LIMIT and x.dtype.kind == "f":
+            for i in np.flatnonzero(peak > FLOAT_PEAK_LIMIT):
+                self._out_of_range(int(slots[i]), float(peak[i]))
+        return out, fo
+
+    def push_one(self, slot: int, x: np.ndarray) -> np.ndarray:
+        """One stream's samples x (n,) float32/float64, C-contiguous -> its frames (t, n_features):
+        ``push_rows`` of one stream without its per-call index arrays (a paced live stream pays
+        every NumPy call on cold caches after each sleep).  AudioError for NaN/Inf, nothing computed."""
+        n = x.shape[0]
+        skip, nl = int(self.skip[slot]), int(self.n_left[slot])
+        total = nl + n - min(skip, n)
+        t = 1 + (total - self._win) // self._hop if total >= self._win else 0
+        one = self._one  # [slot, 0, n, 0, t, t]: slots (1,), offs (2,), fo (2,), t (1,)
+        one[0], one[2], one[4], one[5] = slot, n, t, t
+        out = np.empty((t, self.n_features), np.float32)
+        if self._data.shape[0] < total:
+            self._data = np.empty(2 * total)
+        tb = self.frontend._tables
+        bp = self._bad_peak
+        _push_many_kernel(x, one[1:3], one[:1], self.states, self.n_left, self.skip, one[5:], one[3:5], self._hop,
+                          self.frontend.preemphasis, tb.kernel is _frames_kernel, tb.itab, tb.ftab, self._data,
+                          _scratch(tb.n_scratch), out, bp[0], bp[1])
+        if bp[0][0]:
+            raise nonfinite_error(x, "samples")
+        self.n_frames[slot] += t
+        if bp[1][0] > FLOAT_PEAK_LIMIT and x.dtype.kind == "f":
+            self._out_of_range(slot, bp[1][0])
+        return out
+
+    def _out_of_range(self, slot: int, peak: float) -> None:
+        if not self._warned[slot]:
+            self._warned[slot] = True
+            log.warning("float samples peak at %.4g, far outside [-1, 1] (limit %g): int16-scale audio sent as "
+                        "float? Divide by 32768. Such blocks are not logged again", peak, FLOAT_PEAK_LIMIT)
+
+    def push_many(self, samples: dict) -> dict:
+        """{id: samples (n,) or (n, 1)} -> {id: frames (t, n_features) float32}, in one kernel call."""
+        slots = np.fromiter(map(self.slot, samples), np.int64, len(samples))
+        xs = []
+        for sid, v in samples.items():
+            if not (type(v) is np.ndarray and v.dtype == np.float32):  # float32 as it is, the rest as float64
+                v = as_signal(v, f"samples of stream {sid!r}", allow_2d=True)
+            if v.ndim == 2:
+                if v.shape[1] != 1:
+                    raise AudioError(f"stream {sid!r}: a feature bank takes mono samples, got {v.shape[1]} channels")
+                v = v[:, 0]
+            if v.ndim != 1:
+                raise AudioError(f"stream {sid!r}: samples must have shape (n,) or (n, 1), got {v.shape}")
+            xs.append(v)  # np.concatenate: float32 if all are, else float64 (exact either way)
+        offs = np.zeros(len(xs) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, xs), np.int64, len(xs)), out=offs[1:])
+        x = np.concatenate(xs) if xs else np.zeros(0, np.float32)
+        out, fo = self.push_rows(slots, x, offs)
+        ends = fo.tolist()
+        return {sid: out[a:b] for sid, a, b in zip(samples, ends, ends[1:])}

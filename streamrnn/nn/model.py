@@ -567,6 +567,42 @@ class Bank:
                                       self._scratch(n_groups * part), y, self._group, part)
         return bank_step_kernel(m._mi, m.theta, x, offs, slots, self.h, self.c, self._scratch(part), y, self._group)
 
+    def push_rows(self, slots, x, offs) -> np.ndarray:
+        """Advance n streams by their rows of one concatenated block, in one kernel call with no Python
+        work per stream: stream i (bank row ``slots[i]``, from ``slots(ids)``, each at most once) owns
+        x[offs[i]:offs[i+1]] (x (N, input_size), offs (n + 1,) rising from 0 to N; a stream may have
+        no rows) -> y (N, output_size), the outputs in x's layout.  What a caller whose front ends
+        already write one block (``FeatureBank.push_rows``) passes on; the lanes compute exactly what
+        ``push_many`` and lone ``Stream``s compute.  ShapeError, StreamIdError, ValueError and
+        InputError as ``push_block``; on any error nothing is computed.
+        """
+        m = self.model
+        slots, offs = np.asarray(slots, np.int64), np.asarray(offs, np.int64)
+        n = slots.shape[0]
+        x = np.asarray(x)
+        if x.dtype.kind != "f" or x.ndim != 2 or x.shape[1] != m.input_size:
+            raise ShapeError(f"x must be a floating-point array of shape (N, {m.input_size}), got {x.dtype} {x.shape}")
+        lens = offs[1:] - offs[:-1]
+        if slots.ndim != 1 or offs.shape != (n + 1,) or offs[0] != 0 or offs[n] != x.shape[0] or (n and lens.min() < 0):
+            raise ValueError(f"offs must rise from 0 to len(x)={x.shape[0]} in {n + 1} steps for {n} slots")
+        if n and (slots.min() < 0 or slots.max() >= self.capacity or not self._open[slots].all()):
+            bad = next(int(s) for s in slots if not (0 <= s < self.capacity and self._open[s]))
+            raise StreamIdError(f"slot {bad} is not an open stream of this bank (capacity {self.capacity})")
+        lanes = np.arange(n)
+        self._seen[slots] = lanes
+        if (self._seen[slots] != lanes).any():
+            raise ValueError("slots repeat a stream: each stream may appear once per call")
+        x = np.ascontiguousarray(x, dtype=m.dtype)
+        y = np.empty((x.shape[0], m.output_size), m.dtype)
+        if x.shape[0]:
+            bad = self._advance(x, offs, slots, y, int(lens.max()))
+            if bad:
+                i = next(i for i in range(n) if not np.isfinite(x[offs[i]:offs[i + 1]]).all())
+                sid = next(k for k, v in self._slot.items() if v == slots[i])
+                raise InputError(f"stream {sid!r} (slot {int(slots[i])}): x contains NaN/Inf values; nothing was computed")
+            self.n_frames[slots] += lens
+        return y
+
     def slots(self, ids) -> np.ndarray:
         """The bank rows of the open streams ``ids`` as an int64 array (n,), for ``push_block``.
 

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
@@ -125,9 +126,48 @@ class StreamState:
             self._on_close()
 
 
+class _Deferred:
+    """A block of a banked stream (``_BankedState``) waiting for its tick's one front-end call."""
+
+    __slots__ = ("fslot", "bslot", "x", "shape")
+
+    def __init__(self, fslot: int, bslot: int, x: np.ndarray):
+        self.fslot, self.bslot, self.x = fslot, bslot, x  # x (n,) mono samples, float
+        self.shape = x.shape  # what the pipeline reads of a prepared block: its length
+
+
+_FSLOT, _BSLOT, _X = attrgetter("fslot"), attrgetter("bslot"), attrgetter("x")
+
+
+class _BankedState(StreamState):
+    """A mono audio stream at the front end's own rate: its front end is a row of the processor's
+    ``FeatureBank``.  ``prepare`` only checks the block and defers it; ``ModelProcessor.run``
+    advances every deferred block of a tick in one front-end call and one bank call."""
+
+    def __init__(self, features, fslot: int, bslot: int, on_close):
+        super().__init__(None, features.frame_rate, on_close)
+        self.features, self.fslot, self.bslot = features, fslot, bslot
+
+    def prepare(self, x):
+        from streamrnn.audio.checks import as_signal, nonfinite_error
+        from streamrnn.audio.kernels import all_finite
+
+        x = x[:, 0] if x.ndim == 2 else x  # (n, 1), the sources' layout: a view
+        if x.dtype.kind != "f":
+            x = as_signal(x, "samples")
+        if not all_finite(x):  # refused now, like a FeatureStream's push: the tick's call never sees it
+            raise nonfinite_error(x, "samples")
+        return _Deferred(self.fslot, self.bslot, x)
+
+    def frame_end_sample(self, k: int) -> int:
+        return self.features.frame_end_sample(k)
+
+
 class ModelProcessor(Processor):
     """Model predictions: every stream's hidden state is one slot of one ``Bank``, so one kernel
-    call per read advances them all and reads the weights once."""
+    call per read advances them all and reads the weights once.  Mono audio streams at the front
+    end's own rate keep their front-end state in one ``FeatureBank``: one more kernel call per
+    read runs all their front ends (other rates and multi-channel streams: a ``FeatureStream`` each)."""
 
     kind, content = wire.PRED, "pred"
 
@@ -136,6 +176,11 @@ class ModelProcessor(Processor):
         self.model = model
         self.delay = int(model.delay)
         self.bank = model.bank(max(1, int(config.max_streams)), config.threads)
+        self.features = None
+        if model.frontend is not None:
+            from streamrnn.audio.stream import FeatureBank
+
+            self.features = FeatureBank(model.frontend, self.bank.capacity)
         if config.events.enabled and model.activation == "sigmoid":
             self.event_params = config.events
 
@@ -147,6 +192,16 @@ class ModelProcessor(Processor):
             if m.frontend is None:
                 raise InputError(f"model {m.name or ''!s} takes feature frames ({m.input_size} "
                                  f"values per frame) but the stream carries audio")
+            fb = self.features
+            if channels == 1 and float(rate) == fb.sample_rate:
+                self.bank.open(sid)
+                fb.open(sid)
+
+                def close():
+                    self.bank.close(sid)
+                    fb.close(sid)
+
+                return _BankedState(fb, fb.slot(sid), int(self.bank.slots([sid])[0]), close)
             fe = FeatureStream(m.frontend, rate, history_seconds=PIPELINE_HISTORY)
         else:
             if channels != m.input_size:
@@ -159,6 +214,40 @@ class ModelProcessor(Processor):
         todo = {sid: f for sid, f in frames.items() if f.shape[0]}
         if not todo:
             return {}, {}
+        deferred = {sid: f for sid, f in todo.items() if type(f) is _Deferred}
+        if not deferred:
+            return self._run_frames(todo)
+        outs, errors = self._run_deferred(deferred)
+        if len(deferred) < len(todo):
+            more, errors2 = self._run_frames({sid: f for sid, f in todo.items() if type(f) is not _Deferred})
+            outs.update(more)
+            errors.update(errors2)
+        return outs, errors
+
+    def _run_deferred(self, deferred: dict) -> tuple[dict, dict]:
+        """The tick's deferred blocks: one front-end call (``FeatureBank.push_rows``) writes every
+        stream's frames into one block, which one bank call (``Bank.push_rows``) takes as it is."""
+        items = list(deferred.values())
+        n = len(items)
+        if n == 1:  # one stream (a live source): the one-stream entries, fewer NumPy calls per block
+            (sid, d), = deferred.items()
+            try:
+                return self.bank.push_many({sid: self.features.push_one(d.fslot, d.x)}), {}
+            except StreamRNNError as e:
+                return {}, {sid: e}
+        xs = list(map(_X, items))
+        offs = np.zeros(n + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, xs), np.int64, n), out=offs[1:])
+        try:
+            frames, fo = self.features.push_rows(np.fromiter(map(_FSLOT, items), np.int64, n),
+                                                 np.concatenate(xs), offs)
+            y = self.bank.push_rows(np.fromiter(map(_BSLOT, items), np.int64, n), frames, fo)
+        except StreamRNNError as e:  # cannot happen (prepare refused non-finite blocks): skip the tick, said
+            return {}, dict.fromkeys(deferred, e)
+        ends = fo.tolist()
+        return {sid: y[a:b] for sid, a, b in zip(deferred, ends, ends[1:])}, {}
+
+    def _run_frames(self, todo: dict) -> tuple[dict, dict]:
         try:
             return self.bank.push_many(todo), {}
         except StreamRNNError:  # one bad stream: run them one by one so the others go on

@@ -3,7 +3,7 @@
 
     python tools/bench.py                 # everything; writes bench.json and bench.md to a scratch directory
     python tools/bench.py --out docs      # ... and to docs/ (what docs/bench.md quotes)
-    python tools/bench.py --only step     # one section: step, bound, many, pipeline, streams, startup, train
+    python tools/bench.py --only step     # one section: step, bound, many, pipeline, streams, live, startup, train
     streamrnn bench                       # the same, from the CLI
 
 Every comparison is measured in the same run on the same machine, one thread (the
@@ -241,14 +241,14 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['cell']} | {r['hidden']} | {r['weight_bytes']} | {fmt(r['bound_us'])} | "
                          f"{fmt(r.get('l2_bound_us'))} | {fmt(r['streamrnn_us'])} | {fmt(r.get('ratio_to_l2'), 1)} |")
         lines.append("")
-    for key in ("many", "pipeline", "streams", "startup", "train"):
+    for key in ("many", "pipeline", "streams", "live", "startup", "train"):
         sec = report.get(key)
         if sec and sec.get("markdown"):
             lines += sec["markdown"].splitlines() + [""]
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("step", "bound", "many", "pipeline", "streams", "startup", "train")
+SECTIONS = ("step", "bound", "many", "pipeline", "streams", "live", "startup", "train")
 SCRATCH = Path(tempfile.gettempdir()) / "streamrnn-bench"
 
 
@@ -282,9 +282,9 @@ def main(argv=None):
         from bench_many import bench_many
 
         report["many"] = bench_many(max(a.repeats, 5), ns=(100, 1000) if a.quick else (1, 100, 1000, 10000))
-    import bench_sections  # pipeline, streams, startup, train: they need the runtime and the trainer
+    import bench_sections  # pipeline, streams, live, startup, train: they need the runtime and the trainer
 
-    for key in ("pipeline", "streams", "startup", "train"):
+    for key in ("pipeline", "streams", "live", "startup", "train"):
         if key in todo:
             report[key] = getattr(bench_sections, f"bench_{key}")(a)
     out.mkdir(parents=True, exist_ok=True)

@@ -242,3 +242,18 @@ def test_feature_bank_verbs_and_bad_samples():
     fb.close("a")
     fb.open("c")  # the freed row is reused
     assert len(fb) == 2 and "a" not in fb
+
+
+def test_feature_bank_warns_once_per_stream_about_int16_scale_floats(caplog):
+    from streamrnn.audio.stream import FeatureBank
+
+    fb = FeatureBank(LogMel(), capacity=3)
+    for sid in ("a", "b", "c"):
+        fb.open(sid)
+    loud = np.full(800, 3000.0, np.float32)  # int16-scale audio sent as float
+    with caplog.at_level("WARNING", logger="streamrnn.audio.stream"):
+        for _ in range(3):
+            fb.push_many({"a": loud, "b": loud * 1e-4, "c": np.zeros(800, np.float32)})
+            fb.push_one(fb.slot("c"), loud)
+    lines = [r.getMessage() for r in caplog.records if "far outside [-1, 1]" in r.getMessage()]
+    assert len(lines) == 2 and all("3000" in ln for ln in lines)  # a once, c once; b is in range

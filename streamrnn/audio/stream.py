@@ -48,6 +48,12 @@ def out_of_range_peak(x: np.ndarray) -> float:
     return peak if peak > FLOAT_PEAK_LIMIT else 0.0
 
 
+def warn_out_of_range(peak: float) -> None:
+    """The one warning of a stream whose float samples go beyond ``FLOAT_PEAK_LIMIT``."""
+    log.warning("float samples peak at %.4g, far outside [-1, 1] (limit %g): int16-scale audio sent as float? "
+                "Divide by 32768. Such blocks are counted, not logged again", peak, FLOAT_PEAK_LIMIT)
+
+
 class FeatureStream:
     """Resampler (if the input rate differs) + front end: push samples, get feature frames.
 
@@ -130,9 +136,7 @@ class FeatureStream:
 
     def _out_of_range(self, peak: float) -> None:
         if not self.n_out_of_range:
-            log.warning("float samples peak at %.4g, far outside [-1, 1] (limit %g): int16-scale audio "
-                        "sent as float? Divide by 32768. Such blocks are counted, not logged again",
-                        peak, FLOAT_PEAK_LIMIT)
+            warn_out_of_range(peak)
         self.n_out_of_range += 1
 
     def reset(self) -> None:
@@ -499,8 +503,7 @@ class FeatureBank:
     def _out_of_range(self, slot: int, peak: float) -> None:
         if not self._warned[slot]:
             self._warned[slot] = True
-            log.warning("float samples peak at %.4g, far outside [-1, 1] (limit %g): int16-scale audio sent as "
-                        "float? Divide by 32768. Such blocks are not logged again", peak, FLOAT_PEAK_LIMIT)
+            warn_out_of_range(peak)
 
     def push_many(self, samples: dict) -> dict:
         """{id: samples (n,) or (n, 1)} -> {id: frames (t, n_features) float32}, in one kernel call."""

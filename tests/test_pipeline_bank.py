@@ -73,3 +73,27 @@ def test_threads_option_of_the_cli(tmp_path):
                        timeout=120)
     assert r.returncode == 2
     assert f"threads must be an integer in [1, {max_threads()}]" in r.stderr
+
+
+def test_a_bad_block_of_a_banked_stream_is_skipped_and_the_others_go_on():
+    """Mono 16 kHz streams keep their front ends in the processor's FeatureBank: a block with NaN
+    is refused when it arrives (counted as bad input, state untouched) while the other streams of
+    the same read advance; afterwards the stream continues as if the block had never come."""
+    fe = LogMel(sample_rate=16000, n_mels=12)
+    m = streamrnn.Model.random("gru", 12, 16, num_layers=2, output_size=1, activation="sigmoid",
+                               frontend=fe.to_dict())
+    keep = Keep()
+    p = Pipeline(None, [keep], model=m, config=StreamConfig(max_streams=4, events=EventParams(enabled=False)))
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal((4800, 1)).astype(np.float32) * 0.1 for _ in range(2))
+    bad = a[1600:3200].copy()
+    bad[7] = np.nan
+    p.process_many([Chunk("a", 1, "audio", a[:1600], 16000.0, 0, 0.0), Chunk("b", 2, "audio", b[:1600], 16000.0, 0, 0.0)])
+    p.process_many([Chunk("a", 1, "audio", bad, 16000.0, 1600, 0.0, seq=1),
+                    Chunk("b", 2, "audio", b[1600:3200], 16000.0, 1600, 0.0, seq=1)])
+    p.process_many([Chunk("a", 1, "audio", a[3200:], 16000.0, 3200, 0.0, seq=2),
+                    Chunk("b", 2, "audio", b[3200:], 16000.0, 3200, 0.0, seq=2)])
+    assert p.stats.get("bad", "input") == 1
+    assert type(p.slots["a"].proc).__name__ == "_BankedState"  # the FeatureBank path was the one tested
+    np.testing.assert_array_equal(preds(keep, "b"), m.forward(fe.compute(b[:, 0])))
+    np.testing.assert_array_equal(preds(keep, "a"), m.forward(fe.compute(np.r_[a[:1600, 0], a[3200:, 0]])))

@@ -314,6 +314,8 @@ def _paced(step, x: np.ndarray, block: int, seconds: float, rate: int = 16000) -
 def live_loop(name: str, seconds: float) -> dict:
     """One paced loop in this process (``python tools/bench_sections.py --live-loop NAME SECONDS``)."""
     x = _demo_16k()
+    if name == "idle":  # the floor: waking every 20 ms and doing nothing
+        return {"cpu_per_s": _paced(lambda b: None, x, 320, seconds), "block": 320}
     if name == "api":  # streamrnn's Python API: 20 ms pushes of float32 samples
         import streamrnn
 
@@ -385,7 +387,8 @@ def _live_loop_subprocess(name: str, seconds: float):
 LIVE_ROWS = (("cli", "`streamrnn stream --model vad --source demo --sink null` (20 ms blocks)"),
              ("api", "streamrnn API: `audio_stream.push` of 20 ms blocks"),
              ("silero", "Silero VAD v6 (ONNX Runtime, 1 thread): 32 ms chunks (512 samples + 64 of context)"),
-             ("ten", "TEN VAD: two 10 ms hops per 20 ms block"))
+             ("ten", "TEN VAD: two 10 ms hops per 20 ms block"),
+             ("idle", "the floor: the same paced loop doing nothing (one sleep and wake-up per 20 ms)"))
 
 
 def bench_live(a) -> dict:
@@ -486,4 +489,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--live-loop":  # one paced loop, for bench_live
         print(json.dumps(live_loop(sys.argv[2], float(sys.argv[3]))))
     else:
-        raise SystemExit("usage: bench_sections.py --live-loop api|silero|ten SECONDS (tools/bench.py runs it)")
+        raise SystemExit("usage: bench_sections.py --live-loop api|silero|ten|idle SECONDS (tools/bench.py runs it)")

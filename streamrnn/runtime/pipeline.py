@@ -145,17 +145,21 @@ class _BankedState(StreamState):
     advances every deferred block of a tick in one front-end call and one bank call."""
 
     def __init__(self, features, fslot: int, bslot: int, on_close):
-        super().__init__(None, features.frame_rate, on_close)
-        self.features, self.fslot, self.bslot = features, fslot, bslot
-
-    def prepare(self, x):
-        from streamrnn.audio.checks import as_signal, nonfinite_error
         from streamrnn.audio.kernels import all_finite
 
+        super().__init__(None, features.frame_rate, on_close)
+        self.features, self.fslot, self.bslot = features, fslot, bslot
+        self._all_finite = all_finite  # looked up once: prepare runs per block
+
+    def prepare(self, x):
         x = x[:, 0] if x.ndim == 2 else x  # (n, 1), the sources' layout: a view
         if x.dtype.kind != "f":
+            from streamrnn.audio.checks import as_signal
+
             x = as_signal(x, "samples")
-        if not all_finite(x):  # refused now, like a FeatureStream's push: the tick's call never sees it
+        if not self._all_finite(x):  # refused now, like a FeatureStream's push: the tick's call never sees it
+            from streamrnn.audio.checks import nonfinite_error
+
             raise nonfinite_error(x, "samples")
         return _Deferred(self.fslot, self.bslot, x)
 

@@ -191,6 +191,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _wait_idle(pid: int, step: float = 0.25, idle: float = 0.05, limit: float = 60.0) -> float:
+    """Wait until process ``pid`` uses under ``idle`` of a core over ``step`` s (it only polls now);
+    returns its CPU seconds then (the last reading if it exits or ``limit`` s pass)."""
+    t_end = time.monotonic() + limit
+    c = _cpu_seconds(pid)
+    while time.monotonic() < t_end:
+        time.sleep(step)
+        try:
+            c2 = _cpu_seconds(pid)
+        except OSError:
+            break
+        if c2 - c < idle * step:
+            return c2
+        c = c2
+    return c
+
+
 def _run_streams(n: int, seconds: float, block_ms: int) -> dict:
     import re
 
@@ -200,7 +217,8 @@ def _run_streams(n: int, seconds: float, block_ms: int) -> dict:
         [sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", f"zmq+pull://127.0.0.1:{port_in}",
          "--sink", "null", "--max-streams", str(n + 8), "--no-events", "--duration", str(seconds + 8)],
         env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    time.sleep(3.0)  # start-up and warm-up
+    time.sleep(1.0)
+    _wait_idle(proc.pid)  # start-up and warm-up done: the server only polls
     gen = subprocess.Popen([sys.executable, str(TOOLS / "loadgen.py"), "--streams", str(n), "--seconds", str(seconds),
                             "--block-ms", str(block_ms), f"tcp://127.0.0.1:{port_in}"],
                            env=env, stdout=subprocess.PIPE, text=True)
@@ -209,13 +227,7 @@ def _run_streams(n: int, seconds: float, block_ms: int) -> dict:
     c0, t0 = _cpu_seconds(proc.pid), time.monotonic()
     out, _ = gen.communicate(timeout=seconds + 120)
     c1, t1 = _cpu_seconds(proc.pid), time.monotonic()
-    c_end = c1
-    while proc.poll() is None:  # its CPU until it exits: every message it received is processed by then
-        try:
-            c_end = _cpu_seconds(proc.pid)
-        except OSError:
-            break
-        time.sleep(0.2)
+    c_end = _wait_idle(proc.pid)  # its CPU until the backlog is processed, not its idle tail and exit
     _, err = proc.communicate(timeout=120)
     sent = json.loads(out.strip().splitlines()[-1])
     frames = re.search(r"frames_out\s+(\d+)", err)
@@ -223,8 +235,8 @@ def _run_streams(n: int, seconds: float, block_ms: int) -> dict:
     drops = re.search(r"drops\s+(\d+)", err)
     cpu_frac = (c1 - c0) / (t1 - t0)
     msgs_in = re.search(r"messages_in\s+(\d+)", err)
-    # CPU per received message, start-up excluded (idle polling after the load is a few ms): on a
-    # loaded machine the wall-clock fraction misses a backlog processed after the window, this does not
+    # CPU per received message, from the end of start-up to the end of the backlog: on a loaded
+    # machine the wall-clock fraction misses a backlog processed after the window, this does not
     per_msg = (c_end - c_start) / int(msgs_in.group(1)) if msgs_in and int(msgs_in.group(1)) else None
     return {"streams": n, "cpu_fraction": cpu_frac, "messages_sent": sent["messages"],
             "cpu_us_per_message": per_msg * 1e6 if per_msg else None,
@@ -256,8 +268,9 @@ def bench_streams(a) -> dict:
           "zmq+pull://...` process (every stream's front-end state in one `FeatureBank`, every GRU state in one "
           "`Bank`: two kernel calls per read for all streams). "
           "CPU fraction is that process's CPU time over wall time while the load runs (1.0 = one core busy); "
-          "streams per core = N / CPU fraction. CPU us per message is the process's CPU from the start of the "
-          "load until it exits over the messages it received (data, descriptors once a second, end of stream), "
+          "streams per core = N / CPU fraction. CPU us per message is the process's CPU from the end of its start-up "
+          "until its backlog is processed (it idles again) over the messages it received (data, descriptors once "
+          "a second, end of stream), "
           "and the CPU bound the streams one core would carry at that cost; it does not depend on how much "
           "of the core other processes leave, which the latency does. Each load runs several times; the table "
           "shows the median run (and the range of CPU fractions).", "",

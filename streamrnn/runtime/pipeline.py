@@ -71,7 +71,8 @@ class Processor:
 
     ``open(sid, content, rate, channels)`` makes one stream's state (a ``StreamState``; InputError
     if the stream's content does not fit); ``run({sid: frames})`` advances every stream with new
-    frames at once and returns ``({sid: outputs}, {sid: error})``.  ``kind``/``content`` name the
+    frames at once (or with a block its ``StreamState.prepare`` deferred, which ``run`` then takes
+    through the front end with the others) and returns ``({sid: outputs}, {sid: error})``.  ``kind``/``content`` name the
     output messages; ``labels`` and ``event_params`` say whether outputs become events.
     """
 

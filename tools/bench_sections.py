@@ -225,11 +225,11 @@ def _run_streams(n: int, seconds: float, block_ms: int) -> dict:
     c_start = _cpu_seconds(proc.pid)  # after start-up: the load starts now
     time.sleep(1.5)  # every stream has started
     c0, t0 = _cpu_seconds(proc.pid), time.monotonic()
-    out, _ = gen.communicate(timeout=seconds + 120)
+    out, _ = gen.communicate(timeout=seconds + 120)  # loadgen gives up on a send blocked for 10 s
     c1, t1 = _cpu_seconds(proc.pid), time.monotonic()
     c_end = _wait_idle(proc.pid)  # its CPU until the backlog is processed, not its idle tail and exit
     _, err = proc.communicate(timeout=120)
-    sent = json.loads(out.strip().splitlines()[-1])
+    sent = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"messages": None, "behind_s": float("inf")}
     frames = re.search(r"frames_out\s+(\d+)", err)
     lat = re.search(r"latency\s+p50 ([\d.]+) ms, p99 ([\d.]+) ms", err)
     drops = re.search(r"drops\s+(\d+)", err)
@@ -260,8 +260,14 @@ def bench_streams(a) -> dict:
             r = dict(tries[len(tries) // 2], block_ms=block_ms, runs=runs, cpu_fractions=[t["cpu_fraction"] for t in tries])
             rows.append(r)
             print("streams", r, flush=True)
-            if r["cpu_fraction"] > 0.95:
-                break  # this many streams saturate the core: the process no longer keeps real time
+            if r["cpu_fraction"] > 0.95 or r["generator_behind_s"] > 1.0 or (r["latency_ms"] or [0, 0])[1] > 1000:
+                # the core is saturated, or the machine gives the server or the one load generator less
+                # than the load needs (the server falls seconds behind): larger loads measure nothing more
+                break
+    return {"rows": rows, "markdown": streams_markdown(rows)}
+
+
+def streams_markdown(rows: list) -> str:
     md = ["## Many streams on one core", "",
           "`tools/loadgen.py` (a second process) sends N concurrent 16 kHz streams, int16 blocks of 100 ms or "
           "20 ms in real time, over ZeroMQ PUSH on 127.0.0.1 to one `streamrnn stream --model vad --source "
@@ -283,6 +289,10 @@ def bench_streams(a) -> dict:
         md.append(f"| {r.get('block_ms', 100)} ms | {r['streams']} | {r['cpu_fraction']:.2f} ({min(fr):.2f}-{max(fr):.2f}) | "
                   f"{r['streams_per_core']:.0f} | {'-' if pm is None else f'{pm:.1f}'} | {'-' if cb is None else f'{cb:.0f}'} | "
                   f"{'-' if not lat else f'{lat[0]:.1f} / {lat[1]:.1f}'} | {r['drops']} |")
+    if any((r["latency_ms"] or [0, 0])[1] > 1000 for r in rows):
+        md += ["", "Where the latency runs into seconds, the machine gave the server (or the one load generator) less "
+                   "CPU than the load needs: those rows' CPU fraction and streams per core measure the machine's other "
+                   "load, not the server; their CPU per message still holds."]
     for block_ms in STREAM_LOADS:
         ok = [r for r in rows if r.get("block_ms", 100) == block_ms and r["cpu_fraction"] <= 0.9 and not r["drops"]
               and r["latency_ms"] and r["latency_ms"][1] < 100]
@@ -291,7 +301,7 @@ def bench_streams(a) -> dict:
             md += ["", f"{block_ms} ms blocks: largest measured load kept in real time on one core with no drops and "
                        f"p99 under 100 ms: {best['streams']} streams (estimated capacity "
                        f"{best['streams_per_core']:.0f} streams per core)."]
-    return {"rows": rows, "markdown": "\n".join(md)}
+    return "\n".join(md)
 
 
 # --- one live stream, paced in real time -------------------------------------------------------------

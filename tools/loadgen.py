@@ -47,6 +47,7 @@ def main():
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 2000)
+    sock.setsockopt(zmq.SNDTIMEO, 10000)  # a server gone (or stuck) for 10 s ends the run (zmq.Again), no hang
     sock.setsockopt(zmq.SNDHWM, 4 * a.streams * 1000 // a.block_ms)
     sock.connect(a.endpoint)
     rng = random.Random(0)

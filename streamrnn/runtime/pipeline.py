@@ -41,19 +41,17 @@ from streamrnn.errors import ConfigError, InputError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
 from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
-from streamrnn.transport.sources import Chunk, Source, new_epoch
+from streamrnn.transport.sources import MAX_AGE, Chunk, Source, new_epoch
 
 log = logging.getLogger(__name__)
 
-STATS_STREAM = "_stats"  # reserved stream id of the process-wide stats messages
+STATS_STREAM = wire.STATS_STREAM  # reserved stream id of the process-wide stats messages
 # s of input a resampled stream keeps for snapshots: the pipeline takes none, so the least soxr allows
 # for a replay (exact restores at 44.1 kHz would keep ~5 s per stream: AudioStream's default)
 PIPELINE_HISTORY = 1.0
-# Plausible capture times (docs/operations.md, "Counters"): a t_capture more than CLOCK_SKEW s in the
-# future or more than MAX_AGE s in the past is counted in implausible_time[future|past] and left out
-# of the latency statistics (one bad clock must not poison p50/p99/max for the rest of the run).
-CLOCK_SKEW = 1.0
-MAX_AGE = 3600.0
+# Plausible capture times (docs/protocol.md, "Capture times"): the source counts data whose capture
+# times fall outside the window (implausible_time[future|past]); predictions whose latency is outside
+# 0..MAX_AGE s are left out of the latency statistics (one bad clock must not poison p50/p99/max).
 MAX_FRAME0 = 2**62  # a lost start's first frame, capped so output frame numbers fit the wire's uint64
 
 
@@ -230,9 +228,9 @@ class StreamSlot:
     frames: int = 0         # model (or front-end) frames produced since the last reset; a model with
     #                         look-ahead D emits the row of frame k once frame k + D is in: frames - D rows
     last_t_capture: float = 0.0
+    last_pred_t: float = -math.inf  # t_capture of the last plausible pred: the next one is never earlier
     last_out: float = 0.0   # monotonic time of the last pred/data message
     last_in: float = field(default_factory=time.monotonic)  # monotonic time of the last input chunk
-    last_ref_seq: int = 0
     frame0: int = 0         # frame of the producer's clock the slot's first frame is (a lost start: > 0)
 
     def next_seq(self, kind: int) -> int:
@@ -343,7 +341,7 @@ class Pipeline:
             self._send_events(slot, slot.detector.flush(), slot.last_t_capture)
         self._emit(wire.Message(wire.EOS, slot.stream, flags=wire.FLAG_END, epoch=slot.out_epoch,
                                 seq=slot.next_seq(wire.EOS), sample_index=slot.frame0 + slot.frames,
-                                t_capture=slot.last_t_capture, ref_seq=slot.last_ref_seq))
+                                t_capture=slot.last_t_capture))
         self.slots.pop(slot.stream, None)
         slot.proc.close()  # frees the stream's bank slot
         log.info("stream %s closed (%s) after %d frames", slot.stream, reason, slot.frames)
@@ -405,7 +403,6 @@ class Pipeline:
             if reset:
                 slot.pending_flags |= wire.FLAG_RESET
         slot.pending_flags |= ch.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW)
-        slot.last_ref_seq = ch.seq
         slot.last_in = time.monotonic()
         n = ch.data.shape[0]
         s0 = slot.samples
@@ -438,11 +435,20 @@ class Pipeline:
     def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int) -> None:
         t = y.shape[0]
         k0 = slot.frames
-        # Capture time of the newest input row the last output row depends on.
-        s_end = slot.proc.frame_end_sample(k0 + t - 1)
+        # Capture time of the newest input row the last output row depends on (at most the newest row
+        # received: a resampler's look-ahead is an estimate).
+        s_end = min(slot.proc.frame_end_sample(k0 + t - 1), slot.samples)
         t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
         if not math.isfinite(t_cap):  # never publish a non-finite time (rates are bounded: cannot happen)
             t_cap = ch.t_capture
+        now = time.time()
+        plausible = 0.0 <= now - t_cap <= MAX_AGE
+        if plausible:
+            # Monotonic on any input: a producer replaying faster than real time stamps each block
+            # "now minus its duration", so the rows of consecutive blocks overlap in time, and a
+            # resampler's output (16000.5 Hz) ends at a different row of each block.
+            t_cap = max(t_cap, slot.last_pred_t)
+            slot.last_pred_t = t_cap
         slot.last_t_capture = t_cap
         slot.frames += t
         # Look-ahead: the row computed at frame k answers for frame k - D, so it is reported with that
@@ -458,11 +464,8 @@ class Pipeline:
                          ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
         slot.pending_flags = 0
         self._emit(m)
-        lat = m.t_send - t_cap
-        if -CLOCK_SKEW <= lat <= MAX_AGE:
-            self.stats.latency(lat)
-        else:
-            self.stats.count("implausible_time", "future" if lat < 0 else "past")
+        if plausible:  # the source counted the data whose times are not (implausible_time)
+            self.stats.latency(m.t_send - t_cap)
         self.stats.add("frames_out", y.shape[0])
         slot.last_out = time.monotonic()
         if slot.detector is not None:

@@ -50,6 +50,24 @@ MAX_AUDIO_CHANNELS = 64                   # audio channels (downmixed to mono by
 FEATURE_RATE_RANGE = (0.01, 100000.0)     # frames/s of a features stream
 MAX_REMEMBERED_IDS = 1024                 # refused stream ids remembered (LRU), for counting and logging once
 REFUSED_NAMED_PER_10S = 20                # refused streams named in the log per 10 s (a flood of ids: counted only)
+# The window of plausible capture times (docs/protocol.md, "Capture times"), one rule for the counters
+# and the latency statistics: a data message's last row may not be captured after the message arrives
+# (a clock ahead of the server's, or a made-up time), nor its first row more than MAX_AGE s before.
+MAX_AGE = 3600.0                          # s
+
+
+def implausible_time(t_first: float, t_last: float, now: float) -> str | None:
+    """"future" if ``t_last`` (capture time of the newest row) is after ``now``, "past" if ``t_first``
+    (of the oldest row) is more than ``MAX_AGE`` s before it, else None (all Unix seconds).
+
+    >>> implausible_time(99.0, 100.0, 100.0), implausible_time(99.0, 100.5, 100.0), implausible_time(0.0, 0.1, 4000.0)
+    (None, 'future', 'past')
+    """
+    if t_last > now:
+        return "future"
+    if t_first < now - MAX_AGE:
+        return "past"
+    return None
 
 
 def stream_limits_error(d: dict) -> tuple[str, str] | None:
@@ -535,6 +553,9 @@ def import_sounddevice():
 
 
 # --- ZeroMQ source: many streams -----------------------------------------------------------
+INPUT_KINDS = (wire.DATA, wire.DESC, wire.EOS)  # what a producer sends; other kinds are ignored
+
+
 @dataclass
 class _InStream:
     desc: dict | None = None
@@ -612,17 +633,24 @@ class ZmqSource(ZmqSocketOwner, Source):
         return out
 
     def _accept(self, m: wire.Message) -> Chunk | None:
+        if m.kind not in INPUT_KINDS:
+            return None  # heartbeats, events, stats, predictions (another server's outputs): nothing to compute
+        if m.stream == wire.STATS_STREAM:
+            self.stats.count("bad", "stream_id")  # reserved for the server's stats (out/_stats/stats)
+            return None
         st = self.table.get(m.stream)
-        if m.kind == wire.DESC and m.meta.get("content") in ("audio", "features"):
+        if m.kind == wire.DESC:
+            if m.meta["content"] not in ("audio", "features"):
+                self.stats.count("bad", "content")  # "pred": what servers publish, not an input
+                return None
             why = stream_limits_error(m.meta)
             if why is not None:
                 return self._refuse(m.stream, *why)
             self.refused.discard(m.stream)
         if st is None:
             # Only a descriptor opens a stream, so stray data cannot fill the table.
-            if m.kind == wire.DATA:
+            if m.kind != wire.DESC:  # data or eos
                 self.stats.count("drops", "refused" if m.stream in self.refused else "no_descriptor")
-            if m.kind != wire.DESC:
                 return None
             if len(self.table) >= self.max_streams and not self._reclaim_one():
                 self.stats.count("drops", "max_streams")
@@ -634,9 +662,6 @@ class ZmqSource(ZmqSocketOwner, Source):
         st.last_seen = time.monotonic()
         if m.kind == wire.DESC:
             d = m.meta
-            if d.get("content") not in ("audio", "features"):
-                self.stats.count("bad", "descriptor")
-                return None
             if st.desc is not None and (st.epoch != m.epoch or _desc_key(st.desc) != _desc_key(d)):
                 # a new epoch or descriptor: the seq/sample_index count starts afresh.  Whether the
                 # stream's state resets is the pipeline's call (it compares epoch and descriptor).
@@ -651,6 +676,20 @@ class ZmqSource(ZmqSocketOwner, Source):
             if m.data.shape[1] != d["channels"] or wire.DTYPE_NAMES[m.dtype] != d["dtype"]:
                 self.stats.count("bad", "mismatch")
                 return None
+            n, rate = m.data.shape[0], float(d["rate"])
+            if st.next_seq is not None:
+                # Only data ahead of what was consumed is used: a retransmission of the last message
+                # (its seq again) or older data (an earlier seq, or rows already consumed) would feed
+                # the model the same audio twice and corrupt the stream's state.
+                if m.seq == st.next_seq - 1:
+                    self.stats.count("drops", "duplicate")
+                    return None
+                if m.seq < st.next_seq or m.sample_index < st.next_index:
+                    self.stats.count("drops", "stale")
+                    return None
+            why = implausible_time(m.t_capture, m.t_capture + max(n - 1, 0) / rate, time.time())
+            if why is not None:
+                self.stats.count("implausible_time", why)  # used as sent, left out of the latency statistics
             flags = m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET)
             # The first message seen of an epoch starts at seq 0 and sample 0; a later one means the
             # start was lost (a subscription not yet live, a restart of this server): a gap too.
@@ -660,24 +699,24 @@ class ZmqSource(ZmqSocketOwner, Source):
             want = 0 if st.next_index is None else st.next_index
             if m.sample_index != want:
                 self.stats.count("gaps", "sample_index")
-                if m.sample_index > want:
-                    self.stats.add("gap_samples", m.sample_index - want)
+                self.stats.add("gap_samples", m.sample_index - want)  # forward only: stale data was dropped
                 flags |= wire.FLAG_GAP
             st.had_data = True
-            st.next_seq, st.next_index = m.seq + 1, m.sample_index + m.data.shape[0]
+            st.next_seq, st.next_index = m.seq + 1, m.sample_index + n
             end = bool(m.flags & wire.FLAG_END)
             if end:
                 self.table.pop(m.stream, None)
-            return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), float(d["rate"]),
+            return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), rate,
                          m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end)
         if m.kind == wire.EOS:
             if st.epoch != m.epoch or st.desc is None:
+                self.stats.count("drops", "no_descriptor")  # the rule of data: an epoch not announced
                 return None
             self.table.pop(m.stream, None)
             d = st.desc
             return Chunk(m.stream, m.epoch, d["content"], np.zeros((0, d["channels"]), np.float32),
                          float(d["rate"]), m.sample_index, m.t_capture, seq=m.seq, desc=d, end=True)
-        return None  # heartbeats, events, stats, predictions: nothing to compute
+        return None
 
     def forget(self, stream: str) -> None:
         """Drop what is known of ``stream`` (its data is used again after its next descriptor)."""

@@ -441,8 +441,7 @@ class Pipeline:
         t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
         if not math.isfinite(t_cap):  # never publish a non-finite time (rates are bounded: cannot happen)
             t_cap = ch.t_capture
-        now = time.time()
-        plausible = 0.0 <= now - t_cap <= MAX_AGE
+        plausible = ch.time_ok and 0.0 <= time.time() - t_cap <= MAX_AGE  # judged on arrival by the source
         if plausible:
             # Monotonic on any input: a producer replaying faster than real time stamps each block
             # "now minus its duration", so the rows of consecutive blocks overlap in time, and a

@@ -112,6 +112,7 @@ class Chunk:
     seq: int = 0            # seq of the input message (for ref_seq)
     desc: dict = field(default_factory=dict)
     end: bool = False       # the stream ends after this chunk
+    time_ok: bool = True    # t_capture inside the plausible window on arrival (see implausible_time)
 
 
 def to_float32(a: np.ndarray) -> np.ndarray:
@@ -707,7 +708,7 @@ class ZmqSource(ZmqSocketOwner, Source):
             if end:
                 self.table.pop(m.stream, None)
             return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), rate,
-                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end)
+                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end, time_ok=why is None)
         if m.kind == wire.EOS:
             if st.epoch != m.epoch or st.desc is None:
                 self.stats.count("drops", "no_descriptor")  # the rule of data: an epoch not announced

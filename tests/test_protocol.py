@@ -159,13 +159,17 @@ def test_capture_times_outside_the_window_are_counted_at_input_and_left_out_of_l
     assert preds[1].t_capture == 0.0 + 9 / 100.0  # used as sent: the capture time of its last row
 
 
-def test_a_block_whose_last_row_is_captured_after_arrival_is_future(server):
+def test_rows_stamped_after_their_arrival_are_capped_at_the_arrival(server):
     srv = server(feat_model())
     srv.send(desc("s", 3, rate=10.0))
-    # 10 rows at 10 rows/s: the last one is captured 0.9 s after t_capture; stamped now - 0.5 s, it lies ahead
-    srv.send(msg(wire.DATA, "s", 3, 0, 0, np.ones((10, 4), np.float32), t_capture=time.time() - 0.5))
+    # 10 rows at 10 rows/s stamped 0.5 s ago (the time the producer sent them, say): the last row's
+    # nominal capture time lies 0.4 s ahead; the pred's t_capture is the message's arrival instead
+    t0 = time.time() - 0.5
+    srv.send(msg(wire.DATA, "s", 3, 0, 0, np.ones((10, 4), np.float32), t_capture=t0))
     srv.drain()
-    assert srv.stats.get("implausible_time", "future") == 1
+    p = srv.out("pred", "s")[-1]
+    assert srv.stats.get("implausible_time") == 0 and t0 < p.t_capture <= p.t_send < t0 + 0.9
+    assert srv.stats.snapshot()["latency"]["n"] == 1
 
 
 # --- item 4: rates and channels ---------------------------------------------------------------------

@@ -436,11 +436,14 @@ class Pipeline:
         t = y.shape[0]
         k0 = slot.frames
         # Capture time of the newest input row the last output row depends on (at most the newest row
-        # received: a resampler's look-ahead is an estimate).
+        # received: a resampler's look-ahead is an estimate; and not after its message arrived: a
+        # producer that stamps a block with the time it sends it puts its later rows in the future).
         s_end = min(slot.proc.frame_end_sample(k0 + t - 1), slot.samples)
         t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
         if not math.isfinite(t_cap):  # never publish a non-finite time (rates are bounded: cannot happen)
             t_cap = ch.t_capture
+        if ch.time_ok:
+            t_cap = min(t_cap, ch.t_arrival)
         plausible = ch.time_ok and 0.0 <= time.time() - t_cap <= MAX_AGE  # judged on arrival by the source
         if plausible:
             # Monotonic on any input: a producer replaying faster than real time stamps each block

@@ -16,6 +16,7 @@ Sources count what they drop or reject in the shared ``Stats``:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import select
@@ -51,21 +52,21 @@ FEATURE_RATE_RANGE = (0.01, 100000.0)     # frames/s of a features stream
 MAX_REMEMBERED_IDS = 1024                 # refused stream ids remembered (LRU), for counting and logging once
 REFUSED_NAMED_PER_10S = 20                # refused streams named in the log per 10 s (a flood of ids: counted only)
 # The window of plausible capture times (docs/protocol.md, "Capture times"), one rule for the counters
-# and the latency statistics: a data message's last row may not be captured after the message arrives
-# (a clock ahead of the server's, or a made-up time), nor its first row more than MAX_AGE s before.
+# and the latency statistics: a data message's first row cannot be captured after the message arrives
+# (a clock ahead of the server's, or a made-up time), nor more than MAX_AGE s before.
 MAX_AGE = 3600.0                          # s
 
 
-def implausible_time(t_first: float, t_last: float, now: float) -> str | None:
-    """"future" if ``t_last`` (capture time of the newest row) is after ``now``, "past" if ``t_first``
-    (of the oldest row) is more than ``MAX_AGE`` s before it, else None (all Unix seconds).
+def implausible_time(t_capture: float, now: float) -> str | None:
+    """"future" if ``t_capture`` (of a message's first row) is after ``now`` (its arrival), "past" if it is
+    more than ``MAX_AGE`` s before it, else None (Unix seconds).
 
-    >>> implausible_time(99.0, 100.0, 100.0), implausible_time(99.0, 100.5, 100.0), implausible_time(0.0, 0.1, 4000.0)
+    >>> implausible_time(99.0, 100.0), implausible_time(100.5, 100.0), implausible_time(0.0, 4000.0)
     (None, 'future', 'past')
     """
-    if t_last > now:
+    if t_capture > now:
         return "future"
-    if t_first < now - MAX_AGE:
+    if t_capture < now - MAX_AGE:
         return "past"
     return None
 
@@ -113,6 +114,7 @@ class Chunk:
     desc: dict = field(default_factory=dict)
     end: bool = False       # the stream ends after this chunk
     time_ok: bool = True    # t_capture inside the plausible window on arrival (see implausible_time)
+    t_arrival: float = math.inf  # Unix s the message arrived (ZeroMQ): no row was captured later
 
 
 def to_float32(a: np.ndarray) -> np.ndarray:
@@ -688,7 +690,8 @@ class ZmqSource(ZmqSocketOwner, Source):
                 if m.seq < st.next_seq or m.sample_index < st.next_index:
                     self.stats.count("drops", "stale")
                     return None
-            why = implausible_time(m.t_capture, m.t_capture + max(n - 1, 0) / rate, time.time())
+            now = time.time()
+            why = implausible_time(m.t_capture, now)
             if why is not None:
                 self.stats.count("implausible_time", why)  # used as sent, left out of the latency statistics
             flags = m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET)
@@ -708,7 +711,8 @@ class ZmqSource(ZmqSocketOwner, Source):
             if end:
                 self.table.pop(m.stream, None)
             return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), rate,
-                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end, time_ok=why is None)
+                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end,
+                         time_ok=why is None, t_arrival=now)
         if m.kind == wire.EOS:
             if st.epoch != m.epoch or st.desc is None:
                 self.stats.count("drops", "no_descriptor")  # the rule of data: an epoch not announced

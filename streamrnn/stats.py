@@ -2,7 +2,7 @@
 
 The pipeline publishes ``Stats.snapshot()`` every second (kind 7, ``out/_stats/stats``)
 and prints ``Stats.summary()`` to stderr at exit. The meaning of every counter
-is in ``docs/operations.md``.
+is in ``docs/protocol.md`` ("Stats").
 
 >>> s = Stats()
 >>> s.count("bad", "magic"); s.count("bad", "magic"); s.add("frames_in", 10)

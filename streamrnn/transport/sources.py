@@ -576,8 +576,11 @@ class ZmqSource(ZmqSocketOwner, Source):
     used; data without one is dropped and counted (``drops[no_descriptor]``).
     Chunks carry their epoch and descriptor (the pipeline resets a stream whose
     epoch or descriptor changes); a jump in seq or sample_index counts a gap
-    and sets FLAG_GAP.
-    An end-of-stream message (kind 5) ends that stream.
+    and sets FLAG_GAP; data not ahead of what was consumed is dropped
+    (``drops[duplicate]``: the last seq again; ``drops[stale]``: an earlier seq,
+    or rows already consumed); capture times outside the window of
+    ``implausible_time`` are counted on arrival.
+    An end-of-stream message (kind 5) of the stream's epoch ends that stream.
     """
 
     def __init__(self, uri, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, max_streams=64,

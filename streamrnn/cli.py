@@ -375,7 +375,9 @@ def batch(inputs, out_dir, write, workers, ray_address, force, pad, config_path,
             if view["bar"] is None:
                 say(f"{where} done {r['file']}: {r['audio_seconds']:.2f} s of audio, {r['segments']} segment(s)")
         if view["bar"] is not None:
-            view["bar"].set_postfix_str(f"{view['hours']:.3f} h of audio", refresh=False)
+            h = view["hours"]
+            view["bar"].set_postfix_str(f"{h:.2f} h of audio" if h >= 0.1 else f"{h * 3600:.0f} s of audio",
+                                        refresh=False)
             view["bar"].update(1)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

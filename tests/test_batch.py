@@ -117,8 +117,9 @@ def _segments(out: Path, rel: str):
 def test_corpus_outputs_equal_stream_and_speech_segments(corpus, run_w2, tmp_path):
     r, out = run_w2
     assert r.returncode == 1, r.stderr  # two files failed
-    failed = [ln for ln in r.stderr.splitlines() if " FAILED " in ln]
+    failed = [ln for ln in r.stderr.splitlines() if " FAILED " in ln]  # one line each: the file and the reason
     assert len(failed) == 2 and all(any(str(corpus / b) in ln for ln in failed) for b in BROKEN), r.stderr
+    assert sum(" done " in ln for ln in r.stderr.splitlines()) == 28  # not a terminal: one plain line per file
     s = json.loads((out / "summary.json").read_text())
     assert (s["files"], s["done"], s["failed"], s["skipped"], s["interrupted"]) == (30, 28, 2, 0, False)
     assert sorted(f["file"] for f in s["failures"]) == sorted(BROKEN)
@@ -214,13 +215,14 @@ def _state(out: Path, rels):
     return done
 
 
-def test_sigint_then_rerun_skips_finished_files_and_does_the_rest(tmp_path):
-    corpus = _slow_corpus(tmp_path / "in")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigint_then_rerun_skips_finished_files_and_does_the_rest(tmp_path, workers):
+    corpus = _slow_corpus(tmp_path / "in", n=14 if workers == 1 else 24)
     rels = [p.relative_to(corpus).as_posix() for p in sorted(corpus.rglob("*.wav"))]
     out = tmp_path / "out"
     err = (tmp_path / "err1").open("w")
     p = subprocess.Popen([PY, "-m", "streamrnn", "batch", str(corpus), "--model", "vad", "--out", str(out),
-                          "--write", "segments,npy", "--workers", "1"], stderr=err, env=_env(), cwd=tmp_path)
+                          "--write", "segments,npy", "--workers", str(workers)], stderr=err, env=_env(), cwd=tmp_path)
     t_end = time.monotonic() + 120
     while not list(out.rglob("*.batch.json")):
         assert p.poll() is None and time.monotonic() < t_end, (tmp_path / "err1").read_text()
@@ -233,7 +235,7 @@ def test_sigint_then_rerun_skips_finished_files_and_does_the_rest(tmp_path):
     assert s1["not_run"] == len(rels) - len(first)
     assert not [q for q in out.rglob("*") if q.name.endswith(".tmp")]  # no temporary file left behind
 
-    r = cli_run("batch", corpus, "--model", "vad", "--out", out, "--write", "segments,npy", "--workers", "1",
+    r = cli_run("batch", corpus, "--model", "vad", "--out", out, "--write", "segments,npy", "--workers", str(workers),
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     s2 = json.loads((out / "summary.json").read_text())
@@ -242,6 +244,8 @@ def test_sigint_then_rerun_skips_finished_files_and_does_the_rest(tmp_path):
     assert set(second) == set(rels)
     assert all(second[rel] == m for rel, m in first.items())  # finished files untouched (mtimes)
 
+    if workers > 1:
+        return  # the rest is the same for any number of workers
     # the same outputs as one uninterrupted run
     fresh = tmp_path / "fresh"
     run_batch([corpus], "vad", fresh, write=("segments", "npy"), workers=1)
@@ -327,3 +331,28 @@ def test_bidirectional_model_runs_whole_files(corpus, tmp_path):
         assert np.array_equal(y, ref)
         assert streamrnn.speech_segments(corpus / rel, model=m) == \
             [{k: v for k, v in g.items() if k != "file"} for g in _segments(tmp_path / "out", Path(rel).name)]
+
+
+def test_progress_bar_on_a_terminal(corpus, tmp_path):
+    """stderr on a terminal: a tqdm bar (files, audio hours, ETA) instead of a line per file."""
+    import pty
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen([PY, "-m", "streamrnn", "batch", str(corpus / "a" / "b"), "--model", "vad", "--out",
+                          str(tmp_path / "o"), "--workers", "1"], stderr=slave, stdout=subprocess.DEVNULL,
+                         env={**_env(), "COLUMNS": "120"}, cwd=tmp_path)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            b = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not b:
+            break
+        chunks.append(b)
+    assert p.wait(120) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    n = len(list((corpus / "a" / "b").rglob("*.*")))
+    assert f"{n}/{n}" in text and "of audio" in text and ("file/s" in text or "s/file" in text), text
+    assert "] done " not in text  # no plain per-file lines

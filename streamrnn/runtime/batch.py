@@ -26,6 +26,7 @@ redoes it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -457,18 +458,25 @@ def _prefix_parts(pattern: str) -> list[str]:
 
 
 # --- outputs ----------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write) -> None:
-    """``write(f)`` into a temporary file beside ``path``, then ``os.replace`` it into place."""
+@contextlib.contextmanager
+def _replacing(path: Path):
+    """Yields a temporary path beside ``path``; what was written there replaces ``path`` at the end
+    (``os.replace``: readers see the old file or the new one, never a part), or is removed on error."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(f)`` (a binary file) into ``path`` atomically, synced to disk before it replaces it."""
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _text(s: str):
@@ -513,13 +521,8 @@ def write_file_outputs(stem: Path, rel: str, pred: Prediction, segments: list[di
         if name == "npy":
             _atomic_write(path, lambda f, a=content: np.save(f, a, allow_pickle=False))
         elif name == "audacity":
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                write_labels(tmp, content)
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            with _replacing(path) as tmp:
+                write_labels(tmp, content)  # the format's one writer (audio/files.py)
         else:
             _atomic_write(path, _text(content))
     _atomic_write(stem.with_name(stem.name + RECORD_SUFFIX), _text(json.dumps(record, indent=1) + "\n"))
@@ -610,28 +613,35 @@ def _run_inline(job, tasks, done, stop):
         done(process_file(job, t))
 
 
+def _windowed(tasks, stop, slots: int, submit, finished, done, cancel=None) -> None:
+    """Keep at most ``slots`` tasks in flight (``submit(task) -> handle``); ``finished(handles)`` waits a
+    little and returns ``[(handle, get)]`` of those done.  Once ``stop`` is set no task is submitted and
+    ``cancel(handle)`` withdraws those not yet started (True when it did); the rest finish."""
+    tasks = iter(tasks)
+    running: dict = {}
+    while True:
+        while not stop.is_set() and len(running) < slots:
+            t = next(tasks, None)
+            if t is None:
+                break
+            running[submit(t)] = t
+        if stop.is_set() and cancel is not None:
+            for h in [h for h in running if cancel(h)]:
+                running.pop(h)
+        if not running:
+            return
+        for h, get in finished(list(running)):
+            done(_result_of(get, running.pop(h)))
+
+
 def _run_pool(job, tasks, done, stop, workers: int):
     import multiprocessing
 
-    tasks = iter(tasks)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_pool_worker) as ex:
-        running = {}
-
-        def fill():
-            while not stop.is_set() and len(running) < workers * IN_FLIGHT_PER_WORKER:
-                t = next(tasks, None)
-                if t is None:
-                    return
-                running[ex.submit(process_file, job, t)] = t
-
-        fill()
-        while running:
-            finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                t = running.pop(fut)
-                done(_result_of(fut.result, t))
-            fill()
+        _windowed(tasks, stop, workers * IN_FLIGHT_PER_WORKER, lambda t: ex.submit(process_file, job, t),
+                  lambda hs: [(f, f.result) for f in wait(hs, timeout=0.2, return_when=FIRST_COMPLETED)[0]],
+                  done, cancel=lambda f: f.cancel())
 
 
 def _result_of(get, task) -> dict:
@@ -659,23 +669,9 @@ def _run_ray(job, tasks, done, stop, address: str | None, workers: int | None):
         remote = ray.remote(num_cpus=1, max_retries=1)(process_file)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1))) * IN_FLIGHT_PER_WORKER
         job_ref = ray.put(job)
-        tasks = iter(tasks)
-        running = {}
-
-        def fill():
-            while not stop.is_set() and len(running) < slots:
-                t = next(tasks, None)
-                if t is None:
-                    return
-                running[remote.remote(job_ref, t)] = t
-
-        fill()
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
-            for ref in ready:
-                t = running.pop(ref)
-                done(_result_of(lambda r=ref: ray.get(r), t))
-            fill()
+        _windowed(tasks, stop, slots, lambda t: remote.remote(job_ref, t),
+                  lambda hs: [(r, lambda r=r: ray.get(r)) for r in ray.wait(hs, num_returns=1, timeout=0.2)[0]],
+                  done)  # tasks already sent run to the end (each writes its outputs atomically)
     finally:
         if started:
             ray.shutdown()

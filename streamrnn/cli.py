@@ -663,7 +663,7 @@ def generate(model_path, prompt, n_tokens, temperature, seed):
 @cli.command()
 @click.option("--quick", is_flag=True, help="Fewer repeats: a smoke run in about a minute.")
 @click.option("--only", multiple=True,
-              type=click.Choice(["step", "bound", "pipeline", "streams", "many", "startup", "train"]),
+              type=click.Choice(["step", "bound", "pipeline", "streams", "many", "startup", "train", "batch"]),
               help="Run only these sections (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for bench.json and bench.md (default: a scratch directory, printed at the "

@@ -356,3 +356,42 @@ def test_progress_bar_on_a_terminal(corpus, tmp_path):
     n = len(list((corpus / "a" / "b").rglob("*.*")))
     assert f"{n}/{n}" in text and "of audio" in text and ("file/s" in text or "s/file" in text), text
     assert "] done " not in text  # no plain per-file lines
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The pool's worker processes of the batch command ``pid`` (spawned children; not the resource tracker)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            out.append(int(d.name))
+    return out
+
+
+def test_a_worker_killed_fails_its_files_and_the_run_goes_on(tmp_path):
+    corpus = _slow_corpus(tmp_path / "in", n=20)
+    out = tmp_path / "out"
+    err = tmp_path / "err"
+    p = subprocess.Popen([PY, "-m", "streamrnn", "batch", str(corpus), "--model", "vad", "--out", str(out),
+                          "--write", "segments", "--workers", "2"], stderr=err.open("w"), env=_env(), cwd=tmp_path)
+    t_end = time.monotonic() + 120
+    while not list(out.rglob("*.batch.json")):
+        assert p.poll() is None and time.monotonic() < t_end, err.read_text()
+        time.sleep(0.01)
+    victims = _workers_of(p.pid)
+    assert len(victims) == 2, victims
+    os.kill(victims[0], signal.SIGKILL)  # a worker process this test's command started
+    assert p.wait(120) == 1, err.read_text()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["failed"] >= 1 and s["done"] + s["failed"] == 20 and not s["interrupted"], s
+    assert all("worker process died" in f["reason"] for f in s["failures"])
+    assert not any((out / (f["file"] + ".batch.json")).exists() for f in s["failures"])  # failed means not done
+    r = cli_run("batch", corpus, "--model", "vad", "--out", out, "--write", "segments", "--workers", "2", cwd=tmp_path)
+    s2 = json.loads((out / "summary.json").read_text())
+    assert r.returncode == 0 and (s2["skipped"], s2["done"]) == (s["done"], s["failed"]), r.stderr

@@ -26,6 +26,7 @@ redoes it).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import glob
@@ -38,6 +39,7 @@ import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -606,6 +608,13 @@ def _exit_on_signal(signum, frame):
 
 
 # --- engines: in this process, local processes, Ray tasks ----------------------------------------------
+def _record_result(task: dict, rec: dict, status: str) -> dict:
+    """A file's result from its record (a file done before, or by a worker whose pool broke)."""
+    return {"file": task["rel"], "path": task["path"], "status": status, "warnings": rec.get("warnings", []),
+            "cpu_seconds": rec.get("cpu_seconds", 0.0) if status == "done" else 0.0,
+            **{k: rec.get(k, 0.0) for k in ("audio_seconds", "speech_seconds", "segments")}}
+
+
 def _run_inline(job, tasks, done, stop):
     for t in tasks:
         if stop.is_set():
@@ -613,18 +622,24 @@ def _run_inline(job, tasks, done, stop):
         done(process_file(job, t))
 
 
-def _windowed(tasks, stop, slots: int, submit, finished, done, cancel=None) -> None:
-    """Keep at most ``slots`` tasks in flight (``submit(task) -> handle``); ``finished(handles)`` waits a
-    little and returns ``[(handle, get)]`` of those done.  Once ``stop`` is set no task is submitted and
-    ``cancel(handle)`` withdraws those not yet started (True when it did); the rest finish."""
-    tasks = iter(tasks)
+def _windowed(queue, stop, slots: int, submit, finished, done, cancel=None) -> None:
+    """Run the tasks of ``queue`` (a deque) with at most ``slots`` in flight (``submit(task) -> handle``);
+    ``finished(handles)`` waits a little and returns ``[(handle, get)]`` of those done.  Once ``stop``
+    is set no task is submitted and ``cancel(handle)`` withdraws those not yet started (True when it
+    did); the rest finish.  When ``submit`` raises, the task goes back to the queue and the tasks in
+    flight are collected (as failures, if their workers are gone) before the error propagates."""
     running: dict = {}
     while True:
-        while not stop.is_set() and len(running) < slots:
-            t = next(tasks, None)
-            if t is None:
-                break
-            running[submit(t)] = t
+        while not stop.is_set() and len(running) < slots and queue:
+            t = queue.popleft()
+            try:
+                running[submit(t)] = t
+            except Exception:
+                queue.appendleft(t)
+                while running:
+                    for h, get in finished(list(running)):
+                        done(_result_of(get, running.pop(h)))
+                raise
         if stop.is_set() and cancel is not None:
             for h in [h for h in running if cancel(h)]:
                 running.pop(h)
@@ -637,11 +652,38 @@ def _windowed(tasks, stop, slots: int, submit, finished, done, cancel=None) -> N
 def _run_pool(job, tasks, done, stop, workers: int):
     import multiprocessing
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_pool_worker) as ex:
-        _windowed(tasks, stop, workers * IN_FLIGHT_PER_WORKER, lambda t: ex.submit(process_file, job, t),
-                  lambda hs: [(f, f.result) for f in wait(hs, timeout=0.2, return_when=FIRST_COMPLETED)[0]],
-                  done, cancel=lambda f: f.cancel())
+    died = []  # results of files in flight when a worker died: judged once every worker has stopped
+
+    def collect(res):
+        if res.get("worker_died"):
+            died.append(res)
+        else:
+            done(res)
+
+    def judge():
+        # a broken pool fails every file in flight, also those a surviving worker went on to finish: the
+        # records say which (the workers have stopped: the executor's shutdown joined them)
+        for res in died:
+            task = by_rel[res["file"]]
+            rec = is_done(Path(task["stem"]), Item(task["path"], task["rel"]), job)
+            done(res if rec is None else _record_result(task, rec, "done"))
+        died.clear()
+
+    by_rel = {t["rel"]: t for t in tasks}
+    queue = collections.deque(tasks)
+    while True:
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_pool_worker) as ex:
+                _windowed(queue, stop, workers * IN_FLIGHT_PER_WORKER, lambda t: ex.submit(process_file, job, t),
+                          lambda hs: [(f, f.result) for f in wait(hs, timeout=0.2, return_when=FIRST_COMPLETED)[0]],
+                          collect, cancel=lambda f: f.cancel())
+            judge()
+            return
+        except BrokenProcessPool:
+            # a worker died (killed, or crashed in a decoder): fresh workers take the rest
+            judge()
+            log.error("a worker process died; its files in flight are counted as failed, new workers go on")
 
 
 def _result_of(get, task) -> dict:
@@ -649,9 +691,13 @@ def _result_of(get, task) -> dict:
     try:
         return get()
     except Exception as e:  # noqa: BLE001 - any failure of one file must not stop the corpus
-        log.error("%s: %s", task["rel"], e, exc_info=not isinstance(e, OSError))
-        return {"file": task["rel"], "path": task["path"], "status": "failed",
-                "reason": f"{type(e).__name__}: {e}", "cpu_seconds": 0.0}
+        died = isinstance(e, BrokenProcessPool)
+        if not died:  # a bug: keep its traceback
+            log.error("%s: %s", task["rel"], e, exc_info=True)
+        why = ("its worker process died (killed, out of memory, or a crash while decoding); rerun to retry"
+               if died else f"{type(e).__name__}: {e}")
+        return {"file": task["rel"], "path": task["path"], "status": "failed", "reason": why, "cpu_seconds": 0.0,
+                "worker_died": died}
 
 
 def _run_ray(job, tasks, done, stop, address: str | None, workers: int | None):
@@ -669,7 +715,7 @@ def _run_ray(job, tasks, done, stop, address: str | None, workers: int | None):
         remote = ray.remote(num_cpus=1, max_retries=1)(process_file)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1))) * IN_FLIGHT_PER_WORKER
         job_ref = ray.put(job)
-        _windowed(tasks, stop, slots, lambda t: remote.remote(job_ref, t),
+        _windowed(collections.deque(tasks), stop, slots, lambda t: remote.remote(job_ref, t),
                   lambda hs: [(r, lambda r=r: ray.get(r)) for r in ray.wait(hs, num_returns=1, timeout=0.2)[0]],
                   done)  # tasks already sent run to the end (each writes its outputs atomically)
     finally:
@@ -740,9 +786,7 @@ def run_batch(inputs, model, out, *, write=("segments",), events: EventParams | 
         stem = out / it.rel
         rec = None if force else is_done(stem, it, job)
         if rec is not None:
-            results[it.rel] = {"file": it.rel, "path": it.path, "status": "skipped",
-                               "audio_seconds": rec.get("audio_seconds", 0.0),
-                               "speech_seconds": rec.get("speech_seconds", 0.0), "segments": rec.get("segments", 0)}
+            results[it.rel] = _record_result({"rel": it.rel, "path": it.path}, rec, "skipped")
         else:
             tasks.append({"path": it.path, "rel": it.rel, "stem": str(stem)})
     if on_start is not None:

@@ -395,3 +395,19 @@ def test_a_worker_killed_fails_its_files_and_the_run_goes_on(tmp_path):
     r = cli_run("batch", corpus, "--model", "vad", "--out", out, "--write", "segments", "--workers", "2", cwd=tmp_path)
     s2 = json.loads((out / "summary.json").read_text())
     assert r.returncode == 0 and (s2["skipped"], s2["done"]) == (s["done"], s["failed"]), r.stderr
+
+
+def test_speech_segments_refuses_bad_signals_clearly():
+    x = np.zeros((2, 16000), np.float32)  # (channels, n): transposed by mistake
+    with pytest.raises(streamrnn.InputError, match=r"\(n, channels\), not \(channels, n\)"):
+        streamrnn.speech_segments(x, 16000)
+    with pytest.raises(streamrnn.InputError, match="int32"):
+        streamrnn.speech_segments(np.zeros(16000, np.int32), 16000)
+    with pytest.raises(streamrnn.ConfigError, match="sample_rate is needed"):
+        streamrnn.speech_segments(np.zeros(16000, np.float32))
+    with pytest.raises(streamrnn.AudioError, match="no such audio file"):
+        streamrnn.speech_segments("/nonexistent/x.wav")
+    # int16 samples are scaled as the file source scales them: the same segments as float
+    x, sr = _demo()
+    q = np.round(x[: 4 * sr] * 32767).astype(np.int16)
+    assert streamrnn.speech_segments(q, sr) == streamrnn.speech_segments(q.astype(np.float32) / 32768, sr)

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.audio.files import AudioFile, write_labels
+from streamrnn.audio.frontend import as_frontend
 from streamrnn.audio.stream import FeatureStream
 from streamrnn.config import EventParams, StreamConfig, read_text_file
 from streamrnn.errors import ConfigError, InputError, StreamRNNError
@@ -55,7 +56,7 @@ from streamrnn.runtime.pipeline import ModelProcessor, Pipeline
 from streamrnn.stats import Stats
 from streamrnn.transport import wire
 from streamrnn.transport.sinks import Sink
-from streamrnn.transport.sources import Chunk, FileSource, new_epoch
+from streamrnn.transport.sources import Chunk, FileSource, new_epoch, to_float32
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ MAX_MANIFEST_BYTES = 64 * 2**20  # a JSONL manifest larger than this is refused 
 # s of audio a bidirectional model reads at once (whole file in memory: 4 h of 16 kHz mono is 0.9 GB of
 # samples plus 0.2 GB of log-mel frames); longer files fail with this limit named
 MAX_OFFLINE_SECONDS = 4 * 3600.0
+MAX_CHANNELS = 64  # channels of a signal given to speech_segments: more is a (channels, n) array
 STREAM_ID = "file0"  # the file source's stream id, as `stream --source file:` names it
 IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: enough to keep it busy, bounded memory for huge corpora
 
@@ -173,6 +175,7 @@ class FileRunner:
         self.model, self.events = model, dataclasses.replace(events, enabled=True)
         self.labels = list(model.labels) if model.labels else [f"y{j}" for j in range(model.output_size)]
         self.segments_ok = model.activation == "sigmoid"
+        self.frame_rate = as_frontend(model.frontend).frame_rate  # frames/s whatever the input rate
         self._collect = _Collect()
         self.config = StreamConfig(max_streams=1, events=self.events)
         self.pipeline = None if model.bidirectional else Pipeline(
@@ -192,14 +195,8 @@ class FileRunner:
             raise InputError(f"{bad} block(s) could not be run through the model (see the warnings)")
         c = self._collect
         y = (np.concatenate(c.preds) if c.preds else np.zeros((0, self.model.output_size), np.float32))
-        return Prediction(y, [e for e in c.events if e["event"] == "end"], self.model_frame_rate, duration_of(),
+        return Prediction(y, [e for e in c.events if e["event"] == "end"], self.frame_rate, duration_of(),
                           self.labels, rate, channels)
-
-    @property
-    def model_frame_rate(self) -> float:
-        from streamrnn.audio.frontend import as_frontend
-
-        return as_frontend(self.model.frontend).frame_rate
 
     def run_file(self, path) -> Prediction:
         with _captured_warnings() as warned:
@@ -225,11 +222,13 @@ class FileRunner:
         x = np.asarray(x)
         if x.ndim == 1:
             x = x[:, None]
-        if x.ndim != 2 or x.shape[0] == 0:
-            raise InputError(f"audio must be (n,) or (n, channels) with n > 0 samples, got shape {x.shape}")
-        x = np.ascontiguousarray(x if x.dtype == np.float32 else
-                                 x.astype(np.float32) * np.float32(1 / 32768) if x.dtype == np.int16 else
-                                 x.astype(np.float32))
+        if x.ndim != 2 or x.shape[0] == 0 or x.dtype.kind not in "fi" or (x.dtype.kind == "i" and x.dtype != np.int16):
+            raise InputError(f"audio must be float or int16 samples, (n,) or (n, channels) with n > 0; got "
+                             f"{x.dtype} of shape {x.shape}")
+        if x.shape[1] > MAX_CHANNELS:
+            raise InputError(f"audio of shape {x.shape} has {x.shape[1]} channels (at most {MAX_CHANNELS}): "
+                             "samples go down the first axis, (n, channels), not (channels, n)")
+        x = to_float32(x)  # as the file and stdin sources convert (int16 / 32768)
         rate = float(rate)
         if self.pipeline is None:
             return self._offline(x, rate)

@@ -127,6 +127,7 @@ def bench_batch(a) -> dict:
          "streamrnn_cpu_s": med(one, "cpu_s"), "streamrnn_files_cpu_s": med(one, "files_cpu_s"),
          "streamrnn_h_per_cpu_min": hours / (med(one, "cpu_s") / 60),
          "scale_audio_hours": hours * n_copies, "wall_s": {w: med(runs[w], "wall_s") for w in counts},
+         "scale_cpu_s": {w: med(runs[w], "cpu_s") for w in counts},
          "speedup": {w: med(runs[1], "wall_s") / med(runs[w], "wall_s") for w in counts},
          "silero": note, "silero_cpu_s": med(silero, "cpu_s") if silero else None,
          "silero_loop_cpu_s": med(silero, "loop_cpu_s") if silero else None}
@@ -151,9 +152,11 @@ def bench_batch(a) -> dict:
         f"Wall time with more worker processes (`--workers N`, spawn, each loading the model once) on "
         f"{hours * n_copies:.0f} h of audio (the same files hard-linked into {n_copies} folders; one hour is a "
         "few seconds of work, about as long as a worker takes to start):", "",
-        "| workers | wall s | speed-up over 1 |", "|---:|---:|---:|",
-        *[f"| {w} | {r['wall_s'][w]:.2f} | {r['speedup'][w]:.2f}x |" for w in counts],
-        "", f"The machine has {cores} core(s); other processes running at the same time lower the speed-up.",
+        "| workers | wall s | CPU s | cores busy (CPU / wall) | speed-up over 1 |", "|---:|---:|---:|---:|---:|",
+        *[f"| {w} | {r['wall_s'][w]:.2f} | {r['scale_cpu_s'][w]:.1f} | {r['scale_cpu_s'][w] / r['wall_s'][w]:.2f} | "
+          f"{r['speedup'][w]:.2f}x |" for w in counts],
+        "", f"The machine has {cores} core(s). Cores busy well below the worker count means other processes held "
+        "the cores (or the disk) meanwhile: the speed-up then measures the machine's load, not the workers.",
     ])
     print("batch", {k: v for k, v in r.items() if k != "markdown"}, flush=True)
     return r

@@ -119,7 +119,7 @@ def test_corpus_outputs_equal_stream_and_speech_segments(corpus, run_w2, tmp_pat
     assert r.returncode == 1, r.stderr  # two files failed
     failed = [ln for ln in r.stderr.splitlines() if " FAILED " in ln]  # one line each: the file and the reason
     assert len(failed) == 2 and all(any(str(corpus / b) in ln for ln in failed) for b in BROKEN), r.stderr
-    assert sum(" done " in ln for ln in r.stderr.splitlines()) == 28  # not a terminal: one plain line per file
+    assert sum("] done " in ln for ln in r.stderr.splitlines()) == 28  # not a terminal: one plain line per file
     s = json.loads((out / "summary.json").read_text())
     assert (s["files"], s["done"], s["failed"], s["skipped"], s["interrupted"]) == (30, 28, 2, 0, False)
     assert sorted(f["file"] for f in s["failures"]) == sorted(BROKEN)
@@ -164,8 +164,10 @@ def test_corpus_outputs_equal_stream_and_speech_segments(corpus, run_w2, tmp_pat
 @pytest.fixture(scope="module")
 def ray_address():
     ray = pytest.importorskip("ray")  # a declared test dependency (the `ray` extra); absent only off CI
-    # workers inherit this process's environment (PYTHONPATH: the tree under test)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # a new private cluster ("local": not one Ray finds on the machine); its workers inherit this
+    # process's environment (PYTHONPATH: the tree under test)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -705,8 +705,9 @@ def _run_ray(job, tasks, done, stop, address: str | None, workers: int | None):
     started = not ray.is_initialized()
     if started:
         if address in (None, "", "local"):
-            # a private local cluster, reachable from this machine only
-            ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+            # a private local cluster, reachable from this machine only ("local": never another user's
+            # cluster that Ray would otherwise find on this machine)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
                      log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)

@@ -376,7 +376,8 @@ def _workers_of(pid: int) -> list[int]:
     return out
 
 
-def test_a_worker_killed_fails_its_files_and_the_run_goes_on(tmp_path):
+def test_a_killed_worker_does_not_stop_the_run(tmp_path):
+    """A worker process dies mid-run (here: SIGKILL): the files in flight run again on fresh workers."""
     corpus = _slow_corpus(tmp_path / "in", n=20)
     out = tmp_path / "out"
     err = tmp_path / "err"
@@ -389,14 +390,11 @@ def test_a_worker_killed_fails_its_files_and_the_run_goes_on(tmp_path):
     victims = _workers_of(p.pid)
     assert len(victims) == 2, victims
     os.kill(victims[0], signal.SIGKILL)  # a worker process this test's command started
-    assert p.wait(120) == 1, err.read_text()
+    assert p.wait(120) == 0, err.read_text()
+    assert "a worker process died" in err.read_text()
     s = json.loads((out / "summary.json").read_text())
-    assert s["failed"] >= 1 and s["done"] + s["failed"] == 20 and not s["interrupted"], s
-    assert all("worker process died" in f["reason"] for f in s["failures"])
-    assert not any((out / (f["file"] + ".batch.json")).exists() for f in s["failures"])  # failed means not done
-    r = cli_run("batch", corpus, "--model", "vad", "--out", out, "--write", "segments", "--workers", "2", cwd=tmp_path)
-    s2 = json.loads((out / "summary.json").read_text())
-    assert r.returncode == 0 and (s2["skipped"], s2["done"]) == (s["done"], s["failed"]), r.stderr
+    assert (s["done"], s["failed"], s["interrupted"]) == (20, 0, False), s
+    assert len(list(out.rglob("*.batch.json"))) == 20 and not [q for q in out.rglob("*.tmp")]
 
 
 def test_speech_segments_refuses_bad_signals_clearly():

@@ -652,6 +652,7 @@ def _run_pool(job, tasks, done, stop, workers: int):
     import multiprocessing
 
     died = []  # results of files in flight when a worker died: judged once every worker has stopped
+    retried: set = set()
 
     def collect(res):
         if res.get("worker_died"):
@@ -660,12 +661,20 @@ def _run_pool(job, tasks, done, stop, workers: int):
             done(res)
 
     def judge():
-        # a broken pool fails every file in flight, also those a surviving worker went on to finish: the
-        # records say which (the workers have stopped: the executor's shutdown joined them)
+        # A dead worker breaks the pool: every file in flight fails, also those a surviving worker went on
+        # to finish (their records say so: the executor's shutdown joined the workers) and those not yet
+        # started.  The others run once more (as Ray retries a task once); a file in flight when workers
+        # died twice is a failure (it may be what kills them).
         for res in died:
             task = by_rel[res["file"]]
             rec = is_done(Path(task["stem"]), Item(task["path"], task["rel"]), job)
-            done(res if rec is None else _record_result(task, rec, "done"))
+            if rec is not None:
+                done(_record_result(task, rec, "done"))
+            elif task["rel"] in retried or stop.is_set():
+                done(res)
+            else:
+                retried.add(task["rel"])
+                queue.appendleft(task)
         died.clear()
 
     by_rel = {t["rel"]: t for t in tasks}
@@ -677,12 +686,14 @@ def _run_pool(job, tasks, done, stop, workers: int):
                 _windowed(queue, stop, workers * IN_FLIGHT_PER_WORKER, lambda t: ex.submit(process_file, job, t),
                           lambda hs: [(f, f.result) for f in wait(hs, timeout=0.2, return_when=FIRST_COMPLETED)[0]],
                           collect, cancel=lambda f: f.cancel())
-            judge()
-            return
         except BrokenProcessPool:
-            # a worker died (killed, or crashed in a decoder): fresh workers take the rest
-            judge()
-            log.error("a worker process died; its files in flight are counted as failed, new workers go on")
+            pass  # submitting found the pool broken: judged below, then fresh workers go on
+        if died:
+            log.error("a worker process died: the %d file(s) it and the others had in flight run again on fresh "
+                      "workers (once)", len(died))
+        judge()
+        if not queue or stop.is_set():
+            return
 
 
 def _result_of(get, task) -> dict:
@@ -693,7 +704,7 @@ def _result_of(get, task) -> dict:
         died = isinstance(e, BrokenProcessPool)
         if not died:  # a bug: keep its traceback
             log.error("%s: %s", task["rel"], e, exc_info=True)
-        why = ("its worker process died (killed, out of memory, or a crash while decoding); rerun to retry"
+        why = ("its worker process died twice while it ran (killed, out of memory, or a crash while decoding)"
                if died else f"{type(e).__name__}: {e}")
         return {"file": task["rel"], "path": task["path"], "status": "failed", "reason": why, "cpu_seconds": 0.0,
                 "worker_died": died}

@@ -411,3 +411,19 @@ def test_speech_segments_refuses_bad_signals_clearly():
     x, sr = _demo()
     q = np.round(x[: 4 * sr] * 32767).astype(np.int16)
     assert streamrnn.speech_segments(q, sr) == streamrnn.speech_segments(q.astype(np.float32) / 32768, sr)
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
+    from streamrnn.runtime.batch import remove_stale_temps
+
+    dead = subprocess.Popen([PY, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    stem = tmp_path / "x.wav"
+    stale = tmp_path / f".x.wav.segments.jsonl.{dead.pid}.tmp"
+    mine = tmp_path / f".x.wav.npy.{os.getpid()}.tmp"
+    live = tmp_path / f".x.wav.csv.{os.getppid()}.tmp"
+    other = tmp_path / f".y.wav.npy.{dead.pid}.tmp"
+    for p in (stale, mine, live, other):
+        p.write_text("partial")
+    assert remove_stale_temps(stem) == 1
+    assert not stale.exists() and mine.exists() and live.exists() and other.exists()

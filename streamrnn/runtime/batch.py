@@ -472,6 +472,28 @@ def _replacing(path: Path):
             tmp.unlink()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(stem: Path) -> int:
+    """Remove the temporary files of a file's outputs left by a process that no longer runs (a
+    worker killed mid-write); returns how many."""
+    n = 0
+    for tmp in stem.parent.glob(f".{glob.escape(stem.name)}.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def _atomic_write(path: Path, write) -> None:
     """``write(f)`` (a binary file) into ``path`` atomically, synced to disk before it replaces it."""
     with _replacing(path) as tmp, open(tmp, "wb") as f:
@@ -517,6 +539,7 @@ def format_outputs(rel: str, pred: Prediction, segments: list[dict], write) -> d
 def write_file_outputs(stem: Path, rel: str, pred: Prediction, segments: list[dict], write, record: dict) -> None:
     """Every requested output of one file, each atomically, then its record (last: it marks it done)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(stem)
     for name, content in format_outputs(rel, pred, segments, write).items():
         path = stem.with_name(stem.name + OUTPUT_SUFFIXES[name])
         if name == "npy":
@@ -667,6 +690,7 @@ def _run_pool(job, tasks, done, stop, workers: int):
         # died twice is a failure (it may be what kills them).
         for res in died:
             task = by_rel[res["file"]]
+            remove_stale_temps(Path(task["stem"]))  # a worker killed mid-write left its temporary file
             rec = is_done(Path(task["stem"]), Item(task["path"], task["rel"]), job)
             if rec is not None:
                 done(_record_result(task, rec, "done"))

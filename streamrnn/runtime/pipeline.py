@@ -473,6 +473,11 @@ class Pipeline:
         if slot.detector is not None:
             self._send_events(slot, slot.detector.push(y), t_cap)
 
+    def close_all(self, reason: str) -> None:
+        """End every open stream: open segments end (events), each gets its end-of-stream message."""
+        for slot in list(self.slots.values()):
+            self._close_slot(slot, reason)
+
     # --- periodic --------------------------------------------------------------------------------
     def _periodic_desc(self):
         now = time.monotonic()
@@ -568,8 +573,7 @@ class Pipeline:
                     break
                 if self.source.exhausted:
                     break
-            for slot in list(self.slots.values()):
-                self._close_slot(slot, "shutdown")
+            self.close_all("shutdown")
             self._send_stats()
             for s in list(self.sinks):
                 self._sink_call(s, "flush")

@@ -61,7 +61,7 @@ def _stage_cpu(path: Path, out: Path) -> dict:
     from streamrnn.audio.frontend import as_frontend
     from streamrnn.audio.resample import Resampler
     from streamrnn.transport import wire
-    from streamrnn.transport.sinks import _pred_lines
+    from streamrnn.transport.records import row_lines
     from streamrnn.transport.sources import open_source
 
     model = streamrnn.load_model("vad")
@@ -97,7 +97,7 @@ def _stage_cpu(path: Path, out: Path) -> dict:
                 t2 = clock()
                 y = st.push(frames)
                 t3 = clock()
-                f.write(_pred_lines(wire.Message(wire.PRED, "file0", sample_index=k, data=y), descs))
+                f.write(row_lines(wire.Message(wire.PRED, "file0", sample_index=k, data=y), descs))
                 t4 = clock()
                 k += y.shape[0]
                 for name, dt in zip(names[1:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):

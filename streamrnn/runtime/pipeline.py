@@ -494,7 +494,7 @@ class Pipeline:
 
     def summary(self) -> str:
         """The run's stats for humans (the CLI prints it on stderr at exit)."""
-        return self.stats.summary()
+        return self.stats.summary(latency_note=self.source.latency_note())
 
     def _send_stats(self):
         seq = self._stats_seq

@@ -648,3 +648,38 @@ def test_a_curve_listener_that_hears_nothing_says_the_keys_may_not_match(tmp_pat
         sink.close()
     assert a_out and "may not match" not in a_err  # the allowed key hears the heartbeats, no warning
     assert m_out == "" and "nothing received for 5 s over CurveZMQ" in m_err and "keys may not match" in m_err
+
+
+# --- item 1: cold start ----------------------------------------------------------------------------
+
+def test_every_command_that_compiles_says_so_once_and_a_warm_start_says_nothing(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # an empty kernel cache
+    args = ("features", "--source", "demo", "--no-realtime", "--duration", "0.1", "--sink", "null")
+    cold = cli(*args, env=env, timeout=300)
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stderr.count("compiling the Numba kernels") == 1, cold.stderr
+    warm = cli(*args, env=env, timeout=300)
+    assert warm.returncode == 0 and "compiling" not in warm.stderr, warm.stderr
+
+
+def test_the_few_frame_kernel_equals_the_tiled_one_and_a_paced_source_compiles_only_it():
+    import numpy as np
+
+    from streamrnn.audio import kernels
+    from streamrnn.audio.frontend import LogMel, _scratch
+
+    fe = LogMel()
+    tb = fe._tables
+    x = np.random.default_rng(5).standard_normal(16000)
+    n = (len(x) - fe.win_length) // fe.hop_length + 1
+    tiled, one = np.empty((n, 40), np.float32), np.empty((n, 40), np.float32)
+    kernels._frames_kernel(x, n, tb.itab, tb.ftab, _scratch(tb.n_scratch), tiled)
+    kernels._frames1_kernel(x, n, tb.itab, tb.ftab, _scratch(tb.n_scratch), one)
+    np.testing.assert_array_equal(one, tiled)  # bit for bit: the same W = 1 / W = 8 arithmetic
+    # in a fresh process, the real-time demo's warm-up and first blocks compile the few-frame kernel only
+    code = ("import streamrnn; from streamrnn.audio import kernels as k; "
+            "streamrnn.run_stream(streamrnn.StreamConfig(model='vad', source='demo', duration=0.3, sink=('null',)));"
+            "print(len(k._frames_kernel.signatures), len(k._frames1_kernel.signatures))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "1"]

@@ -255,33 +255,91 @@ def bench_streams(a) -> dict:
 
 
 # --- start-up ---------------------------------------------------------------------------------------
-def _first_prediction_seconds(cache_dir: str) -> float:
+STARTUP_CMD = ["stream", "--model", "vad", "--source", "demo", "--sink", "stdout", "--json", "--no-events"]
+
+# One cold warm-up in a fresh process, with Numba's compile events: CPU seconds of each kernel's
+# compile (``nested`` ones inside their caller's time), printed as one JSON object.
+_KERNEL_PROFILE = r"""
+import json, sys, time
+from numba.core import event
+spans, stack = [], []
+class L(event.Listener):
+    def on_start(self, e):
+        stack.append(time.process_time())
+    def on_end(self, e):
+        f = e.data["dispatcher"].py_func
+        spans.append((len(stack) - 1, f"{f.__module__}.{f.__qualname__}", time.process_time() - stack.pop()))
+event.register("numba:compile", L())
+import streamrnn
+t0 = time.process_time()
+streamrnn.run_stream(streamrnn.StreamConfig(model="vad", source="demo", duration=0.1, sink=("null",)))
+top = {}
+for depth, name, dt in spans:
+    if depth == 0:
+        top[name] = top.get(name, 0.0) + dt
+print(json.dumps({"run_cpu_s": time.process_time() - t0, "kernels": top}))
+"""
+
+
+def _first_prediction(cache_dir: str) -> tuple[float, float]:
+    """(wall s, CPU s) from starting ``streamrnn stream --model vad --source demo`` to its first
+    prediction on stdout; CPU is the child's user + system time (/proc) when that line arrives."""
     env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", "demo",
-                             "--sink", "stdout", "--json", "--no-events"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "streamrnn", *STARTUP_CMD], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
+    wall = cpu = None
     try:
         for line in proc.stdout:
             if '"pred"' in line:
-                return time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid)
+                break
     finally:
         proc.kill()
         proc.wait()
-    raise RuntimeError("no prediction")
+    if wall is None:
+        raise RuntimeError("no prediction")
+    return wall, cpu
+
+
+def _kernel_compile_cpu() -> dict:
+    """CPU seconds of each kernel's first compile in the README command's warm-up (empty cache)."""
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run([sys.executable, "-c", _KERNEL_PROFILE], env={**os.environ, "NUMBA_CACHE_DIR": cache},
+                             capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bench_startup(a) -> dict:
-    with tempfile.TemporaryDirectory() as cache:
-        cold = _first_prediction_seconds(cache)
-        warm = float(np.median([_first_prediction_seconds(cache) for _ in range(max(3, a.repeats))]))
-    md = "\n".join(["## Start-up", "",
-                    "Wall time from starting `streamrnn stream --model vad --source demo --sink stdout` to its "
-                    "first prediction on stdout. Cold: empty Numba cache (every kernel compiles); warm: kernels "
-                    "loaded from the on-disk cache (median of repeats).", "",
-                    "| cold s | warm s |", "|---:|---:|", f"| {cold:.2f} | {warm:.2f} |"])
-    print("startup", cold, warm, flush=True)
-    return {"cold_s": cold, "warm_s": warm, "markdown": md}
+    """Cold (empty kernel cache, a fresh one each time) and warm starts of the README's first
+    command, medians of repeats (wall and CPU seconds), and the compile CPU of each kernel."""
+    n = 1 if a.quick else max(3, a.repeats)
+    cold, warm = [], []
+    for _ in range(n):
+        with tempfile.TemporaryDirectory() as cache:
+            cold.append(_first_prediction(cache))
+            warm.append(_first_prediction(cache))
+    med = lambda rows, k: float(np.median([r[k] for r in rows]))  # noqa: E731
+    prof = _kernel_compile_cpu()
+    kernels = sorted(prof["kernels"].items(), key=lambda kv: -kv[1])
+    load = os.getloadavg()[0]
+    md = ["## Start-up", "",
+          f"From starting `streamrnn {' '.join(STARTUP_CMD)}` to its first prediction on stdout. Cold: an empty "
+          "Numba cache (`NUMBA_CACHE_DIR` a fresh directory: every kernel compiles); warm: the kernels loaded "
+          f"from that cache. Medians of {n} runs; wall seconds depend on what else the machine runs (load average "
+          f"{load:.1f} on {os.cpu_count()} CPUs when measured), CPU seconds (the process's user + system time) "
+          "much less.", "",
+          "| | wall s | CPU s | wall range |", "|---|---:|---:|---:|",
+          f"| cold | {med(cold, 0):.2f} | {med(cold, 1):.2f} | {min(r[0] for r in cold):.1f}-{max(r[0] for r in cold):.1f} |",
+          f"| warm | {med(warm, 0):.2f} | {med(warm, 1):.2f} | {min(r[0] for r in warm):.1f}-{max(r[0] for r in warm):.1f} |",
+          "", "Where a cold start's compile goes (CPU seconds of each kernel's compile, callees included; one "
+          "run):", "", "| kernel | compile CPU s |", "|---|---:|"]
+    md += [f"| `{k}` | {v:.2f} |" for k, v in kernels]
+    md += [f"| whole warm-up and 0.1 s of stream | {prof['run_cpu_s']:.2f} |"]
+    print("startup cold", cold, "warm", warm, "kernels", kernels, flush=True)
+    return {"cold_s": med(cold, 0), "cold_cpu_s": med(cold, 1), "warm_s": med(warm, 0), "warm_cpu_s": med(warm, 1),
+            "cold_runs": cold, "warm_runs": warm, "kernel_compile_cpu_s": dict(kernels), "load_average": load,
+            "markdown": "\n".join(md)}
 
 
 # --- training --------------------------------------------------------------------------------------

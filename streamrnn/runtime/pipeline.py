@@ -57,13 +57,6 @@ MAX_AGE = 3600.0
 MAX_FRAME0 = 2**62  # a lost start's first frame, capped so output frame numbers fit the wire's uint64
 
 
-# Seconds of warm-up after which the user is told that the kernels are compiling (a warm
-# start loads them from the on-disk cache in about 0.5 s).
-COMPILE_NOTICE_AFTER = 2.0
-COMPILE_NOTICE = ("compiling the Numba kernels (first run on this machine or after an upgrade, about 20 s); "
-                  "they are cached on disk and later starts take under a second")
-
-
 # --- processors: what turns one stream's input rows into output rows ---------------------
 class Processor:
     """What the pipeline runs: the one interface of its two implementations.
@@ -92,13 +85,19 @@ class Processor:
         """Descriptor fields of a stream: ``n`` (values per row) and extra metadata."""
         raise NotImplementedError
 
-    def warm_up(self, rates) -> None:
-        """Run every kernel once (compile or load from the cache) for streams at these rates."""
+    def warm_up(self, rates, block_seconds: float | None = None) -> None:
+        """Run every kernel once (compile or load from the cache) for streams at these rates, in
+        blocks of ``block_seconds`` (a paced source's blocks: only the front end's few-frame
+        kernel compiles) or, None, in one 0.5 s block (also its tiled kernel, for big blocks)."""
         for r in rates:
             st = self.open("_warm_up", "audio", r, 1)
             # 0.5 s of quiet noise: enough samples for several frames through every kernel.
             x = np.random.default_rng(0).standard_normal((int(r // 2), 1)).astype(np.float32) * 1e-3
-            self.run({"_warm_up": st.prepare(x)})
+            n = max(1, int(r * block_seconds)) if block_seconds else len(x)
+            for i in range(0, len(x), n):
+                f = st.prepare(x[i:i + n])
+                if len(f):
+                    self.run({"_warm_up": f})
             st.close()
 
 
@@ -181,11 +180,14 @@ class ModelProcessor(Processor):
             desc["delay"] = m.delay  # frames: preds arrive that late, indexed by their own frame
         return {"n": m.output_size, "model": desc}
 
-    def warm_up(self, rates) -> None:
+    def warm_up(self, rates, block_seconds: float | None = None) -> None:
         m = self.model
         if m.frontend is not None:
-            super().warm_up(rates)
-        m.stream().push(np.zeros((4, m.input_size), np.float32))
+            super().warm_up(rates, block_seconds)  # the front end's kernels and the bank's
+        else:  # the bank's kernel alone (not a Stream's: the pipeline never runs one; 2 s of first compile)
+            st = self.open("_warm_up", "features", 100.0, m.input_size)
+            self.run({"_warm_up": np.zeros((4, m.input_size), np.float32)})
+            st.close()
         if self.event_params is not None:
             n = m.output_size
             EventDetector(self.labels(n), self.event_params, 100.0).push(np.zeros((2, n), np.float32))
@@ -506,22 +508,17 @@ class Pipeline:
     def warm_up(self, rate: float | None = None) -> float:
         """Compile (or load from cache) every kernel before real data arrives; returns seconds.
 
-        Loading the cached kernels takes well under a second; if the warm-up is still running
-        after ``COMPILE_NOTICE_AFTER`` seconds, the kernels are being compiled (first run on
-        this machine, or after an upgrade), and a warning says so instead of a silent wait.
+        Loading the cached kernels takes well under a second; when a kernel has to be compiled
+        (first run on this machine, or after an upgrade) ``streamrnn.compiling`` logs one warning
+        saying so, instead of a silent wait.
         """
-        notice = threading.Timer(COMPILE_NOTICE_AFTER, log.warning, (COMPILE_NOTICE,))
-        notice.daemon = True
-        notice.start()
-        try:
-            return self._warm_up(rate)
-        finally:
-            notice.cancel()
-
-    def _warm_up(self, rate: float | None) -> float:
         t0 = time.perf_counter()
         # an unknown input rate (ZeroMQ sources): also load the resampler, for streams at other rates
-        self.processor.warm_up([float(rate)] if rate else [16000.0, 48000.0])
+        # a paced source (microphone, a real-time file or the demo) delivers block_ms blocks, a few
+        # frames each: the front end's tiled kernel (big blocks) is not compiled for it
+        paced = getattr(self.source, "paced", False)
+        self.processor.warm_up([float(rate)] if rate else [16000.0, 48000.0],
+                               self.config.block_ms / 1000 if paced else None)
         dt = time.perf_counter() - t0
         log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
         return dt

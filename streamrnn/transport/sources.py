@@ -107,6 +107,7 @@ class Source:
     """Base class; see the module docstring for the protocol."""
 
     live = True          # runs until stopped (mic, zmq) vs. ends by itself (file, stdin)
+    paced = False        # delivers blocks of block_ms as they are captured (mic, a real-time file)
     exhausted = False
     expected_rate: float | None = None   # samples/s if known before open (for warm-up)
 
@@ -162,6 +163,7 @@ class FileSource(_SingleStream):
     """``file:PATH``: any format soundfile reads, in blocks; ``realtime`` paces it like a microphone."""
 
     live = False
+    paced = property(lambda self: bool(self.realtime))
 
     def __init__(self, path, stream_id="file0", block_ms=20.0, realtime=False, stats=None):
         super().__init__(stream_id, stats)
@@ -431,6 +433,8 @@ class MicSource(_SingleStream):
     ``queue_seconds`` of audio); when it is full the oldest block is dropped,
     counted in ``overflows`` and the next chunk carries FLAG_OVERFLOW | FLAG_GAP.
     """
+
+    paced = True
 
     def __init__(self, device=None, rate=16000, channels=1, stream_id="mic0", block_ms=20.0,
                  queue_seconds=2.0, stats=None):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamrnn.compiling import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError, InputError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
@@ -91,11 +93,8 @@ class Processor:
         kernel compiles) or, None, in one 0.5 s block (also its tiled kernel, for big blocks)."""
         for r in rates:
             st = self.open("_warm_up", "audio", r, 1)
-            # 0.5 s of quiet noise: enough samples for several frames through every kernel.
-            x = np.random.default_rng(0).standard_normal((int(r // 2), 1)).astype(np.float32) * 1e-3
-            n = max(1, int(r * block_seconds)) if block_seconds else len(x)
-            for i in range(0, len(x), n):
-                f = st.prepare(x[i:i + n])
+            for x in warm_up_blocks(r, block_seconds):
+                f = st.prepare(x)
                 if len(f):
                     self.run({"_warm_up": f})
             st.close()
@@ -182,12 +181,20 @@ class ModelProcessor(Processor):
 
     def warm_up(self, rates, block_seconds: float | None = None) -> None:
         m = self.model
+        # a cold cache: the front end compiles in a helper process meanwhile (None: cached, or no front end)
+        helper = compile_front_end_elsewhere(m.frontend, rates, block_seconds) if m.frontend else None
+        # the bank's kernel (not a Stream's: the pipeline never runs one; 2 s of first compile)
+        st = self.open("_warm_up", "features", 100.0, m.input_size)
+        self.run({"_warm_up": np.zeros((4, m.input_size), np.float32)})
+        st.close()
+        if helper is not None:
+            try:
+                helper.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
         if m.frontend is not None:
-            super().warm_up(rates, block_seconds)  # the front end's kernels and the bank's
-        else:  # the bank's kernel alone (not a Stream's: the pipeline never runs one; 2 s of first compile)
-            st = self.open("_warm_up", "features", 100.0, m.input_size)
-            self.run({"_warm_up": np.zeros((4, m.input_size), np.float32)})
-            st.close()
+            super().warm_up(rates, block_seconds)  # the front end's kernels (from the cache the helper filled)
         if self.event_params is not None:
             n = m.output_size
             EventDetector(self.labels(n), self.event_params, 100.0).push(np.zeros((2, n), np.float32))

@@ -25,11 +25,12 @@ from numba.core import event
 log = logging.getLogger("streamrnn")
 
 # Measured (tools/bench.py --only startup, docs/bench.md "Start-up"): the kernels of the first
-# command of the README compile in about this many seconds on an empty cache; training and the
-# gradient check compile more (the backward kernels).
-COMPILE_SECONDS = 15
-COMPILE_NOTICE = (f"compiling the Numba kernels (first run on this machine or after an upgrade, about "
-                  f"{COMPILE_SECONDS} s or more); they are cached on disk and later starts take under a second")
+# command of the README compile in about this many CPU seconds on an empty cache; training and
+# the gradient check compile more (the backward kernels).
+COMPILE_SECONDS = 10
+COMPILE_NOTICE = (f"compiling the Numba kernels (first run on this machine or after an upgrade: about "
+                  f"{COMPILE_SECONDS} CPU seconds, more for training); they are cached on disk and later starts "
+                  f"take under a second")
 
 _lock = threading.Lock()
 _listener = None

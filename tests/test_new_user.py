@@ -704,3 +704,22 @@ print(compiling.announce_compiles().compiled - n0, compiling.compile_front_end_e
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["0", "None"]  # nothing compiled here: loaded; and no helper once cached
+
+
+def test_listen_records_keep_an_input_and_an_output_descriptor_of_one_stream_apart():
+    import numpy as np
+
+    from streamrnn.transport import wire
+    from streamrnn.transport.records import Records
+
+    rec = Records(wire_fields=True)
+    msgs = [wire.Message(wire.DESC, "mic0", direction="in",
+                         meta=wire.descriptor("mic0", 1, "audio", "float32", 1, 16000.0)),
+            wire.Message(wire.DESC, "mic0", direction="out",
+                         meta=wire.descriptor("mic0", 2, "pred", "float32", 1, 100.0, labels=["speech"])),
+            wire.Message(wire.DATA, "mic0", direction="in", sample_index=1600, data=np.zeros((320, 1), np.float32)),
+            wire.Message(wire.PRED, "mic0", direction="out", sample_index=10, data=np.ones((1, 1), np.float32))]
+    out = [r for m in msgs for r in rec.make(m)]
+    assert [(r["type"], r["direction"], r["frame"], r["time"]) for r in out[2:]] == [
+        ("audio", "in", 1600, 0.1), ("pred", "out", 10, 0.1)]
+    assert out[2]["n"] == 320 and len(out[2]["x"]) == 320  # samples: one record per block

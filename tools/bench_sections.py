@@ -74,7 +74,7 @@ def _stage_cpu(path: Path, out: Path) -> dict:
              "JSON lines (100 rows per second of audio)")
     cpu = dict.fromkeys(names, 0.0)
     clock = time.process_time
-    descs = {"file0": {"rate": fe.frame_rate}}
+    desc = {"rate": fe.frame_rate}
     k = 0
     with open(out, "w", encoding="utf-8", buffering=1 << 16) as f:
         src.open()
@@ -97,7 +97,7 @@ def _stage_cpu(path: Path, out: Path) -> dict:
                 t2 = clock()
                 y = st.push(frames)
                 t3 = clock()
-                f.write(row_lines(wire.Message(wire.PRED, "file0", sample_index=k, data=y), descs))
+                f.write(row_lines(wire.Message(wire.PRED, "file0", sample_index=k, data=y), desc))
                 t4 = clock()
                 k += y.shape[0]
                 for name, dt in zip(names[1:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -334,8 +334,8 @@ def bench_startup(a) -> dict:
           f"{load:.1f} on {os.cpu_count()} CPUs when measured), CPU seconds (the process's user + system time) "
           "much less.", "",
           "| | wall s | CPU s | wall range |", "|---|---:|---:|---:|",
-          f"| cold | {med(cold, 0):.2f} | {med(cold, 1):.2f} | {min(r[0] for r in cold):.1f}-{max(r[0] for r in cold):.1f} |",
-          f"| warm | {med(warm, 0):.2f} | {med(warm, 1):.2f} | {min(r[0] for r in warm):.1f}-{max(r[0] for r in warm):.1f} |",
+          *(f"| {name} | {med(rows, 0):.2f} | {med(rows, 1):.2f} | {min(r[0] for r in rows):.1f}-"
+            f"{max(r[0] for r in rows):.1f} |" for name, rows in (("cold", cold), ("warm", warm))),
           "", "The cold start compiles the front end's kernels in a helper process while the model's compiles "
           "(CPU above: both); where its compile goes (CPU seconds of each kernel's compile, callees included, "
           "all in one process; one run):", "", "| kernel | compile CPU s |", "|---|---:|"]

@@ -31,12 +31,12 @@ CSV_COLUMNS = ("v", "type", "stream", "epoch", "frame", "time", "t_capture", "se
 CSV_TYPES = ("pred", "features", "event", "eos")  # desc, stats and hb records stay out of CSV
 
 
-def row_type(m: wire.Message, descs: dict) -> str:
+def row_type(m: wire.Message, desc: dict) -> str:
     """The record type of an array message's rows: ``pred`` (model outputs), ``features`` or
-    ``audio`` (a data message, by its stream's descriptor; ``data`` when none was seen)."""
+    ``audio`` (a data message, by its stream's descriptor ``desc``; ``data`` when none was seen)."""
     if m.kind == wire.PRED:
         return "pred"
-    content = (descs.get(m.stream) or {}).get("content")
+    content = desc.get("content")
     return content if content in ("features", "audio") else "data"
 
 
@@ -46,15 +46,15 @@ def values_key(rtype: str) -> str:
 
 
 class Records:
-    """Makes the records of messages; keeps each stream's latest descriptor (its rate gives ``time``,
-    its content a data message's type).
+    """Makes the records of messages; keeps each stream's latest descriptor per direction (an
+    input's and an output's differ; its rate gives ``time``, its content a data message's type).
 
     ``make(m)`` yields the record dicts of one message; ``wire=True`` adds ``direction``,
     ``topic``, ``t_send`` and ``ref_seq`` (what ``listen`` shows), ``with_data=False`` drops the
     values (``y``/``x``) and keeps their count (``n``)."""
 
     def __init__(self, wire_fields: bool = False, with_data: bool = True):
-        self.descs: dict[str, dict] = {}
+        self.descs: dict[tuple[str, str], dict] = {}  # (direction, stream) -> descriptor
         self.wire_fields = wire_fields
         self.with_data = with_data
 
@@ -64,9 +64,13 @@ class Records:
             d.update(direction=m.direction, topic=m.topic, t_send=m.t_send, ref_seq=m.ref_seq)
         return d
 
+    def desc(self, m: wire.Message) -> dict:
+        """The latest descriptor of ``m``'s stream in ``m``'s direction ({} if none yet)."""
+        return self.descs.get((m.direction, m.stream)) or {}
+
     def make(self, m: wire.Message):
         if m.kind == wire.DESC:
-            self.descs[m.stream] = m.meta
+            self.descs[(m.direction, m.stream)] = m.meta
             yield {**self._head(m, "desc"), **m.meta}
         elif m.kind in wire.ARRAY_KINDS:
             yield from self.rows(m)
@@ -82,8 +86,8 @@ class Records:
     def rows(self, m: wire.Message):
         """One record per row of an array message: frame index, time (s; None without a rate),
         capture time, seq, flags (on the first row) and the values."""
-        rtype = row_type(m, self.descs)
-        rate = float((self.descs.get(m.stream) or {}).get("rate") or 0) or None
+        rtype = row_type(m, self.desc(m))
+        rate = float(self.desc(m).get("rate") or 0) or None
         key = values_key(rtype)
         flags = m.flag_names()
         head = self._head(m, rtype)
@@ -105,9 +109,9 @@ class Records:
     def lines(self, m: wire.Message) -> str:
         """The JSON lines of ``make(m)`` (compact separators), fast for prediction and feature rows."""
         if m.kind in wire.ARRAY_KINDS and not self.wire_fields and self.with_data:
-            rtype = row_type(m, self.descs)
+            rtype = row_type(m, self.desc(m))
             if rtype in ("pred", "features") and m.data.size and _finite(m.data):
-                return row_lines(m, self.descs, rtype)
+                return row_lines(m, self.desc(m), rtype)
         return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.make(m))
 
 
@@ -122,15 +126,15 @@ def bad_record(reason: str, error: str) -> dict:
     return {"v": SCHEMA, "type": "bad", "reason": reason, "error": error}
 
 
-def row_lines(m: wire.Message, descs: dict, rtype: str = "pred") -> str:
-    """The JSON lines of ``Records().rows(m)``, byte for byte what ``json.dumps`` writes for each record.
+def row_lines(m: wire.Message, desc: dict, rtype: str = "pred") -> str:
+    """The JSON lines of ``Records().rows(m)`` (``desc``: the stream's descriptor, {} if none), byte
+    for byte what ``json.dumps`` writes for each record.
 
     Built column by column with C-level ``map``/``zip`` and one %-template per row (no Python
     bytecode per row): the per-row ``json.dumps`` was half of the whole pipeline's CPU time on a
     long file, and a per-row f-string loop still a quarter.  Only for finite values (json spells
     NaN/Inf differently from repr)."""
-    d = descs.get(m.stream) or {}
-    rate = float(d.get("rate") or 0) or None
+    rate = float(desc.get("rate") or 0) or None
     n = m.data.shape[0]
     head = '{"v":%d,"type":"%s","stream":%s,"epoch":%d,"frame":' % (SCHEMA, rtype, json.dumps(m.stream), m.epoch)
     mid = ',"t_capture":%s,"seq":%d,"flags":' % (json.dumps(m.t_capture), m.seq)

@@ -137,15 +137,11 @@ class _TextSink(Sink):
         self._f = None
         self._own = True  # close the file at the end (False for stdout)
 
-    @property
-    def descs(self) -> dict:
-        return self.rec.descs
-
     def shows(self, m: wire.Message) -> bool:
         """Outputs only (array messages going out), each descriptor once until it changes."""
         if m.kind not in self.SHOWN or (m.kind == wire.DATA and m.direction != "out"):
             return False
-        return m.kind != wire.DESC or self.descs.get(m.stream) != m.meta
+        return m.kind != wire.DESC or self.rec.desc(m) != m.meta
 
     def records(self, m: wire.Message):
         if self.shows(m):
@@ -219,7 +215,7 @@ class CsvSink(_TextSink):
             if t not in CSV_TYPES:
                 continue
             if self._n is None:  # the header, from the first row's values or the descriptor's width
-                d = self.descs.get(m.stream) or {}
+                d = self.rec.desc(m)
                 vals = r.get(values_key(t)) if t in ("pred", "features") else None
                 self._n = len(vals) if vals is not None else len(d.get("labels") or ()) or int(d.get("channels") or 0)
                 rtype = t if t in ("pred", "features") else d.get("content", "pred")
@@ -254,7 +250,7 @@ class TerminalSink(_TextSink):
                 if now - self._last < self.MIN_INTERVAL:
                     continue
                 self._last = now
-                labels = (self.descs.get(m.stream) or {}).get("labels") or []
+                labels = self.rec.desc(m).get("labels") or []
                 y = r[values_key(r["type"])]
                 j = max(range(len(y)), key=lambda i: y[i]) if len(y) > 1 else 0
                 p = y[j]

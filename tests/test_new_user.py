@@ -690,15 +690,16 @@ def test_a_cold_front_end_compiles_in_a_helper_process_and_is_then_loaded_here(t
 import numpy as np, streamrnn
 from streamrnn import compiling
 from streamrnn.audio.stream import FeatureStream
+from streamrnn.runtime import warmup
 fe = streamrnn.load_model("vad").frontend
-helper = compiling.compile_front_end_elsewhere(fe, [16000.0], 0.02)  # an empty cache: a helper compiles
+helper = warmup.compile_front_end_elsewhere(fe, [16000.0], 0.02)  # an empty cache: a helper compiles
 assert helper is not None
 assert helper.wait(300) == 0
 n0 = compiling.announce_compiles().compiled
 s = FeatureStream(fe, 16000.0)
-for x in compiling.warm_up_blocks(16000.0, 0.02):
+for x in warmup.warm_up_blocks(16000.0, 0.02):
     s.push(x)
-print(compiling.announce_compiles().compiled - n0, compiling.compile_front_end_elsewhere(fe, [16000.0], 0.02))
+print(compiling.announce_compiles().compiled - n0, warmup.compile_front_end_elsewhere(fe, [16000.0], 0.02))
 """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamrnn.compiling import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError, InputError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
+from streamrnn.runtime.warmup import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
 from streamrnn.transport.sources import Chunk, Source, new_epoch

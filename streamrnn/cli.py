@@ -18,8 +18,28 @@ from streamrnn.config import EventParams, StreamConfig
 from streamrnn.errors import StreamRNNError
 
 
+def _set_verbosity(ctx, param, value):
+    """``-v``/``-vv`` after a command (``streamrnn stream -v``): the same as before it; the higher wins."""
+    if value:
+        level = logging.INFO if value == 1 else logging.DEBUG
+        root = logging.getLogger()
+        root.setLevel(min(root.level or logging.WARNING, level))
+
+
+class _Command(click.Command):
+    """Every command also takes ``-v``/``--verbose`` (the group's option, after the command name)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not any("--verbose" in p.opts for p in self.params):
+            self.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False, is_eager=True,
+                                            callback=_set_verbosity, help="More log output (-v info, -vv debug)."))
+
+
 class _Group(click.Group):
-    """Turns streamrnn's typed errors into one clear line and a non-zero exit."""
+    """Turns streamrnn's typed errors into one clear line and a non-zero exit; its commands take -v."""
+
+    command_class = _Command
 
     def invoke(self, ctx):
         try:
@@ -164,7 +184,7 @@ def _run_until_signal(run, cfg) -> None:
     def ready(pipe):
         started.append(pipe)
         click.echo(f"streamrnn: streaming {pipe.source.describe()} -> "
-                   f"{', '.join(s.describe() for s in pipe.sinks)}", err=True)
+                   f"{', '.join(s.uri or s.describe() for s in pipe.sinks)}", err=True)
 
     started = []
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -235,11 +255,12 @@ def features(config_path, sets, **options):
 @_apply(_curve_options())
 def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret_key, curve_server_key,
            curve_allow, curve_allow_insecure_key):
-    """Decode any streamrnn/1 traffic at URL to JSON lines.
+    """Decode any streamrnn/1 traffic at URL to JSON lines: the records of docs/formats.md (as
+    `stream --sink stdout` writes them, plus the wire fields direction, topic, t_send, ref_seq).
 
     URL: zmq+sub://HOST:PORT (connects), zmq+pull://HOST:PORT (binds), their +ipc forms, or a bare
     tcp://HOST:PORT / ipc://PATH (subscribe, connect). Malformed messages print as
-    {"bad": REASON, "error": ...}; counts by reason go to stderr at exit.
+    {"v":1,"type":"bad","reason":REASON,"error":...}; counts by reason go to stderr at exit.
     """
     import signal
     import threading
@@ -252,7 +273,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret
     old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     stats = None
     try:
-        stats = listen_to(url, lambda rec: click.echo(json.dumps(rec)), topic=topic, count=count,
+        stats = listen_to(url, lambda rec: click.echo(json.dumps(rec, separators=(",", ":"))), topic=topic, count=count,
                           duration=duration, with_data=not no_data, max_message_bytes=max_message_bytes,
                           curve=curve, stop=stop, on_ready=lambda ep: click.echo(
                               f"streamrnn: listening on {ep.address} (topic {ep.topic!r})", err=True))

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from streamrnn.compiling import announce_compiles
 from streamrnn.config import EventParams  # the [events] settings, defined once in config
 from streamrnn.errors import ConfigError
+
+announce_compiles()  # the first compile of a kernel says so on stderr (cold cache)
 
 OFF, PENDING_ON, ON, PENDING_OFF = 0, 1, 2, 3
 

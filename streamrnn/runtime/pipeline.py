@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ import numpy as np
 from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError, InputError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
+from streamrnn.runtime.warmup import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
 from streamrnn.transport.sources import MAX_AGE, Chunk, Source, new_epoch
@@ -53,13 +55,6 @@ PIPELINE_HISTORY = 1.0
 # times fall outside the window (implausible_time[future|past]); predictions whose latency is outside
 # 0..MAX_AGE s are left out of the latency statistics (one bad clock must not poison p50/p99/max).
 MAX_FRAME0 = 2**62  # a lost start's first frame, capped so output frame numbers fit the wire's uint64
-
-
-# Seconds of warm-up after which the user is told that the kernels are compiling (a warm
-# start loads them from the on-disk cache in about 0.5 s).
-COMPILE_NOTICE_AFTER = 2.0
-COMPILE_NOTICE = ("compiling the Numba kernels (first run on this machine or after an upgrade, about 20 s); "
-                  "they are cached on disk and later starts take under a second")
 
 
 # --- processors: what turns one stream's input rows into output rows ---------------------
@@ -90,13 +85,16 @@ class Processor:
         """Descriptor fields of a stream: ``n`` (values per row) and extra metadata."""
         raise NotImplementedError
 
-    def warm_up(self, rates) -> None:
-        """Run every kernel once (compile or load from the cache) for streams at these rates."""
+    def warm_up(self, rates, block_seconds: float | None = None) -> None:
+        """Run every kernel once (compile or load from the cache) for streams at these rates, in
+        blocks of ``block_seconds`` (a paced source's blocks: only the front end's few-frame
+        kernel compiles) or, None, in one 0.5 s block (also its tiled kernel, for big blocks)."""
         for r in rates:
             st = self.open("_warm_up", "audio", r, 1)
-            # 0.5 s of quiet noise: enough samples for several frames through every kernel.
-            x = np.random.default_rng(0).standard_normal((int(r // 2), 1)).astype(np.float32) * 1e-3
-            self.run({"_warm_up": st.prepare(x)})
+            for x in warm_up_blocks(r, block_seconds):
+                f = st.prepare(x)
+                if len(f):
+                    self.run({"_warm_up": f})
             st.close()
 
 
@@ -179,11 +177,22 @@ class ModelProcessor(Processor):
             desc["delay"] = m.delay  # frames: preds arrive that late, indexed by their own frame
         return {"n": m.output_size, "model": desc}
 
-    def warm_up(self, rates) -> None:
+    def warm_up(self, rates, block_seconds: float | None = None) -> None:
         m = self.model
+        # a cold cache: the front end compiles in a helper process meanwhile (None: cached, or no front end)
+        helper = compile_front_end_elsewhere(m.frontend, rates, block_seconds) if m.frontend else None
+        # the bank's kernel (not a Stream's: the pipeline never runs one; 2 s of first compile)
+        st = self.open("_warm_up", "features", 100.0, m.input_size)
+        self.run({"_warm_up": np.zeros((4, m.input_size), np.float32)})
+        st.close()
+        if helper is not None:
+            try:
+                helper.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
         if m.frontend is not None:
-            super().warm_up(rates)
-        m.stream().push(np.zeros((4, m.input_size), np.float32))
+            super().warm_up(rates, block_seconds)  # the front end's kernels (from the cache the helper filled)
         if self.event_params is not None:
             n = m.output_size
             EventDetector(self.labels(n), self.event_params, 100.0).push(np.zeros((2, n), np.float32))
@@ -504,7 +513,7 @@ class Pipeline:
 
     def summary(self) -> str:
         """The run's stats for humans (the CLI prints it on stderr at exit)."""
-        return self.stats.summary()
+        return self.stats.summary(latency_note=self.source.latency_note())
 
     def _send_stats(self):
         seq = self._stats_seq
@@ -516,22 +525,17 @@ class Pipeline:
     def warm_up(self, rate: float | None = None) -> float:
         """Compile (or load from cache) every kernel before real data arrives; returns seconds.
 
-        Loading the cached kernels takes well under a second; if the warm-up is still running
-        after ``COMPILE_NOTICE_AFTER`` seconds, the kernels are being compiled (first run on
-        this machine, or after an upgrade), and a warning says so instead of a silent wait.
+        Loading the cached kernels takes well under a second; when a kernel has to be compiled
+        (first run on this machine, or after an upgrade) ``streamrnn.compiling`` logs one warning
+        saying so, instead of a silent wait.
         """
-        notice = threading.Timer(COMPILE_NOTICE_AFTER, log.warning, (COMPILE_NOTICE,))
-        notice.daemon = True
-        notice.start()
-        try:
-            return self._warm_up(rate)
-        finally:
-            notice.cancel()
-
-    def _warm_up(self, rate: float | None) -> float:
         t0 = time.perf_counter()
         # an unknown input rate (ZeroMQ sources): also load the resampler, for streams at other rates
-        self.processor.warm_up([float(rate)] if rate else [16000.0, 48000.0])
+        # a paced source (microphone, a real-time file or the demo) delivers block_ms blocks, a few
+        # frames each: the front end's tiled kernel (big blocks) is not compiled for it
+        paced = getattr(self.source, "paced", False)
+        self.processor.warm_up([float(rate)] if rate else [16000.0, 48000.0],
+                               self.config.block_ms / 1000 if paced else None)
         dt = time.perf_counter() - t0
         log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
         return dt

@@ -128,6 +128,7 @@ class Source:
     """Base class; see the module docstring for the protocol."""
 
     live = True          # runs until stopped (mic, zmq) vs. ends by itself (file, stdin)
+    paced = False        # delivers blocks of block_ms as they are captured (mic, a real-time file)
     exhausted = False
     expected_rate: float | None = None   # samples/s if known before open (for warm-up)
 
@@ -154,6 +155,10 @@ class Source:
     def describe(self) -> str:
         return type(self).__name__
 
+    def latency_note(self) -> str | None:
+        """What the latency statistics are measured from, when that is not the capture time (None)."""
+        return None
+
 
 # --- single-stream audio sources --------------------------------------------------------------
 class _SingleStream(Source):
@@ -179,11 +184,15 @@ class FileSource(_SingleStream):
     """``file:PATH``: any format soundfile reads, in blocks; ``realtime`` paces it like a microphone."""
 
     live = False
+    paced = property(lambda self: bool(self.realtime))
 
     def __init__(self, path, stream_id="file0", block_ms=20.0, realtime=False, stats=None):
         super().__init__(stream_id, stats)
         self.path = Path(path)
         self.block_ms, self.realtime = block_ms, realtime
+        if self.path.is_dir():
+            raise AudioError(f"file:{path} is a directory: file: reads one audio file; for every audio file "
+                             f"of a folder use `streamrnn batch` (or name one file, file:{self.path / 'x.wav'})")
         self._f = AudioFile(self.path, nonfinite="zero")  # the one reader: AudioError for a bad file, now
         self.rate, self.channels, self.frames = float(self._f.rate), self._f.channels, self._f.frames
         self.expected_rate = self.rate
@@ -446,6 +455,8 @@ class MicSource(_SingleStream):
     counted in ``overflows`` and the next chunk carries FLAG_OVERFLOW | FLAG_GAP.
     """
 
+    paced = True
+
     def __init__(self, device=None, rate=16000, channels=1, stream_id="mic0", block_ms=20.0,
                  queue_seconds=2.0, stats=None):
         super().__init__(stream_id, stats)
@@ -463,16 +474,31 @@ class MicSource(_SingleStream):
         self._seen_pa = 0
         self._stream = None
         self._warn_overflow = RateLimitedLog(log)
+        self.adc_times = False       # whether PortAudio gave capture (ADC) times (callback thread sets it)
+        self.device_name = None      # the device's own name, once open
+
+    def latency_note(self) -> str | None:
+        """What the latency statistics measure from, when it is not the capture itself."""
+        if self.adc_times:
+            return None
+        return ("from the audio callback, not the capture: the host API reports no capture times, so its "
+                "buffering is not included")
 
     def _callback(self, indata, frames, time_info, status):
         # Runs on PortAudio's thread: copy and enqueue only; never block or allocate much.
+        # Chunk.t_capture is when the block's FIRST sample was captured: the ADC time PortAudio
+        # reports for it, else (PulseAudio, some ALSA devices report none or another clock) the
+        # callback's arrival minus the block's duration, which leaves the host's buffering out.
         t = time.time()
         try:
             lag = time_info.currentTime - time_info.inputBufferAdcTime
-            if 0 <= lag < 1:
-                t -= lag
         except Exception:  # some host APIs report no times
-            pass
+            lag = -1.0
+        if 0 < lag < 1:
+            t -= lag
+            self.adc_times = True
+        else:
+            t -= frames / self.rate
         if status and status.input_overflow:
             self._pa_overflows += 1
         if len(self._q) >= self.maxlen:
@@ -502,6 +528,7 @@ class MicSource(_SingleStream):
                                           samplerate=self.rate, blocksize=self.block,
                                           dtype="float32", callback=self._callback)
             self._stream.start()
+            self.device_name = str(sd.query_devices(self.device, "input")["name"])
         except Exception as e:  # PortAudioError, ValueError for an unknown device name
             raise AudioError(f"cannot open microphone {dev!r} at {self.rate:g} Hz: {e} "
                              f"(see `streamrnn devices`)") from None
@@ -540,7 +567,10 @@ class MicSource(_SingleStream):
                 self._stream = None
 
     def describe(self):
-        return f"microphone {self.device or 'default'} ({self.rate:g} Hz, {self.channels} ch)"
+        dev = "default" if self.device is None else str(self.device)
+        if self.device_name and self.device_name != dev:
+            dev += f" ({self.device_name})" if self.device is not None else f" device ({self.device_name})"
+        return f"microphone {dev}, {self.rate:g} Hz, {self.channels} ch"
 
 
 def import_sounddevice():

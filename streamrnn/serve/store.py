@@ -1,0 +1,148 @@
+"""Where ``streamrnn serve``'s workers keep their streams' snapshots: bytes in, bytes out, no pickle.
+
+A worker's state is a tree of dicts, lists, JSON scalars and NumPy arrays (the versioned snapshots
+of ``streamrnn.snapshot``).  ``pack`` writes it as one ``.npz`` archive: every array is an entry
+(``a0``, ``a1``...) and the tree itself, with ``{"__array__": "a0"}`` in place of each array, is the
+UTF-8 JSON entry ``__tree__``; ``unpack`` reads it back with ``allow_pickle=False``.
+
+``DirStore`` keeps one file per worker in a directory (mode 0700, files 0600), each written to a
+temporary file and renamed over the old one, so a reader sees the old snapshot or the new one,
+never half of one.  The Ray backend keeps the same bytes in a named actor instead
+(``streamrnn.serve.ray_backend``).
+
+>>> import numpy as np, tempfile
+>>> tree = {"streams": [{"id": "mic0", "h": np.arange(3, dtype=np.float32), "n": 5, "t": 0.25}]}
+>>> back = unpack(pack(tree))
+>>> back["streams"][0]["id"], back["streams"][0]["h"].tolist(), back["streams"][0]["n"]
+('mic0', [0.0, 1.0, 2.0], 5)
+>>> store = DirStore(tempfile.mkdtemp())
+>>> store.put("worker-0", pack(tree)); unpack(store.get("worker-0"))["streams"][0]["t"]
+0.25
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from streamrnn.errors import SnapshotError
+
+# bytes: a worker's snapshot file larger than this is refused before it is read (64 streams of the
+# bundled VAD take about 0.3 MB; a worker of 100,000 streams with 1 s of resampler history each, ~7 GB,
+# would need --set-like tuning of this limit anyway)
+MAX_STATE_BYTES = 1 << 30
+_TREE = "__tree__"
+_ARRAY = "__array__"
+
+
+def _encode(x, arrays: dict):
+    if isinstance(x, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = x
+        return {_ARRAY: key}
+    if isinstance(x, dict):
+        if _ARRAY in x:
+            raise SnapshotError(f"a state dict may not use the reserved key {_ARRAY!r}")
+        return {str(k): _encode(v, arrays) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_encode(v, arrays) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    if x is None or isinstance(x, str):
+        return x
+    raise SnapshotError(f"cannot store a {type(x).__name__} in a snapshot (arrays, dicts, lists, JSON scalars)")
+
+
+def _decode(x, arrays):
+    if isinstance(x, dict):
+        if set(x) == {_ARRAY}:
+            return arrays[x[_ARRAY]]
+        return {k: _decode(v, arrays) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v, arrays) for v in x]
+    return x
+
+
+def pack(tree) -> bytes:
+    """The ``.npz`` bytes of ``tree`` (dicts with string keys, lists, JSON scalars, arrays).
+    Floats round-trip exactly (JSON keeps Python's shortest repr)."""
+    arrays: dict = {}
+    skeleton = _encode(tree, arrays)
+    text = json.dumps(skeleton, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    buf = io.BytesIO()
+    np.savez(buf, **{_TREE: np.frombuffer(text, np.uint8)}, **arrays)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, what: str = "snapshot"):
+    """``tree`` back from ``pack``'s bytes; SnapshotError naming ``what`` if they are not such an archive."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        skeleton = json.loads(arrays.pop(_TREE).tobytes().decode("utf-8"))
+        return _decode(skeleton, arrays)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise SnapshotError(f"{what} is not a streamrnn serve state archive: {e}") from None
+
+
+class DirStore:
+    """One state file per worker in ``directory`` (created 0700; files 0600, replaced atomically)."""
+
+    def __init__(self, directory, max_bytes: int = MAX_STATE_BYTES):
+        self.dir = Path(directory)
+        self.max_bytes = int(max_bytes)
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+        except OSError as e:
+            raise SnapshotError(f"cannot use the state directory {str(self.dir)!r}: {e.strerror or e}") from None
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.npz"
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write ``data`` as ``name`` (temporary file, fsync, rename: readers never see half a file)."""
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:  # mkstemp makes it 0600
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path(name))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def get(self, name: str) -> bytes | None:
+        """The bytes stored as ``name``; None if there are none; SnapshotError above ``max_bytes``."""
+        p = self.path(name)
+        try:
+            with open(p, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > self.max_bytes:
+                    raise SnapshotError(f"state file {p} is {size} bytes, above the limit of {self.max_bytes}")
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, name: str) -> None:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+    def describe(self) -> str:
+        return f"directory {self.dir}"

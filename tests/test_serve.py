@@ -358,3 +358,48 @@ def test_event_detector_snapshot_restores_the_hysteresis_exactly():
 
     with pytest.raises(SnapshotError, match="frame_rate"):
         EventDetector(["a", "b"], p, 50.0).restore(whole.snapshot())
+
+
+def test_router_keeps_messages_whole_and_sends_each_stream_to_its_shard():
+    from streamrnn.serve.routing import Router
+
+    ctx = zmq.Context()
+    try:
+        src_in, src = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+        src.bind("inproc://ingress")
+        src_in.connect("inproc://ingress")
+        outs, sinks = [], []
+        for i in range(3):
+            o, k = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+            k.bind(f"inproc://w{i}")
+            o.connect(f"inproc://w{i}")
+            outs.append(o)
+            sinks.append(k)
+        r = Router(src, outs)
+        r.start()
+        sent = []
+        for j in range(60):
+            sid = f"cam{j}"
+            frames = [f"in/{sid}/data".encode(), bytes([j]) * 64, b"x" * j]
+            src_in.send_multipart(frames)
+            sent.append((sid, frames))
+            if j == 10:  # malformed messages in between: one frame, four frames, a topic without a stream
+                src_in.send_multipart([b"lonely"])
+                src_in.send_multipart([b"in/a/data", b"h", b"p", b"extra"])
+                src_in.send_multipart([b"in//data", b"h", b"p"])
+        got = [[] for _ in range(3)]
+        t_end = time.monotonic() + 10
+        while sum(map(len, got)) < 63 and time.monotonic() < t_end:
+            for i, k in enumerate(sinks):
+                while k.poll(0):
+                    got[i].append(k.recv_multipart())
+            time.sleep(0.01)
+        r.stop()
+        assert r.stats.get("messages_in") == 63
+        for sid, frames in sent:
+            assert frames in got[zlib.crc32(sid.encode()) % 3]  # whole, and at its owner
+        for bad in ([b"lonely"], [b"in/a/data", b"h", b"p", b"extra"], [b"in//data", b"h", b"p"]):
+            assert bad in got[0]  # whole, to worker 0, whose decoder counts it as bad
+        assert sum(map(len, got)) == 63
+    finally:
+        ctx.destroy(linger=0)

@@ -8,7 +8,7 @@ decoding more than its topic frame, to the owner's socket; the egress is a ZeroM
 router against the alternatives (docs/operations.md, "Running on many cores").
 
 >>> shard_of("mic0", 4), shard_of("mic1", 4), shard_of("mic0", 4)
-(1, 0, 1)
+(1, 3, 1)
 >>> topic_stream(b"in/mic0/data")
 b'mic0'
 """
@@ -53,7 +53,13 @@ class Router:
         self.stats = stats if stats is not None else Stats()
         self.n_routed = [0] * len(self.outputs)
         self._stop = threading.Event()
+        self._moves: list[tuple[int, str, str]] = []  # (worker, old address, new address), applied by the thread
         self._thread = threading.Thread(target=self._run, name="streamrnn-router", daemon=True)
+
+    def redirect(self, worker: int, old: str, new: str) -> None:
+        """Send worker ``worker``'s messages to ``new`` from now on (a restarted Ray actor's ingress);
+        messages still queued for ``old`` are lost (the restored streams count them as a gap)."""
+        self._moves.append((worker, old, new))
 
     def start(self) -> None:
         self._thread.start()
@@ -72,6 +78,15 @@ class Router:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         while not self._stop.is_set():
+            while self._moves:  # sockets belong to this thread: it moves them
+                w, old, new = self._moves.pop(0)
+                if old:
+                    try:
+                        self.outputs[w].disconnect(old)
+                    except zmq.ZMQError:
+                        pass
+                self.outputs[w].connect(new)
+                log.info("worker %d's ingress moved: %s -> %s", w, old, new)
             if not poller.poll(50):  # ms: stop() acts within 50 ms
                 continue
             got = 0

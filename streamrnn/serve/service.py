@@ -135,6 +135,8 @@ class Service:
         self.restarts = [0] * self.n
         self.exit_codes: dict[int, int | None] = {}
         self._ready = [False] * self.n
+        self._ever_ready = [False] * self.n
+        self.router = None
         self._stopping = False
         self._epoch = new_epoch()
         self._stats_seq = 0
@@ -219,8 +221,7 @@ class Service:
             self._wait_ready(ctl, stop)  # returns early if stop is set: then straight to the drain
             for i, o in enumerate(outs):
                 o.connect(self.backend.ingress_endpoint(i)[1])
-            router = Router(ingress, outs, self.router_stats)
-            self._router_outs = outs
+            router = self.router = Router(ingress, outs, self.router_stats)
             router.start()
             if on_ready is not None and not stop.is_set():
                 on_ready(self)
@@ -283,8 +284,15 @@ class Service:
                 continue
             ev = msg.get("event")
             if ev == "ready":
-                self._ready[i] = True
-                self.stats.set_worker(i, up=True, pid=msg.get("pid"), restored=msg.get("restored", 0))
+                if getattr(self.backend, "restarts_itself", False) and self._ever_ready[i]:
+                    self.restarts[i] += 1  # Ray restarted the actor
+                self._ready[i] = self._ever_ready[i] = True
+                where = {k: msg[k] for k in ("node", "node_id", "address") if k in msg}
+                self.stats.set_worker(i, up=True, pid=msg.get("pid"), restored=msg.get("restored", 0),
+                                      restarts=self.restarts[i], **where)
+                moved = self.backend.ready(i, msg) if hasattr(self.backend, "ready") else None
+                if moved is not None and self.router is not None:
+                    self.router.redirect(i, moved, msg["address"])
                 log.info("worker %d ready (pid %s, %s stream(s) restored)", i, msg.get("pid"), msg.get("restored"))
             elif ev == "failed":
                 log.error("worker %d failed: %s", i, msg.get("error"))
@@ -312,20 +320,9 @@ class Service:
                     self.restarts[i] += 1
                     next_start[i] = 0.0
                     self._start_worker(i)
-                    self._reconnect(i)
             if now >= t_stats:
                 self._publish_stats(pub)
                 t_stats = now + self.config.stats_interval
-
-    def _reconnect(self, i: int) -> None:
-        """Point the router at worker ``i``'s ingress again if the backend moved it (Ray)."""
-        moved = getattr(self.backend, "moved", None)
-        if moved is None:
-            return  # a local worker binds the same IPC path; the router's socket reconnects by itself
-        old_new = moved(i)
-        if old_new is not None:
-            self._router_outs[i].disconnect(old_new[0])  # PUSH sockets tolerate this between sends
-            self._router_outs[i].connect(old_new[1])
 
     def _read_stats(self, stats_sub) -> None:
         import zmq

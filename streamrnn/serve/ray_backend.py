@@ -231,7 +231,8 @@ class RayWorkers:
 
     def join(self, i: int, timeout: float):
         try:
-            rc = self.ray.get(self.drained.pop(i, self.actors[i].drain.remote(timeout)), timeout=timeout)
+            ref = self.drained.pop(i) if i in self.drained else self.actors[i].drain.remote(timeout)
+            rc = self.ray.get(ref, timeout=timeout)
         except Exception as e:  # noqa: BLE001 (a worker that cannot drain is killed below)
             log.error("worker %d did not drain: %s", i, e)
             rc = None

@@ -28,6 +28,7 @@ import time
 
 from streamrnn.runtime.events import EventDetector
 from streamrnn.runtime.pipeline import Pipeline, StreamSlot
+from streamrnn.serve.routing import shard_of
 from streamrnn.serve.store import pack, unpack
 from streamrnn.stats import LatencyHistogram
 from streamrnn.transport import wire
@@ -46,9 +47,9 @@ def worker_name(index: int) -> str:
 class WorkerPipeline(Pipeline):
     """A ``Pipeline`` whose streams can be snapshotted to a tree and restored from one."""
 
-    def __init__(self, *args, worker: int = 0, **kw):
+    def __init__(self, *args, worker: int = 0, workers: int = 1, **kw):
         super().__init__(*args, **kw)
-        self.worker = int(worker)
+        self.worker, self.workers = int(worker), int(workers)
         self._resume: dict[str, dict] = {}  # restored streams whose first input has not arrived yet
 
     # --- snapshot ----------------------------------------------------------------------------
@@ -80,6 +81,8 @@ class WorkerPipeline(Pipeline):
             return 0
         n = 0
         for st in tree.get("streams", []):
+            if shard_of(str(st.get("stream")), self.workers) != self.worker:
+                continue  # a state directory of a service with another number of workers: not routed here
             try:
                 self._restore_stream(st)
                 n += 1
@@ -235,7 +238,8 @@ def run_worker(spec: dict, stop: threading.Event, on_ready=None) -> int:
     index = int(spec["index"])
     plain = build_pipeline(cfg, model=stream_model(cfg))
     sink = InternalPubSink(spec["egress"], plain.stats, cfg.hwm_seconds, msgs_per_second=25.0 * max(4, cfg.max_streams))
-    pipe = WorkerPipeline(plain.source, [sink], plain.processor, config=cfg, stats=plain.stats, worker=index)
+    pipe = WorkerPipeline(plain.source, [sink], plain.processor, config=cfg, stats=plain.stats, worker=index,
+                          workers=int(spec["workers"]))
     store = open_store(spec)
     name = worker_name(index)
     tick = Snapshotter(pipe, store, name, float(spec["snapshot_interval"]), stop, spec.get("parent_pid"))

@@ -332,6 +332,13 @@ def test_state_store_round_trips_without_pickle(tmp_path):
     np.savez(buf, __tree__=np.frombuffer(b'{"__array__":"a0"}', np.uint8), a0=np.array([{"x": 1}], dtype=object))
     with pytest.raises(SnapshotError, match="not a streamrnn serve state archive"):
         unpack(buf.getvalue())
+    for tree_json, why in [(b'{"__array__":[0,"|O",[1]]}', "dtype"), (b'{"__array__":[8,"<f8",[2]]}', "outside")]:
+        buf = io.BytesIO()  # an object dtype or a range past the blob, named
+        np.savez(buf, __tree__=np.frombuffer(tree_json, np.uint8), __blob__=np.zeros(16, np.uint8))
+        with pytest.raises(SnapshotError, match=why):
+            unpack(buf.getvalue())
+    with pytest.raises(SnapshotError, match="cannot store a object array"):
+        pack({"a": np.array([None], dtype=object)})
     big = DirStore(tmp_path / "s2", max_bytes=10)
     big.put("w", b"x" * 11)
     with pytest.raises(SnapshotError, match="11 bytes, above the limit of 10"):

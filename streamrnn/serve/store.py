@@ -1,9 +1,10 @@
 """Where ``streamrnn serve``'s workers keep their streams' snapshots: bytes in, bytes out, no pickle.
 
 A worker's state is a tree of dicts, lists, JSON scalars and NumPy arrays (the versioned snapshots
-of ``streamrnn.snapshot``).  ``pack`` writes it as one ``.npz`` archive: every array is an entry
-(``a0``, ``a1``...) and the tree itself, with ``{"__array__": "a0"}`` in place of each array, is the
-UTF-8 JSON entry ``__tree__``; ``unpack`` reads it back with ``allow_pickle=False``.
+of ``streamrnn.snapshot``).  ``pack`` writes it as one ``.npz`` archive of two byte entries:
+``__blob__``, every array's little-endian bytes one after the other, and ``__tree__``, the tree as
+UTF-8 JSON with ``{"__array__": [offset, dtype, shape]}`` in place of each array; ``unpack`` reads
+it back with ``allow_pickle=False`` and checks every dtype (numbers only) and range.
 
 ``DirStore`` keeps one file per worker in a directory (mode 0700, files 0600), each written to a
 temporary file and renamed over the old one, so a reader sees the old snapshot or the new one,
@@ -37,50 +38,59 @@ from streamrnn.errors import SnapshotError
 # bundled VAD take about 0.3 MB; a worker of 100,000 streams with 1 s of resampler history each, ~7 GB,
 # would need --set-like tuning of this limit anyway)
 MAX_STATE_BYTES = 1 << 30
-_TREE = "__tree__"
+_TREE = "__tree__"   # the tree as UTF-8 JSON
+_BLOB = "__blob__"   # every array's bytes, one after the other (one entry: a zip entry per array is slow)
 _ARRAY = "__array__"
+_KINDS = "biufc"     # numeric and boolean dtypes only: never an object array
 
 
-def _encode(x, arrays: dict):
-    if isinstance(x, np.ndarray):
-        key = f"a{len(arrays)}"
-        arrays[key] = x
-        return {_ARRAY: key}
-    if isinstance(x, dict):
-        if _ARRAY in x:
-            raise SnapshotError(f"a state dict may not use the reserved key {_ARRAY!r}")
-        return {str(k): _encode(v, arrays) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_encode(v, arrays) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x)
-    if x is None or isinstance(x, str):
-        return x
-    raise SnapshotError(f"cannot store a {type(x).__name__} in a snapshot (arrays, dicts, lists, JSON scalars)")
+def _array_ref(arrays: list, size: list):
+    """``json.dumps``'s ``default``: an array goes to ``arrays`` and becomes a reference; NumPy scalars
+    become JSON numbers (json's C encoder walks the tree: much faster than a Python walk)."""
+    def default(x):
+        if isinstance(x, np.ndarray):
+            if x.dtype.kind not in _KINDS:
+                raise SnapshotError(f"cannot store a {x.dtype} array in a snapshot (numbers and booleans only)")
+            a = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<"))
+            arrays.append(a)
+            ref = {_ARRAY: [size[0], a.dtype.str, list(a.shape)]}
+            size[0] += a.nbytes
+            return ref
+        if isinstance(x, np.bool_):
+            return bool(x)
+        if isinstance(x, np.integer):
+            return int(x)
+        if isinstance(x, np.floating):
+            return float(x)
+        raise SnapshotError(f"cannot store a {type(x).__name__} in a snapshot (arrays, dicts, lists, JSON scalars)")
+    return default
 
 
-def _decode(x, arrays):
+def _decode(x, blob: bytes):
     if isinstance(x, dict):
         if set(x) == {_ARRAY}:
-            return arrays[x[_ARRAY]]
-        return {k: _decode(v, arrays) for k, v in x.items()}
+            offset, dtype, shape = x[_ARRAY]
+            dt = np.dtype(dtype)
+            if dt.kind not in _KINDS or dt.hasobject:
+                raise ValueError(f"array of dtype {dtype!r}")
+            n = int(np.prod(shape, dtype=np.int64))
+            if not 0 <= offset <= len(blob) - n * dt.itemsize:
+                raise ValueError(f"array at {offset} of {n} x {dt.itemsize} bytes is outside the {len(blob)}-byte blob")
+            return np.frombuffer(blob, dt, n, offset).reshape(shape).copy()
+        return {k: _decode(v, blob) for k, v in x.items()}
     if isinstance(x, list):
-        return [_decode(v, arrays) for v in x]
+        return [_decode(v, blob) for v in x]
     return x
 
 
 def pack(tree) -> bytes:
-    """The ``.npz`` bytes of ``tree`` (dicts with string keys, lists, JSON scalars, arrays).
+    """The ``.npz`` bytes of ``tree`` (dicts with string keys, lists, JSON scalars, numeric arrays).
     Floats round-trip exactly (JSON keeps Python's shortest repr)."""
-    arrays: dict = {}
-    skeleton = _encode(tree, arrays)
-    text = json.dumps(skeleton, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    arrays: list = []
+    text = json.dumps(tree, default=_array_ref(arrays, [0]), allow_nan=True, separators=(",", ":")).encode("utf-8")
+    blob = np.frombuffer(b"".join(a.tobytes() for a in arrays), np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **{_TREE: np.frombuffer(text, np.uint8)}, **arrays)
+    np.savez(buf, **{_TREE: np.frombuffer(text, np.uint8), _BLOB: blob})
     return buf.getvalue()
 
 
@@ -88,10 +98,13 @@ def unpack(data: bytes, what: str = "snapshot"):
     """``tree`` back from ``pack``'s bytes; SnapshotError naming ``what`` if they are not such an archive."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        skeleton = json.loads(arrays.pop(_TREE).tobytes().decode("utf-8"))
-        return _decode(skeleton, arrays)
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            if set(z.files) != {_TREE, _BLOB}:
+                raise ValueError(f"entries {sorted(z.files)}, expected {sorted((_TREE, _BLOB))}")
+            text, blob = z[_TREE], z[_BLOB]
+        if text.dtype != np.uint8 or blob.dtype != np.uint8:
+            raise ValueError("entries are not bytes")
+        return _decode(json.loads(text.tobytes().decode("utf-8")), blob.tobytes())
+    except (KeyError, ValueError, TypeError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise SnapshotError(f"{what} is not a streamrnn serve state archive: {e}") from None
 
 

@@ -185,14 +185,22 @@ def worker_config(spec: dict):
 
 
 class Snapshotter:
-    """``on_tick`` of a worker: writes its state every ``interval`` s and notices the death of its
-    supervisor (then stops the worker: an orphan would hold its sockets forever)."""
+    """``on_tick`` of a worker: every ``interval`` s it takes its streams' state (in the loop's thread,
+    between two reads: consistent) and hands the packed bytes to a writer thread (the file system's
+    latency never stalls the streams; a write still running when the next is due makes that one wait
+    for the next interval, counted in ``snapshots_skipped``).  It also notices the death of its
+    supervisor and then stops the worker (an orphan would hold its sockets forever)."""
 
     def __init__(self, pipe: WorkerPipeline, store, name: str, interval: float, stop: threading.Event,
                  parent_pid: int | None):
         self.pipe, self.store, self.name, self.interval, self.stop = pipe, store, name, interval, stop
         self.parent_pid = parent_pid
         self.next = time.monotonic() + interval
+        self._pending: bytes | None = None
+        self._cv = threading.Condition()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="streamrnn-snapshots", daemon=True)
+        self._writer.start()
 
     def __call__(self, now: float) -> None:
         if now < self.next:
@@ -205,15 +213,47 @@ class Snapshotter:
         self.save()
 
     def save(self) -> None:
+        stats = self.pipe.stats
+        with self._cv:
+            if self._pending is not None:
+                stats.add("snapshots_skipped")
+                return
         t0 = time.perf_counter()
         try:
-            self.store.put(self.name, pack(self.pipe.snapshot_state()))
-        except Exception as e:  # noqa: BLE001 (a full disk must not stop the streams; counted and logged)
-            self.pipe.stats.count("snapshot_errors", type(e).__name__)
+            data = pack(self.pipe.snapshot_state())
+        except Exception as e:  # noqa: BLE001 (a state that cannot be packed must not stop the streams)
+            stats.count("snapshot_errors", type(e).__name__)
             log.error("worker %d: snapshot failed: %s", self.pipe.worker, e)
             return
-        self.pipe.stats.add("snapshots")
-        self.pipe.stats.add("snapshot_us", int((time.perf_counter() - t0) * 1e6))
+        stats.add("snapshot_us", int((time.perf_counter() - t0) * 1e6))
+        with self._cv:
+            self._pending = data
+            self._cv.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._closed:
+                    self._cv.wait()
+                if self._pending is None:
+                    return
+                data = self._pending
+            try:
+                self.store.put(self.name, data)
+                self.pipe.stats.add("snapshots")
+            except Exception as e:  # noqa: BLE001 (a full disk must not stop the streams; counted and logged)
+                self.pipe.stats.count("snapshot_errors", type(e).__name__)
+                log.error("worker %d: writing the snapshot failed: %s", self.pipe.worker, e)
+            with self._cv:
+                self._pending = None
+                self._cv.notify_all()
+
+    def close(self) -> None:
+        """Wait for a write in progress, then end the writer."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._writer.join(30)
 
 
 def open_store(spec: dict):
@@ -252,7 +292,10 @@ def run_worker(spec: dict, stop: threading.Event, on_ready=None) -> int:
         if on_ready is not None:
             on_ready(p, n)
 
-    pipe.run(stop, on_ready=ready, on_tick=tick)
+    try:
+        pipe.run(stop, on_ready=ready, on_tick=tick)
+    finally:
+        tick.close()
     store.delete(name)  # drained: every stream ended, nothing to resume
     return 0
 

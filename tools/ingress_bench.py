@@ -115,7 +115,6 @@ def run(mode, workers, n, producers):
     from streamrnn.serve.routing import Router
 
     ctx = zmq.Context()
-    cpu0 = time.process_time()  # this process runs only the device (router or proxy) and its I/O threads
     spawn = mp.get_context("spawn")
     q = spawn.Queue()
     stop_device = None
@@ -166,6 +165,7 @@ def run(mode, workers, n, producers):
           for _ in range(producers)]
     for p in ps:
         p.start()
+    cpu0 = time.process_time()  # from here this process runs only the device and libzmq's I/O threads
     res = [q.get(timeout=600) for _ in ws]
     for p in ps + ws:
         p.join(30)

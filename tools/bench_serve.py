@@ -123,7 +123,7 @@ def bench_serve(a) -> dict:
             r = run_case(c, n, seconds)
             runs[c].append(r)
             print("serve", r, flush=True)
-    router_msg_per_s = getattr(a, "router_msg_per_s", None) or 186_000  # tools/ingress_bench.py, this machine
+    router_msg_per_s = getattr(a, "router_msg_per_s", None) or 204_000  # tools/ingress_bench.py, this machine
     rows = []
     for c, rs in runs.items():
         cost = statistics.median(r["cpu_s_per_stream_s"] for r in rs)

@@ -52,6 +52,12 @@ class Router:
         self.ingress, self.outputs = ingress, list(outputs)
         self.stats = stats if stats is not None else Stats()
         self.n_routed = [0] * len(self.outputs)
+        # every counter exists before the thread starts: a reader in another thread (metrics, the
+        # aggregate) then never sees the dicts change size while it iterates
+        self.stats.add("messages_in", 0)
+        self.stats.count("drops", "worker_hwm", 0)
+        for i in range(len(self.outputs)):
+            self.stats.count("router_drops", f"w{i}", 0)
         self._stop = threading.Event()
         self._moves: list[tuple[int, str, str]] = []  # (worker, old address, new address), applied by the thread
         self._thread = threading.Thread(target=self._run, name="streamrnn-router", daemon=True)

@@ -1,7 +1,7 @@
 """``streamrnn serve``: one service over every core (local worker processes) or many machines (Ray
 actors), with sticky routing by stream id and streams' state that survives a worker.
 
-Ray is imported only by ``streamrnn.serve.ray_backend``, and only with ``--ray``.
+Ray is imported only by ``streamrnn.serve.ray_backend`` and ``store.ActorStore``, and only with ``--ray``.
 """
 
 from streamrnn.serve.routing import shard_of

@@ -28,7 +28,7 @@ import threading
 
 log = logging.getLogger(__name__)
 
-STORE_NAMESPACE = "streamrnn"
+from streamrnn.serve.store import STORE_NAMESPACE, ActorStore
 
 
 def import_ray(address: str | None = None):
@@ -79,27 +79,6 @@ class _Store:
 
     def delete(self, name: str) -> None:
         self.data.pop(name, None)
-
-
-class ActorStore:
-    """``DirStore``'s interface over the named store actor (what a worker, wherever it runs, uses)."""
-
-    def __init__(self, name: str, namespace: str | None = None):
-        ray = import_ray()
-        self.ray, self.name = ray, name
-        self.actor = ray.get_actor(name, namespace=namespace or STORE_NAMESPACE)
-
-    def put(self, name: str, data: bytes) -> None:
-        self.ray.get(self.actor.put.remote(name, data))
-
-    def get(self, name: str):
-        return self.ray.get(self.actor.get.remote(name))
-
-    def delete(self, name: str) -> None:
-        self.ray.get(self.actor.delete.remote(name))
-
-    def describe(self) -> str:
-        return f"Ray actor {self.name}"
 
 
 class _Worker:

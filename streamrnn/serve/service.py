@@ -219,15 +219,15 @@ class Service:
             for i in range(self.n):
                 self._start_worker(i)
             self._wait_ready(ctl, stop)  # returns early if stop is set: then straight to the drain
-            for i, o in enumerate(outs):
-                o.connect(self.backend.ingress_endpoint(i)[1])
-            router = self.router = Router(ingress, outs, self.router_stats)
-            router.start()
-            if on_ready is not None and not stop.is_set():
-                on_ready(self)
-            self._loop(stop, ctl, stats_sub, pub)
-            # drain: no more input, every worker ends its streams and exits
-            router.stop()
+            if not stop.is_set():
+                for i, o in enumerate(outs):
+                    o.connect(self.backend.ingress_endpoint(i)[1])
+                router = self.router = Router(ingress, outs, self.router_stats)
+                router.start()
+                if on_ready is not None:
+                    on_ready(self)
+                self._loop(stop, ctl, stats_sub, pub)
+                router.stop()  # drain: no more input, every worker ends its streams and exits
             self._stopping = True
             rc = self._drain(ctl, stats_sub)
             self._publish_stats(pub)

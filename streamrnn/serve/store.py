@@ -159,3 +159,29 @@ class DirStore:
 
     def describe(self) -> str:
         return f"directory {self.dir}"
+
+
+STORE_NAMESPACE = "streamrnn"  # Ray namespace of the store actors of ``streamrnn serve --ray``
+
+
+class ActorStore:
+    """``DirStore``'s interface over the named Ray store actor of ``streamrnn.serve.ray_backend``
+    (what a worker, wherever it runs, uses; Ray is imported only here, and only when used)."""
+
+    def __init__(self, name: str, namespace: str | None = None):
+        import ray
+
+        self.ray, self.name = ray, name
+        self.actor = ray.get_actor(name, namespace=namespace or STORE_NAMESPACE)
+
+    def put(self, name: str, data: bytes) -> None:
+        self.ray.get(self.actor.put.remote(name, data))
+
+    def get(self, name: str):
+        return self.ray.get(self.actor.get.remote(name))
+
+    def delete(self, name: str) -> None:
+        self.ray.get(self.actor.delete.remote(name))
+
+    def describe(self) -> str:
+        return f"Ray actor {self.name}"

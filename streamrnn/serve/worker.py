@@ -263,7 +263,7 @@ def open_store(spec: dict):
 
         return DirStore(spec["store"]["path"])
     if kind == "ray":
-        from streamrnn.serve.ray_backend import ActorStore
+        from streamrnn.serve.store import ActorStore
 
         return ActorStore(spec["store"]["name"], spec["store"].get("namespace"))
     raise ValueError(f"unknown store kind {kind!r}")

@@ -243,7 +243,8 @@ def test_killed_worker_restarts_resumes_from_snapshot_with_the_gap_counted(tmp_p
     assert f'pid="{killed}"' not in text  # the registry names the replacement
     assert metric(text, "streamrnn_messages_in_total", worker="router") >= len(ids) * (n_blocks + 2)
     assert metric(text, "streamrnn_latency_seconds", worker="all", quantile="0.99") > 0
-    assert "streamrnn_drops_total" in text or "# TYPE streamrnn_drops counter" in text
+    assert metric(text, "streamrnn_drops_total", worker="router", reason="worker_hwm") == 0.0  # by reason, none
+    assert metric(text, "streamrnn_workers") is None and "streamrnn_workers 2.0" in text
     assert s.finish(signal.SIGTERM, timeout=60) == 0
     col.close()
     prod.close()

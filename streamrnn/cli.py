@@ -201,23 +201,32 @@ _SET_OPTION = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                            help="Set any config key, e.g. --set events.min_on=0.2 (repeatable).")
 
 
+def _model_stream_options(f):
+    """The options of ``stream`` (and of ``serve``, whose workers each run a ``stream``): the model,
+    the common stream options, events, threads and --set."""
+    opts = [
+        click.option("--model", help=_MODEL_HELP),
+        _common_stream_options,
+        click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on)."),
+        click.option("--on-threshold", type=float,
+                     help=f"Probability that starts a segment (default {EventParams.on_threshold})."),
+        click.option("--off-threshold", type=float,
+                     help=f"Probability below which a segment may end (default {EventParams.off_threshold})."),
+        click.option("--min-on", type=float, help=f"Shortest segment, seconds (default {EventParams.min_on})."),
+        click.option("--min-off", type=float,
+                     help=f"Shortest gap, seconds; shorter dips are bridged (default {EventParams.min_off})."),
+        click.option("--max-segment", type=float,
+                     help=f"Longest segment before it is cut, seconds (default {EventParams.max_segment:g})."),
+        click.option("--threads", type=int,
+                     help="Numba threads that share the model step of many streams (default 1: single-threaded, "
+                          "nothing spins); at most NUMBA_NUM_THREADS, the CPU count by default."),
+        _SET_OPTION,
+    ]
+    return _apply(opts)(f)
+
+
 @cli.command()
-@click.option("--model", help=_MODEL_HELP)
-@_common_stream_options
-@click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on).")
-@click.option("--on-threshold", type=float,
-              help=f"Probability that starts a segment (default {EventParams.on_threshold}).")
-@click.option("--off-threshold", type=float,
-              help=f"Probability below which a segment may end (default {EventParams.off_threshold}).")
-@click.option("--min-on", type=float, help=f"Shortest segment, seconds (default {EventParams.min_on}).")
-@click.option("--min-off", type=float,
-              help=f"Shortest gap, seconds; shorter dips are bridged (default {EventParams.min_off}).")
-@click.option("--max-segment", type=float,
-              help=f"Longest segment before it is cut, seconds (default {EventParams.max_segment:g}).")
-@click.option("--threads", type=int,
-              help="Numba threads that share the model step of many streams (default 1: single-threaded, "
-                   "nothing spins); at most NUMBA_NUM_THREADS, the CPU count by default.")
-@_SET_OPTION
+@_model_stream_options
 def stream(config_path, sets, **options):
     """Run MODEL on live audio or feature frames; publish predictions and events.
 
@@ -232,6 +241,50 @@ def stream(config_path, sets, **options):
     if not cfg.model:
         raise click.UsageError("--model is required (or `model` in the config / STREAMRNN_MODEL)")
     _run_until_signal(run_stream, cfg)
+
+
+@cli.command()
+@_model_stream_options
+@click.option("--workers", type=int, help="Worker processes (Ray actors with --ray); default: the CPU count.")
+@click.option("--snapshot-interval", type=float,
+              help="Seconds between snapshots of each worker's streams (default 2).")
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="Directory of the local workers' snapshots (default: private and temporary).")
+@click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics over HTTP, e.g. 127.0.0.1:9100.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Workers are Ray actors on the cluster at ADDRESS (default: auto, the running cluster); "
+                   "needs `pip install 'streamrnn[ray]'`.")
+def serve(config_path, sets, workers, snapshot_interval, state_dir, metrics, ray_address, **options):
+    """Run MODEL on many cores (or a Ray cluster): one ingress (--source zmq+pull:// or zmq+sub://),
+    one egress (--sink zmq+pub://), N workers; a stream id always reaches the same worker (CRC-32 of
+    the id modulo N). Every --snapshot-interval s each worker snapshots its streams; a worker that dies
+    is restarted and resumes them (the gap flagged). SIGINT/SIGTERM drain: every stream gets eos, exit 0.
+    --max-streams is per worker. See docs/operations.md, "Running on many cores".
+    """
+    import signal
+    import threading
+
+    from streamrnn.config import ServeConfig
+    from streamrnn.serve.service import Service
+
+    cfg = _stream_config(config_path, options, sets)
+    given = {"workers": workers, "snapshot_interval": snapshot_interval, "state_dir": state_dir,
+             "metrics": metrics, "ray": ray_address}
+    service = Service(cfg, ServeConfig(**{k: v for k, v in given.items() if v is not None}))
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def ready(svc):
+        click.echo(f"streamrnn: serving {cfg.source} -> {cfg.sink[0]} with {svc.n} worker(s)"
+                   + (f", metrics on http://{svc.serve.metrics}/metrics" if svc.serve.metrics else ""), err=True)
+
+    try:
+        rc = service.run(stop, ready)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    click.echo(service.summary(), err=True)
+    sys.exit(rc)
 
 
 @cli.command()

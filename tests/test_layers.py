@@ -22,7 +22,7 @@ LAYERS = {
     "audio": 2,
     "nn": 3, "transport": 3,
     "runtime": 4, "train": 4,
-    "__init__": 5,  # the public API
+    "__init__": 5, "serve": 5,  # the public API; `streamrnn serve` (workers of the runtime; neither imports the other)
     "cli": 6,
     "__main__": 7,
 }

@@ -540,11 +540,13 @@ class Pipeline:
         log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
         return dt
 
-    def run(self, stop: threading.Event | None = None, on_ready=None) -> Stats:
+    def run(self, stop: threading.Event | None = None, on_ready=None, on_tick=None) -> Stats:
         """Open everything, loop until the source ends, ``duration`` passes or ``stop`` is set.
 
         On exit (any of those) open segments are ended, every stream gets an
         end-of-stream message, a last stats message is sent and sinks are flushed.
+        ``on_tick(now)`` (monotonic s), if given, is called in the loop's thread after every read
+        (at least every 50 ms), between chunks: where ``streamrnn serve``'s workers snapshot.
         """
         cfg = self.config
         stop = stop or threading.Event()
@@ -564,6 +566,8 @@ class Pipeline:
             while not stop.is_set() and not self._readers_gone:
                 self.process_many(self.source.read(0.05))  # short timeout: signals act within 50 ms
                 now = time.monotonic()
+                if on_tick is not None:
+                    on_tick(now)
                 if now >= t_desc:
                     self._periodic_desc()
                     for s in list(self.sinks):  # files readable (tail -f) within a second

@@ -302,7 +302,8 @@ def hwm_messages(msgs_per_second: float, seconds: float = 2.0) -> int:
 
 
 def open_socket(ctx, ep: Endpoint, *, hwm: int, max_message_bytes: int | None = None,
-                linger_ms: int = 200, curve: CurveConfig | None = None, reconnect_max_ms: int = 5000):
+                linger_ms: int = 200, curve: CurveConfig | None = None, reconnect_max_ms: int = 5000,
+                socket_type: int | None = None):
     """Create, configure and bind/connect a socket for ``ep`` in the calling thread.
 
     Linger is short (exit never hangs), high-water marks hold ``hwm`` messages,
@@ -315,11 +316,12 @@ def open_socket(ctx, ep: Endpoint, *, hwm: int, max_message_bytes: int | None = 
     ``curve.secret_key``) or client (connecting, with ``curve.server_key``); see
     ``CurveConfig``. Close it with ``close_socket``. Raises ConfigError if the
     address cannot be bound or connected. Binding a non-loopback address logs a
-    warning (``exposure_warning``).
+    warning (``exposure_warning``).  ``socket_type`` replaces the pattern's socket type (``zmq.XPUB``
+    for ``streamrnn serve``'s egress proxy, configured like a pub sink).
     """
     import zmq
 
-    kind = {"sub": zmq.SUB, "pull": zmq.PULL, "pub": zmq.PUB, "push": zmq.PUSH}[ep.pattern]
+    kind = socket_type or {"sub": zmq.SUB, "pull": zmq.PULL, "pub": zmq.PUB, "push": zmq.PUSH}[ep.pattern]
     if ep.wait_subscribers:
         kind = zmq.XPUB  # a PUB that hands its subscriptions to the application
     s = ctx.socket(kind)

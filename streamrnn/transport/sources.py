@@ -797,6 +797,20 @@ class ZmqSource(ZmqSocketOwner, Source):
         return None
 
 
+    def stream_state(self, stream: str) -> dict | None:
+        """What this source knows of ``stream`` (its descriptor, epoch and the next seq and
+        sample_index it expects), JSON-able; None if unknown.  ``resume_stream`` puts it back."""
+        st = self.table.get(stream)
+        if st is None or st.desc is None:
+            return None
+        return {"desc": st.desc, "epoch": st.epoch, "next_seq": st.next_seq, "next_index": st.next_index}
+
+    def resume_stream(self, stream: str, state: dict) -> None:
+        """Know ``stream`` again as ``stream_state`` described it (a restarted server restoring a
+        snapshot): its data is used at once, and a jump from the expected seq/sample_index is a gap."""
+        self.table[stream] = _InStream(desc=dict(state["desc"]), epoch=int(state["epoch"]),
+                                       next_seq=state["next_seq"], next_index=state["next_index"], had_data=True)
+
 
 def _desc_key(d: dict) -> tuple:
     return (d.get("content"), d.get("dtype"), d.get("channels"), d.get("rate"))

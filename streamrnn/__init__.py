@@ -33,7 +33,7 @@ __all__ = [
     "StreamingError", "StreamRNNError", "StreamIdError", "StreamExistsError", "TrainingError", "WireError", "Bank",
     "Model", "Stream", "bundled_models",
     "load_model", "save_model", "__version__", "LogMel", "MFCC", "Resampler", "AudioStream", "FeatureStream",
-    "AudioBank", "StreamConfig", "EventParams", "EventDetector", "run_stream", "run_features",
+    "AudioBank", "StreamConfig", "EventParams", "EventDetector", "run_stream", "run_features", "speech_segments",
 ]
 
 _LAZY = {"LogMel": "streamrnn.audio.frontend", "MFCC": "streamrnn.audio.frontend",
@@ -41,7 +41,7 @@ _LAZY = {"LogMel": "streamrnn.audio.frontend", "MFCC": "streamrnn.audio.frontend
          "FeatureStream": "streamrnn.audio.stream", "AudioBank": "streamrnn.audio.stream",
          "StreamConfig": "streamrnn.config", "EventParams": "streamrnn.config",
          "EventDetector": "streamrnn.runtime.events", "run_stream": "streamrnn.runtime.run",
-         "run_features": "streamrnn.runtime.run"}
+         "run_features": "streamrnn.runtime.run", "speech_segments": "streamrnn.runtime.batch"}
 
 
 def __getattr__(name):  # audio loads soxr/soundfile, the runtime ZeroMQ: import them on first use only

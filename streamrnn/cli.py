@@ -18,8 +18,28 @@ from streamrnn.config import EventParams, StreamConfig
 from streamrnn.errors import StreamRNNError
 
 
+def _set_verbosity(ctx, param, value):
+    """``-v``/``-vv`` after a command (``streamrnn stream -v``): the same as before it; the higher wins."""
+    if value:
+        level = logging.INFO if value == 1 else logging.DEBUG
+        root = logging.getLogger()
+        root.setLevel(min(root.level or logging.WARNING, level))
+
+
+class _Command(click.Command):
+    """Every command also takes ``-v``/``--verbose`` (the group's option, after the command name)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not any("--verbose" in p.opts for p in self.params):
+            self.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False, is_eager=True,
+                                            callback=_set_verbosity, help="More log output (-v info, -vv debug)."))
+
+
 class _Group(click.Group):
-    """Turns streamrnn's typed errors into one clear line and a non-zero exit."""
+    """Turns streamrnn's typed errors into one clear line and a non-zero exit; its commands take -v."""
+
+    command_class = _Command
 
     def invoke(self, ctx):
         try:
@@ -164,7 +184,7 @@ def _run_until_signal(run, cfg) -> None:
     def ready(pipe):
         started.append(pipe)
         click.echo(f"streamrnn: streaming {pipe.source.describe()} -> "
-                   f"{', '.join(s.describe() for s in pipe.sinks)}", err=True)
+                   f"{', '.join(s.uri or s.describe() for s in pipe.sinks)}", err=True)
 
     started = []
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -181,23 +201,32 @@ _SET_OPTION = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                            help="Set any config key, e.g. --set events.min_on=0.2 (repeatable).")
 
 
+def _model_stream_options(f):
+    """The options of ``stream`` (and of ``serve``, whose workers each run a ``stream``): the model,
+    the common stream options, events, threads and --set."""
+    opts = [
+        click.option("--model", help=_MODEL_HELP),
+        _common_stream_options,
+        click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on)."),
+        click.option("--on-threshold", type=float,
+                     help=f"Probability that starts a segment (default {EventParams.on_threshold})."),
+        click.option("--off-threshold", type=float,
+                     help=f"Probability below which a segment may end (default {EventParams.off_threshold})."),
+        click.option("--min-on", type=float, help=f"Shortest segment, seconds (default {EventParams.min_on})."),
+        click.option("--min-off", type=float,
+                     help=f"Shortest gap, seconds; shorter dips are bridged (default {EventParams.min_off})."),
+        click.option("--max-segment", type=float,
+                     help=f"Longest segment before it is cut, seconds (default {EventParams.max_segment:g})."),
+        click.option("--threads", type=int,
+                     help="Numba threads that share the model step of many streams (default 1: single-threaded, "
+                          "nothing spins); at most NUMBA_NUM_THREADS, the CPU count by default."),
+        _SET_OPTION,
+    ]
+    return _apply(opts)(f)
+
+
 @cli.command()
-@click.option("--model", help=_MODEL_HELP)
-@_common_stream_options
-@click.option("--events/--no-events", default=None, help="Start/end events for sigmoid outputs (default on).")
-@click.option("--on-threshold", type=float,
-              help=f"Probability that starts a segment (default {EventParams.on_threshold}).")
-@click.option("--off-threshold", type=float,
-              help=f"Probability below which a segment may end (default {EventParams.off_threshold}).")
-@click.option("--min-on", type=float, help=f"Shortest segment, seconds (default {EventParams.min_on}).")
-@click.option("--min-off", type=float,
-              help=f"Shortest gap, seconds; shorter dips are bridged (default {EventParams.min_off}).")
-@click.option("--max-segment", type=float,
-              help=f"Longest segment before it is cut, seconds (default {EventParams.max_segment:g}).")
-@click.option("--threads", type=int,
-              help="Numba threads that share the model step of many streams (default 1: single-threaded, "
-                   "nothing spins); at most NUMBA_NUM_THREADS, the CPU count by default.")
-@_SET_OPTION
+@_model_stream_options
 def stream(config_path, sets, **options):
     """Run MODEL on live audio or feature frames; publish predictions and events.
 
@@ -212,6 +241,50 @@ def stream(config_path, sets, **options):
     if not cfg.model:
         raise click.UsageError("--model is required (or `model` in the config / STREAMRNN_MODEL)")
     _run_until_signal(run_stream, cfg)
+
+
+@cli.command()
+@_model_stream_options
+@click.option("--workers", type=int, help="Worker processes (Ray actors with --ray); default: the CPU count.")
+@click.option("--snapshot-interval", type=float,
+              help="Seconds between snapshots of each worker's streams (default 2).")
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="Directory of the local workers' snapshots (default: private and temporary).")
+@click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics over HTTP, e.g. 127.0.0.1:9100.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Workers are Ray actors on the cluster at ADDRESS (default: auto, the running cluster); "
+                   "needs `pip install 'streamrnn[ray]'`.")
+def serve(config_path, sets, workers, snapshot_interval, state_dir, metrics, ray_address, **options):
+    """Run MODEL on many cores (or a Ray cluster): one ingress (--source zmq+pull:// or zmq+sub://),
+    one egress (--sink zmq+pub://), N workers; a stream id always reaches the same worker (CRC-32 of
+    the id modulo N). Every --snapshot-interval s each worker snapshots its streams; a worker that dies
+    is restarted and resumes them (the gap flagged). SIGINT/SIGTERM drain: every stream gets eos, exit 0.
+    --max-streams is per worker. See docs/operations.md, "Running on many cores".
+    """
+    import signal
+    import threading
+
+    from streamrnn.config import ServeConfig
+    from streamrnn.serve.service import Service
+
+    cfg = _stream_config(config_path, options, sets)
+    given = {"workers": workers, "snapshot_interval": snapshot_interval, "state_dir": state_dir,
+             "metrics": metrics, "ray": ray_address}
+    service = Service(cfg, ServeConfig(**{k: v for k, v in given.items() if v is not None}))
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def ready(svc):
+        click.echo(f"streamrnn: serving {cfg.source} -> {cfg.sink[0]} with {svc.n} worker(s)"
+                   + (f", metrics on http://{svc.serve.metrics}/metrics" if svc.serve.metrics else ""), err=True)
+
+    try:
+        rc = service.run(stop, ready)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    click.echo(service.summary(), err=True)
+    sys.exit(rc)
 
 
 @cli.command()
@@ -235,11 +308,12 @@ def features(config_path, sets, **options):
 @_apply(_curve_options())
 def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret_key, curve_server_key,
            curve_allow, curve_allow_insecure_key):
-    """Decode any streamrnn/1 traffic at URL to JSON lines.
+    """Decode any streamrnn/1 traffic at URL to JSON lines: the records of docs/formats.md (as
+    `stream --sink stdout` writes them, plus the wire fields direction, topic, t_send, ref_seq).
 
     URL: zmq+sub://HOST:PORT (connects), zmq+pull://HOST:PORT (binds), their +ipc forms, or a bare
     tcp://HOST:PORT / ipc://PATH (subscribe, connect). Malformed messages print as
-    {"bad": REASON, "error": ...}; counts by reason go to stderr at exit.
+    {"v":1,"type":"bad","reason":REASON,"error":...}; counts by reason go to stderr at exit.
     """
     import signal
     import threading
@@ -252,7 +326,7 @@ def listen(url, topic, count, duration, no_data, max_message_bytes, curve_secret
     old = {s: signal.signal(s, lambda *a: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     stats = None
     try:
-        stats = listen_to(url, lambda rec: click.echo(json.dumps(rec)), topic=topic, count=count,
+        stats = listen_to(url, lambda rec: click.echo(json.dumps(rec, separators=(",", ":"))), topic=topic, count=count,
                           duration=duration, with_data=not no_data, max_message_bytes=max_message_bytes,
                           curve=curve, stop=stop, on_ready=lambda ep: click.echo(
                               f"streamrnn: listening on {ep.address} (topic {ep.topic!r})", err=True))
@@ -289,6 +363,117 @@ def devices(as_json):
             mark = "*" if i == default_in else " "
             click.echo(f"{mark} {i:3d}  {d['name']}  ({api}, {d['max_input_channels']} in, "
                        f"{d['default_samplerate']:g} Hz)")
+
+
+# --- batch (a whole corpus, docs/batch.md) ----------------------------------------------------
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--model", required=True, help=_MODEL_HELP)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: each file's outputs mirror its path relative to its INPUT; summary.json.")
+@click.option("--write", default="segments", show_default=True,
+              help="Outputs per file, comma-separated: segments (JSON lines), audacity (label file), rttm, csv, "
+                   "npy (frame predictions).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Local worker processes, each loading the model once (default: every core).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run the files as Ray tasks: --ray=ADDRESS joins that cluster (inputs and model on a path every "
+                   "node sees), --ray alone starts a private local one on 127.0.0.1.")
+@click.option("--force", is_flag=True, help="Redo files whose outputs were already made by the same model and settings.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML file whose [events] section sets the segments' defaults (e.g. configs/stream.toml).")
+@click.option("--on-threshold", type=float,
+              help=f"Probability that starts a segment (default {EventParams.on_threshold}).")
+@click.option("--off-threshold", type=float,
+              help=f"Probability below which a segment may end (default {EventParams.off_threshold}).")
+@click.option("--min-on", type=float, help=f"Shortest segment, seconds (default {EventParams.min_on}).")
+@click.option("--min-off", type=float,
+              help=f"Shortest gap, seconds; shorter dips are bridged (default {EventParams.min_off}).")
+@click.option("--max-segment", type=float,
+              help=f"Longest segment before it is cut, seconds (default {EventParams.max_segment:g}).")
+@click.option("--pad", type=float, default=0.0, show_default=True,
+              help="Seconds added to both ends of every segment (neighbours meet halfway, never overlap).")
+@click.option("--max-model-bytes", type=int, help="Refuse model files larger than this.")
+@_SET_OPTION
+def batch(inputs, out_dir, write, workers, ray_address, force, pad, config_path, sets, **options):
+    """Run a model over every audio file of INPUT... (files, folders searched recursively by audio
+    extension, JSON-lines manifests of {"audio": PATH}, glob patterns): each exactly as
+    `stream --source file:` runs it, on every core or a Ray cluster. Files already done by the same
+    model file and settings are skipped; a bad file is reported in one line and counted. Exit
+    status 0: all succeeded, 1: some failed, 2: usage error, 130: interrupted (rerun to continue).
+    SIGINT/SIGTERM: no new file starts, those in progress finish."""
+    import os
+    import signal
+    import threading
+
+    from streamrnn.runtime.batch import run_batch
+
+    if ray_address not in (None, "local") and os.path.exists(ray_address):
+        raise click.UsageError(f"--ray took {ray_address!r} (an input) as its cluster address: write --ray=ADDRESS, "
+                               "or put --ray after the other options")
+    cfg = _stream_config(config_path, {k: v for k, v in options.items()}, sets)
+    stop = threading.Event()
+    tty = sys.stderr.isatty()
+    view = {"bar": None, "n": 0, "total": 0, "hours": 0.0}
+
+    def on_signal(signum, frame):
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends at once
+        click.echo("streamrnn: stopping after the files in progress (again to abort)", err=True)
+
+    def on_start(info):
+        view["total"] = info["todo"]
+        click.echo(f"streamrnn: {info['files']} file(s): {info['todo']} to run, {info['skipped']} already done "
+                   f"(same model and settings; --force redoes them)", err=True)
+        if tty and info["todo"]:
+            from tqdm import tqdm
+
+            cols, rows = _terminal_size(sys.stderr)
+            view["bar"] = tqdm(total=info["todo"], unit="file", file=sys.stderr, ncols=cols, nrows=rows)
+
+    def say(line):
+        if view["bar"] is not None:
+            view["bar"].write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
+
+    def on_result(r):
+        view["n"] += 1
+        where = f"[{view['n']}/{view['total']}]"
+        if r["status"] == "failed":
+            say(f"{where} FAILED {r['path']}: {r['reason']}")
+        else:
+            view["hours"] += r["audio_seconds"] / 3600
+            for w in r.get("warnings", ()):
+                say(f"{where} warning {r['file']}: {w}")
+            if view["bar"] is None:
+                say(f"{where} done {r['file']}: {r['audio_seconds']:.2f} s of audio, {r['segments']} segment(s)")
+        if view["bar"] is not None:
+            h = view["hours"]
+            view["bar"].set_postfix_str(f"{h:.2f} h of audio" if h >= 0.1 else f"{h * 3600:.0f} s of audio",
+                                        refresh=False)
+            view["bar"].update(1)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = run_batch(inputs, cfg.model, out_dir, write=write, events=cfg.events, pad=pad, workers=workers,
+                            ray=ray_address, use_ray=ray_address is not None, force=force,
+                            max_model_bytes=cfg.max_model_bytes, stop=stop, on_start=on_start, on_result=on_result)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if view["bar"] is not None:
+            view["bar"].close()
+    rtf = summary["real_time_factor"]
+    click.echo(f"streamrnn: {summary['done']} done, {summary['skipped']} skipped, {summary['failed']} failed"
+               f"{', ' + str(summary['not_run']) + ' not run (interrupted: rerun to continue)' if summary['interrupted'] else ''}; "
+               f"{summary['audio_hours']:.3f} h of audio, {summary['speech_hours']:.3f} h of segments; "
+               f"CPU {summary['cpu_seconds']:.1f} s" + (f" (real-time factor {rtf:.5f})" if rtf else "")
+               + f"; summary: {Path(out_dir) / 'summary.json'}", err=True)
+    if summary["interrupted"]:
+        sys.exit(130)
+    if summary["failed"]:
+        sys.exit(1)
 
 
 # --- keygen (CurveZMQ key pairs, docs/operations.md "Security") ---------------------------
@@ -552,7 +737,7 @@ def generate(model_path, prompt, n_tokens, temperature, seed):
 @cli.command()
 @click.option("--quick", is_flag=True, help="Fewer repeats: a smoke run in about a minute.")
 @click.option("--only", multiple=True,
-              type=click.Choice(["step", "bound", "pipeline", "streams", "many", "startup", "train"]),
+              type=click.Choice(["step", "bound", "pipeline", "streams", "many", "startup", "train", "batch"]),
               help="Run only these sections (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for bench.json and bench.md (default: a scratch directory, printed at the "

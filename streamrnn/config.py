@@ -668,3 +668,39 @@ class TrainConfig:
 
 
 CONFIG_CLASSES = (StreamConfig, TrainConfig)  # every config with environment names (for the typo warning)
+
+
+# serving: `streamrnn serve` (the StreamConfig of every worker, plus these)
+MAX_WORKERS = 1024  # workers of one service (each is a process or a Ray actor)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``streamrnn serve`` adds to ``StreamConfig`` (docs/operations.md, "Running on many cores").
+
+    >>> ServeConfig(workers=2).snapshot_interval
+    2.0
+    >>> ServeConfig(workers=0)
+    Traceback (most recent call last):
+    ...
+    streamrnn.errors.ConfigError: workers must be in 1..1024, got 0
+    """
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # worker processes / actors
+    snapshot_interval: float = 2.0      # s between snapshots of each worker's streams
+    state_dir: str | None = None        # directory of the local workers' snapshots (default: private, temporary)
+    metrics: str | None = None          # HOST:PORT of the Prometheus endpoint (None: none)
+    ray: str | None = None              # None: local processes; "auto"/"": a Ray cluster (ray.init address)
+    ready_timeout: float = 120.0        # s a worker may take to start (model load, kernel cache)
+    drain_timeout: float = 30.0         # s the workers get to drain after SIGTERM before they are killed
+
+    def __post_init__(self):
+        if isinstance(self.workers, bool) or not 1 <= int(self.workers) <= MAX_WORKERS:
+            raise ConfigError(f"workers must be in 1..{MAX_WORKERS}, got {self.workers}")
+        for k in ("snapshot_interval", "ready_timeout", "drain_timeout"):
+            if not getattr(self, k) > 0:
+                raise ConfigError(f"{k} must be > 0 s, got {getattr(self, k)}")
+        if self.metrics is not None:
+            host, colon, port = self.metrics.rpartition(":")
+            if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ConfigError(f"metrics {self.metrics!r}: expected HOST:PORT (e.g. 127.0.0.1:9100)")

@@ -2,7 +2,7 @@
 
 The pipeline publishes ``Stats.snapshot()`` every second (kind 7, ``out/_stats/stats``)
 and prints ``Stats.summary()`` to stderr at exit. The meaning of every counter
-is in ``docs/operations.md``.
+is in ``docs/protocol.md`` ("Stats").
 
 >>> s = Stats()
 >>> s.count("bad", "magic"); s.count("bad", "magic"); s.add("frames_in", 10)
@@ -116,9 +116,10 @@ class Stats:
             self.lat_interval = LatencyHistogram()
         return d
 
-    def summary(self, latency: bool = True) -> str:
+    def summary(self, latency: bool = True, latency_note: str | None = None) -> str:
         """Human-readable multi-line summary (printed on stderr at exit); ``latency=False`` leaves out
-        the processing-latency line (``listen`` publishes nothing, so it has none)."""
+        the processing-latency line (``listen`` publishes nothing, so it has none); ``latency_note``
+        says what the latency is measured from when that is not the capture time."""
         d = self.snapshot(roll=False)
         lines = [f"streamrnn stats after {d['uptime_s']:.1f} s:"]
         for k, v in d["counters"].items():
@@ -130,7 +131,8 @@ class Stats:
         lat = d["latency"]
         if latency and lat["n"]:
             lines.append(f"  latency        p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-                         f"max {lat['max_ms']} ms over {lat['n']} messages")
+                         f"max {lat['max_ms']} ms over {lat['n']} messages"
+                         + (f"\n                 ({latency_note})" if latency_note else ""))
         elif latency:
             lines.append("  latency        no predictions published")
         return "\n".join(lines)

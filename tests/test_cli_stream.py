@@ -333,7 +333,7 @@ def test_sigint_flushes_sinks_and_exits_zero(tmp_path, models, procs):
     recs = [json.loads(line) for line in lines]  # every line complete
     assert recs[-1]["type"] == "eos" and sum(r["type"] == "pred" for r in recs) > 0
     rows = (tmp_path / "o.csv").read_text().splitlines()
-    assert len(rows) == 1 + sum(r["type"] == "pred" for r in recs)
+    assert len(rows) == 1 + sum(r["type"] in ("pred", "event", "eos") for r in recs)  # header, rows, events
     assert "streamrnn stats after" in s.err.read_text()
 
 
@@ -393,7 +393,8 @@ def test_stdin_features_command_and_env_config_precedence(tmp_path, models):
     from streamrnn.audio.stream import FeatureStream
 
     ref = FeatureStream(LogMel(), SR).push(np.frombuffer(raw, "<i2").astype(np.float32) / 32768)
-    np.testing.assert_allclose([r["y"] for r in recs if r["type"] == "pred"], ref, atol=1e-5)
+    assert not any(r["type"] == "pred" for r in recs)  # feature rows are not predictions
+    np.testing.assert_allclose([r["x"] for r in recs if r["type"] == "features"], ref, atol=1e-5)
 
 
 def test_listen_decodes_any_traffic_and_names_bad_messages(tmp_path):
@@ -409,9 +410,9 @@ def test_listen_decodes_any_traffic_and_names_bad_messages(tmp_path):
     push.close()
     assert lp.finish() == 0
     out = lp.lines()
-    assert out[0]["kind"] == "pred" and out[0]["data"] == [[1, 0], [0, 1]] and out[0]["seq"] == 5
-    assert out[1]["bad"] == "magic"
-    assert out[2]["meta"] == {"event": "start"}
+    assert [(r["type"], r["frame"], r["y"], r["seq"]) for r in out[:2]] == [("pred", 0, [1, 0], 5), ("pred", 1, [0, 1], 5)]
+    assert out[2]["type"] == "bad" and out[2]["reason"] == "magic"
+    assert out[3]["type"] == "event" and out[3]["event"] == "start"
     assert "magic=1" in lp.err.read_text()
     assert "latency" not in lp.err.read_text()  # a listener publishes nothing: no latency line
 

@@ -190,7 +190,8 @@ def test_sigterm_mid_stream_leaves_complete_files_and_exits_zero(tmp_path, procs
     ev = [r["event"] for r in recs if r["type"] == "event"]
     assert ev.count("start") == ev.count("end")  # a segment open at the signal was ended
     rows = (tmp_path / "o.csv").read_text().splitlines()
-    assert len(rows) == 1 + n_pred and all(len(r.split(",")) == len(rows[0].split(",")) for r in rows)
+    n_ev = sum(r["type"] in ("event", "eos") for r in recs)
+    assert len(rows) == 1 + n_pred + n_ev and all(len(r.split(",")) == len(rows[0].split(",")) for r in rows)
 
 
 # --- file sinks that fail ----------------------------------------------------------------------------

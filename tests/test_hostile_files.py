@@ -303,7 +303,8 @@ def test_truncated_audio_is_read_up_to_the_cut_by_every_entry_point(tmp_path, ex
     # the features are those of the intact file's first samples (libsndfile decodes the reference)
     x_ref, _ = sf.read(good, dtype="float32")
     n = int(round(read_s * SR))
-    rows = np.array([p["y"] for p in _preds(tmp_path / "f.jsonl")], np.float32)
+    recs = [json.loads(ln) for ln in (tmp_path / "f.jsonl").read_text().splitlines()]
+    rows = np.array([r["x"] for r in recs if r["type"] == "features"], np.float32)  # docs/formats.md
     assert abs(len(rows) - LogMel().n_frames_for(n)) <= 2  # read_s is rounded to 10 ms in the message
     np.testing.assert_allclose(rows, LogMel().compute(x_ref)[:len(rows)], rtol=1e-6, atol=1e-6)
 

@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent / "streamrnn"
 # layer of each top-level module or subpackage (docs/architecture.md, "Layers")
 LAYERS = {
     "errors": 0, "models": 0,
-    "snapshot": 1, "stats": 1, "config": 1,
+    "snapshot": 1, "stats": 1, "config": 1, "compiling": 1,
     "audio": 2,
     "nn": 3, "transport": 3,
     "runtime": 4, "train": 4,
-    "__init__": 5,  # the public API
+    "__init__": 5, "serve": 5,  # the public API; `streamrnn serve` (workers of the runtime; neither imports the other)
     "cli": 6,
     "__main__": 7,
 }

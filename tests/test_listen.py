@@ -31,14 +31,16 @@ def test_listen_decodes_counts_and_stops(tmp_path):
     push.send_multipart([b"out/s/pred", b"BAD!" + bytes(60), b""])
     push.close()
     for _ in range(200):
-        if len(got) == 2:
+        if len(got) == 3:
             break
         threading.Event().wait(0.025)
     stop.set()
     t.join(5)
     assert not t.is_alive()
-    assert got[0]["kind"] == "pred" and got[0]["seq"] == 5 and "data" not in got[0]  # with_data=False
-    assert got[1]["bad"] == "magic"
+    # one record per row, as the text sinks write them, plus the wire fields
+    assert [(r["type"], r["frame"], r["seq"], r["n"]) for r in got[:2]] == [("pred", 0, 5, 2), ("pred", 1, 5, 2)]
+    assert "y" not in got[0] and got[0]["topic"] == "out/s/pred" and got[0]["direction"] == "out"  # with_data=False
+    assert got[2] == {"v": 1, "type": "bad", "reason": "magic", "error": got[2]["error"]}
     s = result["stats"]
     assert s.get("messages", "pred") == 1 and s.get("bad", "magic") == 1
 

@@ -348,3 +348,379 @@ def test_numpy_runtime_warnings_never_interleave_with_the_training_log(tmp_path)
 
     log_line = re.compile(r"^(data: |epoch \d|trained |streamrnn: error: |\d{4}-\d\d-\d\d [\d:,]+ \S+ (WARNING|INFO): )")
     assert all(log_line.match(s) for s in p.stderr.splitlines()), p.stderr
+
+
+# --- item 5: one documented record schema for every text output -----------------------------------
+
+WIRE_FIELDS = ("direction", "topic", "t_send", "ref_seq")
+
+
+def _jsonl(path):
+    import json
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_every_record_type_and_csv_column_is_documented_with_the_schema_version():
+    import re
+
+    from streamrnn.transport import records
+
+    doc = (ROOT / "docs" / "formats.md").read_text()
+    assert records.SCHEMA == 1 and "schema version **1**" in doc
+    for t in ("pred", "features", "event", "desc", "eos", "audio", "data", "stats", "hb", "bad"):
+        assert f"`{t}`" in doc, t
+    csv_line = re.search(r"^v,type,stream,.*$", doc, re.M).group(0)
+    assert csv_line == ",".join(records.CSV_COLUMNS) + ",<one column per output>"
+    for f in WIRE_FIELDS:
+        assert f"`{f}`" in doc
+    assert "docs/formats.md" in (ROOT / "README.md").read_text()
+
+
+def test_csv_carries_the_events_of_the_jsonl_and_feature_rows_are_not_predictions(tmp_path):
+    import csv
+
+    p = cli("stream", "--model", "vad", "--source", "demo", "--no-realtime", "--duration", "30",
+            "--sink", f"jsonl:{tmp_path / 's.jsonl'}", "--sink", f"csv:{tmp_path / 's.csv'}")
+    assert p.returncode == 0, p.stderr
+    recs = _jsonl(tmp_path / "s.jsonl")
+    assert {r["v"] for r in recs} == {1}
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert {r["v"] for r in rows} == {"1"}
+    ev = [(r["event"], r["frame"], r["label"]) for r in recs if r["type"] == "event"]
+    assert len(ev) >= 10 and ev == [(r["event"], int(r["frame"]), r["label"]) for r in rows if r["type"] == "event"]
+    y = [r["y"][0] for r in recs if r["type"] == "pred"]
+    assert [float(r["speech"]) for r in rows if r["type"] == "pred"] == pytest.approx(y, rel=1e-6, abs=1e-9)
+    assert [r["type"] for r in rows][-1] == "eos"
+
+    p = cli("features", "--source", "demo", "--no-realtime", "--duration", "0.5", "--sink",
+            f"jsonl:{tmp_path / 'f.jsonl'}", "--sink", f"csv:{tmp_path / 'f.csv'}")
+    assert p.returncode == 0, p.stderr
+    feats = _jsonl(tmp_path / "f.jsonl")
+    assert "pred" not in {r["type"] for r in feats}
+    rows = [r for r in feats if r["type"] == "features"]
+    assert len(rows) >= 40 and all(len(r["x"]) == 40 and "y" not in r for r in rows)
+    head = next(csv.reader(open(tmp_path / "f.csv")))
+    assert head[-40:] == [f"x{j}" for j in range(40)]
+
+
+# --- item 7 (and 5): a listener started before the stream sees its start, in the same records -------
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_listen_started_first_sees_the_stream_from_its_start_in_the_stream_records(tmp_path):
+    import json
+    import signal
+    import time
+
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    lout, lerr = open(tmp_path / "l.out", "w"), open(tmp_path / "l.err", "w")
+    lp = subprocess.Popen([sys.executable, "-m", "streamrnn", "listen", f"zmq+sub://127.0.0.1:{port}"],
+                          stdout=lout, stderr=lerr, cwd=ROOT, env=env)
+    try:
+        t_end = time.monotonic() + 60
+        while "listening on" not in (tmp_path / "l.err").read_text():
+            assert lp.poll() is None and time.monotonic() < t_end, (tmp_path / "l.err").read_text()
+            time.sleep(0.05)
+        time.sleep(3.0)  # long enough for any reconnect back-off to grow past a second
+        p = cli("stream", "--model", "vad", "--source", "demo", "--duration", "2.5",
+                "--sink", f"zmq+pub://127.0.0.1:{port}?wait_subscribers=1&wait_timeout=20",
+                "--sink", f"jsonl:{tmp_path / 's.jsonl'}", timeout=120)
+        assert p.returncode == 0, p.stderr
+        time.sleep(0.5)
+    finally:
+        lp.send_signal(signal.SIGINT)
+        lp.wait(10)
+    heard = [json.loads(line) for line in (tmp_path / "l.out").read_text().splitlines()]
+    preds = [r for r in heard if r["type"] == "pred"]
+    assert preds[0]["frame"] == 0  # nothing of the start was lost ...
+    starts = [r for r in heard if r["type"] == "event" and r["event"] == "start"]
+    assert starts and starts[0]["frame"] < 150  # ... including the first speech start (about 0.8 s)
+    # the same records as the stream's own jsonl sink, plus the wire fields
+    wrote = [r for r in _jsonl(tmp_path / "s.jsonl") if r["type"] in ("pred", "event", "eos")]
+    got = [{k: v for k, v in r.items() if k not in WIRE_FIELDS} for r in heard if r["type"] in ("pred", "event", "eos")]
+    assert got == wrote
+    assert all(r["v"] == 1 and r["topic"] == f"out/demo0/{r['type']}" for r in heard if r["type"] != "stats")
+
+
+def test_listen_reconnects_within_half_a_second_of_a_late_publisher(tmp_path):
+    import threading
+    import time
+
+    import zmq
+
+    from streamrnn.transport import wire
+    from streamrnn.transport.listen import listen
+
+    port = _free_port()
+    got, stop = [], threading.Event()
+    t = threading.Thread(target=listen, args=(f"zmq+sub://127.0.0.1:{port}", got.append), kwargs={"stop": stop})
+    t.start()
+    try:
+        time.sleep(3.0)  # libzmq's back-off would now retry after 1.6 s, then 3.2 s
+        pub = zmq.Context.instance().socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(f"tcp://127.0.0.1:{port}")
+        t0 = time.monotonic()
+        while not got and time.monotonic() - t0 < 5:
+            pub.send_multipart(wire.encode(wire.Message(wire.HEARTBEAT, "s")))
+            time.sleep(0.01)
+        took = time.monotonic() - t0
+        pub.close()
+    finally:
+        stop.set()
+        t.join(5)
+    assert got and took < 0.5, took
+
+
+def test_wait_subscribers_is_checked_and_only_for_pub():
+    from streamrnn.errors import ConfigError
+    from streamrnn.transport.endpoints import parse_zmq_uri
+
+    ep = parse_zmq_uri("zmq+pub://127.0.0.1:5556?wait_subscribers=2&wait_timeout=3")
+    assert (ep.wait_subscribers, ep.wait_timeout) == (2, 3.0)
+    for bad in ("zmq+pub://127.0.0.1:5556?wait_subscribers=0", "zmq+pub://127.0.0.1:5556?wait_subscribers=x",
+                "zmq+pub://127.0.0.1:5556?wait_subscribers=1&wait_timeout=-1"):
+        with pytest.raises(ConfigError, match="wait_subscribers must be an integer in 1..10000"):
+            parse_zmq_uri(bad)
+    with pytest.raises(ConfigError, match="only apply to pub"):
+        parse_zmq_uri("zmq+push://127.0.0.1:5556?wait_subscribers=1")
+
+
+# --- item 9: small messages ---------------------------------------------------------------------
+
+def test_verbose_is_accepted_after_every_command():
+    from click.testing import CliRunner
+
+    from streamrnn.cli import cli as group
+
+    for name in group.commands:
+        r = CliRunner().invoke(group, [name, "--help"])
+        assert "-v, --verbose" in r.output, name
+    p = cli("stream", "--model", "vad", "--source", "demo", "--no-realtime", "--duration", "0.2", "--sink", "null",
+            "-v", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert " INFO: " in p.stderr and "warm-up" in p.stderr  # -v after the command raised the log level
+    # the start-up line names the sinks by the URIs they were given
+    assert "-> null\n" in p.stderr
+
+
+def test_the_start_up_line_names_sinks_by_their_uri(tmp_path):
+    p = cli("stream", "--model", "vad", "--source", "demo", "--no-realtime", "--duration", "0.1", "--sink", "null",
+            "--sink", f"jsonl:{tmp_path / 'o.jsonl'}", "--sink", f"csv:{tmp_path / 'o.csv'}", timeout=120)
+    assert p.returncode == 0, p.stderr
+    line = next(ln for ln in p.stderr.splitlines() if ln.startswith("streamrnn: streaming"))
+    assert line.endswith(f"-> null, jsonl:{tmp_path / 'o.jsonl'}, csv:{tmp_path / 'o.csv'}"), line
+
+
+def test_mic_device_index_0_is_named_not_called_default():
+    from streamrnn.transport.sources import MicSource
+
+    m = MicSource(0)
+    assert "default" not in m.describe() and m.describe().startswith("microphone 0,")
+    m.device_name = "HDA Intel PCH: ALC3246 Analog (hw:0,0)"  # what open() reads from PortAudio
+    assert m.describe().startswith("microphone 0 (HDA Intel PCH: ALC3246 Analog (hw:0,0)), 16000 Hz")
+    d = MicSource(None)
+    d.device_name = "pulse"
+    assert d.describe().startswith("microphone default device (pulse)")
+
+
+def test_mic_capture_time_is_the_first_sample_and_the_summary_says_what_latency_measures():
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from streamrnn.stats import Stats
+    from streamrnn.transport.sources import MicSource
+
+    block = np.zeros((320, 1), np.float32)  # 20 ms at 16 kHz
+    # PulseAudio through ALSA: no capture (ADC) times; the block ends about now, began 20 ms ago
+    m = MicSource(None, rate=16000)
+    t0 = time.time()
+    m._callback(block, 320, SimpleNamespace(currentTime=0.0, inputBufferAdcTime=0.0), None)
+    t_cap = m.read(0.1)[0].t_capture
+    assert t0 - 0.020 - 0.005 <= t_cap <= t0 - 0.020 + 0.005  # not the callback time (20 ms later)
+    assert "from the audio callback" in m.latency_note()
+    s = Stats()
+    s.latency(0.004)
+    assert "(from the audio callback" in s.summary(latency_note=m.latency_note())
+    # a host API with ADC times: the first sample's capture, 30 ms before the callback ran
+    m = MicSource(None, rate=16000)
+    t0 = time.time()
+    m._callback(block, 320, SimpleNamespace(currentTime=100.03, inputBufferAdcTime=100.0), None)
+    assert abs(m.read(0.1)[0].t_capture - (t0 - 0.03)) < 0.005 and m.latency_note() is None
+
+
+def test_a_directory_as_file_source_says_so_and_points_at_batch(tmp_path):
+    p = cli("stream", "--model", "vad", "--source", f"file:{tmp_path}", "--sink", "null", timeout=120)
+    assert p.returncode == 2
+    err = p.stderr.strip()
+    assert "does not exist" not in err and f"file:{tmp_path} is a directory" in err and "streamrnn batch" in err
+
+
+def test_eval_of_an_audio_file_says_a_manifest_is_expected_and_how_to_write_one():
+    p = cli("eval", "--model", "vad", str(SPEECH), timeout=120)
+    assert p.returncode == 2
+    assert "codec can't decode" not in p.stderr
+    assert f"{SPEECH} is an audio file" in p.stderr and '{"audio": "a.wav", "labels": "a.txt"}' in p.stderr
+
+
+def test_training_on_a_folder_of_wavs_hints_at_a_manifest(tmp_path):
+    import shutil
+
+    wavs = tmp_path / "clips"
+    wavs.mkdir()
+    shutil.copy(_wav_of_speech(tmp_path), wavs / "a.wav")
+    p = cli("train", str(TINY), "--out", str(tmp_path / "run"), "--set", f"data.train={wavs}", timeout=120)
+    assert p.returncode == 2
+    assert "no .npz files but 1 audio file(s) (.wav)" in p.stderr and "JSONL manifest" in p.stderr
+
+
+def test_label_errors_name_the_label_file_and_the_manifest_line(tmp_path):
+    import shutil
+
+    shutil.copy(SPEECH, tmp_path / "a.flac")
+    (tmp_path / "good.txt").write_text("0.5\t1.0\tspeech\n")
+    (tmp_path / "bad.txt").write_text("0.2\t0.4\tspeech\n1.0\tspeech\n")       # line 2: two fields
+    (tmp_path / "long.txt").write_text("0.2\t99.0\tspeech\n")                  # ends after the audio
+    for labels, where in (("bad.txt", "bad.txt:2"), ("long.txt", "long.txt")):
+        (tmp_path / "m.jsonl").write_text('{"audio": "a.flac", "labels": "good.txt"}\n'
+                                          f'{{"audio": "a.flac", "labels": "{labels}"}}\n')
+        p = cli("eval", "--model", "vad", str(tmp_path / "m.jsonl"), timeout=120)
+        assert p.returncode == 2
+        err = p.stderr.strip()
+        assert f"{tmp_path / where}" in err and f"{tmp_path / 'm.jsonl'}:2" in err, err
+
+
+def test_eval_vad_without_its_peers_names_the_extra(tmp_path):
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for mod in ("silero_vad", "ten_vad", "webrtcvad", "onnxruntime"):  # importable names that fail to import
+        (stubs / f"{mod}.py").write_text("raise ImportError('not installed (test stub)')\n")
+    shutil_copy = __import__("shutil").copy
+    shutil_copy(SPEECH, tmp_path / "a.flac")
+    (tmp_path / "a.txt").write_text("0.5\t1.0\tspeech\n")
+    (tmp_path / "m.jsonl").write_text('{"audio": "a.flac", "labels": "a.txt"}\n')
+    env = dict(os.environ, PYTHONPATH=f"{stubs}{os.pathsep}{ROOT}")
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "eval_vad.py"), str(tmp_path / "m.jsonl")],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.count("pip install -e '.[bench]'") == 4, p.stderr  # three peers skipped, then the error
+
+
+def test_a_curve_listener_that_hears_nothing_says_the_keys_may_not_match(tmp_path):
+    import time
+
+    from streamrnn.stats import Stats
+    from streamrnn.transport import wire
+    from streamrnn.transport.endpoints import CurveConfig, write_keypair
+    from streamrnn.transport.sinks import ZmqSink
+
+    for name in ("server", "alice", "mallory"):
+        write_keypair(tmp_path / name, name)
+    (tmp_path / "allowed").mkdir()
+    (tmp_path / "allowed" / "alice.key").write_bytes((tmp_path / "alice" / "alice.key").read_bytes())
+    port = _free_port()
+    sink = ZmqSink(f"zmq+pub://127.0.0.1:{port}", stats=Stats(),
+                   curve=CurveConfig.from_options(tmp_path / "server" / "server.key_secret",
+                                                  allow_dir=tmp_path / "allowed"))
+    sink.open()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    common = [sys.executable, "-m", "streamrnn", "listen", f"zmq+sub://127.0.0.1:{port}", "--duration", "6.5",
+              "--curve-server-key", str(tmp_path / "server" / "server.key"), "--curve-secret-key"]
+    procs = [subprocess.Popen([*common, str(tmp_path / n / f"{n}.key_secret")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for n in ("alice", "mallory")]
+    try:
+        t_end = time.monotonic() + 20
+        while any(p.poll() is None for p in procs) and time.monotonic() < t_end:
+            sink.write(wire.Message(wire.HEARTBEAT, "s"))
+            time.sleep(0.05)
+        (a_out, a_err), (m_out, m_err) = (p.communicate(timeout=10) for p in procs)
+    finally:
+        sink.close()
+    assert a_out and "may not match" not in a_err  # the allowed key hears the heartbeats, no warning
+    assert m_out == "" and "nothing received for 5 s over CurveZMQ" in m_err and "keys may not match" in m_err
+
+
+# --- item 1: cold start ----------------------------------------------------------------------------
+
+def test_every_command_that_compiles_says_so_once_and_a_warm_start_says_nothing(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # an empty kernel cache
+    args = ("features", "--source", "demo", "--no-realtime", "--duration", "0.1", "--sink", "null")
+    cold = cli(*args, env=env, timeout=300)
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stderr.count("compiling the Numba kernels") == 1, cold.stderr
+    warm = cli(*args, env=env, timeout=300)
+    assert warm.returncode == 0 and "compiling" not in warm.stderr, warm.stderr
+
+
+def test_the_few_frame_kernel_equals_the_tiled_one_and_a_paced_source_compiles_only_it():
+    import numpy as np
+
+    from streamrnn.audio import kernels
+    from streamrnn.audio.frontend import LogMel, _scratch
+
+    fe = LogMel()
+    tb = fe._tables
+    x = np.random.default_rng(5).standard_normal(16000)
+    n = (len(x) - fe.win_length) // fe.hop_length + 1
+    tiled, one = np.empty((n, 40), np.float32), np.empty((n, 40), np.float32)
+    kernels._frames_kernel(x, n, tb.itab, tb.ftab, _scratch(tb.n_scratch), tiled)
+    kernels._frames1_kernel(x, n, tb.itab, tb.ftab, _scratch(tb.n_scratch), one)
+    np.testing.assert_array_equal(one, tiled)  # bit for bit: the same W = 1 / W = 8 arithmetic
+    # in a fresh process, the real-time demo's warm-up and first blocks compile the few-frame kernel only
+    code = ("import streamrnn; from streamrnn.audio import kernels as k; "
+            "streamrnn.run_stream(streamrnn.StreamConfig(model='vad', source='demo', duration=0.3, sink=('null',)));"
+            "print(len(k._frames_kernel.signatures), len(k._frames1_kernel.signatures))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "1"]
+
+
+def test_a_cold_front_end_compiles_in_a_helper_process_and_is_then_loaded_here(tmp_path):
+    code = """
+import numpy as np, streamrnn
+from streamrnn import compiling
+from streamrnn.audio.stream import FeatureStream
+from streamrnn.runtime import warmup
+fe = streamrnn.load_model("vad").frontend
+helper = warmup.compile_front_end_elsewhere(fe, [16000.0], 0.02)  # an empty cache: a helper compiles
+assert helper is not None
+assert helper.wait(300) == 0
+n0 = compiling.announce_compiles().compiled
+s = FeatureStream(fe, 16000.0)
+for x in warmup.warm_up_blocks(16000.0, 0.02):
+    s.push(x)
+print(compiling.announce_compiles().compiled - n0, warmup.compile_front_end_elsewhere(fe, [16000.0], 0.02))
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "None"]  # nothing compiled here: loaded; and no helper once cached
+
+
+def test_listen_records_keep_an_input_and_an_output_descriptor_of_one_stream_apart():
+    import numpy as np
+
+    from streamrnn.transport import wire
+    from streamrnn.transport.records import Records
+
+    rec = Records(wire_fields=True)
+    msgs = [wire.Message(wire.DESC, "mic0", direction="in",
+                         meta=wire.descriptor("mic0", 1, "audio", "float32", 1, 16000.0)),
+            wire.Message(wire.DESC, "mic0", direction="out",
+                         meta=wire.descriptor("mic0", 2, "pred", "float32", 1, 100.0, labels=["speech"])),
+            wire.Message(wire.DATA, "mic0", direction="in", sample_index=1600, data=np.zeros((320, 1), np.float32)),
+            wire.Message(wire.PRED, "mic0", direction="out", sample_index=10, data=np.ones((1, 1), np.float32))]
+    out = [r for m in msgs for r in rec.make(m)]
+    assert [(r["type"], r["direction"], r["frame"], r["time"]) for r in out[2:]] == [
+        ("audio", "in", 1600, 0.1), ("pred", "out", 10, 0.1)]
+    assert out[2]["n"] == 320 and len(out[2]["x"]) == 320  # samples: one record per block

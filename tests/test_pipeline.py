@@ -460,24 +460,36 @@ def test_shipped_config_loads():
     assert c == StreamConfig() or c.validate() is c
 
 
-def test_a_slow_warm_up_tells_the_user_that_kernels_compile(monkeypatch, caplog):
-    """A cold start (kernels compiling) is announced on stderr instead of a silent 20 s wait;
-    a warm-up that ends before the notice time says nothing."""
+def test_a_compiling_kernel_tells_the_user_once_and_a_warm_warm_up_says_nothing(monkeypatch, caplog):
+    """A cold start (kernels compiling) is announced on stderr instead of a silent wait, by the
+    first real compile of a streamrnn kernel (streamrnn.compiling); kernels loaded or already
+    compiled say nothing."""
     import logging
 
-    from streamrnn.runtime import pipeline as pl
+    from numba import njit
+
+    from streamrnn import compiling
 
     m = streamrnn.load_model("vad")
     p = Pipeline(None, [Keep()], model=m)
-    p.warm_up(16000)  # kernels loaded (or compiled) now, so the next calls take well under a second
-    with caplog.at_level(logging.WARNING, logger=pl.log.name):
-        monkeypatch.setattr(pl, "COMPILE_NOTICE_AFTER", 60.0)
+    p.warm_up(16000)  # kernels loaded (or compiled) now
+    notice = compiling.announce_compiles()
+    monkeypatch.setattr(notice, "told", False)
+    caplog.clear()  # (a cold cache's notice of the warm-up above)
+    with caplog.at_level(logging.WARNING, logger="streamrnn"):
         p.warm_up(16000)
         assert not [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]
-        monkeypatch.setattr(pl, "COMPILE_NOTICE_AFTER", 0.0)
-        monkeypatch.setattr(pl.Pipeline, "_warm_up", lambda self, rate: time.sleep(0.3) or 0.3)  # a slow warm-up
-        p.warm_up(16000)
-        assert [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]
+
+        def fresh(a):  # a kernel of streamrnn's that has never been compiled in this process
+            return a + 1
+
+        fresh.__module__ = "streamrnn.train.fresh"
+        k1, k2 = njit(fresh), njit(lambda a: a * 2)  # the lambda is not streamrnn's: no notice
+        k2(1)
+        assert not [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]
+        k1(1), k1(2.0)  # two compiles (int64, float64), one line
+        told = [r for r in caplog.records if "compiling the Numba kernels" in r.getMessage()]
+        assert len(told) == 1 and told[0].levelno == logging.WARNING
 
 
 def test_a_changed_descriptor_resets_the_stream_once_and_says_why():

@@ -47,8 +47,8 @@ def normalised_csv(path: Path) -> str:
     rows = [line.split(",") for line in path.read_text().splitlines()]
     epochs: dict = {}
     for r in rows[1:]:
-        r[1] = str(epochs.setdefault(r[1], len(epochs)))  # epoch
-        r[4] = ""  # t_capture (wall clock)
+        r[3] = str(epochs.setdefault(r[3], len(epochs)))  # epoch
+        r[6] = ""  # t_capture (wall clock)
     return "\n".join(",".join(r) for r in rows)
 
 
@@ -71,7 +71,7 @@ def test_cli_and_run_api_give_identical_outputs_on_the_demo(tmp_path, command):
     cli_text, api_text = normalised_jsonl(tmp_path / "cli.jsonl"), normalised_jsonl(tmp_path / "api.jsonl")
     assert cli_text == api_text
     kinds = {json.loads(line)["type"] for line in api_text.splitlines()}
-    assert kinds >= ({"desc", "pred", "event", "eos"} if command == "stream" else {"desc", "pred", "eos"})
+    assert kinds >= ({"desc", "pred", "event", "eos"} if command == "stream" else {"desc", "features", "eos"})
     desc = json.loads(api_text.splitlines()[0])
     assert desc["content"] == ("pred" if command == "stream" else "features")
     if command == "stream":

@@ -394,7 +394,7 @@ def test_listen_command_as_a_curve_client(keys, tmp_path):
             time.sleep(0.05)
         assert alice.p.wait(10) == 0
         got = [json.loads(line) for line in alice.out.read_text().splitlines()]
-        assert len(got) == 5 and all(m["kind"] == "hb" for m in got)
+        assert len(got) == 5 and all(m["type"] == "hb" for m in got)
         mallory.p.send_signal(signal.SIGINT)
         assert mallory.p.wait(10) == 0 and mallory.out.read_text() == ""  # heard nothing
     finally:

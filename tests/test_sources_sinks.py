@@ -152,12 +152,17 @@ def test_jsonl_and_csv_sinks(tmp_path):
         s.close()
     recs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [r["type"] for r in recs] == ["desc", "pred", "pred", "event", "eos"]
-    assert recs[1] == {"type": "pred", "stream": "s", "epoch": 7, "frame": 0, "time": 0.0, "t_capture": 12.5,
-                       "seq": 0, "flags": ["gap"], "y": [0.25]}
+    assert recs[1] == {"v": 1, "type": "pred", "stream": "s", "epoch": 7, "frame": 0, "time": 0.0,
+                       "t_capture": 12.5, "seq": 0, "flags": ["gap"], "y": [0.25]}
     assert recs[2]["frame"] == 1 and recs[2]["time"] == 0.01 and recs[2]["flags"] == []
-    rows = list(csv.reader(open(tmp_path / "o.csv")))
-    assert rows[0] == ["stream", "epoch", "frame", "time", "t_capture", "flags", "speech"]
-    assert rows[1][:3] == ["s", "7", "0"] and rows[1][5] == "gap" and float(rows[2][6]) == 0.75
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    assert list(rows[0]) == ["v", "type", "stream", "epoch", "frame", "time", "t_capture", "seq", "flags", "event",
+                             "label", "probability", "start_time", "duration", "reason", "speech"]
+    assert [r["type"] for r in rows] == ["pred", "pred", "event", "eos"]  # the event is in the CSV too
+    assert (rows[0]["v"], rows[0]["stream"], rows[0]["epoch"], rows[0]["frame"]) == ("1", "s", "7", "0")
+    assert rows[0]["flags"] == "gap" and float(rows[1]["speech"]) == 0.75
+    assert (rows[2]["event"], rows[2]["label"], rows[2]["frame"], rows[2]["speech"]) == ("start", "speech", "1", "")
+    assert rows[3]["frame"] == "2"  # an end of stream's frame count
 
 
 def test_terminal_sink_live_line_and_events():
@@ -267,16 +272,18 @@ def test_fast_json_lines_equal_json_dumps_of_every_record():
     """The JSON-lines sink formats prediction rows by hand; each line must be exactly json.dumps of its record."""
     import json
 
-    from streamrnn.transport import sinks as sk
+    from streamrnn.transport.records import Records, row_lines
 
     rng = np.random.default_rng(3)
     cases = ((100.0, wire.FLAG_GAP | wire.FLAG_RESET, (7, 3), "s.1"), (None, 0, (7, 3), "s.1"),
              (16000.0 / 160, wire.FLAG_OVERFLOW, (7, 3), "s.1"), (44100.0 / 512, 0, (9, 1), 'a%d "b"\\'),
              (100.0, wire.FLAG_GAP, (1, 2), "s%s"), (100.0, 0, (3, 0), "s.1"), (100.0, 0, (0, 1), "s.1"))
     for rate, flags, shape, sid in cases:
-        descs = {sid: {"rate": rate}} if rate else {}
+        desc = {"rate": rate} if rate else {}
         data = rng.standard_normal(shape).astype(np.float32) * np.float32(10.0) ** rng.integers(-8, 8, shape)
         m = wire.Message(wire.PRED, sid, flags=flags, epoch=2**53 - 1, seq=41, sample_index=123456,
                          t_capture=1764230400.123456, data=data)
-        want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in sk._rows(m, descs))
-        assert sk._pred_lines(m, descs) == want
+        rec = Records()
+        rec.descs[("out", sid)] = desc
+        want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rec.rows(m))
+        assert row_lines(m, desc) == want

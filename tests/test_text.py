@@ -296,6 +296,9 @@ def test_stream_stdin_publishes_top_k_next_tokens_over_zeromq(charlm, tmp_path):
     ev = [m.meta for m in msgs if m.kind == wire.EVENT]
     assert [e["token"] for e in ev] == list(text)
     assert msgs[-1].kind == wire.EOS and msgs[-1].sample_index == len(text)
+    # docs/protocol.md: every message's epoch is 1..2^53-1 and seq counts per stream, kind and epoch
+    assert {m.epoch for m in msgs} == {1}
+    assert [m.seq for m in msgs if m.kind == wire.EVENT] == list(range(len(text))) and msgs[-1].seq == 0
     model = streamrnn.load_model(mpath)
     p = next_token_probs(model, text)
     tokens = model.extra_meta["vocab"]["tokens"]

@@ -59,10 +59,10 @@ def test_json_and_empty_kinds_roundtrip():
     ev = {"event": "start", "label": "speech", "frame": 3}
     m = wire.decode(wire.encode(wire.Message(wire.EVENT, "s", meta=ev)))
     assert m.meta == ev and m.topic == "out/s/event"
-    for k, name in ((wire.HEARTBEAT, "hb"), (wire.EOS, "eos")):
-        f = wire.encode(wire.Message(k, "s", flags=wire.FLAG_END))
+    for k, name, flags in ((wire.HEARTBEAT, "hb", 0), (wire.EOS, "eos", wire.FLAG_END)):
+        f = wire.encode(wire.Message(k, "s", flags=flags))
         assert f[0] == f"out/s/{name}".encode() and f[2] == b""
-        assert wire.decode(f).flags == wire.FLAG_END
+        assert wire.decode(f).flags == flags
     d = wire.descriptor("s", 7, "pred", "float32", 2, 100.0, labels=["a", "b"], model={"name": "m"})
     assert wire.decode(wire.encode(wire.Message(wire.DESC, "s", epoch=7, meta=d))).meta == d
 
@@ -81,12 +81,17 @@ BAD = {
     "version": [raw(version=2), raw(version=0)],
     "kind": [raw(kind=0), raw(kind=8)],
     "dtype": [raw(dtype=3), raw(dtype=0), raw(topic=b"in/s0/hb", kind=4, dtype=1, n_rows=0, n_cols=0, payload=b"")],
-    "flags": [raw(flags=0x10)],
+    "flags": [raw(flags=0x10),
+              raw(topic=b"in/s0/eos", kind=5, dtype=0, n_rows=0, n_cols=0, payload=b""),            # eos without end
+              raw(topic=b"in/s0/eos", kind=5, dtype=0, flags=0x8 | 0x4, n_rows=0, n_cols=0, payload=b""),
+              raw(topic=b"out/s0/pred", kind=2, flags=0x8),                                          # end on pred
+              raw(topic=b"in/s0/hb", kind=4, dtype=0, flags=0x1, n_rows=0, n_cols=0, payload=b""),
+              desc_frames()[:1] + [desc_frames()[1][:7] + b"\x04" + desc_frames()[1][8:]] + desc_frames()[2:]],
     "topic": [raw(topic=b"in/s0"), raw(topic=b"up/s0/data"), raw(topic=b"in/s0/what"), raw(topic="in/s\u00e9/data".encode())],
     "stream_id": [raw(topic=b"in/" + b"a" * 65 + b"/data"), raw(topic=b"in//data"), raw(topic=b"in/a b/data")],
     "kind_mismatch": [raw(topic=b"in/s0/pred")],
     "payload_size": [raw(payload=b"\0" * 20), raw(n_cols=0, payload=b""),
-                     raw(topic=b"in/s0/eos", kind=5, dtype=0, n_rows=0, n_cols=0, payload=b"x")],
+                     raw(topic=b"in/s0/eos", kind=5, dtype=0, flags=0x8, n_rows=0, n_cols=0, payload=b"x")],
     "non_finite": [raw(payload=np.array([0, 1, np.nan, 3, 4, 5], "<f4").tobytes()),
                    raw(payload=np.array([0, 1, np.inf, 3, 4, 5], "<f4").tobytes()),
                    raw(t_capture=float("nan"))],
@@ -96,6 +101,9 @@ BAD = {
              raw(topic=b"in/s0/event", kind=6, dtype=0, n_rows=0, n_cols=0, payload=b'{"a": NaN}')],
     "descriptor": [desc_frames(content="video"), desc_frames(rate=0), desc_frames(channels=0),
                    desc_frames(format="streamrnn/2"), desc_frames(json_stream="other"),
+                   desc_frames(epoch=0), desc_frames(epoch=2**60), desc_frames(epoch=2**53),  # epochs: 1..2^53-1
+                   desc_frames()[:2] + [json.dumps({k: v for k, v in json.loads(desc_frames()[2]).items()
+                                                    if k != "labels"}).encode()],           # labels is required
                    raw(topic=b"in/s0/desc", kind=3, dtype=0, n_rows=0, n_cols=0, epoch=6,
                        payload=desc_frames()[2])],
 }

@@ -3,7 +3,7 @@
 
     python tools/bench.py                 # everything; writes bench.json and bench.md to a scratch directory
     python tools/bench.py --out docs      # ... and to docs/ (what docs/bench.md quotes)
-    python tools/bench.py --only step     # one section: step, bound, many, pipeline, streams, live, startup, train
+    python tools/bench.py --only step     # one section: step, bound, many, pipeline, streams, live, serve, startup, train, batch
     streamrnn bench                       # the same, from the CLI
 
 Every comparison is measured in the same run on the same machine, one thread (the
@@ -241,14 +241,14 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['cell']} | {r['hidden']} | {r['weight_bytes']} | {fmt(r['bound_us'])} | "
                          f"{fmt(r.get('l2_bound_us'))} | {fmt(r['streamrnn_us'])} | {fmt(r.get('ratio_to_l2'), 1)} |")
         lines.append("")
-    for key in ("many", "pipeline", "streams", "live", "startup", "train"):
+    for key in ("many", "pipeline", "streams", "live", "serve", "startup", "train", "batch"):
         sec = report.get(key)
         if sec and sec.get("markdown"):
             lines += sec["markdown"].splitlines() + [""]
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("step", "bound", "many", "pipeline", "streams", "live", "startup", "train")
+SECTIONS = ("step", "bound", "many", "pipeline", "streams", "live", "serve", "startup", "train", "batch")
 SCRATCH = Path(tempfile.gettempdir()) / "streamrnn-bench"
 
 
@@ -287,6 +287,14 @@ def main(argv=None):
     for key in ("pipeline", "streams", "live", "startup", "train"):
         if key in todo:
             report[key] = getattr(bench_sections, f"bench_{key}")(a)
+    if "batch" in todo:
+        from bench_batch import bench_batch
+
+        report["batch"] = bench_batch(a)
+    if "serve" in todo:
+        from bench_serve import bench_serve
+
+        report["serve"] = bench_serve(a)
     out.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=1))
     (out / "bench.md").write_text(markdown(report))

@@ -61,7 +61,7 @@ def _stage_cpu(path: Path, out: Path) -> dict:
     from streamrnn.audio.frontend import as_frontend
     from streamrnn.audio.resample import Resampler
     from streamrnn.transport import wire
-    from streamrnn.transport.sinks import _pred_lines
+    from streamrnn.transport.records import row_lines
     from streamrnn.transport.sources import open_source
 
     model = streamrnn.load_model("vad")
@@ -74,7 +74,7 @@ def _stage_cpu(path: Path, out: Path) -> dict:
              "JSON lines (100 rows per second of audio)")
     cpu = dict.fromkeys(names, 0.0)
     clock = time.process_time
-    descs = {"file0": {"rate": fe.frame_rate}}
+    desc = {"rate": fe.frame_rate}
     k = 0
     with open(out, "w", encoding="utf-8", buffering=1 << 16) as f:
         src.open()
@@ -97,7 +97,7 @@ def _stage_cpu(path: Path, out: Path) -> dict:
                 t2 = clock()
                 y = st.push(frames)
                 t3 = clock()
-                f.write(_pred_lines(wire.Message(wire.PRED, "file0", sample_index=k, data=y), descs))
+                f.write(row_lines(wire.Message(wire.PRED, "file0", sample_index=k, data=y), desc))
                 t4 = clock()
                 k += y.shape[0]
                 for name, dt in zip(names[1:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -185,10 +185,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of process ``pid`` (and, ``children``, of its children it waited for)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(v) for v in fields[11:15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_idle(pid: int, step: float = 0.25, idle: float = 0.05, limit: float = 60.0) -> float:
@@ -455,33 +456,95 @@ def bench_live(a) -> dict:
 
 
 # --- start-up ---------------------------------------------------------------------------------------
-def _first_prediction_seconds(cache_dir: str) -> float:
+STARTUP_CMD = ["stream", "--model", "vad", "--source", "demo", "--sink", "stdout", "--json", "--no-events"]
+
+# One cold warm-up in a fresh process, with Numba's compile events: CPU seconds of each kernel's
+# compile (``nested`` ones inside their caller's time), printed as one JSON object.
+_KERNEL_PROFILE = r"""
+import json, sys, time
+from numba.core import event
+spans, stack = [], []
+class L(event.Listener):
+    def on_start(self, e):
+        stack.append(time.process_time())
+    def on_end(self, e):
+        f = e.data["dispatcher"].py_func
+        spans.append((len(stack) - 1, f"{f.__module__}.{f.__qualname__}", time.process_time() - stack.pop()))
+event.register("numba:compile", L())
+import streamrnn
+import streamrnn.runtime.pipeline as pl
+pl.compile_front_end_elsewhere = lambda *a: None  # every kernel compiles here, to be timed
+t0 = time.process_time()
+streamrnn.run_stream(streamrnn.StreamConfig(model="vad", source="demo", duration=0.1, sink=("null",)))
+top = {}
+for depth, name, dt in spans:
+    if depth == 0:
+        top[name] = top.get(name, 0.0) + dt
+print(json.dumps({"run_cpu_s": time.process_time() - t0, "kernels": top}))
+"""
+
+
+def _first_prediction(cache_dir: str) -> tuple[float, float]:
+    """(wall s, CPU s) from starting ``streamrnn stream --model vad --source demo`` to its first
+    prediction on stdout; CPU is the child's user + system time (/proc) when that line arrives,
+    with its front-end compile helper's (a cold start's, waited for before the first prediction)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamrnn", "stream", "--model", "vad", "--source", "demo",
-                             "--sink", "stdout", "--json", "--no-events"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "streamrnn", *STARTUP_CMD], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
+    wall = cpu = None
     try:
         for line in proc.stdout:
             if '"pred"' in line:
-                return time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid, children=True)
+                break
     finally:
         proc.kill()
         proc.wait()
-    raise RuntimeError("no prediction")
+    if wall is None:
+        raise RuntimeError("no prediction")
+    return wall, cpu
+
+
+def _kernel_compile_cpu() -> dict:
+    """CPU seconds of each kernel's first compile in the README command's warm-up (empty cache)."""
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run([sys.executable, "-c", _KERNEL_PROFILE], env={**os.environ, "NUMBA_CACHE_DIR": cache},
+                             capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bench_startup(a) -> dict:
-    with tempfile.TemporaryDirectory() as cache:
-        cold = _first_prediction_seconds(cache)
-        warm = float(np.median([_first_prediction_seconds(cache) for _ in range(max(3, a.repeats))]))
-    md = "\n".join(["## Start-up", "",
-                    "Wall time from starting `streamrnn stream --model vad --source demo --sink stdout` to its "
-                    "first prediction on stdout. Cold: empty Numba cache (every kernel compiles); warm: kernels "
-                    "loaded from the on-disk cache (median of repeats).", "",
-                    "| cold s | warm s |", "|---:|---:|", f"| {cold:.2f} | {warm:.2f} |"])
-    print("startup", cold, warm, flush=True)
-    return {"cold_s": cold, "warm_s": warm, "markdown": md}
+    """Cold (empty kernel cache, a fresh one each time) and warm starts of the README's first
+    command, medians of repeats (wall and CPU seconds), and the compile CPU of each kernel."""
+    n = 1 if a.quick else max(3, a.repeats)
+    cold, warm = [], []
+    for _ in range(n):
+        with tempfile.TemporaryDirectory() as cache:
+            cold.append(_first_prediction(cache))
+            warm.append(_first_prediction(cache))
+    med = lambda rows, k: float(np.median([r[k] for r in rows]))  # noqa: E731
+    prof = _kernel_compile_cpu()
+    kernels = sorted(prof["kernels"].items(), key=lambda kv: -kv[1])
+    load = os.getloadavg()[0]
+    md = ["## Start-up", "",
+          f"From starting `streamrnn {' '.join(STARTUP_CMD)}` to its first prediction on stdout. Cold: an empty "
+          "Numba cache (`NUMBA_CACHE_DIR` a fresh directory: every kernel compiles); warm: the kernels loaded "
+          f"from that cache. Medians of {n} runs; wall seconds depend on what else the machine runs (load average "
+          f"{load:.1f} on {os.cpu_count()} CPUs when measured), CPU seconds (the process's user + system time) "
+          "much less.", "",
+          "| | wall s | CPU s | wall range |", "|---|---:|---:|---:|",
+          *(f"| {name} | {med(rows, 0):.2f} | {med(rows, 1):.2f} | {min(r[0] for r in rows):.1f}-"
+            f"{max(r[0] for r in rows):.1f} |" for name, rows in (("cold", cold), ("warm", warm))),
+          "", "The cold start compiles the front end's kernels in a helper process while the model's compiles "
+          "(CPU above: both); where its compile goes (CPU seconds of each kernel's compile, callees included, "
+          "all in one process; one run):", "", "| kernel | compile CPU s |", "|---|---:|"]
+    md += [f"| `{k}` | {v:.2f} |" for k, v in kernels]
+    md += [f"| whole warm-up and 0.1 s of stream | {prof['run_cpu_s']:.2f} |"]
+    print("startup cold", cold, "warm", warm, "kernels", kernels, flush=True)
+    return {"cold_s": med(cold, 0), "cold_cpu_s": med(cold, 1), "warm_s": med(warm, 0), "warm_cpu_s": med(warm, 1),
+            "cold_runs": cold, "warm_runs": warm, "kernel_compile_cpu_s": dict(kernels), "load_average": load,
+            "markdown": "\n".join(md)}
 
 
 # --- training --------------------------------------------------------------------------------------

@@ -321,6 +321,8 @@ class PeerSpec:
     note: str = ""
 
 
+PEERS_EXTRA = "bench"  # the extra of pyproject.toml that installs every peer
+
 PEERS: dict[str, PeerSpec] = {
     "silero": PeerSpec("silero_vad", "pip install --no-deps silero-vad && pip install onnxruntime",
                        lambda modes: [SileroPeer()], ("silero-vad", "onnxruntime"),
@@ -345,7 +347,8 @@ def load_peers(names: list[str], modes=(0, 1, 2, 3), warn=print) -> tuple[list[P
                 raise ImportError(f"No module named {spec.module!r}")
             made = spec.make(tuple(modes))
         except (ImportError, OSError) as e:
-            warn(f"eval_vad: peer {name!r} skipped ({e}); `{spec.install}` brings it")
+            warn(f"eval_vad: peer {name!r} skipped ({e}); `{spec.install}` brings it, "
+                 f"`pip install -e '.[{PEERS_EXTRA}]'` every peer")
             continue
         peers += made
         if made and spec.note:
@@ -742,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
         peers, notes = load_peers(peer_names, args.modes, warn)
         detectors += peers
         if not detectors:
-            print("eval_vad: error: no detector to run (no --model and no peer loaded)", file=sys.stderr)
+            print(f"eval_vad: error: no detector to run (no --model and no peer loaded): give --model vad, or "
+                  f"install the peers with `pip install -e '.[{PEERS_EXTRA}]'`", file=sys.stderr)
             return 2
         scored = score_all(items, detectors, args.label, args.threshold, args.off_threshold, args.events, neg)
         neg_s = sum(len(it.samples) / it.rate for it in neg)

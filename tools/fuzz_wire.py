@@ -326,7 +326,7 @@ def semantic_garbage(rng: random.Random, epoch: int, seq: int):
         return wire.encode(wire.Message(wire.DATA, "z", direction="in", epoch=epoch, seq=seq,
                                         data=np.zeros((3, 7), np.float32))), ("bad", "mismatch")
     d = wire.descriptor("z", epoch, "pred", "float32", 6, 100.0)
-    return wire.encode(wire.Message(wire.DESC, "z", direction="in", epoch=epoch, meta=d)), ("bad", "descriptor")
+    return wire.encode(wire.Message(wire.DESC, "z", direction="in", epoch=epoch, meta=d)), ("bad", "content")
 
 
 def fuzz_process(n: int, seed: int = 0, workdir=None, max_message_bytes: int = 65536, valid_every: int = 4,

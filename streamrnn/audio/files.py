@@ -93,6 +93,7 @@ class AudioFile:
         self.nonfinite = nonfinite
         if not path.is_file():
             raise AudioError(f"{path}: no such audio file" if not path.exists() else
+                             f"{path}: is a directory, not an audio file" if path.is_dir() else
                              f"{path}: not a regular file (audio must be read from a file)")
         wav_frames = _wav_declared_frames(path) if path.suffix.lower() == ".wav" else None
         try:

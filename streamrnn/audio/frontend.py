@@ -55,7 +55,8 @@ from streamrnn.audio.checks import (  # noqa: F401 (as_signal, check_rate, fix_n
     nonfinite_error,
     zero_nonfinite,
 )
-from streamrnn.audio.kernels import _HEAD, _NF, _NI, _TILE, _dft_frames_kernel, _frames_kernel, _push_kernel
+from streamrnn.audio.kernels import (_HEAD, _NF, _NI, _TILE, _dft_frames_kernel, _frames1_kernel, _frames_kernel,
+                                     _push_kernel)
 from streamrnn.errors import AudioError, ConfigError, SnapshotError
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class FrameTables(NamedTuple):
     itab: np.ndarray   # int64: settings and part offsets, then the int tables (see _frames_kernel)
     ftab: np.ndarray   # float64: power, log floor, then the float tables
     kernel: object     # _frames_kernel (n_fft a power of two) or _dft_frames_kernel
+    kernel_small: object  # for fewer than _TILE frames: _frames1_kernel or _dft_frames_kernel
     n_out: int         # values per frame
     n_scratch: int     # float64 scratch values the kernel needs
 
@@ -329,6 +331,7 @@ class LogMel:
         return FrameTables(itab=np.concatenate([head, oi, of] + ints).astype(np.int64),
                            ftab=np.concatenate([[self.power, self.log_floor]] + floats).astype(np.float64),
                            kernel=_frames_kernel if t["use_fft"] else _dft_frames_kernel,
+                           kernel_small=_frames1_kernel if t["use_fft"] else _dft_frames_kernel,
                            n_out=self.n_features,  # (a property: read once here, not on every push)
                            n_scratch=(2 * m + m + 1 + self.n_mels) * _TILE)  # re, im (m,), spec (m+1,), mel per frame
 
@@ -372,7 +375,8 @@ class LogMel:
         out = np.empty((n_frames, self.n_features), dtype=np.float32)
         if n_frames:
             tb = self._tables
-            tb.kernel(x, n_frames, tb.itab, tb.ftab, _scratch(tb.n_scratch), out)
+            (tb.kernel if n_frames >= _TILE else tb.kernel_small)(x, n_frames, tb.itab, tb.ftab,
+                                                                  _scratch(tb.n_scratch), out)
         return out
 
     def compute(self, signal, nonfinite: str = "error") -> np.ndarray:
@@ -441,7 +445,7 @@ class LogMel:
         out = np.empty((t, self._tables.n_out), dtype=np.float32)
         if t:
             tb = self._tables
-            tb.kernel(data, t, tb.itab, tb.ftab, _scratch(tb.n_scratch), out)
+            (tb.kernel if t >= _TILE else tb.kernel_small)(data, t, tb.itab, tb.ftab, _scratch(tb.n_scratch), out)
         used = t * self.hop_length
         if used > total:
             self._skip = used - total

@@ -13,6 +13,10 @@ import math
 import numpy as np
 from numba import njit
 
+from streamrnn.compiling import announce_compiles
+
+announce_compiles()  # the first compile of a kernel says so on stderr (cold cache)
+
 # --- frame kernels -----------------------------------------------------------------------------------
 
 _TILE = 8  # frames per tile: the innermost loops run over 8 frames
@@ -260,24 +264,13 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
     tw_re/tw_im (3m/4,) = e^{-2 pi i k/m}, tw2_re/tw2_im (m+1,) = e^{-2 pi i k/n_fft}.
     fb (n_mels, n_bins), nonzero on [fb_lo[m], fb_hi[m]); dct (F, n_mels) when ``use_dct``.
     scratch: room for _TILE frames of re, im (m,), spec (n_bins,), mel (n_mels,).
-    Frames go in tiles of W = 8, the rest (and a live push of 1 or 2 frames) one at a time,
-    W = 1; W is a constant in each inlined copy.  (More tile widths, e.g. 4 and 2, measured
-    no faster on 10-frame blocks and more than double the first compile.)
+    Frames go in tiles of W = 8, the rest one at a time, W = 1; W is a constant in each inlined
+    copy.  (More tile widths, e.g. 4 and 2, measured no faster on 10-frame blocks and more than
+    double the first compile.)  Fewer than 8 frames (a live push of 1 or 2 frames) go to
+    ``_frames1_kernel``, the W = 1 copy alone: a live source never compiles the tiled one.
     """
-    hop, log_mode, use_dct, n_bins, n_mels, oi, of, fb_lo, fb_hi, power, log_floor, fb, dct = _mel_tables(itab, ftab)
-    src_re = itab[oi[0]:oi[1]]
-    src_im = itab[oi[1]:oi[2]]
-    w_re = ftab[of[1]:of[2]]
-    w_im = ftab[of[2]:of[3]]
-    tw_re = ftab[of[3]:of[4]]
-    tw_im = ftab[of[4]:of[5]]
-    tw2_re = ftab[of[5]:of[6]]
-    tw2_im = ftab[of[6]:of[7]]
-    mt = (n_bins - 1) * _TILE
-    re = scratch[:mt]
-    im = scratch[mt:2 * mt]
-    spec = scratch[2 * mt:2 * mt + n_bins * _TILE]
-    mel = scratch[2 * mt + n_bins * _TILE:2 * mt + (n_bins + n_mels) * _TILE]
+    (hop, log_mode, use_dct, n_bins, n_mels, fb_lo, fb_hi, power, log_floor, fb, dct, src_re, w_re, src_im, w_im,
+     tw_re, tw_im, tw2_re, tw2_im, re, im, spec, mel) = _fft_parts(itab, ftab, scratch)
     t0 = 0
     while n_frames - t0 >= _TILE:
         _tile_kernel(x, t0, _TILE, hop, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
@@ -287,6 +280,29 @@ def _frames_kernel(x, n_frames, itab, ftab, scratch, out):
         _tile_kernel(x, t0, 1, hop, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
                      power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, re, im, spec, mel, out)
         t0 += 1
+
+
+@njit(cache=True, error_model="numpy")
+def _frames1_kernel(x, n_frames, itab, ftab, scratch, out):
+    """``_frames_kernel`` one frame at a time (W = 1) only: for pushes of fewer than 8 frames, a
+    third of the tiled kernel's first compile (docs/bench.md, "Start-up")."""
+    (hop, log_mode, use_dct, n_bins, n_mels, fb_lo, fb_hi, power, log_floor, fb, dct, src_re, w_re, src_im, w_im,
+     tw_re, tw_im, tw2_re, tw2_im, re, im, spec, mel) = _fft_parts(itab, ftab, scratch)
+    for t0 in range(n_frames):
+        _tile_kernel(x, t0, 1, hop, src_re, w_re, src_im, w_im, tw_re, tw_im, tw2_re, tw2_im,
+                     power, fb, fb_lo, fb_hi, log_mode, log_floor, dct, use_dct, re, im, spec, mel, out)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _fft_parts(itab, ftab, scratch):
+    """``_mel_tables`` plus the FFT tables and the scratch regions of ``_frames_kernel``."""
+    hop, log_mode, use_dct, n_bins, n_mels, oi, of, fb_lo, fb_hi, power, log_floor, fb, dct = _mel_tables(itab, ftab)
+    mt = (n_bins - 1) * _TILE
+    spec0 = 2 * mt + n_bins * _TILE
+    return (hop, log_mode, use_dct, n_bins, n_mels, fb_lo, fb_hi, power, log_floor, fb, dct,
+            itab[oi[0]:oi[1]], ftab[of[1]:of[2]], itab[oi[1]:oi[2]], ftab[of[2]:of[3]],  # src_re, w_re, src_im, w_im
+            ftab[of[3]:of[4]], ftab[of[4]:of[5]], ftab[of[5]:of[6]], ftab[of[6]:of[7]],  # tw_re, tw_im, tw2_re, tw2_im
+            scratch[:mt], scratch[mt:2 * mt], scratch[2 * mt:spec0], scratch[spec0:spec0 + n_mels * _TILE])
 
 
 @njit(cache=True, error_model="numpy")

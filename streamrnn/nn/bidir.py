@@ -28,8 +28,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from streamrnn.compiling import announce_compiles
 from streamrnn.nn.cells import ACT_CODES, ACT_IDENTITY, CELL_CODES, SAVE_WIDTH, Architecture, PackedLayout
 from streamrnn.nn.kernels import MODE_APPLY_ACT, MODE_SAVE, forward_kernel, model_table, workspace_size
+
+announce_compiles()  # the first compile of a kernel says so on stderr (cold cache)
 
 
 @njit(cache=True)

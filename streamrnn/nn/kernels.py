@@ -26,7 +26,10 @@ import math
 import numpy as np
 from numba import njit
 
+from streamrnn.compiling import announce_compiles
 from streamrnn.nn.cells import ACT_SIGMOID, ACT_SOFTMAX, GRU, LSTM, RNN_TANH
+
+announce_compiles()  # the first compile of a kernel says so on stderr (cold cache)
 
 
 # --- nonlinearities ------------------------------------------------------------------------
@@ -267,11 +270,13 @@ def _forward_flat(mi, mode, theta, T, B, x, lens, h, c, ws, y, save):
                             hn = (_ONE - z) * n + z * hb[j]
                             hb[j] = hn
                             ob[j] = hn
-                    if do_save:
-                        s = save[l, t, bb]
-                        s[: 3 * H] = g  # r, z, n
-                        s[3 * H : 4 * H] = r_[2 * H :]  # ghn
-                        s[4 * H :] = hb
+                    if do_save:  # element loops: a slice assignment compiles Numba's broadcast
+                        s = save[l, t, bb]  # checks and their message formatting (4 s of first compile)
+                        for j in range(3 * H):
+                            s[j] = g[j]  # r, z, n
+                        for j in range(H):
+                            s[3 * H + j] = r_[2 * H + j]  # ghn
+                            s[4 * H + j] = hb[j]
                 elif cell == LSTM:
                     for j in range(4 * H):
                         g[j] += r_[j]
@@ -288,9 +293,11 @@ def _forward_flat(mi, mode, theta, T, B, x, lens, h, c, ws, y, save):
                         ob[j] = hb[j]
                     if do_save:
                         s = save[l, t, bb]
-                        s[: 4 * H] = g
-                        s[4 * H : 5 * H] = cb
-                        s[5 * H :] = hb
+                        for j in range(4 * H):
+                            s[j] = g[j]  # i, f, g, o
+                        for j in range(H):
+                            s[4 * H + j] = cb[j]
+                            s[5 * H + j] = hb[j]
                 else:
                     for j in range(H):
                         g[j] += r_[j]
@@ -303,7 +310,9 @@ def _forward_flat(mi, mode, theta, T, B, x, lens, h, c, ws, y, save):
                         hb[j] = g[j]
                         ob[j] = g[j]
                     if do_save:
-                        save[l, t, bb, :] = hb
+                        s = save[l, t, bb]
+                        for j in range(H):
+                            s[j] = hb[j]
         layer_in = out
         Ik = H
 

@@ -20,8 +20,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from streamrnn.compiling import announce_compiles
 from streamrnn.errors import ConfigError
 from streamrnn.nn.kernels import _bank_group, count_nonfinite
+
+announce_compiles()  # the first compile of a kernel says so on stderr (cold cache)
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"

@@ -23,8 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from streamrnn.compiling import announce_compiles
 from streamrnn.config import EventParams  # the [events] settings, defined once in config
-from streamrnn.errors import ConfigError
+from streamrnn.errors import ConfigError, SnapshotError
+from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
+
+announce_compiles()  # the first compile of a kernel says so on stderr (cold cache)
 
 OFF, PENDING_ON, ON, PENDING_OFF = 0, 1, 2, 3
 
@@ -154,6 +158,26 @@ class Hysteresis:
     def _end(j: int, s: int, e: int, reason: str) -> dict:
         return {"event": "end", "frame": e, "start_frame": s, "length": e - s, "reason": reason, "column": j}
 
+    def _settings(self) -> dict:
+        return {"on": float(self.on), "off": float(self.off), "min_on": int(self.min_on),
+                "min_off": int(self.min_off), "max_len": int(self.max_len), "n_labels": self.n_labels}
+
+    def snapshot(self) -> dict:
+        """Versioned state of every column's machine: ``st`` (n_labels, 5) int64 [state, next frame,
+        start, candidate end, end of last segment] and ``peak`` (n_labels,) float64."""
+        return {"version": SNAPSHOT_VERSION, "kind": "hysteresis", "settings": self._settings(),
+                "st": self._st.copy(), "peak": self._peak.copy()}
+
+    def restore(self, snap: dict) -> None:
+        """Put back a snapshot of a ``Hysteresis`` with the same settings (SnapshotError otherwise)."""
+        check_snapshot(snap, "hysteresis", "Hysteresis", self._settings())
+        try:
+            st = np.asarray(snap["st"], np.int64).reshape(self._st.shape)
+            peak = np.asarray(snap["peak"], np.float64).reshape(self._peak.shape)
+        except (KeyError, TypeError, ValueError) as e:
+            raise SnapshotError(f"malformed Hysteresis snapshot: {e!r}") from None
+        self._st[:], self._peak[:] = st, peak
+
     def flush(self) -> list[dict]:
         """End open segments at the current frame (end of stream); a pending start is dropped."""
         out = []
@@ -210,6 +234,28 @@ class EventDetector:
 
     def reset(self) -> None:
         self.machine.reset()
+
+    def snapshot(self) -> dict:
+        """Versioned state (the hysteresis machines; labels and frame rate are checked on restore)."""
+        return {"version": SNAPSHOT_VERSION, "kind": "event_detector",
+                "settings": {"labels": self.labels, "frame_rate": self.frame_rate},
+                "machine": self.machine.snapshot()}
+
+    def restore(self, snap: dict) -> None:
+        """Put back a snapshot of a detector with the same labels, frame rate and settings.
+
+        >>> det = EventDetector(["speech"], EventParams(min_on=0.02, min_off=0.02), frame_rate=100.0)
+        >>> _ = det.push(np.ones((5, 1)))
+        >>> other = EventDetector(["speech"], EventParams(min_on=0.02, min_off=0.02), frame_rate=100.0)
+        >>> other.restore(det.snapshot())
+        >>> [(e["event"], e["frame"]) for e in other.flush()]
+        [('end', 5)]
+        """
+        check_snapshot(snap, "event_detector", "EventDetector",
+                       {"labels": self.labels, "frame_rate": self.frame_rate})
+        if "machine" not in snap:
+            raise SnapshotError("malformed EventDetector snapshot: missing 'machine'")
+        self.machine.restore(snap["machine"])
 
     def _finish(self, ev: dict) -> dict:
         ev["label"] = self.labels[ev.pop("column")]

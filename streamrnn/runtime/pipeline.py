@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -40,29 +41,21 @@ import numpy as np
 from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError, InputError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
+from streamrnn.runtime.warmup import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
-from streamrnn.transport.sources import Chunk, Source, new_epoch
+from streamrnn.transport.sources import MAX_AGE, Chunk, Source, new_epoch
 
 log = logging.getLogger(__name__)
 
-STATS_STREAM = "_stats"  # reserved stream id of the process-wide stats messages
+STATS_STREAM = wire.STATS_STREAM  # reserved stream id of the process-wide stats messages
 # s of input a resampled stream keeps for snapshots: the pipeline takes none, so the least soxr allows
 # for a replay (exact restores at 44.1 kHz would keep ~5 s per stream: AudioStream's default)
 PIPELINE_HISTORY = 1.0
-# Plausible capture times (docs/operations.md, "Counters"): a t_capture more than CLOCK_SKEW s in the
-# future or more than MAX_AGE s in the past is counted in implausible_time[future|past] and left out
-# of the latency statistics (one bad clock must not poison p50/p99/max for the rest of the run).
-CLOCK_SKEW = 1.0
-MAX_AGE = 3600.0
+# Plausible capture times (docs/protocol.md, "Capture times"): the source counts data whose capture
+# times fall outside the window (implausible_time[future|past]); predictions whose latency is outside
+# 0..MAX_AGE s are left out of the latency statistics (one bad clock must not poison p50/p99/max).
 MAX_FRAME0 = 2**62  # a lost start's first frame, capped so output frame numbers fit the wire's uint64
-
-
-# Seconds of warm-up after which the user is told that the kernels are compiling (a warm
-# start loads them from the on-disk cache in about 0.5 s).
-COMPILE_NOTICE_AFTER = 2.0
-COMPILE_NOTICE = ("compiling the Numba kernels (first run on this machine or after an upgrade, about 20 s); "
-                  "they are cached on disk and later starts take under a second")
 
 
 # --- processors: what turns one stream's input rows into output rows ---------------------
@@ -94,13 +87,16 @@ class Processor:
         """Descriptor fields of a stream: ``n`` (values per row) and extra metadata."""
         raise NotImplementedError
 
-    def warm_up(self, rates) -> None:
-        """Run every kernel once (compile or load from the cache) for streams at these rates."""
+    def warm_up(self, rates, block_seconds: float | None = None) -> None:
+        """Run every kernel once (compile or load from the cache) for streams at these rates, in
+        blocks of ``block_seconds`` (a paced source's blocks: only the front end's few-frame
+        kernel compiles) or, None, in one 0.5 s block (also its tiled kernel, for big blocks)."""
         for r in rates:
             st = self.open("_warm_up", "audio", r, 1)
-            # 0.5 s of quiet noise: enough samples for several frames through every kernel.
-            x = np.random.default_rng(0).standard_normal((int(r // 2), 1)).astype(np.float32) * 1e-3
-            self.run({"_warm_up": st.prepare(x)})
+            for x in warm_up_blocks(r, block_seconds):
+                f = st.prepare(x)
+                if len(f):
+                    self.run({"_warm_up": f})
             st.close()
 
 
@@ -275,11 +271,22 @@ class ModelProcessor(Processor):
             desc["delay"] = m.delay  # frames: preds arrive that late, indexed by their own frame
         return {"n": m.output_size, "model": desc}
 
-    def warm_up(self, rates) -> None:
+    def warm_up(self, rates, block_seconds: float | None = None) -> None:
         m = self.model
+        # a cold cache: the front end compiles in a helper process meanwhile (None: cached, or no front end)
+        helper = compile_front_end_elsewhere(m.frontend, rates, block_seconds) if m.frontend else None
+        # the bank's kernel (not a Stream's: the pipeline never runs one; 2 s of first compile)
+        st = self.open("_warm_up", "features", 100.0, m.input_size)
+        self.run({"_warm_up": np.zeros((4, m.input_size), np.float32)})
+        st.close()
+        if helper is not None:
+            try:
+                helper.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
         if m.frontend is not None:
-            super().warm_up(rates)
-        m.stream().push(np.zeros((4, m.input_size), np.float32))
+            super().warm_up(rates, block_seconds)  # the front end's kernels (from the cache the helper filled)
         if self.event_params is not None:
             n = m.output_size
             EventDetector(self.labels(n), self.event_params, 100.0).push(np.zeros((2, n), np.float32))
@@ -324,9 +331,9 @@ class StreamSlot:
     frames: int = 0         # model (or front-end) frames produced since the last reset; a model with
     #                         look-ahead D emits the row of frame k once frame k + D is in: frames - D rows
     last_t_capture: float = 0.0
+    last_pred_t: float = -math.inf  # t_capture of the last plausible pred: the next one is never earlier
     last_out: float = 0.0   # monotonic time of the last pred/data message
     last_in: float = field(default_factory=time.monotonic)  # monotonic time of the last input chunk
-    last_ref_seq: int = 0
     frame0: int = 0         # frame of the producer's clock the slot's first frame is (a lost start: > 0)
 
     def next_seq(self, kind: int) -> int:
@@ -437,7 +444,7 @@ class Pipeline:
             self._send_events(slot, slot.detector.flush(), slot.last_t_capture)
         self._emit(wire.Message(wire.EOS, slot.stream, flags=wire.FLAG_END, epoch=slot.out_epoch,
                                 seq=slot.next_seq(wire.EOS), sample_index=slot.frame0 + slot.frames,
-                                t_capture=slot.last_t_capture, ref_seq=slot.last_ref_seq))
+                                t_capture=slot.last_t_capture))
         self.slots.pop(slot.stream, None)
         slot.proc.close()  # frees the stream's bank slot
         log.info("stream %s closed (%s) after %d frames", slot.stream, reason, slot.frames)
@@ -499,7 +506,6 @@ class Pipeline:
             if reset:
                 slot.pending_flags |= wire.FLAG_RESET
         slot.pending_flags |= ch.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW)
-        slot.last_ref_seq = ch.seq
         slot.last_in = time.monotonic()
         n = ch.data.shape[0]
         s0 = slot.samples
@@ -532,11 +538,22 @@ class Pipeline:
     def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int) -> None:
         t = y.shape[0]
         k0 = slot.frames
-        # Capture time of the newest input row the last output row depends on.
-        s_end = slot.proc.frame_end_sample(k0 + t - 1)
+        # Capture time of the newest input row the last output row depends on (at most the newest row
+        # received: a resampler's look-ahead is an estimate; and not after its message arrived: a
+        # producer that stamps a block with the time it sends it puts its later rows in the future).
+        s_end = min(slot.proc.frame_end_sample(k0 + t - 1), slot.samples)
         t_cap = ch.t_capture + (s_end - 1 - s0) / ch.rate
         if not math.isfinite(t_cap):  # never publish a non-finite time (rates are bounded: cannot happen)
             t_cap = ch.t_capture
+        if ch.time_ok:
+            t_cap = min(t_cap, ch.t_arrival)
+        plausible = ch.time_ok and 0.0 <= time.time() - t_cap <= MAX_AGE  # judged on arrival by the source
+        if plausible:
+            # Monotonic on any input: a producer replaying faster than real time stamps each block
+            # "now minus its duration", so the rows of consecutive blocks overlap in time, and a
+            # resampler's output (16000.5 Hz) ends at a different row of each block.
+            t_cap = max(t_cap, slot.last_pred_t)
+            slot.last_pred_t = t_cap
         slot.last_t_capture = t_cap
         slot.frames += t
         # Look-ahead: the row computed at frame k answers for frame k - D, so it is reported with that
@@ -552,15 +569,17 @@ class Pipeline:
                          ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
         slot.pending_flags = 0
         self._emit(m)
-        lat = m.t_send - t_cap
-        if -CLOCK_SKEW <= lat <= MAX_AGE:
-            self.stats.latency(lat)
-        else:
-            self.stats.count("implausible_time", "future" if lat < 0 else "past")
+        if plausible:  # the source counted the data whose times are not (implausible_time)
+            self.stats.latency(m.t_send - t_cap)
         self.stats.add("frames_out", y.shape[0])
         slot.last_out = time.monotonic()
         if slot.detector is not None:
             self._send_events(slot, slot.detector.push(y), t_cap)
+
+    def close_all(self, reason: str) -> None:
+        """End every open stream: open segments end (events), each gets its end-of-stream message."""
+        for slot in list(self.slots.values()):
+            self._close_slot(slot, reason)
 
     # --- periodic --------------------------------------------------------------------------------
     def _periodic_desc(self):
@@ -588,7 +607,7 @@ class Pipeline:
 
     def summary(self) -> str:
         """The run's stats for humans (the CLI prints it on stderr at exit)."""
-        return self.stats.summary()
+        return self.stats.summary(latency_note=self.source.latency_note())
 
     def _send_stats(self):
         seq = self._stats_seq
@@ -600,31 +619,28 @@ class Pipeline:
     def warm_up(self, rate: float | None = None) -> float:
         """Compile (or load from cache) every kernel before real data arrives; returns seconds.
 
-        Loading the cached kernels takes well under a second; if the warm-up is still running
-        after ``COMPILE_NOTICE_AFTER`` seconds, the kernels are being compiled (first run on
-        this machine, or after an upgrade), and a warning says so instead of a silent wait.
+        Loading the cached kernels takes well under a second; when a kernel has to be compiled
+        (first run on this machine, or after an upgrade) ``streamrnn.compiling`` logs one warning
+        saying so, instead of a silent wait.
         """
-        notice = threading.Timer(COMPILE_NOTICE_AFTER, log.warning, (COMPILE_NOTICE,))
-        notice.daemon = True
-        notice.start()
-        try:
-            return self._warm_up(rate)
-        finally:
-            notice.cancel()
-
-    def _warm_up(self, rate: float | None) -> float:
         t0 = time.perf_counter()
         # an unknown input rate (ZeroMQ sources): also load the resampler, for streams at other rates
-        self.processor.warm_up([float(rate)] if rate else [16000.0, 48000.0])
+        # a paced source (microphone, a real-time file or the demo) delivers block_ms blocks, a few
+        # frames each: the front end's tiled kernel (big blocks) is not compiled for it
+        paced = getattr(self.source, "paced", False)
+        self.processor.warm_up([float(rate)] if rate else [16000.0, 48000.0],
+                               self.config.block_ms / 1000 if paced else None)
         dt = time.perf_counter() - t0
         log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
         return dt
 
-    def run(self, stop: threading.Event | None = None, on_ready=None) -> Stats:
+    def run(self, stop: threading.Event | None = None, on_ready=None, on_tick=None) -> Stats:
         """Open everything, loop until the source ends, ``duration`` passes or ``stop`` is set.
 
         On exit (any of those) open segments are ended, every stream gets an
         end-of-stream message, a last stats message is sent and sinks are flushed.
+        ``on_tick(now)`` (monotonic s), if given, is called in the loop's thread after every read
+        (at least every 50 ms), between chunks: where ``streamrnn serve``'s workers snapshot.
         """
         cfg = self.config
         stop = stop or threading.Event()
@@ -644,6 +660,8 @@ class Pipeline:
             while not stop.is_set() and not self._readers_gone:
                 self.process_many(self.source.read(0.05))  # short timeout: signals act within 50 ms
                 now = time.monotonic()
+                if on_tick is not None:
+                    on_tick(now)
                 if now >= t_desc:
                     self._periodic_desc()
                     for s in list(self.sinks):  # files readable (tail -f) within a second
@@ -657,8 +675,7 @@ class Pipeline:
                     break
                 if self.source.exhausted:
                     break
-            for slot in list(self.slots.values()):
-                self._close_slot(slot, "shutdown")
+            self.close_all("shutdown")
             self._send_stats()
             for s in list(self.sinks):
                 self._sink_call(s, "flush")

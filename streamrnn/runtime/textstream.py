@@ -97,13 +97,13 @@ def run_text_stream(model, sinks, *, fd=None, stream_id: str = "stdin0", k: int 
                 t = time.monotonic() - t0
                 meta = {"event": "next_token", "stream": stream_id, "frame": n, "time": round(t, 6),
                         "label": vocab.tokens[i], "token": vocab.tokens[i], "id": i, "top": top_k(probs, vocab, k)}
-                m = wire.Message(wire.EVENT, stream_id, seq=seq, sample_index=n, t_capture=time.time(), meta=meta)
+                m = wire.Message(wire.EVENT, stream_id, epoch=1, seq=seq, sample_index=n, t_capture=time.time(), meta=meta)
                 for sk in sinks:
                     sk.write(m)
                 seq += 1
                 n += 1
                 stats.count("events", "next_token")
-        end = wire.Message(wire.EOS, stream_id, flags=wire.FLAG_END, seq=seq, sample_index=n)
+        end = wire.Message(wire.EOS, stream_id, flags=wire.FLAG_END, epoch=1, seq=0, sample_index=n)
         for sk in sinks:
             sk.write(end)
             sk.flush()

@@ -36,8 +36,11 @@ import math
 import numpy as np
 from numba import njit
 
+from streamrnn.compiling import announce_compiles
 from streamrnn.nn.cells import ACT_CODES, CELL_CODES, GRU, LSTM, RNN_RELU, SAVE_WIDTH, Architecture, PackedLayout
 from streamrnn.nn.model import Workspace, forward_table, run_forward
+
+announce_compiles()  # the first compile of a kernel says so on stderr (cold cache)
 
 
 @njit(cache=True)

@@ -54,6 +54,21 @@ log = logging.getLogger(__name__)
 
 _MANIFEST_KEYS = {"audio", "labels", "class"}
 MAX_MANIFEST_BYTES = 64 * 2**20  # a JSONL manifest larger than this is refused (about 500,000 entries)
+# What an audio file starts with (WAV, RF64, W64, FLAC, Ogg, MP3 with a tag, AIFF) and its usual suffixes
+AUDIO_MAGIC = (b"RIFF", b"RF64", b"riff", b"fLaC", b"OggS", b"ID3", b"FORM")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".w64", ".caf", ".au")
+MANIFEST_HINT = ('write a JSONL manifest, one line per audio file: {"audio": "a.wav", "labels": "a.txt"} '
+                 '(docs/frontend.md, "Datasets for the trainer")')
+
+
+def looks_like_audio(path: Path) -> bool:
+    """Whether ``path`` is an audio file by its first bytes (or, unreadable, its suffix)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return path.suffix.lower() in AUDIO_SUFFIXES
+    return head.startswith(AUDIO_MAGIC) or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
 _NPZ_KEYS = {"x", "y", "mask"}
 
 
@@ -191,6 +206,11 @@ def load_npz_folder(folder) -> list[Sequence]:
     folder = Path(folder)
     files = sorted(folder.glob("*.npz"))
     if not files:
+        audio = [p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES][:100_000]
+        if audio:
+            kinds = ", ".join(sorted({p.suffix.lower() for p in audio}))
+            raise ConfigError(f"{folder}: no .npz files but {len(audio)} audio file(s) ({kinds}): a folder is read "
+                              f"as precomputed features (.npz); for audio, {MANIFEST_HINT}")
         raise ConfigError(f"{folder}: no .npz files")
     out, F = [], None
     for p in files:
@@ -268,6 +288,9 @@ def load_dataset(source, frontend=None, cache_dir=None, classes=None, threshold:
         return load_npz_folder(source)
     if not source.is_file():
         raise ConfigError(f"{source}: no such manifest file or folder")
+    if looks_like_audio(source):
+        raise ConfigError(f"{source} is an audio file, where a JSONL manifest or a folder of .npz files is "
+                          f"expected; {MANIFEST_HINT}")
     if frontend is None:
         raise ConfigError("a manifest needs a front end (LogMel, MFCC or its settings dict) to compute features")
     fe = as_frontend(frontend)
@@ -282,9 +305,15 @@ def load_dataset(source, frontend=None, cache_dir=None, classes=None, threshold:
         T = len(x)
         mask = np.ones(T, np.float32)
         if kind == "labels":
-            labels = read_labels(e.labels)
-            y = frame_targets(labels, T, fe.sample_rate, fe.hop_length, fe.win_length, classes=classes,
-                              threshold=threshold, n_samples=n)
+            try:
+                labels = read_labels(e.labels)  # its errors name the label file and its line
+                try:
+                    y = frame_targets(labels, T, fe.sample_rate, fe.hop_length, fe.win_length, classes=classes,
+                                      threshold=threshold, n_samples=n)
+                except AudioError as err:
+                    raise AudioError(f"{e.labels}: {err}") from None
+            except AudioError as err:  # ... and the manifest line that named it
+                raise AudioError(f"{err} (labels of {source}:{e.line})") from None
             y = y[:, None] if classes is None else y  # (T, 1) or (T, C)
         elif kind == "class":
             if e.cls not in classes:

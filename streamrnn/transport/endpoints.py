@@ -2,8 +2,10 @@
 
 URIs: ``zmq+PATTERN://HOST:PORT`` (TCP) or ``zmq+PATTERN+ipc://PATH`` (IPC, e.g.
 ``zmq+pull+ipc:///tmp/in.sock``) with PATTERN one of sub, pull, pub, push, and an
-optional ``?bind`` / ``?connect`` (override the usual direction) and, for sub,
-``?topic=PREFIX``. Publishers and pullers bind, subscribers and pushers connect.
+optional ``?bind`` / ``?connect`` (override the usual direction), for sub
+``?topic=PREFIX``, and for pub ``?wait_subscribers=N`` (with ``&wait_timeout=SECONDS``, default
+10): wait at start-up until N subscriptions arrive, so that listeners started first see the
+stream's first message. Publishers and pullers bind, subscribers and pushers connect.
 
 >>> e = parse_zmq_uri("zmq+sub://127.0.0.1:5555?topic=in/mic0/")
 >>> e.pattern, e.address, e.bind, e.topic
@@ -35,6 +37,8 @@ class Endpoint:
     bind: bool
     topic: str | None   # subscription prefix (sub only)
     uri: str
+    wait_subscribers: int = 0     # pub only: subscriptions to wait for when opened
+    wait_timeout: float = 10.0    # s: the longest such wait
 
 
 def is_zmq_uri(uri: str) -> bool:
@@ -65,20 +69,40 @@ def parse_zmq_uri(uri: str, allowed=PATTERNS) -> Endpoint:
             raise ConfigError(f"{uri!r}: expected HOST:PORT with a port in 1..65535")
         address = f"tcp://{host}:{int(port)}"
     q = parse_qs(query, keep_blank_values=True)
-    unknown = set(q) - {"bind", "connect", "topic"}
+    known = ("bind", "connect", "topic", "wait_subscribers", "wait_timeout")
+    unknown = set(q) - set(known)
     if unknown:
-        raise ConfigError(f"{uri!r}: unknown option(s) {', '.join(sorted(unknown))} (bind, connect, topic)")
+        raise ConfigError(f"{uri!r}: unknown option(s) {', '.join(sorted(unknown))} ({', '.join(known)})")
     if "bind" in q and "connect" in q:
         raise ConfigError(f"{uri!r}: ?bind and ?connect together")
     bind = True if "bind" in q else False if "connect" in q else BINDS_BY_DEFAULT[pattern]
     topic = q["topic"][0] if "topic" in q else None
     if topic is not None and pattern != "sub":
         raise ConfigError(f"{uri!r}: ?topic only applies to sub")
+    wait = _wait_options(uri, q, pattern)
     if address.startswith("tcp://"):
         host = address[6:].rpartition(":")[0]
         if not bind and host in ALL_INTERFACES:
             raise ConfigError(f"{uri!r}: cannot connect to {host!r}; name the host")
-    return Endpoint(pattern, address, bind, topic, uri)
+    return Endpoint(pattern, address, bind, topic, uri, *wait)
+
+
+def _wait_options(uri: str, q: dict, pattern: str) -> tuple[int, float]:
+    """(wait_subscribers, wait_timeout) of a URI's query; ConfigError naming a bad value."""
+    n, timeout = 0, Endpoint.wait_timeout
+    if "wait_subscribers" not in q and "wait_timeout" not in q:
+        return n, timeout
+    if pattern != "pub":
+        raise ConfigError(f"{uri!r}: ?wait_subscribers and ?wait_timeout only apply to pub")
+    try:
+        n = int(q.get("wait_subscribers", ["1"])[0])
+        timeout = float(q.get("wait_timeout", [str(timeout)])[0])
+    except ValueError:
+        n = -1
+    if not (1 <= n <= 10_000 and 0 < timeout <= 3600):
+        raise ConfigError(f"{uri!r}: ?wait_subscribers must be an integer in 1..10000 and ?wait_timeout "
+                          f"seconds in (0, 3600]")
+    return n, timeout
 
 
 def is_loopback_host(host: str) -> bool:
@@ -278,27 +302,36 @@ def hwm_messages(msgs_per_second: float, seconds: float = 2.0) -> int:
 
 
 def open_socket(ctx, ep: Endpoint, *, hwm: int, max_message_bytes: int | None = None,
-                linger_ms: int = 200, curve: CurveConfig | None = None):
+                linger_ms: int = 200, curve: CurveConfig | None = None, reconnect_max_ms: int = 5000,
+                socket_type: int | None = None):
     """Create, configure and bind/connect a socket for ``ep`` in the calling thread.
 
     Linger is short (exit never hangs), high-water marks hold ``hwm`` messages,
-    reconnects back off from 100 ms to 5 s, and receivers refuse frames above
+    reconnects back off from 100 ms to ``reconnect_max_ms`` (5 s; 100: retry every 100 ms, what
+    ``listen`` does so that it hears a stream started after it from its start), a pub endpoint
+    with ``wait_subscribers`` is an XPUB socket that reports every subscription (read them with
+    ``wait_for_subscribers``), and receivers refuse frames above
     ``max_message_bytes`` with libzmq's own MAXMSGSIZE (which drops that peer's
     connection). With ``curve`` the socket is a CurveZMQ server (binding, with
     ``curve.secret_key``) or client (connecting, with ``curve.server_key``); see
     ``CurveConfig``. Close it with ``close_socket``. Raises ConfigError if the
     address cannot be bound or connected. Binding a non-loopback address logs a
-    warning (``exposure_warning``).
+    warning (``exposure_warning``).  ``socket_type`` replaces the pattern's socket type (``zmq.XPUB``
+    for ``streamrnn serve``'s egress proxy, configured like a pub sink).
     """
     import zmq
 
-    kind = {"sub": zmq.SUB, "pull": zmq.PULL, "pub": zmq.PUB, "push": zmq.PUSH}[ep.pattern]
+    kind = socket_type or {"sub": zmq.SUB, "pull": zmq.PULL, "pub": zmq.PUB, "push": zmq.PUSH}[ep.pattern]
+    if ep.wait_subscribers:
+        kind = zmq.XPUB  # a PUB that hands its subscriptions to the application
     s = ctx.socket(kind)
+    if ep.wait_subscribers:
+        s.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's subscription, not only a topic's first
     s.setsockopt(zmq.LINGER, linger_ms)
     s.setsockopt(zmq.SNDHWM, hwm)
     s.setsockopt(zmq.RCVHWM, hwm)
     s.setsockopt(zmq.RECONNECT_IVL, 100)        # ms: first reconnect attempt
-    s.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)   # ms: back-off ceiling
+    s.setsockopt(zmq.RECONNECT_IVL_MAX, max(100, reconnect_max_ms))  # ms: back-off ceiling
     if max_message_bytes is not None and ep.pattern in ("sub", "pull"):
         s.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
     if ep.pattern == "sub":
@@ -337,6 +370,27 @@ def open_socket(ctx, ep: Endpoint, *, hwm: int, max_message_bytes: int | None = 
     log.info("%s %s %s (hwm %d messages, %s)", ep.pattern, "bound to" if ep.bind else "connected to",
              ep.address, hwm, secure)
     return s
+
+
+def wait_for_subscribers(sock, ep: Endpoint) -> int:
+    """Read an XPUB socket's subscriptions until ``ep.wait_subscribers`` arrived or
+    ``ep.wait_timeout`` seconds passed; returns how many arrived (a warning says when too few)."""
+    import time
+
+    t_end = time.monotonic() + ep.wait_timeout
+    n = 0
+    while n < ep.wait_subscribers:
+        left = t_end - time.monotonic()
+        if left <= 0 or not sock.poll(int(min(left, 0.05) * 1000) + 1):
+            if left <= 0:
+                log.warning("%s: %d of %d subscriber(s) after %g s (wait_timeout); starting anyway",
+                            ep.uri, n, ep.wait_subscribers, ep.wait_timeout)
+                break
+            continue
+        msg = sock.recv()
+        n += msg[:1] == b"\x01"  # 1: subscribe, 0: unsubscribe
+    log.info("%s: %d subscriber(s) arrived", ep.uri, n)
+    return n
 
 
 def write_keypair(directory, name: str = "streamrnn") -> tuple[Path, Path]:

@@ -8,41 +8,37 @@ thread and keeps what it shows: ZeroMQ sinks send all of them (streamrnn/1);
 text sinks write one line per prediction row and per event, plus descriptors
 (when they change) and end-of-stream lines.
 
-JSON line records (``stdout``, ``jsonl:``)::
+Text sinks (``stdout``, ``jsonl:``, ``csv:``) write the records of ``records.Records``, whose
+layout (schema version ``records.SCHEMA``) is documented in ``docs/formats.md``::
 
-    {"type": "pred", "stream": "mic0", "epoch": 12, "frame": 41, "time": 0.41,
-     "t_capture": 1700000000.12, "seq": 3, "flags": [], "y": [0.93]}
-    {"type": "event", "stream": "mic0", "event": "start", "label": "speech", "frame": 30, "time": 0.3, ...}
-    {"type": "desc", "stream": "mic0", ...descriptor...}
-    {"type": "eos", "stream": "mic0", "epoch": 12}
+    {"v":1,"type":"pred","stream":"mic0","epoch":12,"frame":41,"time":0.41,"t_capture":1700000000.12,"seq":3,"flags":[],"y":[0.93]}
+    {"v":1,"type":"event","stream":"mic0","epoch":12,"seq":0,"event":"start","label":"speech","frame":30,"time":0.3,...}
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import sys
 import time
-from itertools import chain, repeat
-from operator import truediv
 from pathlib import Path
-
-import numpy as np
 
 from streamrnn.config import StreamConfig
 from streamrnn.errors import ConfigError
 from streamrnn.stats import Stats
 from streamrnn.transport import wire
+from streamrnn.transport.records import CSV_TYPES, Records, csv_header, csv_row, values_key
 from streamrnn.transport.endpoints import (RateLimitedLog, ZmqSocketOwner, hwm_messages, is_zmq_uri, open_socket,
-                                           parse_zmq_uri)
+                                           parse_zmq_uri, wait_for_subscribers)
 
 log = logging.getLogger(__name__)
 
 
 class Sink:
     """Base class: ``open()``, ``write(msg)``, ``flush()``, ``close()`` from one thread."""
+
+    uri: str | None = None  # the URI it was built from (open_sink), what the start-up line names
 
     def __init__(self, stats: Stats | None = None):
         self.stats = stats if stats is not None else Stats()
@@ -73,47 +69,6 @@ class NullSink(Sink):
 
     def write(self, m):
         pass
-
-
-def _rows(m: wire.Message, descs: dict):
-    """(record dicts) for each prediction row of a pred message."""
-    d = descs.get(m.stream) or {}
-    rate = float(d.get("rate") or 0) or None
-    flags = m.flag_names()
-    for i, row in enumerate(m.data.tolist()):
-        k = m.sample_index + i
-        yield {"type": "pred", "stream": m.stream, "epoch": m.epoch, "frame": k,
-               "time": round(k / rate, 6) if rate else None, "t_capture": m.t_capture,
-               "seq": m.seq, "flags": flags if i == 0 else [], "y": row}
-
-
-def _pred_lines(m: wire.Message, descs: dict) -> str:
-    """The JSON lines of ``_rows(m)``, byte for byte what ``json.dumps`` writes for each record.
-
-    Built column by column with C-level ``map``/``zip`` and one %-template per row (no Python
-    bytecode per row): the per-row ``json.dumps`` was half of the whole pipeline's CPU time on a
-    long file, and a per-row f-string loop still a quarter.  Only for finite values (json spells
-    NaN/Inf differently from repr)."""
-    d = descs.get(m.stream) or {}
-    rate = float(d.get("rate") or 0) or None
-    n = m.data.shape[0]
-    head = '{"type":"pred","stream":%s,"epoch":%d,"frame":' % (json.dumps(m.stream), m.epoch)
-    mid = ',"t_capture":%s,"seq":%d,"flags":' % (json.dumps(m.t_capture), m.seq)
-    row = head.replace("%", "%%") + '%d,"time":%s' + mid.replace("%", "%%") + '%s,"y":[%s]}\n'
-    frames = range(m.sample_index, m.sample_index + n)
-    if rate is None:
-        times = repeat("null", n)
-    else:  # repr(round(k / rate, 6)), as json.dumps writes the record's float
-        times = map(repr, map(round, map(truediv, frames, repeat(rate)), repeat(6)))
-    flags = chain((json.dumps(m.flag_names(), separators=(",", ":")),), repeat("[]", n - 1))
-    cols = m.data.T.tolist()  # (O, n) Python floats: repr of each is what json.dumps writes
-    if len(cols) == 1:
-        ys = map(repr, cols[0])
-    elif cols:
-        ys = map(",".join, zip(*(map(repr, c) for c in cols)))
-    else:  # no columns
-        ys = repeat("", n)
-    return "".join(map(row.__mod__, zip(frames, times, flags, ys)))
 
 
 class RecordFile:
@@ -172,25 +127,25 @@ class RecordFile:
 
 
 class _TextSink(Sink):
-    """Shared bookkeeping of text sinks: descriptors per stream, rendering of records."""
+    """Shared bookkeeping of text sinks: the records (``records.Records``) of what they show."""
+
+    SHOWN = (wire.PRED, wire.DATA, wire.EVENT, wire.DESC, wire.EOS)  # not stats or heartbeats
 
     def __init__(self, stats=None):
         super().__init__(stats)
-        self.descs: dict[str, dict] = {}
+        self.rec = Records()
         self._f = None
         self._own = True  # close the file at the end (False for stdout)
 
+    def shows(self, m: wire.Message) -> bool:
+        """Outputs only (array messages going out), each descriptor once until it changes."""
+        if m.kind not in self.SHOWN or (m.kind == wire.DATA and m.direction != "out"):
+            return False
+        return m.kind != wire.DESC or self.rec.desc(m) != m.meta
+
     def records(self, m: wire.Message):
-        if m.kind == wire.PRED or (m.kind == wire.DATA and m.direction == "out"):
-            yield from _rows(m, self.descs)
-        elif m.kind == wire.EVENT:
-            yield {"type": "event", "stream": m.stream, "epoch": m.epoch, **m.meta}
-        elif m.kind == wire.DESC:
-            if self.descs.get(m.stream) != m.meta:
-                self.descs[m.stream] = m.meta
-                yield {"type": "desc", **m.meta}
-        elif m.kind == wire.EOS:
-            yield {"type": "eos", "stream": m.stream, "epoch": m.epoch, "frames": m.sample_index}
+        if self.shows(m):
+            yield from self.rec.make(m)
 
     def flush(self):
         if self._f is not None:
@@ -228,11 +183,8 @@ class JsonLinesSink(_TextSink):
             self._f = sys.stdout
 
     def write(self, m):
-        if (m.kind == wire.PRED or (m.kind == wire.DATA and m.direction == "out")) and np.isfinite(m.data).all():
-            self._f.write(_pred_lines(m, self.descs))
-            return
-        for r in self.records(m):
-            self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        if self.shows(m):
+            self._f.write(self.rec.lines(m))
         if m.kind == wire.EOS:  # a finished stream is complete on disk
             self._f.flush()
 
@@ -241,13 +193,14 @@ class JsonLinesSink(_TextSink):
 
 
 class CsvSink(_TextSink):
-    """``csv:PATH``: one row per prediction frame: stream, epoch, frame, time, t_capture, flags, one column per label."""
+    """``csv:PATH``: one row per prediction (or feature) frame, per event and per end of stream, in the
+    columns of ``records.CSV_COLUMNS`` then one per output value (docs/formats.md)."""
 
     def __init__(self, path, stats=None):
         super().__init__(stats)
         self.path = Path(path)
         self._f = self._w = None
-        self._labels = None
+        self._n = None  # values per row, fixed by the header
 
     def open(self):
         try:
@@ -258,15 +211,16 @@ class CsvSink(_TextSink):
 
     def write(self, m):
         for r in self.records(m):
-            if r["type"] != "pred":
+            t = r["type"]
+            if t not in CSV_TYPES:
                 continue
-            if self._labels is None:
-                d = self.descs.get(m.stream) or {}
-                labels = d.get("labels") or [f"y{j}" for j in range(len(r["y"]))]
-                self._labels = list(labels)
-                self._w.writerow(["stream", "epoch", "frame", "time", "t_capture", "flags", *self._labels])
-            self._w.writerow([r["stream"], r["epoch"], r["frame"], r["time"], f"{r['t_capture']:.6f}",
-                              "|".join(r["flags"]), *(f"{v:.7g}" for v in r["y"])])
+            if self._n is None:  # the header, from the first row's values or the descriptor's width
+                d = self.rec.desc(m)
+                vals = r.get(values_key(t)) if t in ("pred", "features") else None
+                self._n = len(vals) if vals is not None else len(d.get("labels") or ()) or int(d.get("channels") or 0)
+                rtype = t if t in ("pred", "features") else d.get("content", "pred")
+                self._w.writerow(csv_header(d, rtype, self._n))
+            self._w.writerow(csv_row(r, self._n))
 
     def describe(self):
         return f"CSV to {self.path}"
@@ -291,13 +245,13 @@ class TerminalSink(_TextSink):
 
     def write(self, m):
         for r in self.records(m):
-            if r["type"] == "pred":
+            if r["type"] in ("pred", "features"):
                 now = time.monotonic()
                 if now - self._last < self.MIN_INTERVAL:
                     continue
                 self._last = now
-                labels = (self.descs.get(m.stream) or {}).get("labels") or []
-                y = r["y"]
+                labels = self.rec.desc(m).get("labels") or []
+                y = r[values_key(r["type"])]
                 j = max(range(len(y)), key=lambda i: y[i]) if len(y) > 1 else 0
                 p = y[j]
                 lab = labels[j] if j < len(labels) else f"y{j}"
@@ -342,6 +296,8 @@ class ZmqSink(ZmqSocketOwner, Sink):
 
         self._zmq = zmq
         self._sock = open_socket(zmq.Context.instance(), self.ep, hwm=self.hwm, curve=self.curve)
+        if self.ep.wait_subscribers:  # ?wait_subscribers=N: listeners started first see the first message
+            wait_for_subscribers(self._sock, self.ep)
 
     def write(self, m):
         m.t_send = time.time() if not m.t_send else m.t_send
@@ -357,7 +313,12 @@ class ZmqSink(ZmqSocketOwner, Sink):
 def open_sink(uri: str, config: StreamConfig | None = None, *, stats=None, curve=None) -> Sink:
     """Build the sink named by ``uri`` (not yet opened) with the settings of ``config`` (json,
     hwm_seconds; default ``StreamConfig()``); ConfigError for an unknown URI."""
-    c = config or StreamConfig()
+    sink = _build_sink(uri, config or StreamConfig(), stats, curve)
+    sink.uri = uri
+    return sink
+
+
+def _build_sink(uri: str, c: StreamConfig, stats, curve) -> Sink:
     if uri == "stdout":
         if c.json or not sys.stdout.isatty():
             return JsonLinesSink(stats=stats)

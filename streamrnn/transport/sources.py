@@ -16,6 +16,7 @@ Sources count what they drop or reject in the shared ``Stats``:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import select
@@ -51,6 +52,24 @@ MAX_AUDIO_CHANNELS = 64                   # audio channels (downmixed to mono by
 FEATURE_RATE_RANGE = (0.01, 100000.0)     # frames/s of a features stream
 MAX_REMEMBERED_IDS = 1024                 # refused stream ids remembered (LRU), for counting and logging once
 REFUSED_NAMED_PER_10S = 20                # refused streams named in the log per 10 s (a flood of ids: counted only)
+# The window of plausible capture times (docs/protocol.md, "Capture times"), one rule for the counters
+# and the latency statistics: a data message's first row cannot be captured after the message arrives
+# (a clock ahead of the server's, or a made-up time), nor more than MAX_AGE s before.
+MAX_AGE = 3600.0                          # s
+
+
+def implausible_time(t_capture: float, now: float) -> str | None:
+    """"future" if ``t_capture`` (of a message's first row) is after ``now`` (its arrival), "past" if it is
+    more than ``MAX_AGE`` s before it, else None (Unix seconds).
+
+    >>> implausible_time(99.0, 100.0), implausible_time(100.5, 100.0), implausible_time(0.0, 4000.0)
+    (None, 'future', 'past')
+    """
+    if t_capture > now:
+        return "future"
+    if t_capture < now - MAX_AGE:
+        return "past"
+    return None
 
 
 def stream_limits_error(d: dict) -> tuple[str, str] | None:
@@ -95,6 +114,8 @@ class Chunk:
     seq: int = 0            # seq of the input message (for ref_seq)
     desc: dict = field(default_factory=dict)
     end: bool = False       # the stream ends after this chunk
+    time_ok: bool = True    # t_capture inside the plausible window on arrival (see implausible_time)
+    t_arrival: float = math.inf  # Unix s the message arrived (ZeroMQ): no row was captured later
 
 
 def to_float32(a: np.ndarray) -> np.ndarray:
@@ -108,6 +129,7 @@ class Source:
     """Base class; see the module docstring for the protocol."""
 
     live = True          # runs until stopped (mic, zmq) vs. ends by itself (file, stdin)
+    paced = False        # delivers blocks of block_ms as they are captured (mic, a real-time file)
     exhausted = False
     expected_rate: float | None = None   # samples/s if known before open (for warm-up)
 
@@ -133,6 +155,10 @@ class Source:
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def latency_note(self) -> str | None:
+        """What the latency statistics are measured from, when that is not the capture time (None)."""
+        return None
 
 
 # --- single-stream audio sources --------------------------------------------------------------
@@ -165,11 +191,15 @@ class FileSource(_SingleStream):
     """``file:PATH``: any format soundfile reads, in blocks; ``realtime`` paces it like a microphone."""
 
     live = False
+    paced = property(lambda self: bool(self.realtime))
 
     def __init__(self, path, stream_id="file0", block_ms=20.0, realtime=False, stats=None):
         super().__init__(stream_id, stats)
         self.path = Path(path)
         self.block_ms, self.realtime = block_ms, realtime
+        if self.path.is_dir():
+            raise AudioError(f"file:{path} is a directory: file: reads one audio file; for every audio file "
+                             f"of a folder use `streamrnn batch` (or name one file, file:{self.path / 'x.wav'})")
         self._f = AudioFile(self.path, nonfinite="zero")  # the one reader: AudioError for a bad file, now
         self.rate, self.channels, self.frames = float(self._f.rate), self._f.channels, self._f.frames
         self.expected_rate = self.rate
@@ -449,6 +479,8 @@ class MicSource(_SingleStream):
     counted in ``overflows`` and the next chunk carries FLAG_OVERFLOW | FLAG_GAP.
     """
 
+    paced = True
+
     def __init__(self, device=None, rate=16000, channels=1, stream_id="mic0", block_ms=20.0,
                  queue_seconds=2.0, stats=None):
         super().__init__(stream_id, stats)
@@ -466,16 +498,31 @@ class MicSource(_SingleStream):
         self._seen_pa = 0
         self._stream = None
         self._warn_overflow = RateLimitedLog(log)
+        self.adc_times = False       # whether PortAudio gave capture (ADC) times (callback thread sets it)
+        self.device_name = None      # the device's own name, once open
+
+    def latency_note(self) -> str | None:
+        """What the latency statistics measure from, when it is not the capture itself."""
+        if self.adc_times:
+            return None
+        return ("from the audio callback, not the capture: the host API reports no capture times, so its "
+                "buffering is not included")
 
     def _callback(self, indata, frames, time_info, status):
         # Runs on PortAudio's thread: copy and enqueue only; never block or allocate much.
+        # Chunk.t_capture is when the block's FIRST sample was captured: the ADC time PortAudio
+        # reports for it, else (PulseAudio, some ALSA devices report none or another clock) the
+        # callback's arrival minus the block's duration, which leaves the host's buffering out.
         t = time.time()
         try:
             lag = time_info.currentTime - time_info.inputBufferAdcTime
-            if 0 <= lag < 1:
-                t -= lag
         except Exception:  # some host APIs report no times
-            pass
+            lag = -1.0
+        if 0 < lag < 1:
+            t -= lag
+            self.adc_times = True
+        else:
+            t -= frames / self.rate
         if status and status.input_overflow:
             self._pa_overflows += 1
         if len(self._q) >= self.maxlen:
@@ -505,6 +552,7 @@ class MicSource(_SingleStream):
                                           samplerate=self.rate, blocksize=self.block,
                                           dtype="float32", callback=self._callback)
             self._stream.start()
+            self.device_name = str(sd.query_devices(self.device, "input")["name"])
         except Exception as e:  # PortAudioError, ValueError for an unknown device name
             raise AudioError(f"cannot open microphone {dev!r} at {self.rate:g} Hz: {e} "
                              f"(see `streamrnn devices`)") from None
@@ -543,7 +591,10 @@ class MicSource(_SingleStream):
                 self._stream = None
 
     def describe(self):
-        return f"microphone {self.device or 'default'} ({self.rate:g} Hz, {self.channels} ch)"
+        dev = "default" if self.device is None else str(self.device)
+        if self.device_name and self.device_name != dev:
+            dev += f" ({self.device_name})" if self.device is not None else f" device ({self.device_name})"
+        return f"microphone {dev}, {self.rate:g} Hz, {self.channels} ch"
 
 
 def import_sounddevice():
@@ -559,6 +610,9 @@ def import_sounddevice():
 
 
 # --- ZeroMQ source: many streams -----------------------------------------------------------
+INPUT_KINDS = (wire.DATA, wire.DESC, wire.EOS)  # what a producer sends; other kinds are ignored
+
+
 @dataclass
 class _InStream:
     desc: dict | None = None
@@ -576,8 +630,11 @@ class ZmqSource(ZmqSocketOwner, Source):
     used; data without one is dropped and counted (``drops[no_descriptor]``).
     Chunks carry their epoch and descriptor (the pipeline resets a stream whose
     epoch or descriptor changes); a jump in seq or sample_index counts a gap
-    and sets FLAG_GAP.
-    An end-of-stream message (kind 5) ends that stream.
+    and sets FLAG_GAP; data not ahead of what was consumed is dropped
+    (``drops[duplicate]``: the last seq again; ``drops[stale]``: an earlier seq,
+    or rows already consumed); capture times outside the window of
+    ``implausible_time`` are counted on arrival.
+    An end-of-stream message (kind 5) of the stream's epoch ends that stream.
     """
 
     def __init__(self, uri, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, max_streams=64,
@@ -636,17 +693,24 @@ class ZmqSource(ZmqSocketOwner, Source):
         return out
 
     def _accept(self, m: wire.Message) -> Chunk | None:
+        if m.kind not in INPUT_KINDS:
+            return None  # heartbeats, events, stats, predictions (another server's outputs): nothing to compute
+        if m.stream == wire.STATS_STREAM:
+            self.stats.count("bad", "stream_id")  # reserved for the server's stats (out/_stats/stats)
+            return None
         st = self.table.get(m.stream)
-        if m.kind == wire.DESC and m.meta.get("content") in ("audio", "features"):
+        if m.kind == wire.DESC:
+            if m.meta["content"] not in ("audio", "features"):
+                self.stats.count("bad", "content")  # "pred": what servers publish, not an input
+                return None
             why = stream_limits_error(m.meta)
             if why is not None:
                 return self._refuse(m.stream, *why)
             self.refused.discard(m.stream)
         if st is None:
             # Only a descriptor opens a stream, so stray data cannot fill the table.
-            if m.kind == wire.DATA:
+            if m.kind != wire.DESC:  # data or eos
                 self.stats.count("drops", "refused" if m.stream in self.refused else "no_descriptor")
-            if m.kind != wire.DESC:
                 return None
             if len(self.table) >= self.max_streams and not self._reclaim_one():
                 self.stats.count("drops", "max_streams")
@@ -658,9 +722,6 @@ class ZmqSource(ZmqSocketOwner, Source):
         st.last_seen = time.monotonic()
         if m.kind == wire.DESC:
             d = m.meta
-            if d.get("content") not in ("audio", "features"):
-                self.stats.count("bad", "descriptor")
-                return None
             if st.desc is not None and (st.epoch != m.epoch or _desc_key(st.desc) != _desc_key(d)):
                 # a new epoch or descriptor: the seq/sample_index count starts afresh.  Whether the
                 # stream's state resets is the pipeline's call (it compares epoch and descriptor).
@@ -675,6 +736,21 @@ class ZmqSource(ZmqSocketOwner, Source):
             if m.data.shape[1] != d["channels"] or wire.DTYPE_NAMES[m.dtype] != d["dtype"]:
                 self.stats.count("bad", "mismatch")
                 return None
+            n, rate = m.data.shape[0], float(d["rate"])
+            if st.next_seq is not None:
+                # Only data ahead of what was consumed is used: a retransmission of the last message
+                # (its seq again) or older data (an earlier seq, or rows already consumed) would feed
+                # the model the same audio twice and corrupt the stream's state.
+                if m.seq == st.next_seq - 1:
+                    self.stats.count("drops", "duplicate")
+                    return None
+                if m.seq < st.next_seq or m.sample_index < st.next_index:
+                    self.stats.count("drops", "stale")
+                    return None
+            now = time.time()
+            why = implausible_time(m.t_capture, now)
+            if why is not None:
+                self.stats.count("implausible_time", why)  # used as sent, left out of the latency statistics
             flags = m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET)
             # The first message seen of an epoch starts at seq 0 and sample 0; a later one means the
             # start was lost (a subscription not yet live, a restart of this server): a gap too.
@@ -684,24 +760,25 @@ class ZmqSource(ZmqSocketOwner, Source):
             want = 0 if st.next_index is None else st.next_index
             if m.sample_index != want:
                 self.stats.count("gaps", "sample_index")
-                if m.sample_index > want:
-                    self.stats.add("gap_samples", m.sample_index - want)
+                self.stats.add("gap_samples", m.sample_index - want)  # forward only: stale data was dropped
                 flags |= wire.FLAG_GAP
             st.had_data = True
-            st.next_seq, st.next_index = m.seq + 1, m.sample_index + m.data.shape[0]
+            st.next_seq, st.next_index = m.seq + 1, m.sample_index + n
             end = bool(m.flags & wire.FLAG_END)
             if end:
                 self.table.pop(m.stream, None)
-            return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), float(d["rate"]),
-                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end)
+            return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), rate,
+                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end,
+                         time_ok=why is None, t_arrival=now)
         if m.kind == wire.EOS:
             if st.epoch != m.epoch or st.desc is None:
+                self.stats.count("drops", "no_descriptor")  # the rule of data: an epoch not announced
                 return None
             self.table.pop(m.stream, None)
             d = st.desc
             return Chunk(m.stream, m.epoch, d["content"], np.zeros((0, d["channels"]), np.float32),
                          float(d["rate"]), m.sample_index, m.t_capture, seq=m.seq, desc=d, end=True)
-        return None  # heartbeats, events, stats, predictions: nothing to compute
+        return None
 
     def forget(self, stream: str) -> None:
         """Drop what is known of ``stream`` (its data is used again after its next descriptor)."""
@@ -743,6 +820,20 @@ class ZmqSource(ZmqSocketOwner, Source):
                                 f"10 s); every one is counted in refused.<reason>")
         return None
 
+
+    def stream_state(self, stream: str) -> dict | None:
+        """What this source knows of ``stream`` (its descriptor, epoch and the next seq and
+        sample_index it expects), JSON-able; None if unknown.  ``resume_stream`` puts it back."""
+        st = self.table.get(stream)
+        if st is None or st.desc is None:
+            return None
+        return {"desc": st.desc, "epoch": st.epoch, "next_seq": st.next_seq, "next_index": st.next_index}
+
+    def resume_stream(self, stream: str, state: dict) -> None:
+        """Know ``stream`` again as ``stream_state`` described it (a restarted server restoring a
+        snapshot): its data is used at once, and a jump from the expected seq/sample_index is a gap."""
+        self.table[stream] = _InStream(desc=dict(state["desc"]), epoch=int(state["epoch"]),
+                                       next_seq=state["next_seq"], next_index=state["next_index"], had_data=True)
 
 
 def _desc_key(d: dict) -> tuple:

@@ -58,8 +58,14 @@ FLAG_RESET = 1 << 2      # the state of this stream was reset just before this m
 FLAG_END = 1 << 3        # last message of the stream (end-of-stream)
 FLAGS_KNOWN = FLAG_GAP | FLAG_OVERFLOW | FLAG_RESET | FLAG_END
 FLAG_NAMES = {FLAG_GAP: "gap", FLAG_OVERFLOW: "overflow", FLAG_RESET: "reset", FLAG_END: "end"}
+# The flags each kind may carry (docs/protocol.md, "Flags"); any other is rejected as "flags".  An
+# end-of-stream message must carry FLAG_END.
+KIND_FLAGS = {DATA: FLAG_GAP | FLAG_OVERFLOW | FLAG_RESET | FLAG_END, PRED: FLAG_GAP | FLAG_OVERFLOW | FLAG_RESET,
+              DESC: 0, HEARTBEAT: 0, EOS: FLAG_END, EVENT: 0, STATS: 0}
 
 STREAM_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+STATS_STREAM = "_stats"  # reserved: the server's own stats messages (out/_stats/stats); never an input stream
+MAX_EPOCH = 2**53 - 1    # epochs are 1..2^53-1: exact in every language's JSON numbers
 DIRECTIONS = ("in", "out")
 CONTENTS = ("audio", "features", "pred")
 
@@ -72,11 +78,12 @@ REASONS = (
     "version",        # protocol version other than 1
     "kind",           # unknown message kind (not 1..7)
     "dtype",          # unknown dtype, or a dtype that does not fit the kind
-    "flags",          # reserved flag bits (4..7) set
+    "flags",          # reserved flag bits (4..7) set, a flag the kind may not carry, or an eos without end
     "topic",          # topic is not ASCII in|out/<stream>/<kind name>
-    "stream_id",      # stream id does not match [A-Za-z0-9._-]{1,64}
+    "stream_id",      # stream id does not match [A-Za-z0-9._-]{1,64} (or input uses the reserved _stats)
     "kind_mismatch",  # topic kind name disagrees with the header's kind
-    "payload_size",   # payload length disagrees with n_rows x n_cols x itemsize (or not empty)
+    "payload_size",   # payload length disagrees with n_rows x n_cols x itemsize, n_cols = 0 for an array,
+    #                   n_rows or n_cols nonzero for a JSON or empty kind, or a payload on hb/eos
     "non_finite",     # NaN/Inf samples, or NaN/Inf timestamps
     "json",           # JSON payload is not valid UTF-8 JSON of an object
     "descriptor",     # descriptor JSON lacks a field or has a bad value
@@ -199,8 +206,11 @@ def _check_descriptor(meta: dict, stream: str, epoch: int) -> None:
         bad(f"format {meta.get('format')!r} is not {FORMAT!r}")
     if meta.get("stream") != stream:
         bad(f"stream {meta.get('stream')!r} disagrees with the topic's {stream!r}")
-    if meta.get("epoch") != epoch:
-        bad(f"epoch {meta.get('epoch')!r} disagrees with the header's {epoch}")
+    ep = meta.get("epoch")
+    if not isinstance(ep, int) or isinstance(ep, bool) or not 1 <= ep <= MAX_EPOCH:
+        bad(f"epoch {ep!r} is not an integer in 1..2^53-1")
+    if ep != epoch:
+        bad(f"epoch {ep!r} disagrees with the header's {epoch}")
     if meta.get("content") not in CONTENTS:
         bad(f"content {meta.get('content')!r} is not one of {', '.join(CONTENTS)}")
     if meta.get("dtype") not in ("float32", "float64", "int16"):
@@ -211,7 +221,9 @@ def _check_descriptor(meta: dict, stream: str, epoch: int) -> None:
     rate = meta.get("rate")
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not (0 < rate < 1e7):
         bad(f"rate {rate!r} is not a number in (0, 1e7)")
-    labels = meta.get("labels")
+    if "labels" not in meta:
+        bad("labels is missing (null or a list of strings)")
+    labels = meta["labels"]
     if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
         bad(f"labels {labels!r} is not null or a list of strings")
 
@@ -249,6 +261,11 @@ def decode(frames, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message
         raise WireError("dtype", f"dtype {dtype} is not valid for {KIND_NAMES[kind]} (must be 0)")
     if flags & ~FLAGS_KNOWN:
         raise WireError("flags", f"flags {flags:#04x} set reserved bits (known: {FLAGS_KNOWN:#04x})")
+    if flags & ~KIND_FLAGS[kind]:
+        raise WireError("flags", f"flags {flags:#04x}: {KIND_NAMES[kind]} may carry only "
+                                 f"{_flag_list(KIND_FLAGS[kind])}")
+    if kind == EOS and not flags & FLAG_END:
+        raise WireError("flags", f"eos must carry the end flag ({FLAG_END:#04x}), got flags {flags:#04x}")
     try:
         topic = topic_b.decode("ascii")
     except UnicodeDecodeError:
@@ -298,6 +315,10 @@ def decode(frames, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message
             raise WireError("payload_size", f"{KIND_NAMES[kind]} must have an empty payload and "
                                             f"n_rows = n_cols = 0, got {len(payload)} bytes, {n_rows} x {n_cols}")
     return m
+
+
+def _flag_list(bits: int) -> str:
+    return " and ".join(n for b, n in FLAG_NAMES.items() if bits & b) or "no flags"
 
 
 def _no_constant(name):

@@ -1,0 +1,118 @@
+"""`streamrnn serve --ray` on a real two-node Ray cluster on 127.0.0.1 (Ray's own test cluster):
+the real CLI as a subprocess drives two worker actors, one per node; one actor's process is killed
+with SIGKILL mid-stream and Ray restarts it; it resumes from the store actor's snapshot."""
+
+import os
+import signal
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrnn.transport import wire
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cli_stream import SR, Proc, free_port, models, procs  # noqa: E402,F401
+from test_serve import BLOCK, Collector, Producer, audio_of, check_in_order, metric, preds, scrape  # noqa: E402
+
+ray = pytest.importorskip("ray")  # the `ray` extra is part of `test`: CI has it
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
+                                                      "include_dashboard": False})
+    try:
+        c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        c.wait_for_nodes()
+        yield c
+    finally:
+        c.shutdown()
+
+
+def test_ray_actors_bit_identical_and_a_killed_actor_resumes(tmp_path, models, procs, cluster):
+    path, model = models["audio"]
+    p_in, p_out, p_metrics = free_port(), free_port(), free_port()
+    s = Proc(["-m", "streamrnn", "serve", "--model", path, "--source", f"zmq+pull://127.0.0.1:{p_in}",
+              "--sink", f"zmq+pub://127.0.0.1:{p_out}", "--workers", "2", "--no-events", "--ray", cluster.address,
+              "--snapshot-interval", "0.3", "--metrics", f"127.0.0.1:{p_metrics}"], tmp_path, "serve")
+    procs.append(s)
+    s.wait_for("err", r"streamrnn: serving", timeout=120)
+    text = scrape(p_metrics)
+    nodes = {line.split('node="')[1].split('"')[0] for line in text.splitlines()
+             if line.startswith("streamrnn_worker_up{")}
+    assert nodes == {"127.0.0.1"}  # the registry says where each worker runs
+    col = Collector(p_out)
+    prod = Producer(p_in)
+    ids = [f"r{i}" for i in range(8)]
+    shard = {sid: zlib.crc32(sid.encode()) % 2 for sid in ids}
+    assert set(shard.values()) == {0, 1}
+    xs = {sid: audio_of(i, 3.0) for i, sid in enumerate(ids)}
+    for sid in ids:
+        prod.start(sid)
+    n_blocks = len(xs[ids[0]]) // BLOCK
+    t0 = time.monotonic()
+    killed = None
+    for b in range(n_blocks):  # paced at 2x real time
+        time.sleep(max(0.0, t0 + b * BLOCK / SR / 2 - time.monotonic()))
+        for sid in ids:
+            prod.block(sid, xs[sid][b * BLOCK:(b + 1) * BLOCK])
+        if b == n_blocks // 3:  # SIGKILL actor 0's process, found through the service's registry
+            text = scrape(p_metrics)
+            killed = [int(line.split('pid="')[1].split('"')[0]) for line in text.splitlines()
+                      if line.startswith("streamrnn_worker_up{") and 'worker="0"' in line][0]
+            os.kill(killed, signal.SIGSTOP)
+            time.sleep(0.1)
+            os.kill(killed, signal.SIGKILL)
+    for sid in ids:
+        prod.end(sid)
+    assert col.wait_eos(ids, timeout=90) == set()
+    text = scrape(p_metrics)
+    assert metric(text, "streamrnn_worker_restarts_total", worker="0") == 1.0
+    assert metric(text, "streamrnn_worker_restarts_total", worker="1") == 0.0
+    assert f'pid="{killed}"' not in text
+    assert s.finish(signal.SIGTERM, timeout=60) == 0
+    col.close()
+    prod.close()
+    lost = 0
+    for sid in ids:
+        ms = col.of(sid)
+        x = xs[sid]
+        full = model.audio_stream(SR).push(x)
+        if shard[sid] == 1:  # the other actor's streams lose nothing
+            ps = preds(ms)
+            check_in_order(ps)
+            assert np.array_equal(np.concatenate([p.data for p in ps]), full)
+            assert not any(p.flags for p in ps) and len({m.epoch for m in ms}) == 1
+            continue
+        epochs = list(dict.fromkeys(m.epoch for m in ms))
+        assert len(epochs) == 2, sid
+        old, new = preds(ms, epochs[0]), preds(ms, epochs[1])
+        check_in_order(old)
+        if old:
+            y_old = np.concatenate([p.data for p in old])
+            assert np.array_equal(y_old, full[:len(y_old)])
+        ev = [m.meta for m in ms if m.kind == wire.EVENT and m.meta["event"] == "restore"]
+        assert len(ev) == 1
+        ev = ev[0]
+        lost += ev["frames_lost"]
+        assert ev["frames_lost"] == (ev["resume_sample"] - ev["snapshot_sample"]) // 160
+        assert new[0].sample_index == ev["frame"] == ev["snapshot_frame"] + ev["frames_lost"]
+        assert bool(new[0].flags & wire.FLAG_GAP) == (ev["frames_lost"] > 0)
+        check_in_order(new, first_index=ev["frame"])
+        spliced = np.concatenate([x[:ev["snapshot_sample"]], x[ev["resume_sample"]:]])
+        ref = model.audio_stream(SR).push(spliced)
+        y_new = np.concatenate([p.data for p in new])
+        k0 = ev["snapshot_frame"]
+        assert np.array_equal(y_new, ref[k0:k0 + len(y_new)]) and len(y_new) == len(ref) - k0
+        assert ms[-1].kind == wire.EOS
+    assert lost > 0
+    # SPREAD: one actor per node, as the registry in the aggregate stats message says (also after the restart)
+    reg = [m.meta["registry"] for m in col.msgs if m.kind == wire.STATS and m.meta.get("scope") == "service"][-1]
+    assert len({reg[w]["node_id"] for w in ("0", "1")}) == 2
+    assert len(cluster.list_all_nodes()) == 2

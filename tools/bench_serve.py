@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""The "serve" section of tools/bench.py: real-time 16 kHz streams through `streamrnn serve` with 1, 2 and
+all cores, against one `streamrnn stream` process, and a paper projection to N machines.
+
+    python tools/bench_serve.py [--streams 200] [--seconds 10] [--repeats 3]   # prints JSON
+
+`tools/loadgen.py` sends N streams of 100 ms int16 blocks in real time through the one ingress; for each
+case (stream, serve --workers 1, 2, ..., all cores; interleaved repeats, medians) it records the CPU
+seconds of the workers (every process of the service but the supervisor) and of the supervisor (router,
+proxy), drops, frames out and the p50/p99 latency of the summary line.  Per-worker cost = worker CPU
+seconds per stream-second; streams per core = 1 / that.  Capacity with k workers = k x streams per
+core (each worker is one process on its own core), bounded by the router: one router core forwards
+``router_msg_per_s`` messages/s (tools/ingress_bench.py), i.e. router_msg_per_s / 10 streams of 100 ms
+blocks.  A machine shared with other work gives noisy numbers: the medians of interleaved repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+
+from bench_sections import _cpu_seconds, _free_port  # noqa: E402
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+                out += kids
+                todo += kids
+        except OSError:
+            pass
+    return out
+
+
+def _cpu(pids) -> float:
+    total = 0.0
+    for p in pids:
+        try:
+            total += _cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
+def run_case(workers: int | None, n: int, seconds: float, block_ms: int = 100) -> dict:
+    """One run: ``workers`` None = `streamrnn stream`, else `streamrnn serve --workers K`."""
+    p_in = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    common = ["--model", "vad", "--source", f"zmq+pull://127.0.0.1:{p_in}", "--no-events",
+              "--max-streams", str(n + 8)]
+    if workers is None:
+        # the same egress as serve's (a pub socket), so that only the service's own cost differs
+        cmd = ["stream", *common, "--sink", f"zmq+pub://127.0.0.1:{_free_port()}", "--duration", str(seconds + 8)]
+    else:
+        cmd = ["serve", *common, "--sink", f"zmq+pub://127.0.0.1:{_free_port()}", "--workers", str(workers)]
+    proc = subprocess.Popen([sys.executable, "-m", "streamrnn", *cmd], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    ready = "streamrnn: serving" if workers else "streamrnn: streaming"
+    t_end = time.monotonic() + 120
+    err_lines = []
+    while time.monotonic() < t_end:  # wait for the ready line (workers loaded their kernels)
+        line = proc.stderr.readline()
+        err_lines.append(line)
+        if ready in line or not line:
+            break
+    gen = subprocess.Popen([sys.executable, str(TOOLS / "loadgen.py"), "--streams", str(n), "--seconds", str(seconds),
+                            "--block-ms", str(block_ms), f"tcp://127.0.0.1:{p_in}"], env=env, stdout=subprocess.PIPE,
+                           text=True)
+    time.sleep(1.5)  # every stream has started
+    kids = _descendants(proc.pid) if workers else []
+    c_sup0, c_w0, t0 = _cpu([proc.pid]), _cpu(kids), time.monotonic()
+    out, _ = gen.communicate(timeout=seconds + 120)
+    c_sup1, c_w1, t1 = _cpu([proc.pid]), _cpu(kids), time.monotonic()
+    if workers:
+        time.sleep(1.0)
+        proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    err = "".join(err_lines) + err
+    sent = json.loads(out.strip().splitlines()[-1])
+    wall = t1 - t0
+    if workers:
+        lat = re.search(r"latency p50 ([\d.]+) ms, p99 ([\d.]+) ms", err)
+        drops = re.search(r"; drops (\d+);", err)
+        frames = re.search(r"frames out (\d+)", err)
+        worker_cpu, sup_cpu = (c_w1 - c_w0), (c_sup1 - c_sup0)
+    else:
+        lat = re.search(r"latency\s+p50 ([\d.]+) ms, p99 ([\d.]+) ms", err)
+        drops = re.search(r"drops\s+(\d+)", err)
+        frames = re.search(r"frames_out\s+(\d+)", err)
+        worker_cpu, sup_cpu = (c_sup1 - c_sup0), 0.0
+    return {"case": "stream" if workers is None else f"serve x{workers}", "workers": workers, "streams": n,
+            "wall_s": round(wall, 2), "worker_cpu_s": round(worker_cpu, 3), "supervisor_cpu_s": round(sup_cpu, 3),
+            "cpu_s_per_stream_s": worker_cpu / (n * wall), "messages_sent": sent["messages"],
+            "generator_behind_s": sent["behind_s"], "drops": int(drops.group(1)) if drops else 0,  # none: no line
+            "frames_out": int(frames.group(1)) if frames else None,
+            "latency_ms": [float(lat.group(1)), float(lat.group(2))] if lat else None}
+
+
+def bench_serve(a) -> dict:
+    n = getattr(a, "serve_streams", None) or (100 if a.quick else 200)
+    seconds = 5 if a.quick else 10
+    repeats = 1 if a.quick else max(3, min(a.repeats, 5))
+    cores = os.cpu_count() or 1
+    cases = [None, 1, 2] + ([cores] if cores > 2 else [])
+    runs = {c: [] for c in cases}
+    for _ in range(repeats):  # interleaved: other work on the machine hits every case alike
+        for c in cases:
+            r = run_case(c, n, seconds)
+            runs[c].append(r)
+            print("serve", r, flush=True)
+    router_msg_per_s = getattr(a, "router_msg_per_s", None) or 204_000  # tools/ingress_bench.py, this machine
+    rows = []
+    for c, rs in runs.items():
+        cost = statistics.median(r["cpu_s_per_stream_s"] for r in rs)
+        k = c or 1
+        lat = [r["latency_ms"] for r in rs if r["latency_ms"]]
+        rows.append({"case": rs[0]["case"], "workers": c, "streams": n, "repeats": len(rs),
+                     "cpu_s_per_stream_s": cost, "streams_per_core": 1 / cost if cost else None,
+                     "capacity_streams": k / cost if cost else None,
+                     "drops": [r["drops"] for r in rs],
+                     "p99_ms_median": statistics.median(x[1] for x in lat) if lat else None,
+                     "p50_ms_median": statistics.median(x[0] for x in lat) if lat else None,
+                     "supervisor_cpu_fraction": statistics.median(r["supervisor_cpu_s"] / r["wall_s"] for r in rs)})
+    base = rows[0]["capacity_streams"]
+    for r in rows:
+        r["vs_stream"] = r["capacity_streams"] / base if base and r["capacity_streams"] else None
+    per_core = statistics.median(r["streams_per_core"] for r in rows[1:] if r["streams_per_core"])
+    router_streams = router_msg_per_s / 10  # 100 ms blocks: 10 messages/s per stream
+    # one service over a Ray cluster has one router; one service per machine (producers shard by the map) has m
+    proj = [{"machines": m, "cores_each": 16, "one_service": min(m * 15 * per_core, router_streams),
+             "service_per_machine": m * min(15 * per_core, router_streams)} for m in (1, 4, 16)]
+    md = ["## Serving on many cores (`streamrnn serve`)", "",
+          f"`tools/loadgen.py` sends {n} real-time 16 kHz streams (100 ms int16 blocks) through the one ingress "
+          "of `streamrnn serve --model vad --workers K` (or into one `streamrnn stream` process); CPU seconds of "
+          "the workers per stream-second give the per-worker cost, and the capacity of K workers is K / cost "
+          "(one worker per core). Medians of interleaved repeats on a machine shared with other work.", "",
+          "| case | CPU s per stream-s | streams per core | capacity (streams) | vs stream | drops | p50 / p99 ms | supervisor CPU |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['case']} | {r['cpu_s_per_stream_s']:.5f} | {r['streams_per_core']:.0f} | "
+                  f"{r['capacity_streams']:.0f} | {r['vs_stream']:.2f}x | {max(d or 0 for d in r['drops'])} | "
+                  f"{r['p50_ms_median'] or 0:.1f} / {r['p99_ms_median'] or 0:.1f} | {r['supervisor_cpu_fraction']:.2f} |")
+    md += ["", f"Projection (paper): {per_core:.0f} streams per worker core; one router core forwards about "
+               f"{router_msg_per_s:,.0f} messages/s ({router_streams:,.0f} streams of 100 ms blocks). With 15 worker "
+               "cores per 16-core machine, one service over a Ray cluster (one router) / one service per "
+               "machine (producers shard by the documented map, crc32 of the id modulo the number of services): "
+           + "; ".join(f"{p['machines']} machine(s): {p['one_service']:,.0f} / {p['service_per_machine']:,.0f} streams"
+                       for p in proj) + "."]
+    return {"rows": rows, "runs": {str(k): v for k, v in runs.items()}, "projection": proj,
+            "markdown": "\n".join(md)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=200, dest="serve_streams")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--router-msg-per-s", type=float, default=None)
+    a = ap.parse_args()
+    rep = bench_serve(a)
+    print(json.dumps({k: v for k, v in rep.items() if k != "runs"}, indent=1))
+    print(rep["markdown"])
+
+
+if __name__ == "__main__":
+    main()

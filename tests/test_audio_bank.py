@@ -257,3 +257,97 @@ def test_feature_bank_warns_once_per_stream_about_int16_scale_floats(caplog):
             fb.push_one(fb.slot("c"), loud)
     lines = [r.getMessage() for r in caplog.records if "far outside [-1, 1]" in r.getMessage()]
     assert len(lines) == 2 and all("3000" in ln for ln in lines)  # a once, c once; b is in range
+
+
+def _same_snapshot(a, b) -> bool:
+    """Two snapshot dicts equal key for key, arrays element for element."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_snapshot(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b and type(a) is type(b)
+
+
+@pytest.mark.parametrize("fe", [LogMel(), LogMel(n_fft=400, win_length=400, hop_length=160),
+                                LogMel(n_fft=256, win_length=200, hop_length=300)],
+                         ids=["fft", "dft", "hop_over_win"])
+def test_feature_bank_snapshot_moves_a_stream_between_bank_rows_and_feature_streams_bit_for_bit(speech, fe):
+    """Snapshot a banked stream mid-stream (leftover samples, a hop to skip), restore it into a fresh
+    row of another bank (other streams busy around it) and into a lone FeatureStream, and a
+    FeatureStream's snapshot into a bank row: each continuation plus what came before is exactly one
+    uninterrupted FeatureStream's frames.  The dict is a FeatureStream's, key for key."""
+    from streamrnn.audio.stream import FeatureBank, FeatureStream
+    from streamrnn.snapshot import check_snapshot
+
+    x = Resampler(speech[1], 16000).push(speech[0])[:24000].astype(np.float32)
+    whole = FeatureStream(fe.to_dict(), 16000).push(x)
+    rng = np.random.default_rng(9)
+    for cut in (12345, 4000 * 3 + 7, 150):  # mid-hop, mid-window, before the first frame
+        fb = FeatureBank(fe, capacity=4)
+        fb.open("noise")
+        fb.open("a")
+        ref = FeatureStream(fe.to_dict(), 16000)
+        head, pos = [], 0
+        while pos < cut:  # random blocks, the other row advancing in the same calls
+            n = min(cut - pos, int(rng.integers(1, 900)))
+            out = fb.push_many({"a": x[pos:pos + n], "noise": rng.standard_normal(n).astype(np.float32) * 0.1})
+            head.append(out["a"])
+            ref.push(x[pos:pos + n])
+            pos += n
+        head = np.concatenate(head)
+        snap = fb.snapshot("a")
+        check_snapshot(snap, "feature_stream", "FeatureStream", {"sample_rate": 16000.0, "frontend": fe.to_dict()})
+        assert _same_snapshot(snap, ref.snapshot())  # the very dict a FeatureStream writes at this point
+        snap = json.loads(json.dumps(snap, default=lambda a: a.tolist()))  # plain JSON carries it (no pickle)
+        # into a fresh row of another bank whose other rows hold state
+        fb2 = FeatureBank(fe.to_dict(), capacity=3)
+        fb2.open("x")
+        fb2.push_many({"x": np.full(777, 0.3, np.float32)})
+        fb2.open("b")
+        fb2.restore("b", snap)
+        tail = [fb2.push_many({"b": x[p:p + 1000], "x": np.full(1000, 0.2, np.float32)})["b"]
+                for p in range(cut, len(x), 1000)]
+        assert np.array_equal(np.concatenate([head] + tail), whole)
+        assert fb2.n_frames[fb2.slot("b")] == len(whole)
+        # into a lone FeatureStream, and a FeatureStream's snapshot back into a bank row
+        lone = FeatureStream(fe.to_dict(), 16000)
+        lone.restore(snap)
+        assert np.array_equal(np.concatenate([head, lone.push(x[cut:])]), whole)
+        fb3 = FeatureBank(fe, capacity=1)
+        fb3.open("c")
+        fb3.restore("c", ref.snapshot())
+        assert np.array_equal(np.concatenate([head, fb3.push_one(fb3.slot("c"), x[cut:])]), whole)
+        fb3.reset("c")  # a front end's own snapshot (LogMel.snapshot) is taken too
+        fb3.restore("c", ref.frontend.snapshot())
+        assert np.array_equal(np.concatenate([head, fb3.push_many({"c": x[cut:]})["c"]]), whole)
+
+
+def test_feature_bank_restore_refuses_what_does_not_fit_and_changes_nothing():
+    from streamrnn.audio.stream import FeatureBank, FeatureStream
+    from streamrnn.errors import SnapshotError
+
+    fb = FeatureBank(LogMel(), capacity=2)
+    fb.open("a")
+    fb.push_many({"a": np.full(700, 0.1, np.float32)})
+    r = fb.slot("a")
+    before = fb.states[r].copy(), int(fb.n_left[r]), int(fb.skip[r]), int(fb.n_frames[r])
+    resampled = FeatureStream(LogMel(), 48000)
+    resampled.push(np.zeros(4800, np.float32))
+    other = FeatureStream(LogMel(hop_length=320), 16000)
+    damaged = fb.snapshot("a")
+    damaged["frontend"]["buffer"] = np.zeros(LogMel().win_length)
+    cases = [(resampled.snapshot(), "sample_rate: snapshot 48000 vs feature bank 16000"),
+             (other.snapshot(), "does not fit this feature bank .*'hop_length': 320"),
+             (damaged, "buffer has shape \\(400,\\)"),
+             ({k: v for k, v in LogMel().snapshot().items() if k != "buffer"}, "malformed FeatureBank snapshot.*buffer"),
+             (dict(fb.snapshot("a"), version=99), "version 99 is not supported"),
+             ([1, 2], "not a snapshot")]
+    for snap, msg in cases:
+        with pytest.raises(SnapshotError, match=msg):
+            fb.restore("a", snap)
+        after = fb.states[r], int(fb.n_left[r]), int(fb.skip[r]), int(fb.n_frames[r])
+        assert np.array_equal(before[0], after[0]) and before[1:] == after[1:], msg
+    with pytest.raises(StreamIdError, match="'zz' is not open"):
+        fb.snapshot("zz")
+    with pytest.raises(StreamIdError, match="'zz' is not open"):
+        fb.restore("zz", fb.snapshot("a"))

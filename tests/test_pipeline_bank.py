@@ -97,3 +97,40 @@ def test_a_bad_block_of_a_banked_stream_is_skipped_and_the_others_go_on():
     assert type(p.slots["a"].proc).__name__ == "_BankedState"  # the FeatureBank path was the one tested
     np.testing.assert_array_equal(preds(keep, "b"), m.forward(fe.compute(b[:, 0])))
     np.testing.assert_array_equal(preds(keep, "a"), m.forward(fe.compute(np.r_[a[:1600, 0], a[3200:, 0]])))
+
+
+def test_a_banked_streams_state_snapshot_moves_to_a_fresh_processor_and_to_a_lone_front_end():
+    """What ``streamrnn serve`` saves of a stream: its state's ``snapshot()`` (the FeatureBank row, as a
+    FeatureStream's dict) and its bank row.  Restored into another processor (a different row, other
+    streams open) the stream goes on exactly as the offline forward over the whole signal.  A 48 kHz
+    stream's state (a resampling FeatureStream) and a feature-frame stream's refuse that dict."""
+    from streamrnn.errors import SnapshotError
+    from streamrnn.runtime.pipeline import ModelProcessor
+
+    fe = LogMel(sample_rate=16000, n_mels=12)
+    m = streamrnn.Model.random("gru", 12, 16, num_layers=2, output_size=1, activation="sigmoid",
+                               frontend=fe.to_dict())
+    cfg = StreamConfig(max_streams=4, events=EventParams(enabled=False))
+    x = np.random.default_rng(2).standard_normal((8000, 1)).astype(np.float32) * 0.1
+    p1 = ModelProcessor(m, cfg)
+    st = p1.open("a", "audio", 16000.0, 1)
+    assert type(st).__name__ == "_BankedState"
+    y1 = [p1.run({"a": st.prepare(x[i:i + 1234])})[0].get("a", np.zeros((0, 1), np.float32)) for i in (0, 1234, 2468)]
+    cut = 3702  # mid-hop: leftover samples in the front end's row
+    snap, bsnap = st.snapshot(), p1.bank.snapshot("a")
+    p2 = ModelProcessor(m, cfg)
+    other = p2.open("z", "audio", 16000.0, 1)
+    p2.run({"z": other.prepare(x[:999])})
+    st2 = p2.open("a", "audio", 16000.0, 1)
+    st2.restore(snap)
+    p2.bank.restore("a", bsnap)
+    y2 = p2.run({"a": st2.prepare(x[cut:]), "z": other.prepare(x[999:2000])})[0]["a"]
+    np.testing.assert_array_equal(np.concatenate(y1 + [y2]), m.forward(fe.compute(x[:, 0])))
+    resampling = p2.open("r", "audio", 48000.0, 1)  # a FeatureStream with a resampler: not the same input
+    assert type(resampling).__name__ == "StreamState"
+    with pytest.raises(SnapshotError, match="sample_rate"):
+        resampling.restore(snap)
+    frames = p2.open("f", "frames", 16000.0, 12)
+    assert frames.snapshot() is None
+    with pytest.raises(SnapshotError, match="feature frames"):
+        frames.restore(snap)

@@ -473,16 +473,30 @@ class LogMel:
 
     def snapshot(self) -> dict:
         """Versioned copy of the carried state (leftover samples, pre-emphasis, counters)."""
+        return self._snapshot_of(self._state, self._n_left, self._skip, self.n_frames, self.n_nonfinite)
+
+    def _snapshot_of(self, state: np.ndarray, n_left: int, skip: int, n_frames: int, n_nonfinite: int) -> dict:
+        """The snapshot dict of carried state ``state`` (1 + win_length,) and its counters: this
+        front end's own, or a ``FeatureBank`` row's (the same dict, so it moves between them)."""
         return {"version": SNAPSHOT_VERSION, "kind": "frontend", "settings": self.to_dict(),
-                "buffer": self._state[1:1 + self._n_left].copy(), "prev": float(self._state[0]),
-                "skip": self._skip, "n_frames": self.n_frames, "n_nonfinite": self.n_nonfinite}
+                "buffer": state[1:1 + n_left].copy(), "prev": float(state[0]),
+                "skip": int(skip), "n_frames": int(n_frames), "n_nonfinite": int(n_nonfinite)}
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot taken from a front end with identical settings."""
         guarded_restore(self._restore, snap, "front-end")
 
     def _restore(self, snap: dict) -> None:
-        check_snapshot(snap, "frontend", type(self).__name__, self.to_dict())
+        state, n_left, skip, n_frames, n_nonfinite = self._read_snapshot(snap, type(self).__name__)
+        # assigned only once every value has been read
+        self._state, self._n_left, self._skip = state, n_left, skip
+        self.n_frames, self.n_nonfinite = n_frames, n_nonfinite
+
+    def _read_snapshot(self, snap: dict, what: str) -> tuple:
+        """Check a front-end snapshot against these settings -> (state (1 + win_length,) float64,
+        n_left, skip, n_frames, n_nonfinite), touching nothing (SnapshotError; KeyError, TypeError,
+        ValueError for a damaged dict).  ``what`` names the restoring object in the messages."""
+        check_snapshot(snap, "frontend", what, self.to_dict())
         buf = np.asarray(snap["buffer"], dtype=np.float64)
         if buf.ndim != 1 or len(buf) >= self.win_length:
             raise SnapshotError(f"front-end snapshot buffer has shape {buf.shape}; "
@@ -492,9 +506,7 @@ class LogMel:
         state = np.zeros(1 + self.win_length)
         state[0] = prev
         state[1:1 + len(buf)] = buf
-        # assigned only once every value has been read
-        self._state, self._n_left, self._skip = state, len(buf), skip
-        self.n_frames, self.n_nonfinite = n_frames, n_nonfinite
+        return state, len(buf), skip, n_frames, n_nonfinite
 
 
 class MFCC(LogMel):

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite, nonfinite_error
+from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite, guarded_restore, nonfinite_error
 from streamrnn.audio.frontend import _scratch, as_frontend
 from streamrnn.audio.kernels import _frames_kernel, _push_many_kernel, all_finite
 from streamrnn.audio.resample import Resampler, downmix
@@ -152,9 +152,8 @@ class FeatureStream:
 
     def snapshot(self) -> dict:
         """Versioned state: resampler (input history to replay), front end, counters."""
-        return {"version": SNAPSHOT_VERSION, "kind": "feature_stream", "settings": self._settings(),
-                "resampler": None if self.resampler is None else self.resampler.snapshot(),
-                "frontend": self.frontend.snapshot(), "n_nonfinite": self.n_nonfinite}
+        return _feature_stream_snapshot(self._settings(), None if self.resampler is None else self.resampler.snapshot(),
+                                        self.frontend.snapshot(), self.n_nonfinite)
 
     def restore(self, snap: dict) -> None:
         """Put back a snapshot from a FeatureStream with the same input rate and front end."""
@@ -172,6 +171,12 @@ class FeatureStream:
             if self.resampler is not None:
                 self.resampler.restore(before[1])
             raise e if isinstance(e, SnapshotError) else SnapshotError(f"malformed snapshot: {e!r}") from None
+
+
+def _feature_stream_snapshot(settings: dict, resampler, frontend: dict, n_nonfinite: int) -> dict:
+    """A ``FeatureStream``'s snapshot dict (``FeatureBank.snapshot`` writes the same one)."""
+    return {"version": SNAPSHOT_VERSION, "kind": "feature_stream", "settings": settings,
+            "resampler": resampler, "frontend": frontend, "n_nonfinite": int(n_nonfinite)}
 
 
 def model_frontend(model):
@@ -369,7 +374,9 @@ class FeatureBank:
     owns the samples x[offs[i]:offs[i+1]]); ``push_many({id: samples (n,)})`` the dict one.  A
     stream's frames are bit-identical to its own ``FeatureStream``/``LogMel.push`` of the same
     samples, whatever the chunking.  Streams ``open``, ``close``, ``reset`` at any time
-    (StreamExistsError, StreamIdError, CapacityError as ``Bank``'s).  Resampled or multi-channel
+    (StreamExistsError, StreamIdError, CapacityError as ``Bank``'s); ``snapshot(id)``/``restore(id,
+    snap)`` write and read a ``FeatureStream``'s snapshot dict (NaN/Inf are refused, never counted,
+    so its ``n_nonfinite`` is 0).  Resampled or multi-channel
     streams need a ``FeatureStream`` each.
 
     >>> import numpy as np
@@ -428,6 +435,44 @@ class FeatureBank:
 
     def reset(self, sid) -> None:
         self._zero(self.slot(sid))
+
+    def _settings(self) -> dict:  # a FeatureStream's at the front end's own rate
+        return {"sample_rate": self.sample_rate, "frontend": self.frontend.to_dict()}
+
+    def snapshot(self, sid) -> dict:
+        """Versioned state of stream ``sid`` (leftover samples, pre-emphasis, frame count): the very
+        dict a ``FeatureStream`` at the front end's rate writes, so a stream can move between a bank
+        and a lone ``FeatureStream`` either way.  StreamIdError if ``sid`` is not open."""
+        r = self.slot(sid)
+        fe = self.frontend._snapshot_of(self.states[r], self.n_left[r], self.skip[r], self.n_frames[r], 0)
+        return _feature_stream_snapshot(self._settings(), None, fe, 0)
+
+    def restore(self, sid, snap: dict) -> None:
+        """Put back into stream ``sid`` a snapshot from ``snapshot`` or from a ``FeatureStream`` at the
+        front end's rate with the same front end (a front end's own ``LogMel.snapshot()`` too).
+        SnapshotError (nothing changed) for any other or a damaged dict; StreamIdError if not open.
+
+        >>> import numpy as np
+        >>> from streamrnn.audio import LogMel
+        >>> fb, fs = FeatureBank(LogMel(), capacity=2), FeatureStream(LogMel(), 16000)
+        >>> _ = fs.push(np.ones(500, np.float32) / 4)
+        >>> fb.open("a"); fb.restore("a", fs.snapshot())
+        >>> x = np.ones(700, np.float32) / 8
+        >>> bool(np.array_equal(fb.push_many({"a": x})["a"], fs.push(x)))
+        True
+        """
+        r = self.slot(sid)
+        guarded_restore(lambda s: self._restore_row(r, s), snap, "FeatureBank")
+
+    def _restore_row(self, r: int, snap: dict) -> None:
+        if isinstance(snap, dict) and snap.get("kind") == "feature_stream":
+            check_snapshot(snap, "feature_stream", "FeatureBank", self._settings(), against="feature bank")
+            if snap["resampler"] is not None:
+                raise SnapshotError("FeatureBank snapshot carries a resampler state: a feature bank has none")
+            snap = snap["frontend"]
+        state, n_left, skip, n_frames, _ = self.frontend._read_snapshot(snap, "FeatureBank")
+        self.states[r], self.n_left[r], self.skip[r], self.n_frames[r] = state, n_left, skip, n_frames
+        self._warned[r] = False
 
     def _zero(self, r: int) -> None:
         self.states[r] = 0.0

@@ -39,7 +39,7 @@ from operator import attrgetter
 import numpy as np
 
 from streamrnn.config import StreamConfig
-from streamrnn.errors import ConfigError, InputError, StreamRNNError
+from streamrnn.errors import ConfigError, InputError, SnapshotError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
 from streamrnn.runtime.warmup import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.stats import RecentIds, Stats
@@ -95,7 +95,7 @@ class Processor:
             st = self.open("_warm_up", "audio", r, 1)
             for x in warm_up_blocks(r, block_seconds):
                 f = st.prepare(x)
-                if len(f):
+                if f.shape[0]:  # a _Deferred block (banked stream) has a shape, not a len
                     self.run({"_warm_up": f})
             st.close()
 
@@ -117,6 +117,17 @@ class StreamState:
 
     def frame_end_sample(self, k: int) -> int:
         return self.fe.frame_end_sample(k) if self.fe is not None else k + 1
+
+    def snapshot(self) -> dict | None:
+        """The front end's versioned snapshot (``FeatureStream.snapshot``), None for feature frames."""
+        return None if self.fe is None else self.fe.snapshot()
+
+    def restore(self, snap: dict | None) -> None:
+        """Put back a ``snapshot`` of a stream with the same input (SnapshotError otherwise)."""
+        if self.fe is not None:
+            self.fe.restore(snap)
+        elif snap is not None:
+            raise SnapshotError("a front-end snapshot cannot be restored into a stream of feature frames")
 
     def close(self) -> None:
         if self._on_close is not None:
@@ -141,11 +152,11 @@ class _BankedState(StreamState):
     ``FeatureBank``.  ``prepare`` only checks the block and defers it; ``ModelProcessor.run``
     advances every deferred block of a tick in one front-end call and one bank call."""
 
-    def __init__(self, features, fslot: int, bslot: int, on_close):
+    def __init__(self, features, sid: str, bslot: int, on_close):
         from streamrnn.audio.kernels import all_finite
 
         super().__init__(None, features.frame_rate, on_close)
-        self.features, self.fslot, self.bslot = features, fslot, bslot
+        self.features, self.sid, self.fslot, self.bslot = features, sid, features.slot(sid), bslot
         self._all_finite = all_finite  # looked up once: prepare runs per block
 
     def prepare(self, x):
@@ -162,6 +173,13 @@ class _BankedState(StreamState):
 
     def frame_end_sample(self, k: int) -> int:
         return self.features.frame_end_sample(k)
+
+    def snapshot(self) -> dict:
+        """The stream's row of the ``FeatureBank`` as a ``FeatureStream`` snapshot (the same dict)."""
+        return self.features.snapshot(self.sid)
+
+    def restore(self, snap: dict) -> None:
+        self.features.restore(self.sid, snap)
 
 
 class ModelProcessor(Processor):
@@ -202,7 +220,7 @@ class ModelProcessor(Processor):
                     self.bank.close(sid)
                     fb.close(sid)
 
-                return _BankedState(fb, fb.slot(sid), int(self.bank.slots([sid])[0]), close)
+                return _BankedState(fb, sid, int(self.bank.slots([sid])[0]), close)
             fe = FeatureStream(m.frontend, rate, history_seconds=PIPELINE_HISTORY)
         else:
             if channels != m.input_size:

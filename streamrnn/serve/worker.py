@@ -68,7 +68,7 @@ class WorkerPipeline(Pipeline):
                 "stream": s.stream, "in_epoch": s.in_epoch, "key": list(s.key), "out_desc": s.out_desc,
                 "pending_flags": s.pending_flags, "samples": s.samples, "frames": s.frames,
                 "frame0": s.frame0, "last_t_capture": s.last_t_capture, "last_ref_seq": s.last_ref_seq,
-                "frontend": None if s.proc.fe is None else s.proc.fe.snapshot(),
+                "frontend": s.proc.snapshot(),  # a FeatureStream's or a FeatureBank row's: the same dict
                 "bank": bank.snapshot(s.stream),
                 "events": None if s.detector is None else s.detector.snapshot(),
                 "source": src})
@@ -97,8 +97,7 @@ class WorkerPipeline(Pipeline):
         content, rate, channels, dtype = st["key"]
         proc = self.processor.open(sid, content, float(rate), int(channels))
         try:
-            if proc.fe is not None:
-                proc.fe.restore(st["frontend"])
+            proc.restore(st["frontend"])  # into a FeatureStream or the stream's FeatureBank row
             self.processor.bank.restore(sid, st["bank"])
             pp = self.processor
             det = None

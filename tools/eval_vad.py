@@ -603,9 +603,14 @@ def evaluate(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None 
 
 
 def file_groups(meta: list[dict]) -> dict[str, list[int]]:
-    """Groups of file indices from a generator's SPLIT_meta.jsonl rows: SNR bands and event kinds."""
+    """Groups of the files with speech from a generator's SPLIT_meta.jsonl rows: SNR bands, event kinds,
+    telephone path or wideband, speech source (``with asterisk speech``: real recorded voices; festival,
+    espeak) and language (``language fr``). Groups overlap (a file with two sources is in both);
+    speech-free files (``"kind"`` other than ``"speech"``) are in none: they have no F1."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(meta):
+        if r.get("kind", "speech") != "speech":
+            continue
         snr = r.get("snr_db")
         if snr is not None:
             band = "SNR < 5 dB" if snr < 5 else ("SNR 5-15 dB" if snr < 15 else "SNR >= 15 dB")
@@ -616,7 +621,13 @@ def file_groups(meta: list[dict]) -> dict[str, list[int]]:
             groups.setdefault("no events", []).append(i)
         if r.get("bandlimited"):
             groups.setdefault("band-limited", []).append(i)
-    order = ["SNR < 5 dB", "SNR 5-15 dB", "SNR >= 15 dB", "no events"]
+        elif "bandlimited" in r:
+            groups.setdefault("wideband", []).append(i)
+        for src in sorted(set(r.get("sources", []))):
+            groups.setdefault(f"with {src} speech", []).append(i)
+        for lang in r.get("langs", []):
+            groups.setdefault(f"language {lang}", []).append(i)
+    order = ["SNR < 5 dB", "SNR 5-15 dB", "SNR >= 15 dB", "no events", "wideband", "band-limited"]
     return {k: groups[k] for k in order + sorted(set(groups) - set(order)) if k in groups}
 
 

@@ -73,9 +73,10 @@ Metrics per detector (a frame is speech when p >= ``--threshold``, default 0.5):
   intra-op and 1 inter-op thread. Models are warmed up on 0.5 s of silence first.
 
 ``--events`` adds a row per model whose frame scores are its start/end segments (1
-inside a segment); ``--breakdown`` adds F1 / ROC-AUC per group of files (SNR band,
-event kind, band-limited) from the generator's ``SPLIT_meta.jsonl`` beside the
-manifest. The JSON and the Markdown carry the command line and library versions.
+inside a segment); ``--breakdown`` adds F1 / ROC-AUC per group of speech files (SNR band,
+event kind, band-limited or wideband, speech source, language) from the generator's
+``SPLIT_meta.jsonl`` beside the manifest. The JSON and the Markdown carry the command
+line and library versions.
 
 Manifests: JSONL, one ``{"audio": path, "labels": path}`` per line, paths relative to
 the manifest's directory; labels are Audacity label files (``start<TAB>end<TAB>speech``).
@@ -728,7 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="write the Markdown report here")
     p.add_argument("--breakdown", action="store_true",
-                   help="also report F1 / ROC-AUC per SNR band and event kind, from SPLIT_meta.jsonl "
+                   help="also report F1 / ROC-AUC per SNR band, event kind, telephone path or wideband, speech "
+                        "source and language, from SPLIT_meta.jsonl "
                         "beside the manifest (written by make_vad_corpus.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

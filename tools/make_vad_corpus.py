@@ -56,7 +56,10 @@ speakers and languages training never sees: the French Asterisk speaker (fr_CA J
 the Festival voices Finnish ``suo_fi_lj_diphone`` and Catalan ``upc_ca_ona_hts``, and
 espeak-ng languages sv fi hu tr fr with their own voice variants. Negatives in the
 held-out splits use other MIDI programs and melodies, other fan/engine, keyboard and
-hum settings and other random draws.
+hum settings and other random draws. ``--train-neg music=150,tone=100`` adds negatives-only
+training files (split ``train_neg``: the training settings with MIDI pieces of their own, listed
+in ``train.jsonl`` after the others); ``--train-end-trim-ms 30`` ends the training label runs 3
+frames earlier (``trim_run_ends``). Neither changes any other file's bytes.
 
 Determinism: every file draws from its own ``numpy.random.Generator`` seeded by
 ``(seed, split, index)``; the shared pools (Festival sentences, MIDI pieces) depend only

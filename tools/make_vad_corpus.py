@@ -59,7 +59,7 @@ held-out splits use other MIDI programs and melodies, other fan/engine, keyboard
 hum settings and other random draws. ``--train-neg music=150,tone=100`` adds negatives-only
 training files (split ``train_neg``: the training settings with MIDI pieces of their own, listed
 in ``train.jsonl`` after the others); ``--train-end-trim-ms 30`` ends the training label runs 3
-frames earlier (``trim_run_ends``). Neither changes any other file's bytes.
+frames earlier (``trim_run_ends``). Neither changes any audio file or held-out label.
 
 Determinism: every file draws from its own ``numpy.random.Generator`` seeded by
 ``(seed, split, index)``; the shared pools (Festival sentences, MIDI pieces) depend only

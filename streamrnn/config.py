@@ -554,9 +554,17 @@ class DataSection:
     tokens: str = "char"  # text: char (every character) or word (whitespace-separated words)
     max_vocab: int = 256  # text: most frequent training tokens kept, <unk> included; the rest read as <unk>
     seq_len: int = 256  # text: tokens per training sequence (the lanes reset the state between sequences)
+    # frame targets: the first offset_frames non-target frames after each end of a target run weigh
+    # offset_weight in the training loss (1 elsewhere; validation unweighted): an early end-of-speech
+    offset_frames: int = 0
+    offset_weight: float = 1.0
 
     def __post_init__(self):
         _choice(self.task, ("frame", "sequence", "next_frame"), "data.task")
+        if not 0 <= self.offset_frames <= 1 << 16:
+            raise ConfigError(f"data.offset_frames must be in [0, 65536] frames, got {self.offset_frames}")
+        if not 0.0 <= self.offset_weight <= 1000.0:  # also rejects NaN
+            raise ConfigError(f"data.offset_weight must be in [0, 1000], got {self.offset_weight}")
         _choice(self.loss, ("bce", "ce", "mse"), "data.loss")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")

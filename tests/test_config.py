@@ -59,6 +59,8 @@ def test_set_converts_types():
     ("[model]\ncell = 'transformer'\n", "model.cell must be one of"),
     ("[model]\nnorm = 3\n", "model.norm: expected true or false"),
     ("[optim\n", "invalid TOML"),
+    ("[data]\noffset_weight = -1.0\n", r"data.offset_weight must be in \[0, 1000\], got -1.0"),
+    ("[data]\noffset_frames = -2\n", r"data.offset_frames must be in \[0, 65536\] frames, got -2"),
 ])
 def test_bad_files_name_the_key(tmp_path, toml, match):
     p = tmp_path / "bad.toml"

@@ -13,7 +13,8 @@ import soundfile as sf
 from streamrnn.audio import MFCC, LogMel, Resampler
 from streamrnn.audio.files import frame_targets
 from streamrnn.errors import AudioError, ConfigError, TrainingError
-from streamrnn.train.data import FeatureCache, Sequence, load_dataset, manifest_classes, read_manifest
+from streamrnn.train.data import (FeatureCache, Sequence, emphasise_offsets, load_dataset, manifest_classes,
+                                  read_manifest)
 
 DATA = Path(__file__).parent / "data"
 
@@ -137,6 +138,46 @@ def test_npz_folder(tmp_path):
     assert seqs[0].y.dtype == np.int64 and seqs[0].y.shape == (50,)
     assert seqs[1].x.dtype == np.float32 and seqs[1].y.dtype == np.float32 and seqs[1].y.shape == (20, 2)
     assert seqs[2].y is None and (seqs[2].mask == 1).all() and seqs[2].mask.shape == (10,)
+
+
+def _offset_weights_reference(on, frames, weight):
+    """Frame by frame: a non-target frame weighs ``weight`` when a target frame lies 1..frames frames before it
+    with only non-target frames in between."""
+    w = np.ones(len(on))
+    for t in range(len(on)):
+        if on[t]:
+            continue
+        k = t - 1
+        while k >= 0 and not on[k]:
+            k -= 1
+        if k >= 0 and t - k <= frames:
+            w[t] = weight
+    return w
+
+
+def test_emphasise_offsets_weighs_the_frames_after_each_end(tmp_path):
+    rng = np.random.default_rng(3)
+    on = np.repeat(rng.random(60) < 0.4, rng.integers(1, 9, 60))  # runs of 1-8 frames
+    y = np.stack([on * 0.9, np.zeros(len(on))], axis=1).astype(np.float32)  # (T, 2): any output >= 0.5
+    s = Sequence(np.zeros((len(on), 4), np.float32), y, np.full(len(on), 0.5, np.float32), "a")
+    cls = Sequence(np.zeros((5, 4), np.float32), np.zeros(5, np.int64), np.ones(5, np.float32), "b")
+    out = emphasise_offsets([s, cls], 5, 4.0)
+    np.testing.assert_array_equal(out[0].mask, 0.5 * _offset_weights_reference(on, 5, 4.0))
+    assert (s.mask == 0.5).all()  # the input is not modified
+    assert out[1] is cls  # class targets: unchanged
+    assert emphasise_offsets([s], 0, 4.0)[0] is s and emphasise_offsets([s], 5, 1.0)[0] is s
+    # Through the trainer's data loading: the training sequences are weighted, the validation ones not.
+    from streamrnn.config import TrainConfig, load_config
+    from streamrnn.train.trainer import load_data
+
+    for i in range(4):
+        np.savez(tmp_path / f"s{i}.npz", x=np.zeros((len(on), 4), np.float32), y=y)
+    cfg = load_config(TrainConfig, overrides=[f"data.train={tmp_path}", "data.valid_fraction=0.5",
+                                              "data.offset_frames=5", "data.offset_weight=4"], env={})
+    train, valid, _, _ = load_data(cfg)
+    ref = _offset_weights_reference(on, 5, 4.0)
+    assert len(train) == len(valid) == 2
+    assert all((t.mask == ref).all() for t in train) and all((v.mask == 1).all() for v in valid)
 
 
 @pytest.mark.parametrize("arrays,match", [

@@ -205,6 +205,17 @@ def test_breakdown_groups_files_by_snr_and_events(corpus, tmp_path):
     assert groups.get("SNR < 5 dB", {"n_files": 0})["n_files"] == n_low
     for g in doc["breakdown"]:
         assert set(g["detectors"]) == {"webrtcvad mode 2"}
+    # Wideband and telephone-path files partition the files with speech; every speech file is in the
+    # group of each of its sources and languages, speech-free files in no group at all.
+    speech = [i for i, m in enumerate(meta) if m["kind"] == "speech"]
+    tel = [i for i in speech if meta[i]["bandlimited"]]
+    assert groups.get("band-limited", {"n_files": 0})["n_files"] == len(tel)
+    assert groups.get("wideband", {"n_files": 0})["n_files"] == len(speech) - len(tel)
+    for src in {s for i in speech for s in meta[i]["sources"]}:
+        assert groups[f"with {src} speech"]["n_files"] == sum(src in meta[i]["sources"] for i in speech)
+    for lang in {g for i in speech for g in meta[i]["langs"]}:
+        assert groups[f"language {lang}"]["n_files"] == sum(lang in meta[i]["langs"] for i in speech)
+    assert eval_vad.file_groups([{"kind": "music", "snr_db": None, "events": ["tone"], "bandlimited": False}]) == {}
     assert "| SNR" in proc.stdout
     # A group holding every file reproduces the overall numbers.
     items = eval_vad.read_manifest(corpus / "test.jsonl")

@@ -38,10 +38,23 @@ def start_service(tmp, procs, model, workers, extra=()):
     return s, p_in, p_out
 
 
+OPEN = []  # every Collector and Producer not yet closed: the autouse fixture closes them after each test
+
+
+@pytest.fixture(autouse=True)
+def close_sockets():
+    """Close what a test left open (a failed assertion skips its own close): a polling thread's
+    socket left open makes its context's garbage collection (Context.__del__ -> term) hang the run."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 class Collector:
     """A SUB socket on the egress, decoding every message in a thread."""
 
     def __init__(self, port):
+        OPEN.append(self)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"out/")
@@ -67,6 +80,8 @@ class Collector:
         return set(streams) - self.eos()
 
     def close(self):
+        if self in OPEN:
+            OPEN.remove(self)
         self._stop.set()
         self.t.join()
         self.sock.close(0)
@@ -80,6 +95,7 @@ class Producer:
     """One PUSH socket into the ingress; ``start``/``block``/``end`` speak streamrnn/1 for any stream."""
 
     def __init__(self, port):
+        OPEN.append(self)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, 0)
@@ -109,6 +125,8 @@ class Producer:
         self.sock.send_multipart(wire.encode(m))
 
     def close(self):
+        if self in OPEN:
+            OPEN.remove(self)
         self.sock.close()
         self.ctx.term()
 

@@ -16,7 +16,8 @@ from streamrnn.transport import wire
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_stream import SR, Proc, free_port, models, procs  # noqa: E402,F401
-from test_serve import BLOCK, Collector, Producer, audio_of, check_in_order, metric, preds, scrape  # noqa: E402
+from test_serve import (BLOCK, Collector, Producer, audio_of, check_in_order, close_sockets,  # noqa: E402,F401
+                        metric, preds, scrape)
 
 ray = pytest.importorskip("ray")  # the `ray` extra is part of `test`: CI has it
 

@@ -294,6 +294,58 @@ def test_speech_frames_judges_each_utterance_against_its_own_peak():
     assert not frames[(5000) // 160] and not frames[-1]
 
 
+def test_trim_run_ends_hand_checked():
+    m = np.array([0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0], bool)
+    # Each run loses its last 2 frames, but keeps at least 3 frames (the second run has 4: keeps 3).
+    assert mvc.trim_run_ends(m, 2).astype(int).tolist() == [0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert mvc.trim_run_ends(m, 0).tolist() == m.tolist()
+    assert mvc.trim_run_ends(np.ones(5, bool), 9).astype(int).tolist() == [1, 1, 1, 0, 0]
+
+
+def test_extra_training_negatives_and_trimmed_training_labels(corpus, tmp_path):
+    # Same seed plus --train-neg and --train-end-trim-ms: the audio of every file and the held-out labels
+    # stay byte for byte; the training labels end 3 frames (30 ms) earlier; extra negatives-only training
+    # files of the asked kinds follow in train.jsonl.
+    out = tmp_path / "extra"
+    proc = subprocess.run([sys.executable, str(TOOLS / "make_vad_corpus.py"), "--out", str(out), "--n-train",
+                           str(N_TRAIN), "--n-test", str(N_TEST), "--n-neg", str(N_NEG), "--seconds", str(SECONDS),
+                           "--seed", str(SEED), "--train-neg", "music=2,tone=1", "--train-end-trim-ms", "30"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    a, b = _tree(corpus), _tree(out)
+    for name, data in a.items():
+        if name.endswith(".wav") or name.startswith(("test/", "test_neg/", "test.", "test_neg.")):
+            assert b[name] == data, name
+    rows = _rows(out, "train")
+    assert rows[:N_TRAIN] == _rows(corpus, "train")
+    assert [r["audio"] for r in rows[N_TRAIN:]] == [f"train_neg/train_neg_{i:05d}.wav" for i in range(3)]
+    meta = _rows(out, "train", "_meta")
+    assert [m["kind"] for m in meta[N_TRAIN:]] == ["music", "music", "tone"]
+    for r in rows[N_TRAIN:]:
+        assert (out / r["labels"]).read_text() == ""
+        assert sf.info(str(out / r["audio"])).frames == int(SECONDS * 16000)
+    # The extra music comes from the training programs, in pieces of its own.
+    progs = [tuple(m["event_settings"][0]["programs"]) for m in meta[N_TRAIN:N_TRAIN + 2]
+             if m["event_settings"][0].get("source") == "midi"]
+    assert all(set(p) <= set(mvc.SPLITS["train"]["programs"]) for p in progs)
+    n_trimmed = 0
+    for r in rows[:N_TRAIN]:
+        full = [(s, e) for s, e, _ in read_labels(corpus / r["labels"])]
+        cut = [(s, e) for s, e, _ in read_labels(out / r["labels"])]
+        assert len(full) == len(cut)
+        for (s0, e0), (s1, e1) in zip(full, cut):
+            assert s1 == s0 and (e1 == pytest.approx(e0 - 0.03) or e1 == pytest.approx(s0 + 0.03))
+            n_trimmed += 1
+    assert n_trimmed > 5
+    assert json.loads((out / "corpus.json").read_text())["train_end_trim_ms"] == 30.0
+    proc = subprocess.run([sys.executable, str(TOOLS / "make_vad_corpus.py"), "--out", str(tmp_path / "bad"),
+                           "--n-train", "0", "--n-test", "0", "--train-end-trim-ms", "25"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "multiple of 10 ms" in proc.stderr and "25" in proc.stderr
+    proc = subprocess.run([sys.executable, str(TOOLS / "make_vad_corpus.py"), "--out", str(tmp_path / "bad"),
+                           "--n-train", "0", "--n-test", "0", "--train-neg", "speech=3"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "speech" in proc.stderr
+
+
 def test_cli_rejects_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(TOOLS / "make_vad_corpus.py"), "--out", str(tmp_path),
                            "--seconds", "0.5", "--n-train", "1", "--n-test", "0"], capture_output=True, text=True)

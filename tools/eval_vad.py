@@ -73,9 +73,10 @@ Metrics per detector (a frame is speech when p >= ``--threshold``, default 0.5):
   intra-op and 1 inter-op thread. Models are warmed up on 0.5 s of silence first.
 
 ``--events`` adds a row per model whose frame scores are its start/end segments (1
-inside a segment); ``--breakdown`` adds F1 / ROC-AUC per group of files (SNR band,
-event kind, band-limited) from the generator's ``SPLIT_meta.jsonl`` beside the
-manifest. The JSON and the Markdown carry the command line and library versions.
+inside a segment); ``--breakdown`` adds F1 / ROC-AUC per group of speech files (SNR band,
+event kind, band-limited or wideband, speech source, language) from the generator's
+``SPLIT_meta.jsonl`` beside the manifest. The JSON and the Markdown carry the command
+line and library versions.
 
 Manifests: JSONL, one ``{"audio": path, "labels": path}`` per line, paths relative to
 the manifest's directory; labels are Audacity label files (``start<TAB>end<TAB>speech``).
@@ -606,9 +607,14 @@ def evaluate(items: list[Item], modes=(0, 1, 2, 3), model: ModelDetector | None 
 
 
 def file_groups(meta: list[dict]) -> dict[str, list[int]]:
-    """Groups of file indices from a generator's SPLIT_meta.jsonl rows: SNR bands and event kinds."""
+    """Groups of the files with speech from a generator's SPLIT_meta.jsonl rows: SNR bands, event kinds,
+    telephone path or wideband, speech source (``with asterisk speech``: real recorded voices; festival,
+    espeak) and language (``language fr``). Groups overlap (a file with two sources is in both);
+    speech-free files (``"kind"`` other than ``"speech"``) are in none: they have no F1."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(meta):
+        if r.get("kind", "speech") != "speech":
+            continue
         snr = r.get("snr_db")
         if snr is not None:
             band = "SNR < 5 dB" if snr < 5 else ("SNR 5-15 dB" if snr < 15 else "SNR >= 15 dB")
@@ -619,7 +625,13 @@ def file_groups(meta: list[dict]) -> dict[str, list[int]]:
             groups.setdefault("no events", []).append(i)
         if r.get("bandlimited"):
             groups.setdefault("band-limited", []).append(i)
-    order = ["SNR < 5 dB", "SNR 5-15 dB", "SNR >= 15 dB", "no events"]
+        elif "bandlimited" in r:
+            groups.setdefault("wideband", []).append(i)
+        for src in sorted(set(r.get("sources", []))):
+            groups.setdefault(f"with {src} speech", []).append(i)
+        for lang in r.get("langs", []):
+            groups.setdefault(f"language {lang}", []).append(i)
+    order = ["SNR < 5 dB", "SNR 5-15 dB", "SNR >= 15 dB", "no events", "wideband", "band-limited"]
     return {k: groups[k] for k in order + sorted(set(groups) - set(order)) if k in groups}
 
 
@@ -720,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="write the Markdown report here")
     p.add_argument("--breakdown", action="store_true",
-                   help="also report F1 / ROC-AUC per SNR band and event kind, from SPLIT_meta.jsonl "
+                   help="also report F1 / ROC-AUC per SNR band, event kind, telephone path or wideband, speech "
+                        "source and language, from SPLIT_meta.jsonl "
                         "beside the manifest (written by make_vad_corpus.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -56,7 +56,10 @@ speakers and languages training never sees: the French Asterisk speaker (fr_CA J
 the Festival voices Finnish ``suo_fi_lj_diphone`` and Catalan ``upc_ca_ona_hts``, and
 espeak-ng languages sv fi hu tr fr with their own voice variants. Negatives in the
 held-out splits use other MIDI programs and melodies, other fan/engine, keyboard and
-hum settings and other random draws.
+hum settings and other random draws. ``--train-neg music=150,tone=100`` adds negatives-only
+training files (split ``train_neg``: the training settings with MIDI pieces of their own, listed
+in ``train.jsonl`` after the others); ``--train-end-trim-ms 30`` ends the training label runs 3
+frames earlier (``trim_run_ends``). Neither changes any audio file or held-out label.
 
 Determinism: every file draws from its own ``numpy.random.Generator`` seeded by
 ``(seed, split, index)``; the shared pools (Festival sentences, MIDI pieces) depend only
@@ -162,7 +165,10 @@ SPLITS = {
     },
 }
 SPLITS["test_neg"] = SPLITS["test"]  # negatives only, with the held-out settings
-SPLIT_IDS = {"train": 0, "test": 1, "test_neg": 2}
+# extra negatives-only training files (--train-neg): the training settings, but their own MIDI pieces
+# (other melodies and program pairs drawn from the training programs)
+SPLITS["train_neg"] = SPLITS["train"]
+SPLIT_IDS = {"train": 0, "test": 1, "test_neg": 2, "train_neg": 3}
 MAJOR = (0, 4, 7)
 MINOR = (0, 3, 7)
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -312,6 +318,23 @@ def speech_frames(utterances: list[tuple[int, np.ndarray]], n_samples: int,
         mask |= e > peak * 10.0 ** (threshold_db / 10.0)
     mask = merge_short_gaps(mask, int(round(min_gap_s * SR / HOP)))
     return drop_short_runs(mask, int(round(min_speech_s * SR / HOP)))
+
+
+def trim_run_ends(mask: np.ndarray, n: int, min_run_frames: int = 3) -> np.ndarray:
+    """Move the end of every speech run ``n`` frames earlier, keeping at least ``min_run_frames`` of each run.
+
+    The training labels' end trim (``--train-end-trim-ms``): a causal model's probability decays over a few
+    frames after the speech ends, so training it to let go a little early brings its offsets closer to the
+    clean track's end. The held-out labels are never trimmed.
+    """
+    mask = np.asarray(mask, bool).copy()
+    if n <= 0:
+        return mask
+    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(m)
+    for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+        mask[max(a + min_run_frames, b - n):b] = False
+    return mask
 
 
 def frames_to_segments(mask: np.ndarray) -> list[tuple[float, float]]:
@@ -773,7 +796,7 @@ def _compose(rng: np.random.Generator, programs: tuple[int, ...], seconds: float
 
 def music_pool(seed: int, split: str) -> list[tuple[np.ndarray, tuple[int, int]]]:
     """The split's MIDI pieces rendered by fluidsynth once per process: [(float32 (N,), programs)]."""
-    pool_split = "train" if split == "train" else "test"
+    pool_split = "test" if split == "test_neg" else split
 
     def make():
         spec = SPLITS[pool_split]
@@ -1003,13 +1026,18 @@ def write_audio(path: Path, x: np.ndarray) -> None:
     sf.write(str(path), pcm, SR, subtype="PCM_16", format=fmt)
 
 
-def build_file(out: Path, split: str, index: int, seed: int, seconds: float, ext: str, n_neg: int = 0) -> dict:
+def build_file(out: Path, split: str, index: int, seed: int, seconds: float, ext: str, n_neg: int = 0,
+               neg_kind: str | None = None, end_trim_frames: int = 0) -> dict:
+    """Write one file and its labels; ``neg_kind`` forces a negatives-only file of that kind (``test_neg``:
+    NEG_KINDS[index // n_neg]); ``end_trim_frames`` trims the label runs' ends (``trim_run_ends``)."""
     rng = file_rng(seed, split, index)
-    neg_kind = NEG_KINDS[index // n_neg] if split == "test_neg" else None
+    if split == "test_neg":
+        neg_kind = NEG_KINDS[index // n_neg]
     clip = make_clip(rng, split, seconds, seed, neg_kind)
     stem = f"{split}/{split}_{index:05d}"
     write_audio(out / f"{stem}.{ext}", clip.audio)
-    write_labels(out / f"{stem}.txt", clip.segments)
+    segments = frames_to_segments(trim_run_ends(clip.mask, end_trim_frames)) if end_trim_frames else clip.segments
+    write_labels(out / f"{stem}.txt", segments)
     return {"audio": f"{stem}.{ext}", "labels": f"{stem}.txt", "meta": clip.meta}
 
 
@@ -1028,27 +1056,51 @@ def package_versions() -> dict[str, str]:
 
 
 def build_corpus(out: Path, n_train: int, n_test: int, seconds: float, seed: int,
-                 jobs: int = 2, ext: str = "wav", n_neg: int = 0) -> dict[str, list[dict]]:
+                 jobs: int = 2, ext: str = "wav", n_neg: int = 0, train_neg: dict[str, int] | None = None,
+                 train_end_trim_ms: float = 0.0) -> dict[str, list[dict]]:
     """Write the corpus under ``out``; returns {split: [manifest rows with "meta"]}.
 
-    Files: out/SPLIT/SPLIT_NNNNN.{wav,flac,txt} for SPLIT in train, test, test_neg;
+    Files: out/SPLIT/SPLIT_NNNNN.{wav,flac,txt} for SPLIT in train, test, test_neg (and train_neg);
     out/SPLIT.jsonl (manifest: audio, labels relative to ``out``), out/SPLIT_meta.jsonl
     (kind, speakers, sources, settings per file, same order) and out/corpus.json (settings
     and package versions). ``test_neg`` holds ``n_neg`` files per kind in NEG_KINDS order.
+    ``train_neg`` ({kind: count}, NEG_KINDS order) adds negatives-only training files with the
+    training settings and their own MIDI pieces (out/train_neg/); they are listed in train.jsonl
+    after the ``n_train`` files, whose bytes they leave unchanged. ``train_end_trim_ms`` (a multiple
+    of the 10 ms hop) ends every training label run that much earlier (``trim_run_ends``); the audio
+    and the held-out labels stay as they are.
     """
     check_tools()
     if seconds < 1.0:
         raise ValueError(f"--seconds must be >= 1.0, got {seconds}")
+    train_neg = dict(train_neg or {})
+    bad = sorted(set(train_neg) - set(NEG_KINDS))
+    if bad or any(v < 0 for v in train_neg.values()):
+        raise ValueError(f"--train-neg: kinds must be among {NEG_KINDS} with counts >= 0, got {train_neg}")
+    trim = train_end_trim_ms * SR / 1000.0 / HOP
+    if trim < 0 or abs(trim - round(trim)) > 1e-9:
+        raise ValueError(f"--train-end-trim-ms must be a multiple of {HOP * 1000 // SR} ms and >= 0, "
+                         f"got {train_end_trim_ms}")
+    trim = int(round(trim))
     out.mkdir(parents=True, exist_ok=True)
+    neg_kinds = [k for k in NEG_KINDS for _ in range(train_neg.get(k, 0))]
     tasks = []
-    for split, count in (("train", n_train), ("test", n_test), ("test_neg", n_neg * len(NEG_KINDS))):
-        (out / split).mkdir(exist_ok=True)
+    for split, count in (("train", n_train), ("test", n_test), ("test_neg", n_neg * len(NEG_KINDS)),
+                         ("train_neg", len(neg_kinds))):
+        if count or split != "train_neg":
+            (out / split).mkdir(exist_ok=True)
         tasks += [(split, i) for i in range(count)]
+
+    def build(t):
+        split, i = t
+        return build_file(out, split, i, seed, seconds, ext, n_neg, neg_kinds[i] if split == "train_neg" else None,
+                          trim if split in ("train", "train_neg") else 0)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(pool.map(lambda t: build_file(out, t[0], t[1], seed, seconds, ext, n_neg), tasks))
+        rows = list(pool.map(build, tasks))
     result: dict[str, list[dict]] = {"train": [], "test": [], "test_neg": []}
     for (split, _), row in zip(tasks, rows):
-        result[split].append(row)
+        result["train" if split == "train_neg" else split].append(row)
     for split, split_rows in result.items():
         with open(out / f"{split}.jsonl", "w", encoding="utf-8", newline="\n") as f:
             for r in split_rows:
@@ -1058,13 +1110,14 @@ def build_corpus(out: Path, n_train: int, n_test: int, seconds: float, seed: int
                 f.write(json.dumps({"audio": r["audio"], **r["meta"]}, sort_keys=True) + "\n")
     settings = {
         "generator_version": GENERATOR_VERSION, "seed": seed, "seconds": seconds,
-        "n_train": n_train, "n_test": n_test, "n_neg_per_kind": n_neg, "sample_rate": SR, "win": WIN, "hop": HOP,
+        "n_train": n_train, "n_test": n_test, "n_neg_per_kind": n_neg, "train_neg": train_neg,
+        "train_end_trim_ms": train_end_trim_ms, "sample_rate": SR, "win": WIN, "hop": HOP,
         "threshold_db": THRESHOLD_DB, "min_gap_s": MIN_GAP_S, "min_speech_s": MIN_SPEECH_S,
         "snr_range_db": SNR_RANGE_DB, "event_range_db": EVENT_RANGE_DB, "no_speech_p": NO_SPEECH_P,
         "telephone_p": TELEPHONE_P, "reverb_p": REVERB_P, "eq_p": EQ_P, "source_p": SOURCE_P,
         "neg_kinds": NEG_KINDS, "bed_kinds": BED_KINDS, "event_kinds": EVENT_KINDS, "codecs": CODECS,
         "festival_voices": FESTIVAL_VOICES, "call_progress": CALL_PROGRESS,
-        "splits": {k: v for k, v in SPLITS.items() if k != "test_neg"}, "packages": package_versions(),
+        "splits": {k: v for k, v in SPLITS.items() if k not in ("test_neg", "train_neg")}, "packages": package_versions(),
     }
     (out / "corpus.json").write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return result
@@ -1082,15 +1135,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--jobs", type=int, default=2, help="files generated in parallel (default 2)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav", help="audio format (default wav)")
+    p.add_argument("--train-neg", default="", metavar="KIND=N,...",
+                   help="extra negatives-only training files per kind, e.g. music=150,tone=100 (default none)")
+    p.add_argument("--train-end-trim-ms", type=float, default=0.0,
+                   help="end every training label run this much earlier, a multiple of 10 ms (default 0)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
+    try:
+        train_neg = {k.strip(): int(v) for k, v in (item.split("=") for item in args.train_neg.split(",") if item)}
+    except ValueError:
+        p.error(f"--train-neg must look like music=150,tone=100, got {args.train_neg!r}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     for name in ("n_train", "n_test", "n_neg"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     try:
         result = build_corpus(args.out, args.n_train, args.n_test, args.seconds, args.seed, args.jobs, args.format,
-                              args.n_neg)
+                              args.n_neg, train_neg, args.train_end_trim_ms)
     except (RuntimeError, ValueError) as e:
         print(f"make_vad_corpus: error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -67,7 +68,9 @@ class WorkerPipeline(Pipeline):
             streams.append({
                 "stream": s.stream, "in_epoch": s.in_epoch, "key": list(s.key), "out_desc": s.out_desc,
                 "pending_flags": s.pending_flags, "samples": s.samples, "frames": s.frames,
-                "frame0": s.frame0, "last_t_capture": s.last_t_capture, "last_ref_seq": s.last_ref_seq,
+                "frame0": s.frame0, "last_t_capture": s.last_t_capture,
+                # the t_capture of the last plausible pred (JSON has no -inf: None before the first)
+                "last_pred_t": None if s.last_pred_t == -math.inf else s.last_pred_t,
                 "frontend": s.proc.snapshot(),  # a FeatureStream's or a FeatureBank row's: the same dict
                 "bank": bank.snapshot(s.stream),
                 "events": None if s.detector is None else s.detector.snapshot(),
@@ -110,7 +113,8 @@ class WorkerPipeline(Pipeline):
         slot = StreamSlot(sid, int(st["in_epoch"]), (content, float(rate), int(channels), dtype), proc, det)
         slot.samples, slot.frames, slot.frame0 = int(st["samples"]), int(st["frames"]), int(st["frame0"])
         slot.pending_flags = int(st["pending_flags"])
-        slot.last_t_capture, slot.last_ref_seq = float(st["last_t_capture"]), int(st["last_ref_seq"])
+        slot.last_t_capture = float(st["last_t_capture"])
+        slot.last_pred_t = -math.inf if st.get("last_pred_t") is None else float(st["last_pred_t"])
         slot.out_desc = dict(st["out_desc"], epoch=slot.out_epoch)  # a new output epoch: the sender restarted
         self.slots[sid] = slot
         self.source.resume_stream(sid, st["source"])

@@ -253,6 +253,39 @@ def load_npz_folder(folder) -> list[Sequence]:
     return out
 
 
+def emphasise_offsets(seqs: list[Sequence], frames: int, weight: float) -> list[Sequence]:
+    """Weigh the ``frames`` frames after each end of a target run by ``weight`` in the loss.
+
+    For frame targets ``y`` (T, O) float (a frame is a target frame when any output is >= 0.5):
+    after every target frame followed by a non-target frame at t, the mask of the non-target
+    frames t .. t+frames-1 (up to the next target frame) is multiplied by ``weight``. A causal
+    detector's probability lingers after the end of speech; weighing those frames more teaches
+    it to let go sooner without moving any label. Sequences without (T, O) float targets are
+    returned unchanged; the masks are copies. Returns a new list of ``Sequence``.
+
+    >>> y = np.array([0, 1, 1, 0, 0, 0, 1, 0], np.float32)[:, None]
+    >>> s = Sequence(np.zeros((8, 2), np.float32), y, np.ones(8, np.float32), "a")
+    >>> emphasise_offsets([s], 2, 3.0)[0].mask
+    array([1., 1., 1., 3., 3., 1., 1., 3.], dtype=float32)
+    """
+    if frames <= 0 or weight == 1.0:
+        return list(seqs)
+    out = []
+    for s in seqs:
+        if s.y is None or s.y.ndim != 2 or not np.issubdtype(s.y.dtype, np.floating):
+            out.append(s)
+            continue
+        on = (s.y >= 0.5).any(axis=1)  # (T,)
+        ends = np.flatnonzero(on[:-1] & ~on[1:]) + 1  # first non-target frame after a run
+        mask = s.mask.copy()
+        for t in ends:
+            nxt = np.flatnonzero(on[t:t + frames])
+            stop = t + (nxt[0] if len(nxt) else frames)
+            mask[t:stop] *= weight
+        out.append(s._replace(mask=mask))
+    return out
+
+
 def manifest_classes(path) -> list[str]:
     """Sorted class names of a manifest's "class" entries, or of the labels in its label files."""
     entries = read_manifest(path)

@@ -139,6 +139,10 @@ def load_data(cfg: TrainConfig, base_dir=".", out_dir=None):
     train = load_dataset(train_path, **kw)
     valid = load_dataset(path(d.valid), **kw) if d.valid else None
     train, valid = _hold_out(cfg, train, valid)
+    if d.offset_frames and d.offset_weight != 1.0:
+        from streamrnn.train.data import emphasise_offsets
+
+        train = emphasise_offsets(train, d.offset_frames, d.offset_weight)  # validation stays unweighted
     return train, valid, frontend, classes
 
 

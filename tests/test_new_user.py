@@ -676,13 +676,16 @@ def test_the_few_frame_kernel_equals_the_tiled_one_and_a_paced_source_compiles_o
     kernels._frames_kernel(x, n, tb.itab, tb.ftab, _scratch(tb.n_scratch), tiled)
     kernels._frames1_kernel(x, n, tb.itab, tb.ftab, _scratch(tb.n_scratch), one)
     np.testing.assert_array_equal(one, tiled)  # bit for bit: the same W = 1 / W = 8 arithmetic
-    # in a fresh process, the real-time demo's warm-up and first blocks compile the few-frame kernel only
+    # in a fresh process, the real-time demo's warm-up and first blocks never compile the tiled kernel:
+    # the demo is a mono 16 kHz stream, banked (FeatureBank's one kernel, which takes the frame arithmetic
+    # as a flag), so neither frames dispatcher is compiled and the FeatureBank kernel is, once
     code = ("import streamrnn; from streamrnn.audio import kernels as k; "
             "streamrnn.run_stream(streamrnn.StreamConfig(model='vad', source='demo', duration=0.3, sink=('null',)));"
-            "print(len(k._frames_kernel.signatures), len(k._frames1_kernel.signatures))")
+            "print(len(k._frames_kernel.signatures), len(k._frames1_kernel.signatures), "
+            "len(k._push_many_kernel.signatures))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["0", "1"]
+    assert p.stdout.split()[:2] == ["0", "0"] and int(p.stdout.split()[2]) >= 1
 
 
 def test_a_cold_front_end_compiles_in_a_helper_process_and_is_then_loaded_here(tmp_path):

@@ -266,6 +266,17 @@ def test_killed_worker_restarts_resumes_from_snapshot_with_the_gap_counted(tmp_p
     assert s.finish(signal.SIGTERM, timeout=60) == 0
     col.close()
     prod.close()
+    lost = check_restored_streams(col, ids, xs, shard, model)
+    assert lost > 0  # the gap path was taken (input to the stopped worker died with it)
+    err = s.err.read_text()
+    assert "worker 0 died" in err and "1 restart(s)" in err
+
+
+def check_restored_streams(col, ids, xs, shard, model) -> int:
+    """After worker 0 was killed and replaced: worker 1's streams (``shard[sid] == 1``) are complete,
+    flag-free and bit-identical to offline; worker 0's have two output epochs, the first right, one
+    ``restore`` event with the right counts, and the second equal to offline over the audio with the
+    lost samples cut out.  Returns the frames lost in all."""
     lost = 0
     for sid in ids:
         ms = col.of(sid)
@@ -305,9 +316,7 @@ def test_killed_worker_restarts_resumes_from_snapshot_with_the_gap_counted(tmp_p
         assert np.array_equal(y_new, ref[k0:k0 + len(y_new)])
         assert len(y_new) == len(ref) - k0
         assert ms[-1].kind == wire.EOS
-    assert lost > 0  # the gap path was taken (input to the stopped worker died with it)
-    err = s.err.read_text()
-    assert "worker 0 died" in err and "1 restart(s)" in err
+    return lost
 
 
 def test_serve_refuses_what_it_cannot_serve(tmp_path, models):

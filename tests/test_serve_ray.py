@@ -9,15 +9,14 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from streamrnn.transport import wire
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_stream import SR, Proc, free_port, models, procs  # noqa: E402,F401
-from test_serve import (BLOCK, Collector, Producer, audio_of, check_in_order, close_sockets,  # noqa: E402,F401
-                        metric, preds, scrape)
+from test_serve import (BLOCK, Collector, Producer, audio_of, check_restored_streams,  # noqa: E402,F401
+                        close_sockets, metric, preds, scrape)
 
 ray = pytest.importorskip("ray")  # the `ray` extra is part of `test`: CI has it
 
@@ -80,38 +79,7 @@ def test_ray_actors_bit_identical_and_a_killed_actor_resumes(tmp_path, models, p
     assert s.finish(signal.SIGTERM, timeout=60) == 0
     col.close()
     prod.close()
-    lost = 0
-    for sid in ids:
-        ms = col.of(sid)
-        x = xs[sid]
-        full = model.audio_stream(SR).push(x)
-        if shard[sid] == 1:  # the other actor's streams lose nothing
-            ps = preds(ms)
-            check_in_order(ps)
-            assert np.array_equal(np.concatenate([p.data for p in ps]), full)
-            assert not any(p.flags for p in ps) and len({m.epoch for m in ms}) == 1
-            continue
-        epochs = list(dict.fromkeys(m.epoch for m in ms))
-        assert len(epochs) == 2, sid
-        old, new = preds(ms, epochs[0]), preds(ms, epochs[1])
-        check_in_order(old)
-        if old:
-            y_old = np.concatenate([p.data for p in old])
-            assert np.array_equal(y_old, full[:len(y_old)])
-        ev = [m.meta for m in ms if m.kind == wire.EVENT and m.meta["event"] == "restore"]
-        assert len(ev) == 1
-        ev = ev[0]
-        lost += ev["frames_lost"]
-        assert ev["frames_lost"] == (ev["resume_sample"] - ev["snapshot_sample"]) // 160
-        assert new[0].sample_index == ev["frame"] == ev["snapshot_frame"] + ev["frames_lost"]
-        assert bool(new[0].flags & wire.FLAG_GAP) == (ev["frames_lost"] > 0)
-        check_in_order(new, first_index=ev["frame"])
-        spliced = np.concatenate([x[:ev["snapshot_sample"]], x[ev["resume_sample"]:]])
-        ref = model.audio_stream(SR).push(spliced)
-        y_new = np.concatenate([p.data for p in new])
-        k0 = ev["snapshot_frame"]
-        assert np.array_equal(y_new, ref[k0:k0 + len(y_new)]) and len(y_new) == len(ref) - k0
-        assert ms[-1].kind == wire.EOS
+    lost = check_restored_streams(col, ids, xs, shard, model)
     assert lost > 0
     # SPREAD: one actor per node, as the registry in the aggregate stats message says (also after the restart)
     reg = [m.meta["registry"] for m in col.msgs if m.kind == wire.STATS and m.meta.get("scope") == "service"][-1]

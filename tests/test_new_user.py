@@ -689,20 +689,29 @@ def test_the_few_frame_kernel_equals_the_tiled_one_and_a_paced_source_compiles_o
 
 
 def test_a_cold_front_end_compiles_in_a_helper_process_and_is_then_loaded_here(tmp_path):
+    """The helper compiles what the pipeline then runs: at the front end's own rate a FeatureBank row
+    (one stream per tick, and several), at another rate a FeatureStream; here nothing compiles."""
     code = """
 import numpy as np, streamrnn
 from streamrnn import compiling
-from streamrnn.audio.stream import FeatureStream
+from streamrnn.audio.stream import FeatureBank, FeatureStream
 from streamrnn.runtime import warmup
 fe = streamrnn.load_model("vad").frontend
-helper = warmup.compile_front_end_elsewhere(fe, [16000.0], 0.02)  # an empty cache: a helper compiles
+rates = [16000.0, 8000.0]
+helper = warmup.compile_front_end_elsewhere(fe, rates, 0.02)  # an empty cache: a helper compiles
 assert helper is not None
 assert helper.wait(300) == 0
 n0 = compiling.announce_compiles().compiled
-s = FeatureStream(fe, 16000.0)
+fb = FeatureBank(fe, 4)
+fb.open("a"), fb.open("b")
+s = FeatureStream(fe, 8000.0)
 for x in warmup.warm_up_blocks(16000.0, 0.02):
+    fb.push_one(fb.slot("a"), x[:, 0])
+    fb.push_rows(np.array([fb.slot("a"), fb.slot("b")]), np.concatenate([x[:, 0], x[:, 0]]),
+                 np.array([0, len(x), 2 * len(x)]))
+for x in warmup.warm_up_blocks(8000.0, 0.02):
     s.push(x)
-print(compiling.announce_compiles().compiled - n0, warmup.compile_front_end_elsewhere(fe, [16000.0], 0.02))
+print(compiling.announce_compiles().compiled - n0, warmup.compile_front_end_elsewhere(fe, rates, 0.02))
 """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)

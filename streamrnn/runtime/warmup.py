@@ -31,16 +31,30 @@ def is_cached(kernel) -> bool:
         return True
 
 
-# The helper process of ``compile_front_end_elsewhere``: the front end's warm-up blocks, nothing else.
+# The helper process of ``compile_front_end_elsewhere``: the front end's warm-up blocks, nothing else,
+# through what the pipeline runs for them: a mono stream at the front end's own rate is a row of a
+# ``FeatureBank`` (one stream per tick: ``push_one``; several: ``push_rows``), any other a ``FeatureStream``.
 _HELPER = """
 import json, sys
-from streamrnn.audio.stream import FeatureStream
+import numpy as np
+from streamrnn.audio.frontend import as_frontend
+from streamrnn.audio.stream import FeatureBank, FeatureStream
 from streamrnn.runtime.warmup import warm_up_blocks
 spec = json.loads(sys.argv[1])
+fe = as_frontend(spec["frontend"])
 for rate in spec["rates"]:
-    fs = FeatureStream(spec["frontend"], rate)
-    for x in warm_up_blocks(rate, spec["block_seconds"]):
-        fs.push(x)
+    if float(rate) == fe.sample_rate:
+        fb = FeatureBank(fe, 2)
+        fb.open("a"), fb.open("b")
+        for x in warm_up_blocks(rate, spec["block_seconds"]):
+            x = x[:, 0]
+            fb.push_one(fb.slot("a"), x)
+            fb.push_rows(np.array([fb.slot("a"), fb.slot("b")], np.int64), np.concatenate([x, x]),
+                         np.array([0, len(x), 2 * len(x)], np.int64))
+    else:
+        fs = FeatureStream(fe, rate)
+        for x in warm_up_blocks(rate, spec["block_seconds"]):
+            fs.push(x)
 """
 
 
@@ -51,9 +65,20 @@ def compile_front_end_elsewhere(frontend: dict, rates, block_seconds) -> subproc
     (``wait`` for it before warming the front end here, which then loads the cache), or None when
     the kernels are cached or the cache cannot be shared (``NUMBA_DISABLE_JIT``, no cache)."""
     from streamrnn.audio import kernels
+    from streamrnn.audio.frontend import as_frontend
 
-    used = (kernels._push_kernel, kernels._frames1_kernel) + (() if block_seconds else (kernels._frames_kernel,))
-    if os.environ.get("NUMBA_DISABLE_JIT") == "1" or all(is_cached(k) for k in used):
+    own_rate = as_frontend(frontend).sample_rate
+    # the kernels the warm-up of these rates runs (as the helper below runs them): a FeatureBank's at
+    # the front end's own rate; a FeatureStream's at another, whose resampled blocks take the few-frame
+    # or the tiled frames kernel depending on the resampler's chunking (either one cached: warmed before)
+    used, frames = [], []
+    if any(float(r) == own_rate for r in rates):
+        used.append(kernels._push_many_kernel)
+    if any(float(r) != own_rate for r in rates):
+        used.append(kernels._push_kernel)
+        frames = [kernels._frames1_kernel, kernels._frames_kernel]
+    cached = all(is_cached(k) for k in used) and (not frames or any(is_cached(k) for k in frames))
+    if os.environ.get("NUMBA_DISABLE_JIT") == "1" or cached:
         return None
     spec = json.dumps({"frontend": frontend, "rates": list(rates), "block_seconds": block_seconds})
     try:

@@ -232,24 +232,7 @@ def test_killed_worker_restarts_resumes_from_snapshot_with_the_gap_counted(tmp_p
     xs = {sid: audio_of(i, seconds) for i, sid in enumerate(ids)}
     for sid in ids:
         prod.start(sid)
-    n_blocks = len(xs[ids[0]]) // BLOCK
-    killed = None
-    t0 = time.monotonic()
-    for b in range(n_blocks):  # paced at 2x real time
-        time.sleep(max(0.0, t0 + b * BLOCK / SR / 2 - time.monotonic()))
-        for sid in ids:
-            prod.block(sid, xs[sid][b * BLOCK:(b + 1) * BLOCK])
-        if b == n_blocks // 3:  # a third in: SIGKILL worker 0, found through the service's own report
-            text = scrape(p_metrics)
-            pid = [int(line.split('pid="')[1].split('"')[0]) for line in text.splitlines()
-                   if line.startswith("streamrnn_worker_up{") and 'worker="0"' in line][0]
-            import os
-
-            # stopped first, so that input reaches it and is lost with it (a gap to count), then killed
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-            killed = pid
+    killed = send_killing_worker_0(prod, xs, ids, p_metrics)
     for sid in ids:
         prod.end(sid)
     assert killed is not None
@@ -259,7 +242,7 @@ def test_killed_worker_restarts_resumes_from_snapshot_with_the_gap_counted(tmp_p
     assert metric(text, "streamrnn_worker_restarts_total", worker="1") == 0.0
     assert metric(text, "streamrnn_worker_up", worker="0") == 1.0
     assert f'pid="{killed}"' not in text  # the registry names the replacement
-    assert metric(text, "streamrnn_messages_in_total", worker="router") >= len(ids) * (n_blocks + 2)
+    assert metric(text, "streamrnn_messages_in_total", worker="router") >= len(ids) * (len(xs[ids[0]]) // BLOCK + 2)
     assert metric(text, "streamrnn_latency_seconds", worker="all", quantile="0.99") > 0
     assert metric(text, "streamrnn_drops_total", worker="router", reason="worker_hwm") == 0.0  # by reason, none
     assert metric(text, "streamrnn_workers") is None and "streamrnn_workers 2.0" in text
@@ -270,6 +253,29 @@ def test_killed_worker_restarts_resumes_from_snapshot_with_the_gap_counted(tmp_p
     assert lost > 0  # the gap path was taken (input to the stopped worker died with it)
     err = s.err.read_text()
     assert "worker 0 died" in err and "1 restart(s)" in err
+
+
+def send_killing_worker_0(prod, xs, ids, p_metrics) -> int:
+    """Send every stream's audio in BLOCK blocks, paced at 2x real time; a third in, stop worker 0
+    (found through the service's own metrics: its pid) and SIGKILL it, so that input reaching it is
+    lost with it (a gap to count).  Returns the killed pid."""
+    import os
+
+    n_blocks = len(xs[ids[0]]) // BLOCK
+    killed = None
+    t0 = time.monotonic()
+    for b in range(n_blocks):
+        time.sleep(max(0.0, t0 + b * BLOCK / SR / 2 - time.monotonic()))
+        for sid in ids:
+            prod.block(sid, xs[sid][b * BLOCK:(b + 1) * BLOCK])
+        if b == n_blocks // 3:
+            text = scrape(p_metrics)
+            killed = [int(line.split('pid="')[1].split('"')[0]) for line in text.splitlines()
+                      if line.startswith("streamrnn_worker_up{") and 'worker="0"' in line][0]
+            os.kill(killed, signal.SIGSTOP)
+            time.sleep(0.1)
+            os.kill(killed, signal.SIGKILL)
+    return killed
 
 
 def check_restored_streams(col, ids, xs, shard, model) -> int:

@@ -2,10 +2,8 @@
 the real CLI as a subprocess drives two worker actors, one per node; one actor's process is killed
 with SIGKILL mid-stream and Ray restarts it; it resumes from the store actor's snapshot."""
 
-import os
 import signal
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -15,8 +13,8 @@ from streamrnn.transport import wire
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_stream import SR, Proc, free_port, models, procs  # noqa: E402,F401
-from test_serve import (BLOCK, Collector, Producer, audio_of, check_restored_streams,  # noqa: E402,F401
-                        close_sockets, metric, preds, scrape)
+from test_serve import (Collector, Producer, audio_of, check_restored_streams, close_sockets,  # noqa: E402,F401
+                        metric, scrape, send_killing_worker_0)
 
 ray = pytest.importorskip("ray")  # the `ray` extra is part of `test`: CI has it
 
@@ -55,20 +53,7 @@ def test_ray_actors_bit_identical_and_a_killed_actor_resumes(tmp_path, models, p
     xs = {sid: audio_of(i, 3.0) for i, sid in enumerate(ids)}
     for sid in ids:
         prod.start(sid)
-    n_blocks = len(xs[ids[0]]) // BLOCK
-    t0 = time.monotonic()
-    killed = None
-    for b in range(n_blocks):  # paced at 2x real time
-        time.sleep(max(0.0, t0 + b * BLOCK / SR / 2 - time.monotonic()))
-        for sid in ids:
-            prod.block(sid, xs[sid][b * BLOCK:(b + 1) * BLOCK])
-        if b == n_blocks // 3:  # SIGKILL actor 0's process, found through the service's registry
-            text = scrape(p_metrics)
-            killed = [int(line.split('pid="')[1].split('"')[0]) for line in text.splitlines()
-                      if line.startswith("streamrnn_worker_up{") and 'worker="0"' in line][0]
-            os.kill(killed, signal.SIGSTOP)
-            time.sleep(0.1)
-            os.kill(killed, signal.SIGKILL)
+    killed = send_killing_worker_0(prod, xs, ids, p_metrics)
     for sid in ids:
         prod.end(sid)
     assert col.wait_eos(ids, timeout=90) == set()

@@ -48,6 +48,32 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
 
+    @staticmethod
+    def bins(seconds: np.ndarray) -> np.ndarray:
+        """``bin`` of every value of ``seconds`` (1-D float64), in one NumPy pass: the same bins (a value
+        that NumPy's log10 puts within rounding of a bin edge is binned by ``bin`` itself)."""
+        s = np.asarray(seconds, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):  # values <= 0: binned 0 below
+            v = np.log10(s / _LAT_LO) * _LAT_PER_DECADE
+            edge = np.flatnonzero(np.abs(v - np.round(v)) < 1e-9)
+        b = np.minimum(1 + np.floor(np.nan_to_num(v, nan=0.0, posinf=_N_BINS, neginf=0.0)), _N_BINS - 1).astype(np.int64)
+        b[s <= _LAT_LO] = 0
+        for i in edge.tolist():
+            b[i] = LatencyHistogram.bin(float(s[i]))
+        return b
+
+    def add_many(self, seconds: np.ndarray) -> None:
+        """Count every value of ``seconds`` (1-D float64), as ``add`` of each would."""
+        if len(seconds) == 0:
+            return
+        counts = self.counts
+        for b, c in zip(*np.unique(self.bins(seconds), return_counts=True)):
+            counts[b] += int(c)
+        self.n += len(seconds)
+        m = float(np.max(seconds))
+        if m > self.max:
+            self.max = m
+
     def percentile(self, q: float) -> float | None:
         """Upper edge (s) of the bin holding the q-th percentile (0..100), or None if empty."""
         if self.n == 0:
@@ -97,6 +123,12 @@ class Stats:
         b = LatencyHistogram.bin(seconds)  # once for both histograms: this runs per published message
         self.lat_total.add(seconds, b)
         self.lat_interval.add(seconds, b)
+
+    def latency_many(self, seconds) -> None:
+        """``latency`` of every value of ``seconds`` (a sequence of floats), binned in one NumPy pass."""
+        s = np.asarray(seconds, dtype=np.float64)
+        self.lat_total.add_many(s)
+        self.lat_interval.add_many(s)
 
     def get(self, name: str, reason: str | None = None) -> int:
         if reason is None:

@@ -378,6 +378,8 @@ class Pipeline:
         self._stats_seq = 0
         self._bad_streams = RecentIds(1024)  # streams already named in the log (bounded)
         self._stats_epoch = new_epoch()
+        self._outputs = wire.Outputs(self.processor.kind)  # this tick's pred/data messages, not yet written
+        self._latency_from: list[float] = []  # the t_capture of each plausible one among them
 
     # --- output ------------------------------------------------------------------------------
     def _sink_call(self, s, method: str, *args) -> None:
@@ -408,10 +410,29 @@ class Pipeline:
                 raise StreamRNNError(f"every sink failed (last: {s.describe()}: {e})") from None
 
     def _emit(self, m: wire.Message) -> None:
+        if self._outputs.rows:  # the outputs before it go first: every sink sees the messages in order
+            self._write_outputs()
         m.t_send = time.time()
         for s in list(self.sinks):
             self._sink_call(s, "write", m)
         self.stats.add("messages_out")
+
+    def _write_outputs(self) -> None:
+        """Hand the tick's pred/data messages to every sink at once (``Sink.write_outputs``), all with
+        one send time."""
+        out, lat = self._outputs, self._latency_from
+        self._outputs, self._latency_from = wire.Outputs(out.kind), []
+        out.t_send = t = time.time()
+        for s in list(self.sinks):
+            if hasattr(s, "write_outputs"):
+                self._sink_call(s, "write_outputs", out)
+            else:  # a sink with write alone
+                for m in out.messages():
+                    self._sink_call(s, "write", m)
+        self.stats.add("messages_out", len(out))
+        self.stats.add("frames_out", sum([r[-1].shape[0] for r in out.rows]))
+        if lat:  # the source counted the data whose times are not plausible (implausible_time)
+            self.stats.latency_many(t - np.array(lat))
 
     def _make_out_desc(self, slot: StreamSlot, ch: Chunk) -> dict:
         extra = self.processor.describe(slot.proc)
@@ -552,6 +573,8 @@ class Pipeline:
             if ch.end:
                 self._close_slot(slot, "end of stream")
         batch.clear()
+        if self._outputs.rows:
+            self._write_outputs()
 
     def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int) -> None:
         t = y.shape[0]
@@ -580,16 +603,15 @@ class Pipeline:
         skip = min(t, max(0, delay - k0))
         if skip == t:
             return
-        y = y[skip:]
+        if skip:
+            y = y[skip:]
         kind = self.processor.kind
-        m = wire.Message(kind, ch.stream, flags=slot.pending_flags, epoch=slot.out_epoch,
-                         seq=slot.next_seq(kind), sample_index=slot.frame0 + k0 + skip - delay, t_capture=t_cap,
-                         ref_seq=ch.seq, data=np.ascontiguousarray(y, dtype=np.float32))
+        # written with the tick's other outputs (_write_outputs), before any other message
+        self._outputs.append(ch.stream, slot.pending_flags, slot.out_epoch, slot.next_seq(kind),
+                             slot.frame0 + k0 + skip - delay, t_cap, ch.seq, np.ascontiguousarray(y, dtype=np.float32))
         slot.pending_flags = 0
-        self._emit(m)
-        if plausible:  # the source counted the data whose times are not (implausible_time)
-            self.stats.latency(m.t_send - t_cap)
-        self.stats.add("frames_out", y.shape[0])
+        if plausible:
+            self._latency_from.append(t_cap)
         slot.last_out = time.monotonic()
         if slot.detector is not None:
             self._send_events(slot, slot.detector.push(y), t_cap)

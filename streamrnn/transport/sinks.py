@@ -49,6 +49,12 @@ class Sink:
     def write(self, m: wire.Message) -> None:
         raise NotImplementedError
 
+    def write_outputs(self, batch: wire.Outputs) -> None:
+        """The pred/data messages of one tick (``wire.Outputs``): each to ``write`` unless a sink
+        takes them at once."""
+        for m in batch.messages():
+            self.write(m)
+
     def flush(self) -> None:
         pass
 
@@ -68,6 +74,9 @@ class NullSink(Sink):
     """``null``: discards everything (benchmarks, or stats only)."""
 
     def write(self, m):
+        pass
+
+    def write_outputs(self, batch):
         pass
 
 
@@ -301,8 +310,18 @@ class ZmqSink(ZmqSocketOwner, Sink):
 
     def write(self, m):
         m.t_send = time.time() if not m.t_send else m.t_send
+        self._send(wire.encode(m))
+
+    def write_outputs(self, batch):
+        """One tick's pred/data messages: the headers packed together (``wire.Outputs.encode``), then
+        each message sent on its own, as ``write`` sends it."""
+        batch.t_send = batch.t_send or time.time()
+        for frames in batch.encode():
+            self._send(frames)
+
+    def _send(self, frames):
         try:
-            self._sock.send_multipart(wire.encode(m), self._zmq.NOBLOCK, copy=False)
+            self._sock.send_multipart(frames, self._zmq.NOBLOCK, copy=False)
         except self._zmq.Again:
             self.stats.count("drops", "hwm")
             self._warn_hwm(f"{self.describe()}: queue full ({self.hwm} messages, hwm_seconds) or no peer: "

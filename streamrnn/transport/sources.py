@@ -666,38 +666,60 @@ class ZmqSource(ZmqSocketOwner, Source):
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
 
-    def read(self, timeout, max_messages=512):
+    def read(self, timeout, max_messages=512, max_bytes=8 << 20):
+        """The chunks of the messages waiting (at most ``max_messages``, and no more once ``max_bytes``
+        have been received), after waiting up to ``timeout`` s for one.  The data messages among them
+        are decoded together (``wire.decode_data_many``), the others one by one (``wire.decode``), and
+        every message is then taken in arrival order, as it came."""
         import zmq
 
         if not self._poller.poll(int(timeout * 1000)):
             return []
-        out = []
-        recv, decode, accept, limit = self._sock.recv_multipart, wire.decode, self._accept, self.max_message_bytes
-        n = 0
-        for n in range(1, max_messages + 1):
+        msgs = []
+        # recv_multipart's loop without its per-frame enum conversions (plain int flags and options)
+        recv, more, again, size = self._sock.recv, self._sock.get, zmq.Again, 0
+        noblock, rcvmore = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+        for _ in range(max_messages):
             try:
-                frames = recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                n -= 1
+                frames = [recv(noblock)]
+            except again:
                 break
-            try:
-                m = decode(frames, limit)
-            except WireError as e:
-                self.stats.count("bad", e.reason)
-                log.debug("bad message skipped: %s", e)
-                continue
-            ch = accept(m)
+            while more(rcvmore):
+                frames.append(recv(noblock))
+            msgs.append(frames)
+            size += len(frames[-1])
+            if size >= max_bytes:  # the rest waits for the next read: one read's memory stays bounded
+                break
+        # every message of the read has arrived by now: one clock reading serves as their arrival time
+        now, mono = time.time(), time.monotonic()
+        out = []
+        decode, accept, accept_data, limit = wire.decode, self._accept, self._accept_data, self.max_message_bytes
+        for frames, d in zip(msgs, wire.decode_data_many(msgs, limit)):
+            if d is not None:
+                ch = accept_data(*d, now, mono)
+            else:
+                try:
+                    m = decode(frames, limit)
+                except WireError as e:
+                    self.stats.count("bad", e.reason)
+                    log.debug("bad message skipped: %s", e)
+                    continue
+                ch = accept(m, now, mono)
             if ch is not None:
                 out.append(ch)
-        self.stats.add("messages_in", n)
+        self.stats.add("messages_in", len(msgs))
         return out
 
-    def _accept(self, m: wire.Message) -> Chunk | None:
+    def _accept(self, m: wire.Message, now: float | None = None, mono: float | None = None) -> Chunk | None:
+        """What one decoded message does (``now``/``mono``: its arrival, time.time()/time.monotonic())."""
         if m.kind not in INPUT_KINDS:
             return None  # heartbeats, events, stats, predictions (another server's outputs): nothing to compute
         if m.stream == wire.STATS_STREAM:
             self.stats.count("bad", "stream_id")  # reserved for the server's stats (out/_stats/stats)
             return None
+        if m.kind == wire.DATA:
+            return self._accept_data(m.stream, m.epoch, m.seq, m.sample_index, m.t_capture, m.flags, m.dtype,
+                                     to_float32(m.data), now, mono)
         st = self.table.get(m.stream)
         if m.kind == wire.DESC:
             if m.meta["content"] not in ("audio", "features"):
@@ -709,7 +731,7 @@ class ZmqSource(ZmqSocketOwner, Source):
             self.refused.discard(m.stream)
         if st is None:
             # Only a descriptor opens a stream, so stray data cannot fill the table.
-            if m.kind != wire.DESC:  # data or eos
+            if m.kind != wire.DESC:  # eos
                 self.stats.count("drops", "refused" if m.stream in self.refused else "no_descriptor")
                 return None
             if len(self.table) >= self.max_streams and not self._reclaim_one():
@@ -719,7 +741,7 @@ class ZmqSource(ZmqSocketOwner, Source):
                                 f"drops.max_streams")
                 return None
             st = self.table[m.stream] = _InStream()
-        st.last_seen = time.monotonic()
+        st.last_seen = time.monotonic() if mono is None else mono
         if m.kind == wire.DESC:
             d = m.meta
             if st.desc is not None and (st.epoch != m.epoch or _desc_key(st.desc) != _desc_key(d)):
@@ -728,48 +750,6 @@ class ZmqSource(ZmqSocketOwner, Source):
                 st.next_seq = st.next_index = None
             st.desc, st.epoch = d, m.epoch
             return None
-        if m.kind == wire.DATA:
-            if st.desc is None or st.epoch != m.epoch:
-                self.stats.count("drops", "no_descriptor")
-                return None
-            d = st.desc
-            if m.data.shape[1] != d["channels"] or wire.DTYPE_NAMES[m.dtype] != d["dtype"]:
-                self.stats.count("bad", "mismatch")
-                return None
-            n, rate = m.data.shape[0], float(d["rate"])
-            if st.next_seq is not None:
-                # Only data ahead of what was consumed is used: a retransmission of the last message
-                # (its seq again) or older data (an earlier seq, or rows already consumed) would feed
-                # the model the same audio twice and corrupt the stream's state.
-                if m.seq == st.next_seq - 1:
-                    self.stats.count("drops", "duplicate")
-                    return None
-                if m.seq < st.next_seq or m.sample_index < st.next_index:
-                    self.stats.count("drops", "stale")
-                    return None
-            now = time.time()
-            why = implausible_time(m.t_capture, now)
-            if why is not None:
-                self.stats.count("implausible_time", why)  # used as sent, left out of the latency statistics
-            flags = m.flags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET)
-            # The first message seen of an epoch starts at seq 0 and sample 0; a later one means the
-            # start was lost (a subscription not yet live, a restart of this server): a gap too.
-            if m.seq != (0 if st.next_seq is None else st.next_seq):
-                self.stats.count("gaps", "seq")
-                flags |= wire.FLAG_GAP
-            want = 0 if st.next_index is None else st.next_index
-            if m.sample_index != want:
-                self.stats.count("gaps", "sample_index")
-                self.stats.add("gap_samples", m.sample_index - want)  # forward only: stale data was dropped
-                flags |= wire.FLAG_GAP
-            st.had_data = True
-            st.next_seq, st.next_index = m.seq + 1, m.sample_index + n
-            end = bool(m.flags & wire.FLAG_END)
-            if end:
-                self.table.pop(m.stream, None)
-            return Chunk(m.stream, m.epoch, d["content"], to_float32(m.data), rate,
-                         m.sample_index, m.t_capture, flags=flags, seq=m.seq, desc=d, end=end,
-                         time_ok=why is None, t_arrival=now)
         if m.kind == wire.EOS:
             if st.epoch != m.epoch or st.desc is None:
                 self.stats.count("drops", "no_descriptor")  # the rule of data: an epoch not announced
@@ -779,6 +759,55 @@ class ZmqSource(ZmqSocketOwner, Source):
             return Chunk(m.stream, m.epoch, d["content"], np.zeros((0, d["channels"]), np.float32),
                          float(d["rate"]), m.sample_index, m.t_capture, seq=m.seq, desc=d, end=True)
         return None
+
+    def _accept_data(self, sid, epoch, seq, sample_index, t_capture, mflags, dtype, x, now=None, mono=None):
+        """A decoded data message of stream ``sid`` (its header fields; ``x``: its samples, float32)."""
+        st = self.table.get(sid)
+        if st is None:  # only a descriptor opens a stream, so stray data cannot fill the table
+            self.stats.count("drops", "refused" if sid in self.refused else "no_descriptor")
+            return None
+        st.last_seen = time.monotonic() if mono is None else mono
+        d = st.desc
+        if d is None or st.epoch != epoch:
+            self.stats.count("drops", "no_descriptor")
+            return None
+        if x.shape[1] != d["channels"] or wire.DTYPE_NAMES[dtype] != d["dtype"]:
+            self.stats.count("bad", "mismatch")
+            return None
+        n = x.shape[0]
+        if st.next_seq is not None:
+            # Only data ahead of what was consumed is used: a retransmission of the last message
+            # (its seq again) or older data (an earlier seq, or rows already consumed) would feed
+            # the model the same audio twice and corrupt the stream's state.
+            if seq == st.next_seq - 1:
+                self.stats.count("drops", "duplicate")
+                return None
+            if seq < st.next_seq or sample_index < st.next_index:
+                self.stats.count("drops", "stale")
+                return None
+        if now is None:
+            now = time.time()
+        why = implausible_time(t_capture, now)
+        if why is not None:
+            self.stats.count("implausible_time", why)  # used as sent, left out of the latency statistics
+        flags = mflags & (wire.FLAG_GAP | wire.FLAG_OVERFLOW | wire.FLAG_RESET)
+        # The first message seen of an epoch starts at seq 0 and sample 0; a later one means the
+        # start was lost (a subscription not yet live, a restart of this server): a gap too.
+        if seq != (0 if st.next_seq is None else st.next_seq):
+            self.stats.count("gaps", "seq")
+            flags |= wire.FLAG_GAP
+        want = 0 if st.next_index is None else st.next_index
+        if sample_index != want:
+            self.stats.count("gaps", "sample_index")
+            self.stats.add("gap_samples", sample_index - want)  # forward only: stale data was dropped
+            flags |= wire.FLAG_GAP
+        st.had_data = True
+        st.next_seq, st.next_index = seq + 1, sample_index + n
+        end = bool(mflags & wire.FLAG_END)
+        if end:
+            self.table.pop(sid, None)
+        return Chunk(sid, epoch, d["content"], x, float(d["rate"]), sample_index, t_capture, flags=flags, seq=seq,
+                     desc=d, end=end, time_ok=why is None, t_arrival=now)
 
     def forget(self, stream: str) -> None:
         """Drop what is known of ``stream`` (its data is used again after its next descriptor)."""

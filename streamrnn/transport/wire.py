@@ -317,6 +317,174 @@ def decode(frames, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message
     return m
 
 
+# The header as a NumPy structured dtype (the layout of HEADER): decode_data_many reads the headers of
+# every message of one read in one np.frombuffer.
+HEADER_DTYPE = np.dtype([("magic", "S4"), ("version", "u1"), ("kind", "u1"), ("dtype", "u1"), ("flags", "u1"),
+                         ("n_rows", "<u4"), ("n_cols", "<u4"), ("epoch", "<u8"), ("seq", "<u8"),
+                         ("sample_index", "<u8"), ("t_capture", "<f8"), ("t_send", "<f8"), ("ref_seq", "<u8")])
+assert HEADER_DTYPE.itemsize == HEADER_SIZE
+MAX_DATA_TOPICS = 1 << 16  # in/<stream>/data topics remembered as valid (then forgotten all at once)
+_data_topics: dict[bytes, str] = {}
+_I16_SCALE = np.float32(1.0 / 32768.0)
+
+
+def data_topic_stream(topic: bytes) -> str | None:
+    """The stream id of ``in/<stream>/data`` if ``decode`` accepts that topic for a data message (and the
+    stream is not the reserved ``_stats``), else None.  Valid topics are remembered (at most
+    ``MAX_DATA_TOPICS``), so a stream's topic is checked once, not per message.
+
+    >>> data_topic_stream(b"in/mic0/data"), data_topic_stream(b"in/mic 0/data"), data_topic_stream(b"in/mic0/pred")
+    ('mic0', None, None)
+    """
+    sid = _data_topics.get(topic)
+    if sid is not None or type(topic) is not bytes:
+        return sid
+    if not topic.startswith(b"in/") or not topic.endswith(b"/data"):
+        return None
+    try:
+        sid = topic[3:-5].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not STREAM_ID.fullmatch(sid) or sid == STATS_STREAM:
+        return None
+    if len(_data_topics) >= MAX_DATA_TOPICS:
+        _data_topics.clear()
+    _data_topics[topic] = sid
+    return sid
+
+
+def decode_data_many(msgs: list, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> list:
+    """The data messages of one read, decoded together: what ``decode`` does message by message, with
+    the headers read in one ``np.frombuffer`` and the samples converted in one pass per dtype.
+
+    ``msgs``: the messages as received (each a list of frames, ``bytes``).  For each, either a tuple
+    ``(stream, epoch, seq, sample_index, t_capture, flags, dtype, data)``, when it is an
+    ``in/<stream>/data`` message (stream not ``_stats``) that ``decode`` accepts, of dtype int16 or
+    float32 with at least one row; ``data`` is float32 (n_rows, n_cols), int16 samples scaled by
+    1/32768 (``sources.to_float32``), a read-only view into one array shared by the read's messages;
+    or None: any other message (other kinds, float64, no rows, or one ``decode`` rejects), for
+    ``decode`` to take (and to name what is wrong).
+
+    >>> import numpy as np
+    >>> m = Message(kind=DATA, stream="mic0", direction="in", epoch=7, seq=3, sample_index=300,
+    ...             t_capture=1.5, data=np.full((4, 1), 16384, np.int16))
+    >>> [(s, e, q, i, t, f, dt, x.ravel().tolist()) for s, e, q, i, t, f, dt, x in decode_data_many([encode(m)])]
+    [('mic0', 7, 3, 300, 1.5, 0, 5, [0.5, 0.5, 0.5, 0.5])]
+    >>> decode_data_many([encode(Message(kind=HEARTBEAT, stream="mic0", direction="in"))])
+    [None]
+    """
+    n = len(msgs)
+    out = [None] * n
+    idx, sids, heads = [], [], []
+    for i, fr in enumerate(msgs):
+        if len(fr) == 3 and type(fr[1]) is bytes and len(fr[1]) == HEADER_SIZE:
+            sid = data_topic_stream(fr[0])
+            if sid is not None and type(fr[2]) is bytes:
+                idx.append(i)
+                sids.append(sid)
+                heads.append(fr[1])
+    if not idx:
+        return out
+    h = np.frombuffer(b"".join(heads), HEADER_DTYPE)
+    dt, n_rows, n_cols = h["dtype"], h["n_rows"].astype(np.uint64), h["n_cols"].astype(np.uint64)
+    size = np.fromiter((len(msgs[i][2]) for i in idx), np.uint64, len(idx))
+    total = size + np.fromiter((len(msgs[i][0]) for i in idx), np.uint64, len(idx)) + HEADER_SIZE
+    item = np.where(dt == DT_I16, 2, 4).astype(np.uint64)
+    ok = ((h["magic"] == MAGIC) & (h["version"] == VERSION) & (h["kind"] == DATA)
+          & ((dt == DT_I16) | (dt == DT_F32)) & ((h["flags"] & np.uint8(~KIND_FLAGS[DATA] & 0xFF)) == 0)
+          & np.isfinite(h["t_capture"]) & np.isfinite(h["t_send"]) & (n_rows >= 1) & (n_cols >= 1)
+          & (size % item == 0) & (size // item == n_rows * n_cols))  # no overflow: rows x cols < 2^64
+    if max_bytes is not None:
+        ok &= total <= max_bytes
+    cols = [h[k].tolist() for k in ("epoch", "seq", "sample_index", "t_capture", "flags", "dtype")]
+    rows_l, ncols_l = n_rows.tolist(), n_cols.tolist()
+    for code in (DT_I16, DT_F32):
+        sel = np.flatnonzero(ok & (dt == code)).tolist()
+        if not sel:
+            continue
+        raw = np.frombuffer(b"".join([msgs[idx[j]][2] for j in sel]), DTYPES[code])
+        if code == DT_I16:
+            x = np.multiply(raw, _I16_SCALE, dtype=np.float32)  # exactly to_float32's one ufunc pass
+            finite = None
+        else:
+            x = raw if raw.dtype.isnative else raw.astype(np.float32)
+            starts = np.zeros(len(sel), np.int64)
+            np.cumsum([rows_l[j] * ncols_l[j] for j in sel[:-1]], out=starts[1:])
+            finite = np.logical_and.reduceat(np.isfinite(x), starts).tolist()  # every message has >= 1 value
+        a = 0
+        for k, j in enumerate(sel):
+            r, c = rows_l[j], ncols_l[j]
+            b = a + r * c
+            if finite is None or finite[k]:  # else decode names the NaN/Inf (non_finite)
+                out[idx[j]] = (sids[j], cols[0][j], cols[1][j], cols[2][j], cols[3][j], cols[4][j], code,
+                               x[a:b].reshape(r, c))
+            a = b
+    return out
+
+
+class Outputs:
+    """The array messages (pred or data, ``direction`` "out") of one tick of a server, in rows: what
+    ``Sink.write_outputs`` takes instead of one ``Message`` object per message.
+
+    ``append(stream, flags, epoch, seq, sample_index, t_capture, ref_seq, data)`` adds a message
+    (``data`` a C-contiguous float32 (n_rows, n_cols) array, which must stay unchanged until the
+    batch is written); ``t_send`` (Unix s) is the send time of them all.  ``messages()`` gives them as
+    ``Message`` objects, ``encode()`` as frames, the headers packed in one NumPy array: both exactly
+    what ``encode`` of each ``Message`` gives.
+
+    >>> import numpy as np
+    >>> b = Outputs(PRED)
+    >>> b.append("mic0", 0, 7, 0, 40, 1.5, 3, np.ones((2, 1), np.float32))
+    >>> b.t_send = 2.0
+    >>> b.encode() == [encode(m) for m in b.messages()]
+    True
+    """
+
+    __slots__ = ("kind", "rows", "t_send")
+
+    def __init__(self, kind: int):
+        self.kind, self.rows, self.t_send = kind, [], 0.0
+
+    def append(self, stream, flags, epoch, seq, sample_index, t_capture, ref_seq, data) -> None:
+        self.rows.append((stream, flags, epoch, seq, sample_index, t_capture, ref_seq, data))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def messages(self):
+        """The rows as ``Message`` objects, in order."""
+        k, t = self.kind, self.t_send
+        for stream, flags, epoch, seq, si, tc, ref, a in self.rows:
+            yield Message(k, stream, flags=flags, epoch=epoch, seq=seq, sample_index=si, t_capture=tc, t_send=t,
+                          ref_seq=ref, data=a)
+
+    def encode(self) -> list:
+        """The frames of every row (topic, header, payload), as ``encode`` makes them; WireError likewise."""
+        rows = self.rows
+        if not rows:
+            return []
+        stream, flags, epoch, seq, si, tc, ref, data = zip(*rows)
+        if self.kind not in ARRAY_KINDS or not all(type(a) is np.ndarray and a.ndim == 2 and a.dtype == np.float32
+                                                   and a.flags.c_contiguous for a in data):
+            return [encode(m) for m in self.messages()]  # what only encode checks and converts
+        kname = KIND_NAMES[self.kind]
+        topics = []
+        for s in stream:
+            check_stream_id(s)
+            topics.append(f"out/{s}/{kname}".encode("ascii"))
+        if any(f & ~FLAGS_KNOWN & 0xFF or not 0 <= f <= 0xFF for f in flags):
+            return [encode(m) for m in self.messages()]  # raises the flags error of the first bad one
+        n = len(rows)
+        h = np.zeros(n, HEADER_DTYPE)
+        h["magic"], h["version"], h["kind"], h["dtype"], h["flags"] = MAGIC, VERSION, self.kind, DT_F32, flags
+        h["n_rows"] = [a.shape[0] for a in data]
+        h["n_cols"] = [a.shape[1] for a in data]
+        h["epoch"], h["seq"], h["sample_index"], h["ref_seq"] = epoch, seq, si, ref
+        h["t_capture"], h["t_send"] = tc, float(self.t_send)
+        hb = h.tobytes()
+        return [[t, hb[i:i + HEADER_SIZE], a.tobytes()] for t, i, a in zip(topics, range(0, n * HEADER_SIZE, HEADER_SIZE), data)]
+
+
 def _flag_list(bits: int) -> str:
     return " and ".join(n for b, n in FLAG_NAMES.items() if bits & b) or "no flags"
 

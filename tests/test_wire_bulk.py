@@ -227,8 +227,9 @@ def _chunk_fields(ch: Chunk):
             ch.time_ok, ch.data.dtype, ch.data.tobytes())
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_source_read_is_message_by_message_decode_and_accept(seed):
+@pytest.mark.parametrize("per_read", [5, 40])  # under and over BULK_MIN_MESSAGES: one by one, and in bulk
+@pytest.mark.parametrize("seed", range(5))
+def test_source_read_is_message_by_message_decode_and_accept(seed, per_read):
     msgs = _stream_msgs(random.Random(seed))
     ref = ZmqSource("zmq+pull://127.0.0.1:1", stats=Stats())  # never opened: the per-message path
     want = []
@@ -249,10 +250,11 @@ def test_source_read_is_message_by_message_decode_and_accept(seed):
     try:
         for f in msgs:
             push.send_multipart(f)
+        time.sleep(0.2)  # all queued: every read but the last gets per_read messages
         got = []
         t_end = time.monotonic() + 10
         while src.stats.get("messages_in") < len(msgs) and time.monotonic() < t_end:
-            got += src.read(0.05, max_messages=7)  # several reads, each decoded together
+            got += src.read(0.05, max_messages=per_read)
     finally:
         src.close()
         push.close(0)

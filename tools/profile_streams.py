@@ -101,7 +101,7 @@ def main():
         import cProfile
 
         prof = cProfile.Profile()
-    per_tick, total_msgs, cpu_total = [], 0, 0.0
+    per_tick, total_msgs, cpu_total, read_cpu = [], 0, 0.0, 0.0
     st = p.stats
     for out in messages(a.streams, a.ticks, a.block_ms):
         for fr in out:
@@ -112,7 +112,10 @@ def main():
         if prof is not None:
             prof.enable()
         while st.get("messages_in") < want:
-            p.process_many(p.source.read(0.05))
+            r0 = time.thread_time()
+            chunks = p.source.read(0.05)
+            read_cpu += time.thread_time() - r0
+            p.process_many(chunks)
         if prof is not None:
             prof.disable()
         dc = time.thread_time() - c0
@@ -133,6 +136,8 @@ def main():
     print(json.dumps({"streams": a.streams, "block_ms": a.block_ms, "messages": total_msgs,
                       "us_per_message_median": round(statistics.median(per_tick[1:]) * 1e6, 2),
                       "us_per_message_mean": round(cpu_total / total_msgs * 1e6, 2),
+                      "us_per_message_in_read": round(read_cpu / total_msgs * 1e6, 2),
+                      "process_cpu_s": round(time.process_time(), 2),
                       "counters": {k: v for k, v in snap["counters"].items() if k in ("drops", "bad", "gaps", "frames_out",
                                                                                       "messages_in", "messages_out")}}))
 

@@ -566,17 +566,18 @@ class Pipeline:
         for sid, e in errors.items():
             self.stats.count("bad", "input")
             log.warning("stream %s: %d frames skipped: %s", sid, batch[sid][2].shape[0], e)
+        now = time.time()  # one clock reading for the tick's outputs (their plausibility)
         for sid, (slot, ch, _, s0) in batch.items():
             y = outs.get(sid)
             if y is not None and y.shape[0]:
-                self._emit_output(slot, ch, y, s0)
+                self._emit_output(slot, ch, y, s0, now)
             if ch.end:
                 self._close_slot(slot, "end of stream")
         batch.clear()
         if self._outputs.rows:
             self._write_outputs()
 
-    def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int) -> None:
+    def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int, now: float | None = None) -> None:
         t = y.shape[0]
         k0 = slot.frames
         # Capture time of the newest input row the last output row depends on (at most the newest row
@@ -588,7 +589,8 @@ class Pipeline:
             t_cap = ch.t_capture
         if ch.time_ok:
             t_cap = min(t_cap, ch.t_arrival)
-        plausible = ch.time_ok and 0.0 <= time.time() - t_cap <= MAX_AGE  # judged on arrival by the source
+        # judged on arrival by the source
+        plausible = ch.time_ok and 0.0 <= (time.time() if now is None else now) - t_cap <= MAX_AGE
         if plausible:
             # Monotonic on any input: a producer replaying faster than real time stamps each block
             # "now minus its duration", so the rows of consecutive blocks overlap in time, and a

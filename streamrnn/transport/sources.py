@@ -610,6 +610,7 @@ def import_sounddevice():
 
 
 # --- ZeroMQ source: many streams -----------------------------------------------------------
+BULK_MIN_MESSAGES = 8  # a read of fewer messages decodes them one by one (wire.decode): cheaper below ~8
 INPUT_KINDS = (wire.DATA, wire.DESC, wire.EOS)  # what a producer sends; other kinds are ignored
 
 
@@ -676,16 +677,18 @@ class ZmqSource(ZmqSocketOwner, Source):
         if not self._poller.poll(int(timeout * 1000)):
             return []
         msgs = []
-        # recv_multipart's loop without its per-frame enum conversions (plain int flags and options)
-        recv, more, again, size = self._sock.recv, self._sock.get, zmq.Again, 0
-        noblock, rcvmore = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+        # recv_multipart's loop, with Frame.more instead of a getsockopt(RCVMORE) per frame (that
+        # costs more than the Frame object), each frame's bytes copied out like copy=True
+        recv, again, size, noblock = self._sock.recv, zmq.Again, 0, int(zmq.NOBLOCK)
         for _ in range(max_messages):
             try:
-                frames = [recv(noblock)]
+                f = recv(noblock, copy=False)
             except again:
                 break
-            while more(rcvmore):
-                frames.append(recv(noblock))
+            frames = [f.bytes]
+            while f.more:
+                f = recv(noblock, copy=False)
+                frames.append(f.bytes)
             msgs.append(frames)
             size += len(frames[-1])
             if size >= max_bytes:  # the rest waits for the next read: one read's memory stays bounded
@@ -694,7 +697,9 @@ class ZmqSource(ZmqSocketOwner, Source):
         now, mono = time.time(), time.monotonic()
         out = []
         decode, accept, accept_data, limit = wire.decode, self._accept, self._accept_data, self.max_message_bytes
-        for frames, d in zip(msgs, wire.decode_data_many(msgs, limit)):
+        # a few messages cost less one by one than NumPy's fixed cost of decoding them together
+        bulk = wire.decode_data_many(msgs, limit) if len(msgs) >= BULK_MIN_MESSAGES else [None] * len(msgs)
+        for frames, d in zip(msgs, bulk):
             if d is not None:
                 ch = accept_data(*d, now, mono)
             else:

@@ -375,20 +375,24 @@ def decode_data_many(msgs: list, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYT
     """
     n = len(msgs)
     out = [None] * n
-    idx, sids, heads = [], [], []
+    idx, sids, heads, sizes, totals = [], [], [], [], []
+    known = _data_topics.get
     for i, fr in enumerate(msgs):
-        if len(fr) == 3 and type(fr[1]) is bytes and len(fr[1]) == HEADER_SIZE:
-            sid = data_topic_stream(fr[0])
-            if sid is not None and type(fr[2]) is bytes:
-                idx.append(i)
-                sids.append(sid)
-                heads.append(fr[1])
+        if len(fr) == 3:
+            t, hd, pl = fr
+            if type(hd) is bytes and len(hd) == HEADER_SIZE and type(pl) is bytes and type(t) is bytes:
+                sid = known(t) or data_topic_stream(t)
+                if sid is not None:
+                    idx.append(i)
+                    sids.append(sid)
+                    heads.append(hd)
+                    sizes.append(len(pl))
+                    totals.append(len(t) + HEADER_SIZE + len(pl))
     if not idx:
         return out
     h = np.frombuffer(b"".join(heads), HEADER_DTYPE)
     dt, n_rows, n_cols = h["dtype"], h["n_rows"].astype(np.uint64), h["n_cols"].astype(np.uint64)
-    size = np.fromiter((len(msgs[i][2]) for i in idx), np.uint64, len(idx))
-    total = size + np.fromiter((len(msgs[i][0]) for i in idx), np.uint64, len(idx)) + HEADER_SIZE
+    size, total = np.array(sizes, np.uint64), np.array(totals, np.uint64)
     item = np.where(dt == DT_I16, 2, 4).astype(np.uint64)
     ok = ((h["magic"] == MAGIC) & (h["version"] == VERSION) & (h["kind"] == DATA)
           & ((dt == DT_I16) | (dt == DT_F32)) & ((h["flags"] & np.uint8(~KIND_FLAGS[DATA] & 0xFF)) == 0)
@@ -411,13 +415,14 @@ def decode_data_many(msgs: list, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYT
             starts = np.zeros(len(sel), np.int64)
             np.cumsum([rows_l[j] * ncols_l[j] for j in sel[:-1]], out=starts[1:])
             finite = np.logical_and.reduceat(np.isfinite(x), starts).tolist()  # every message has >= 1 value
+        x1 = x.reshape(-1, 1)  # mono (the common case): a message's rows are one slice of this
         a = 0
         for k, j in enumerate(sel):
             r, c = rows_l[j], ncols_l[j]
             b = a + r * c
             if finite is None or finite[k]:  # else decode names the NaN/Inf (non_finite)
                 out[idx[j]] = (sids[j], cols[0][j], cols[1][j], cols[2][j], cols[3][j], cols[4][j], code,
-                               x[a:b].reshape(r, c))
+                               x1[a:b] if c == 1 else x[a:b].reshape(r, c))
             a = b
     return out
 

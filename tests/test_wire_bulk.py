@@ -350,14 +350,17 @@ _EDGES = [1e-6 * 10 ** (k / 40) for k in range(0, 365, 7)]
 
 @FAST
 @given(st.lists(st.one_of(st.floats(-1.0, 1e4), st.sampled_from(_EDGES + [0.0, 1e-6, 1e300, -1e300]),
-                          st.sampled_from(_EDGES).map(lambda e: e * (1 + 1e-15))), max_size=40))
+                          st.sampled_from(_EDGES).map(lambda e: e * (1 + 1e-15))), max_size=150))
 def test_latency_many_counts_what_latency_of_each_counts(values):
     from streamrnn.stats import LatencyHistogram
 
     one, many = Stats(), Stats()
     for v in values:
         one.latency(v)
-    many.latency_many(values)
+    many.latency_many(values)  # one by one under 64 values, in one NumPy pass from 64
     assert many.lat_total.counts == one.lat_total.counts and many.lat_interval.counts == one.lat_interval.counts
     assert (many.lat_total.n, many.lat_total.max) == (one.lat_total.n, one.lat_total.max)
     assert LatencyHistogram.bins(np.array(values)).tolist() == [LatencyHistogram.bin(v) for v in values]
+    h = LatencyHistogram()
+    h.add_many(np.array(values, np.float64))  # the NumPy pass at any size
+    assert (h.counts, h.n, h.max) == (one.lat_total.counts, one.lat_total.n, one.lat_total.max)

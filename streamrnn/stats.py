@@ -50,8 +50,12 @@ class LatencyHistogram:
 
     @staticmethod
     def bins(seconds: np.ndarray) -> np.ndarray:
-        """``bin`` of every value of ``seconds`` (1-D float64), in one NumPy pass: the same bins (a value
-        that NumPy's log10 puts within rounding of a bin edge is binned by ``bin`` itself)."""
+        """``bin`` of every value of ``seconds`` (1-D float64, s) -> (n,) int64, in one NumPy pass: the same
+        bins (a value that NumPy's log10 puts within rounding of a bin edge is binned by ``bin`` itself).
+
+        >>> LatencyHistogram.bins(np.array([0.0, 1e-3, 0.1])).tolist() == [LatencyHistogram.bin(v) for v in (0.0, 1e-3, 0.1)]
+        True
+        """
         s = np.asarray(seconds, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):  # values <= 0: binned 0 below
             v = np.log10(s / _LAT_LO) * _LAT_PER_DECADE
@@ -127,8 +131,14 @@ class Stats:
         self.lat_interval.add(seconds, b)
 
     def latency_many(self, seconds) -> None:
-        """``latency`` of every value of ``seconds`` (a sequence of floats), binned in one NumPy pass (a
-        few: one by one, which costs less than NumPy's fixed cost)."""
+        """``latency`` of every value of ``seconds`` (a sequence of floats, s), binned in one NumPy pass (a
+        few: one by one, which costs less than NumPy's fixed cost).
+
+        >>> s = Stats()
+        >>> s.latency_many([i / 1000 for i in range(1, 101)])  # 1..100 ms
+        >>> s.snapshot()["latency"]["n"], s.snapshot()["latency"]["max_ms"]
+        (100, 100.0)
+        """
         if len(seconds) < 64:
             for v in seconds:
                 self.latency(float(v))

@@ -364,3 +364,34 @@ def test_latency_many_counts_what_latency_of_each_counts(values):
     h = LatencyHistogram()
     h.add_many(np.array(values, np.float64))  # the NumPy pass at any size
     assert (h.counts, h.n, h.max) == (one.lat_total.counts, one.lat_total.n, one.lat_total.max)
+
+
+def test_source_read_stops_at_its_byte_budget_counting_every_frame():
+    port = free_port()
+    src = ZmqSource(f"zmq+pull://127.0.0.1:{port}", stats=Stats())
+    src.open()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        push.send_multipart(wire.encode(wire.Message(wire.DESC, "s", direction="in", epoch=4,
+                                                     meta=wire.descriptor("s", 4, "audio", "int16", 1, 16000.0))))
+        big_topic = [b"in/" + b"x" * 3000 + b"/data", b"\0" * 64, b""]  # 3 kB, no magic: rejected, but read
+        for i in range(5):
+            push.send_multipart(big_topic)
+        for i in range(4):
+            push.send_multipart(wire.encode(wire.Message(wire.DATA, "s", direction="in", epoch=4, seq=i,
+                                                         sample_index=500 * i, t_capture=time.time(),
+                                                         data=np.ones((500, 1), np.int16))))  # 1 kB payloads
+        time.sleep(0.3)
+        sizes, got = [], []
+        t_end = time.monotonic() + 10
+        while src.stats.get("messages_in") < 10 and time.monotonic() < t_end:
+            before = src.stats.get("messages_in")
+            got += src.read(0.05, max_bytes=2500)
+            sizes.append(src.stats.get("messages_in") - before)
+    finally:
+        src.close()
+        push.close(0)
+    # desc + one 3 kB message (over the budget), then one per read, then the 1 kB messages three at a time
+    assert sizes[:7] == [2, 1, 1, 1, 1, 3, 1]
+    assert src.stats.get("bad", "magic") == 5 and [c.seq for c in got] == [0, 1, 2, 3]

@@ -686,11 +686,13 @@ class ZmqSource(ZmqSocketOwner, Source):
             except again:
                 break
             frames = [f.bytes]
+            size += len(frames[0])
             while f.more:
                 f = recv(noblock, copy=False)
-                frames.append(f.bytes)
+                b = f.bytes
+                frames.append(b)
+                size += len(b)
             msgs.append(frames)
-            size += len(frames[-1])
             if size >= max_bytes:  # the rest waits for the next read: one read's memory stays bounded
                 break
         # every message of the read has arrived by now: one clock reading serves as their arrival time

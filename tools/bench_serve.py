@@ -2,7 +2,7 @@
 """The "serve" section of tools/bench.py: real-time 16 kHz streams through `streamrnn serve` with 1, 2 and
 all cores, against one `streamrnn stream` process, and a paper projection to N machines.
 
-    python tools/bench_serve.py [--streams 200] [--repeats 3] [--tick-ms MS] [--direct]   # prints JSON
+    python tools/bench_serve.py [--streams 800] [--repeats 3] [--tick-ms MS] [--direct]   # prints JSON
 
 `tools/loadgen.py` sends N streams of 100 ms int16 blocks in real time through the one ingress; for each
 case (stream, serve --workers 1, 2, ..., all cores; interleaved repeats, medians) it records the CPU
@@ -156,7 +156,9 @@ def direct_check(cases, seconds: float, tick_ms, start: int = 800, step: int = 4
 
 
 def bench_serve(a) -> dict:
-    n = getattr(a, "serve_streams", None) or (100 if a.quick else 200)
+    # 800 streams: `stream` at about half a core, each of 2 workers at a quarter; with fewer, what a read costs
+    # whatever its size (the poll, two kernel calls) weighs on the workers' small reads (docs/bench.md)
+    n = getattr(a, "serve_streams", None) or (200 if a.quick else 800)
     seconds = 5 if a.quick else 10
     repeats = 1 if a.quick else max(3, min(a.repeats, 5))
     cores = os.cpu_count() or 1
@@ -226,7 +228,7 @@ def bench_serve(a) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--streams", type=int, default=200, dest="serve_streams")
+    ap.add_argument("--streams", type=int, default=None, dest="serve_streams", help="streams of every case (default 800)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--router-msg-per-s", type=float, default=None)

@@ -216,8 +216,9 @@ def bench_serve(a) -> dict:
                        for p in proj) + "."]
     direct = None
     if getattr(a, "serve_direct", False):
-        direct = direct_check([None, 2], seconds, tick)
-        md += ["", "Direct check: the largest number of streams (in steps of 400) each case carries on this machine "
+        start, step = getattr(a, "direct_start", 800), getattr(a, "direct_step", 400)
+        direct = direct_check([None, 2], seconds, tick, start=start, step=step)
+        md += ["", f"Direct check: the largest number of streams (in steps of {step} from {start}) each case carries on this machine "
                    "as it is, the load generator, router and proxy on the same cores (no drops, every frame out, "
                    "p99 < 100 ms, the generator on time): "
                + "; ".join(f"{d['case']} {d['max_streams'] or 0:,}" + (f" ({d['vs_stream']:.2f}x)" if d["vs_stream"] else "")
@@ -235,6 +236,8 @@ def main():
     ap.add_argument("--tick-ms", type=float, default=None, help="--tick-ms of every case (default: the default tick)")
     ap.add_argument("--direct", action="store_true", dest="serve_direct",
                     help="also find the largest N that stream and serve --workers 2 carry on this machine")
+    ap.add_argument("--direct-start", type=int, default=800, help="the direct check's first N (default 800)")
+    ap.add_argument("--direct-step", type=int, default=400, help="the direct check's step (default 400)")
     ap.add_argument("--cases", default=None, help="comma-separated cases, e.g. stream,1,2 (default: stream,1,2[,cores])")
     a = ap.parse_args()
     rep = bench_serve(a)

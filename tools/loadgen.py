@@ -6,13 +6,15 @@
 Speaks streamrnn/1 with pyzmq, numpy and struct only (like docs/examples/producer.py).
 Each stream sends a descriptor, then one block every --block-ms of speech-like audio
 (the bundled demo recording at random offsets), the descriptor again every second,
-and an end-of-stream message.  Connects to loopback only.  Prints a JSON summary, with
+and an end-of-stream message.  The streams are spread over --phases groups: one group sends
+every block-ms / phases (real producers are not in step), each stream once per block.  Connects to loopback only.  Prints a JSON summary, with
 the generator's own CPU seconds (``cpu_s``): it shares the machine with what it loads.
 
 It is as cheap as it can be, because it runs on the cores it measures: every stream's
-topic and descriptor are made once; each tick fills the 64-byte headers of all streams
-in one NumPy assignment and sends every block with three plain ``send`` calls (slices of
-one header buffer and of the audio, no per-message packing); it sleeps once per tick.
+topic and descriptor are made once; each group's turn fills the 64-byte headers of its
+streams in one NumPy assignment and sends every block with three plain ``send`` calls
+(slices of one header buffer and of the audio, no per-message packing); it sleeps once
+per turn.
 """
 
 import argparse
@@ -49,6 +51,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--block-ms", type=int, default=100)
     ap.add_argument("--rate", type=int, default=16000)
+    ap.add_argument("--phases", type=int, default=10,
+                    help="groups of streams, each sending block-ms / phases after the previous (default 10); "
+                         "1: every stream's block at once")
     a = ap.parse_args()
     host = a.endpoint.split("://", 1)[1].rsplit(":", 1)[0]
     if not (host.startswith("127.") or host in ("localhost", "[::1]")):
@@ -82,34 +87,45 @@ def main():
     send, more = sock.send, zmq.SNDMORE
     cpu0 = time.process_time()
 
-    def send_all(h, topic, payloads, t):
-        h["t_capture"], h["t_send"] = t, time.time()
-        hb = memoryview(h.tobytes())
-        for i in range(n):
+    def send_rows(h, topic, payloads, t, rows):
+        """Send the messages of streams ``rows`` (their headers from ``h``, times set now)."""
+        hg = h[rows]
+        hg["t_capture"], hg["t_send"] = t, time.time()
+        hb = memoryview(hg.tobytes())
+        for j, i in enumerate(rows):
             send(topic[i], more)
-            send(hb[64 * i:64 * i + 64], more)
+            send(hb[64 * j:64 * j + 64], more)
             send(payloads[i])
 
-    empty = [b""] * n
-    send_all(h_desc, topics["desc"], descs, time.time())
+    everyone = list(range(n))
+    send_rows(h_desc, topics["desc"], descs, time.time(), everyone)
     h_desc["seq"] += 1
+    # the streams start in --phases groups spread over a block (real producers are not in step): one
+    # group's blocks go out every block_ms / phases, and the generator sleeps once between two groups
+    phases = max(1, min(a.phases, n))
+    groups = [everyone[g::phases] for g in range(phases)]
     n_msgs, t0 = 0, time.monotonic()
     n_ticks = int(a.seconds * 1000 / a.block_ms)
     span = len(audio) - block
-    for tick in range(n_ticks):
-        due = t0 + (tick + 1) * a.block_ms / 1000
+    per_s = 1000 // a.block_ms
+    payload = [b""] * n
+    for u in range(n_ticks * phases):
+        tick, rows = divmod(u, phases)
+        rows = groups[rows]
+        due = t0 + (u + 1) * a.block_ms / 1000 / phases
         time.sleep(max(0.0, due - time.monotonic()))
         pos = tick * block
-        h_data["seq"], h_data["sample_index"] = tick, pos
-        starts = ((offs + pos) % span * 2).tolist()  # byte offsets of every stream's block
-        send_all(h_data, topics["data"], [pcm[s:s + 2 * block] for s in starts], time.time() - a.block_ms / 1000)
-        n_msgs += n
-        if (tick + 1) % (1000 // a.block_ms) == 0:
-            h_desc["sample_index"] = pos + block
-            send_all(h_desc, topics["desc"], descs, time.time())
-            h_desc["seq"] += 1
+        h_data["seq"][rows], h_data["sample_index"][rows] = tick, pos
+        for i, st in zip(rows, ((offs[rows] + pos) % span * 2).tolist()):  # byte offsets of the blocks
+            payload[i] = pcm[st:st + 2 * block]
+        send_rows(h_data, topics["data"], payload, time.time() - a.block_ms / 1000, rows)
+        n_msgs += len(rows)
+        if (tick + 1) % per_s == 0:  # every stream's descriptor again once a second
+            h_desc["sample_index"][rows] = pos + block
+            send_rows(h_desc, topics["desc"], descs, time.time(), rows)
+            h_desc["seq"][rows] += 1
     h_eos["seq"], h_eos["sample_index"] = n_ticks, n_ticks * block
-    send_all(h_eos, topics["eos"], empty, time.time())
+    send_rows(h_eos, topics["eos"], [b""] * n, time.time(), everyone)
     late = time.monotonic() - (t0 + n_ticks * a.block_ms / 1000)
     cpu = time.process_time() - cpu0
     sock.close()

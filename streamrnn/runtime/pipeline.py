@@ -673,7 +673,7 @@ class Pipeline:
         On exit (any of those) open segments are ended, every stream gets an
         end-of-stream message, a last stats message is sent and sinks are flushed.
         ``on_tick(now)`` (monotonic s), if given, is called in the loop's thread after every read
-        (at least every 50 ms), between chunks: where ``streamrnn serve``'s workers snapshot.
+        (at least every 50 ms plus the tick), between chunks: where ``streamrnn serve``'s workers snapshot.
         A multi-stream source is read at most once per ``tick_seconds()`` (``StreamConfig.tick_ms``):
         the messages of many streams that arrive within a tick take one wake-up and one bank call;
         ``stats`` counts ``reads`` (reads that returned data) and the ``read_chunks`` they returned.

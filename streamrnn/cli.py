@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from streamrnn import __version__
-from streamrnn.config import EventParams, StreamConfig
+from streamrnn.config import DEFAULT_TICK_MS, EventParams, StreamConfig
 from streamrnn.errors import StreamRNNError
 
 
@@ -118,6 +118,11 @@ def _common_stream_options(f):
                      help=f"Sample format of raw stdin (default {StreamConfig.format}; a WAV header overrides it)."),
         click.option("--channels", type=int, help=f"Channels of stdin and the microphone (default {StreamConfig.channels})."),
         click.option("--block-ms", type=float, help=f"Milliseconds of audio per block (default {StreamConfig.block_ms:g})."),
+        click.option("--tick-ms", type=float,
+                     help=f"Read a ZeroMQ source at most once per this many ms, everything queued at once: one "
+                          f"wake-up and one model call for many streams' messages, for up to this much latency "
+                          f"(default {DEFAULT_TICK_MS:g} for ZeroMQ sources, 0 for others; 0: read each "
+                          f"message as it arrives)."),
         click.option("--realtime/--no-realtime", default=None,
                      help="Pace file sources like a microphone (default: the demo yes, files no)."),
         click.option("--json/--no-json", "json", default=None, help="JSON lines on stdout even on a terminal."),

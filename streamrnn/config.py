@@ -371,6 +371,9 @@ def _positive(value, key, allow_zero=False):
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 << 20     # 4 MiB: ~60 s of 16 kHz float32 mono in one message
 
+DEFAULT_TICK_MS = 10.0  # ms between reads of a ZeroMQ source (docs/operations.md, "The read tick")
+MAX_TICK_MS = 1000.0    # ms: a longer tick would put its whole length into every prediction's latency
+
 LIMITS = {                              # upper bounds of StreamConfig values (docs/operations.md)
     "max_streams": 4096,                # streams: each holds a model state and a resampler
     "max_message_bytes": 256 * 2**20,   # bytes: libzmq's MAXMSGSIZE is twice this
@@ -445,6 +448,9 @@ class StreamConfig:
     format: str = "s16le"               # stdin sample format: s16le | f32le
     channels: int = 1                   # stdin / microphone channels
     block_ms: float = 20.0              # ms of audio per block read from mic, file, stdin
+    tick_ms: float | None = None        # ms: a multi-stream source is read at most once per tick, everything
+    #                                     queued at once (one wake-up, one bank call for many messages); None:
+    #                                     DEFAULT_TICK_MS for ZeroMQ sources, 0 (every block at once) for others
     realtime: bool | None = None        # pace file sources like a live microphone; None: the demo yes, files no
     json: bool = False                  # JSON lines on stdout even on a terminal
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # bytes: larger messages are refused
@@ -480,6 +486,9 @@ class StreamConfig:
                 raise ConfigError(f"{k} = {getattr(self, k)} is above the limit of {hi}")
         if self.idle_timeout < 0:
             raise ConfigError(f"idle_timeout must be >= 0 s (0 = never), got {self.idle_timeout}")
+        if self.tick_ms is not None and not 0 <= self.tick_ms <= MAX_TICK_MS:
+            raise ConfigError(f"tick_ms must be between 0 and {MAX_TICK_MS:g} ms (0 = read every message "
+                              f"at once), got {self.tick_ms}")
         for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")

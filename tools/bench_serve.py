@@ -2,16 +2,23 @@
 """The "serve" section of tools/bench.py: real-time 16 kHz streams through `streamrnn serve` with 1, 2 and
 all cores, against one `streamrnn stream` process, and a paper projection to N machines.
 
-    python tools/bench_serve.py [--streams 200] [--seconds 10] [--repeats 3]   # prints JSON
+    python tools/bench_serve.py [--streams 800] [--repeats 3] [--tick-ms MS] [--direct]   # prints JSON
 
 `tools/loadgen.py` sends N streams of 100 ms int16 blocks in real time through the one ingress; for each
 case (stream, serve --workers 1, 2, ..., all cores; interleaved repeats, medians) it records the CPU
-seconds of the workers (every process of the service but the supervisor) and of the supervisor (router,
-proxy), drops, frames out and the p50/p99 latency of the summary line.  Per-worker cost = worker CPU
-seconds per stream-second; streams per core = 1 / that.  Capacity with k workers = k x streams per
-core (each worker is one process on its own core), bounded by the router: one router core forwards
-``router_msg_per_s`` messages/s (tools/ingress_bench.py), i.e. router_msg_per_s / 10 streams of 100 ms
-blocks.  A machine shared with other work gives noisy numbers: the medians of interleaved repeats.
+seconds of the workers (every child process of the service), of the supervisor (its router and egress
+proxy threads) and of the load generator, drops, frames out and the p50/p99 latency of the summary line.
+
+Two measures of what `serve --workers 2` carries against `stream`:
+- **CPU capacity** (the default): per-worker cost = worker CPU seconds per stream-second; capacity with k
+  workers = k / cost (each worker on its own core).  It counts the workers only: not the supervisor (router
+  and proxy, reported beside it as a fraction of a core), nor the load generator (reported too), which on a
+  bigger machine run on other cores.  One router core forwards ``router_msg_per_s`` messages/s
+  (tools/ingress_bench.py), i.e. router_msg_per_s / 10 streams of 100 ms blocks: the bound of one service.
+- **Direct** (``--direct``): the largest N (in steps) that each case carries on this machine as it is, with
+  the load generator, router and proxy on the same cores: no drops, every frame out, p99 < 100 ms and the
+  generator on time.
+A machine shared with other work gives noisy numbers: the medians of interleaved repeats.
 """
 
 from __future__ import annotations
@@ -57,12 +64,13 @@ def _cpu(pids) -> float:
     return total
 
 
-def run_case(workers: int | None, n: int, seconds: float, block_ms: int = 100) -> dict:
-    """One run: ``workers`` None = `streamrnn stream`, else `streamrnn serve --workers K`."""
+def run_case(workers: int | None, n: int, seconds: float, block_ms: int = 100, tick_ms: float | None = None) -> dict:
+    """One run: ``workers`` None = `streamrnn stream`, else `streamrnn serve --workers K`; ``tick_ms`` None:
+    the default read tick."""
     p_in = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     common = ["--model", "vad", "--source", f"zmq+pull://127.0.0.1:{p_in}", "--no-events",
-              "--max-streams", str(n + 8)]
+              "--max-streams", str(n + 8)] + ([] if tick_ms is None else ["--tick-ms", str(tick_ms)])
     if workers is None:
         # the same egress as serve's (a pub socket), so that only the service's own cost differs
         cmd = ["stream", *common, "--sink", f"zmq+pub://127.0.0.1:{_free_port()}", "--duration", str(seconds + 8)]
@@ -104,23 +112,64 @@ def run_case(workers: int | None, n: int, seconds: float, block_ms: int = 100) -
         frames = re.search(r"frames_out\s+(\d+)", err)
         worker_cpu, sup_cpu = (c_sup1 - c_sup0), 0.0
     return {"case": "stream" if workers is None else f"serve x{workers}", "workers": workers, "streams": n,
+            "tick_ms": tick_ms,
             "wall_s": round(wall, 2), "worker_cpu_s": round(worker_cpu, 3), "supervisor_cpu_s": round(sup_cpu, 3),
             "cpu_s_per_stream_s": worker_cpu / (n * wall), "messages_sent": sent["messages"],
-            "generator_behind_s": sent["behind_s"], "drops": int(drops.group(1)) if drops else 0,  # none: no line
+            "generator_behind_s": sent["behind_s"], "generator_cpu_s": sent.get("cpu_s"),
+            # the VAD's frames (25 ms window, 10 ms hop at 16 kHz) of every stream's audio
+            "frames_expected": n * ((int(seconds * 1000 / block_ms) * 16 * block_ms - 400) // 160 + 1), "drops": int(drops.group(1)) if drops else 0,  # none: no line
             "frames_out": int(frames.group(1)) if frames else None,
             "latency_ms": [float(lat.group(1)), float(lat.group(2))] if lat else None}
 
 
+def carried(r: dict) -> bool:
+    """A run the case carried: no drops, every frame out, p99 under 100 ms, the generator on time."""
+    return (not r["drops"] and (r["frames_out"] or 0) >= r["frames_expected"] and r["latency_ms"] is not None
+            and r["latency_ms"][1] < 100 and r["generator_behind_s"] < 0.1)
+
+
+def direct_check(cases, seconds: float, tick_ms, start: int = 800, step: int = 400, top: int = 4000) -> list[dict]:
+    """The largest N each case carries on this machine as it is (``carried``), in steps of ``step``
+    streams from ``start``: the first N that fails ends the search (one retry, the machine is shared)."""
+    out = []
+    for c in cases:
+        best, tried, n = None, [], start
+        while n <= top:
+            r = run_case(c, n, seconds, tick_ms=tick_ms)
+            ok = carried(r)
+            if not ok:  # one retry: another engineer's burst of work can fail one run
+                r = run_case(c, n, seconds, tick_ms=tick_ms)
+                ok = carried(r)
+            tried.append({k: r[k] for k in ("streams", "drops", "frames_out", "frames_expected", "latency_ms",
+                                            "generator_behind_s", "worker_cpu_s", "supervisor_cpu_s",
+                                            "generator_cpu_s", "wall_s")} | {"carried": ok})
+            print("direct", tried[-1], flush=True)
+            if not ok:
+                break
+            best, n = n, n + step
+        out.append({"case": "stream" if c is None else f"serve x{c}", "workers": c, "max_streams": best,
+                    "runs": tried})
+    base = out[0]["max_streams"]
+    for d in out:
+        d["vs_stream"] = d["max_streams"] / base if base and d["max_streams"] else None
+    return out
+
+
 def bench_serve(a) -> dict:
-    n = getattr(a, "serve_streams", None) or (100 if a.quick else 200)
+    # 800 streams: `stream` at about half a core, each of 2 workers at a quarter; with fewer, what a read costs
+    # whatever its size (the poll, two kernel calls) weighs on the workers' small reads (docs/bench.md)
+    n = getattr(a, "serve_streams", None) or (200 if a.quick else 800)
     seconds = 5 if a.quick else 10
     repeats = 1 if a.quick else max(3, min(a.repeats, 5))
     cores = os.cpu_count() or 1
     cases = [None, 1, 2] + ([cores] if cores > 2 else [])
+    if getattr(a, "cases", None):
+        cases = [None if c == "stream" else int(c) for c in a.cases.split(",")]
     runs = {c: [] for c in cases}
+    tick = getattr(a, "tick_ms", None)
     for _ in range(repeats):  # interleaved: other work on the machine hits every case alike
         for c in cases:
-            r = run_case(c, n, seconds)
+            r = run_case(c, n, seconds, tick_ms=tick)
             runs[c].append(r)
             print("serve", r, flush=True)
     router_msg_per_s = getattr(a, "router_msg_per_s", None) or 204_000  # tools/ingress_bench.py, this machine
@@ -135,7 +184,8 @@ def bench_serve(a) -> dict:
                      "drops": [r["drops"] for r in rs],
                      "p99_ms_median": statistics.median(x[1] for x in lat) if lat else None,
                      "p50_ms_median": statistics.median(x[0] for x in lat) if lat else None,
-                     "supervisor_cpu_fraction": statistics.median(r["supervisor_cpu_s"] / r["wall_s"] for r in rs)})
+                     "supervisor_cpu_fraction": statistics.median(r["supervisor_cpu_s"] / r["wall_s"] for r in rs),
+                     "generator_cpu_fraction": statistics.median((r["generator_cpu_s"] or 0) / seconds for r in rs)})
     base = rows[0]["capacity_streams"]
     for r in rows:
         r["vs_stream"] = r["capacity_streams"] / base if base and r["capacity_streams"] else None
@@ -148,29 +198,47 @@ def bench_serve(a) -> dict:
           f"`tools/loadgen.py` sends {n} real-time 16 kHz streams (100 ms int16 blocks) through the one ingress "
           "of `streamrnn serve --model vad --workers K` (or into one `streamrnn stream` process); CPU seconds of "
           "the workers per stream-second give the per-worker cost, and the capacity of K workers is K / cost "
-          "(one worker per core). Medians of interleaved repeats on a machine shared with other work.", "",
-          "| case | CPU s per stream-s | streams per core | capacity (streams) | vs stream | drops | p50 / p99 ms | supervisor CPU |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|"]
+          "(one worker per core). Not counted in it: the supervisor (router and egress proxy) and the load generator, "
+          "whose CPU (fractions of a core) the last columns show. "
+          f"Read tick: {'the default' if tick is None else f'{tick:g} ms'}. "
+          "Medians of interleaved repeats on a machine shared with other work.", "",
+          "| case | CPU s per stream-s | streams per core | capacity (streams) | vs stream | drops | p50 / p99 ms | supervisor CPU | loadgen CPU |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['case']} | {r['cpu_s_per_stream_s']:.5f} | {r['streams_per_core']:.0f} | "
                   f"{r['capacity_streams']:.0f} | {r['vs_stream']:.2f}x | {max(d or 0 for d in r['drops'])} | "
-                  f"{r['p50_ms_median'] or 0:.1f} / {r['p99_ms_median'] or 0:.1f} | {r['supervisor_cpu_fraction']:.2f} |")
+                  f"{r['p50_ms_median'] or 0:.1f} / {r['p99_ms_median'] or 0:.1f} | {r['supervisor_cpu_fraction']:.3f} | {r['generator_cpu_fraction']:.3f} |")
     md += ["", f"Projection (paper): {per_core:.0f} streams per worker core; one router core forwards about "
                f"{router_msg_per_s:,.0f} messages/s ({router_streams:,.0f} streams of 100 ms blocks). With 15 worker "
                "cores per 16-core machine, one service over a Ray cluster (one router) / one service per "
                "machine (producers shard by the documented map, crc32 of the id modulo the number of services): "
            + "; ".join(f"{p['machines']} machine(s): {p['one_service']:,.0f} / {p['service_per_machine']:,.0f} streams"
                        for p in proj) + "."]
-    return {"rows": rows, "runs": {str(k): v for k, v in runs.items()}, "projection": proj,
-            "markdown": "\n".join(md)}
+    direct = None
+    if getattr(a, "serve_direct", False):
+        start, step = getattr(a, "direct_start", 800), getattr(a, "direct_step", 400)
+        direct = direct_check([None, 2], seconds, tick, start=start, step=step)
+        md += ["", f"Direct check: the largest number of streams (in steps of {step} from {start}) each case carries on this machine "
+                   "as it is, the load generator, router and proxy on the same cores (no drops, every frame out, "
+                   "p99 < 100 ms, the generator on time): "
+               + "; ".join(f"{d['case']} {d['max_streams'] or 0:,}" + (f" ({d['vs_stream']:.2f}x)" if d["vs_stream"] else "")
+                           for d in direct) + "."]
+    return {"rows": rows, "runs": {str(k): v for k, v in runs.items()}, "projection": proj, "direct": direct,
+            "tick_ms": tick, "markdown": "\n".join(md)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--streams", type=int, default=200, dest="serve_streams")
+    ap.add_argument("--streams", type=int, default=None, dest="serve_streams", help="streams of every case (default 800)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--router-msg-per-s", type=float, default=None)
+    ap.add_argument("--tick-ms", type=float, default=None, help="--tick-ms of every case (default: the default tick)")
+    ap.add_argument("--direct", action="store_true", dest="serve_direct",
+                    help="also find the largest N that stream and serve --workers 2 carry on this machine")
+    ap.add_argument("--direct-start", type=int, default=800, help="the direct check's first N (default 800)")
+    ap.add_argument("--direct-step", type=int, default=400, help="the direct check's step (default 400)")
+    ap.add_argument("--cases", default=None, help="comma-separated cases, e.g. stream,1,2 (default: stream,1,2[,cores])")
     a = ap.parse_args()
     rep = bench_serve(a)
     print(json.dumps({k: v for k, v in rep.items() if k != "runs"}, indent=1))

@@ -38,13 +38,13 @@ from operator import attrgetter
 
 import numpy as np
 
-from streamrnn.config import StreamConfig
+from streamrnn.config import DEFAULT_TICK_MS, StreamConfig
 from streamrnn.errors import ConfigError, InputError, SnapshotError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
 from streamrnn.runtime.warmup import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
-from streamrnn.transport.sources import MAX_AGE, Chunk, Source, new_epoch
+from streamrnn.transport.sources import MAX_AGE, Chunk, Source, ZmqSource, new_epoch
 
 log = logging.getLogger(__name__)
 
@@ -676,13 +676,31 @@ class Pipeline:
         log.info("warm-up (kernel compile/cache load) took %.3f s", dt)
         return dt
 
+    def tick_seconds(self) -> float:
+        """Seconds between two reads of the source (``StreamConfig.tick_ms``; its default None: the
+        ``DEFAULT_TICK_MS`` for a ZeroMQ source, whose many streams' messages arrive one by one, and 0
+        for a single-stream source, which returns a block when one is due: a wait would only delay it).
+
+        >>> import streamrnn
+        >>> m = streamrnn.Model.random("gru", input_size=3, hidden_size=8, output_size=1)
+        >>> Pipeline(None, [], model=m, config=StreamConfig(tick_ms=5)).tick_seconds()
+        0.005
+        """
+        ms = self.config.tick_ms
+        if ms is None:
+            ms = DEFAULT_TICK_MS if isinstance(self.source, ZmqSource) else 0.0
+        return ms / 1000
+
     def run(self, stop: threading.Event | None = None, on_ready=None, on_tick=None) -> Stats:
         """Open everything, loop until the source ends, ``duration`` passes or ``stop`` is set.
 
         On exit (any of those) open segments are ended, every stream gets an
         end-of-stream message, a last stats message is sent and sinks are flushed.
         ``on_tick(now)`` (monotonic s), if given, is called in the loop's thread after every read
-        (at least every 50 ms), between chunks: where ``streamrnn serve``'s workers snapshot.
+        (at least every 50 ms plus the tick), between chunks: where ``streamrnn serve``'s workers snapshot.
+        A multi-stream source is read at most once per ``tick_seconds()`` (``StreamConfig.tick_ms``):
+        the messages of many streams that arrive within a tick take one wake-up and one bank call;
+        ``stats`` counts ``reads`` (reads that returned data) and the ``read_chunks`` they returned.
         """
         cfg = self.config
         stop = stop or threading.Event()
@@ -699,9 +717,22 @@ class Pipeline:
             t_start = time.monotonic()
             t_desc = t_start + cfg.desc_interval
             t_stats = t_start + cfg.stats_interval
+            tick = self.tick_seconds()
+            t_read = -math.inf  # monotonic s of the last read's return
             while not stop.is_set() and not self._readers_gone:
-                self.process_many(self.source.read(0.05))  # short timeout: signals act within 50 ms
-                now = time.monotonic()
+                if tick:
+                    # At most one read per tick: what arrived meanwhile is read at once (one wake-up, one
+                    # bank call for every stream); stop.wait ends the wait as soon as stop is set.
+                    wait = t_read + tick - time.monotonic()
+                    if wait > 0 and stop.wait(wait):
+                        break
+                chunks = self.source.read(0.05)  # short timeout: signals act within 50 ms
+                now = t_read = time.monotonic()
+                if chunks:
+                    self.stats.add("reads")
+                    self.stats.add("read_chunks", len(chunks))
+                    self.process_many(chunks)
+                    now = time.monotonic()
                 if on_tick is not None:
                     on_tick(now)
                 if now >= t_desc:

@@ -126,3 +126,61 @@ def test_tick_defaults_by_source_and_limits(tmp_path):
     for bad in (-1.0, 1000.5):
         with pytest.raises(ConfigError, match=rf"tick_ms must be between 0 and 1000 ms.*got {bad}"):
             StreamConfig(tick_ms=bad)
+
+
+class _RecordingStop(threading.Event):
+    """The run's stop event, recording whether the source had a backlog each time the loop waits."""
+
+    def __init__(self, source):
+        super().__init__()
+        self.source, self.waits_with_backlog, self.waits = source, 0, 0
+
+    def wait(self, timeout=None):
+        self.waits += 1
+        self.waits_with_backlog += bool(self.source.backlog)
+        return super().wait(timeout)
+
+
+def test_a_backlog_larger_than_one_read_is_read_without_waiting_a_tick(tmp_path):
+    """1,300 messages queued before the first read: a read takes 512 at most, and the reads after a
+    full one follow at once (a tick of 1 s after each would leave a burst behind for seconds)."""
+    m = streamrnn.Model.random("gru", input_size=4, hidden_size=12, output_size=2, activation="sigmoid", seed=3)
+    cfg = StreamConfig(max_streams=32, tick_ms=TICK_MS, events=EventParams(enabled=False), stats_interval=60,
+                       desc_interval=60)
+    stats = Stats()
+    src = ZmqSource(f"zmq+pull+ipc://{tmp_path}/in.sock", stats=stats, max_streams=32)
+    keep = Keep()
+    p = Pipeline(src, [keep], ModelProcessor(m, cfg), config=cfg, stats=stats)
+    backlogs = []
+    read = src.read
+
+    def recording_read(timeout):
+        out = read(timeout)
+        backlogs.append(src.backlog)
+        return out
+
+    src.read = recording_read
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.setsockopt(zmq.SNDHWM, 0)
+    push.connect(f"ipc://{tmp_path}/in.sock")  # queued in the PUSH socket until the source binds
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1299, 4)).astype(np.float32)
+    push.send_multipart(_desc("burst"))
+    for i in range(1299):
+        push.send_multipart(wire.encode(wire.Message(wire.DATA, "burst", direction="in", epoch=7, seq=i,
+                                                     sample_index=i, t_capture=time.time(), data=x[i:i + 1])))
+    stop = _RecordingStop(src)
+    th = threading.Thread(target=p.run, args=(stop,))
+    th.start()
+    try:
+        _wait_for(lambda: sum(r.data.shape[0] for r in keep.kind("pred", "burst")) == 1299, timeout=60)
+    finally:
+        stop.set()
+        th.join(10)
+        push.close()
+    assert True in backlogs  # some read stopped at its limit with messages waiting
+    assert stop.waits > 0  # the loop did wait its ticks when there was no backlog
+    assert stop.waits_with_backlog == 0  # but never right after a read that left a backlog
+    y = np.concatenate([r.data for r in keep.kind("pred", "burst")])
+    np.testing.assert_allclose(y, m.forward(x), rtol=0, atol=1e-6)  # every row, in order, once

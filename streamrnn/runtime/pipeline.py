@@ -700,6 +700,7 @@ class Pipeline:
         (at least every 50 ms plus the tick), between chunks: where ``streamrnn serve``'s workers snapshot.
         A multi-stream source is read at most once per ``tick_seconds()`` (``StreamConfig.tick_ms``):
         the messages of many streams that arrive within a tick take one wake-up and one bank call;
+        a read that stopped at its limits with more waiting (``source.backlog``) is followed at once;
         ``stats`` counts ``reads`` (reads that returned data) and the ``read_chunks`` they returned.
         """
         cfg = self.config
@@ -720,9 +721,10 @@ class Pipeline:
             tick = self.tick_seconds()
             t_read = -math.inf  # monotonic s of the last read's return
             while not stop.is_set() and not self._readers_gone:
-                if tick:
+                if tick and not self.source.backlog:
                     # At most one read per tick: what arrived meanwhile is read at once (one wake-up, one
-                    # bank call for every stream); stop.wait ends the wait as soon as stop is set.
+                    # bank call for every stream); stop.wait ends the wait as soon as stop is set.  A read
+                    # that stopped at its limits (a backlog) is followed by the next one at once.
                     wait = t_read + tick - time.monotonic()
                     if wait > 0 and stop.wait(wait):
                         break

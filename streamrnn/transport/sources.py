@@ -132,6 +132,7 @@ class Source:
     paced = False        # delivers blocks of block_ms as they are captured (mic, a real-time file)
     exhausted = False
     expected_rate: float | None = None   # samples/s if known before open (for warm-up)
+    backlog = False      # the last read stopped at its limits with messages still waiting: read again now
 
     def __init__(self, stats: Stats | None = None):
         self.stats = stats if stats is not None else Stats()
@@ -695,6 +696,8 @@ class ZmqSource(ZmqSocketOwner, Source):
             msgs.append(frames)
             if size >= max_bytes:  # the rest waits for the next read: one read's memory stays bounded
                 break
+        # stopped at a limit, not because the queue ran dry: the pipeline reads again without a tick's wait
+        self.backlog = len(msgs) == max_messages or size >= max_bytes
         # every message of the read has arrived by now: one clock reading serves as their arrival time
         now, mono = time.time(), time.monotonic()
         out = []

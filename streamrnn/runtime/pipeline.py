@@ -203,6 +203,13 @@ class ModelProcessor(Processor):
         if config.events.enabled and model.activation == "sigmoid":
             self.event_params = config.events
 
+    def _push_one(self, sid: str, d: "_Deferred"):
+        """One deferred block alone in its tick: front end and bank in one kernel call (a float32
+        model), else the two one-stream entries."""
+        if self.model.dtype == np.float32:
+            return self.bank.push_audio(self.features, d.fslot, d.bslot, d.x)
+        return self.bank.push(sid, self.features.push_one(d.fslot, d.x))
+
     def open(self, sid, content, rate, channels) -> StreamState:
         from streamrnn.audio.stream import FeatureStream
 
@@ -248,10 +255,10 @@ class ModelProcessor(Processor):
         stream's frames into one block, which one bank call (``Bank.push_rows``) takes as it is."""
         items = list(deferred.values())
         n = len(items)
-        if n == 1:  # one stream (a live source): the one-stream entries, fewer NumPy calls per block
+        if n == 1:  # one stream (a live source): front end and model in one kernel call
             (sid, d), = deferred.items()
             try:
-                return self.bank.push_many({sid: self.features.push_one(d.fslot, d.x)}), {}
+                return {sid: self._push_one(sid, d)}, {}
             except StreamRNNError as e:
                 return {}, {sid: e}
         xs = list(map(_X, items))

@@ -435,7 +435,7 @@ class Bank:
         self._open = np.zeros(self.capacity, bool)  # slot -> open?, for push_block's bulk checks
         self._seen = np.zeros(self.capacity, np.int64)  # push_block's duplicate check
         self._one = np.zeros(3, np.int64)  # a one-stream push_many's slots and offsets (_push_one)
-        self._parts: dict = {}  # T -> bank_part_size of one group of one lane (push_audio)
+        self._parts: dict = {}  # T -> push_audio's scratch view (one lane's bank_part_size), made once
 
     def __len__(self):
         return len(self._slot)
@@ -569,17 +569,18 @@ class Bank:
         m = self.model
         t, frames = features._one_setup(fslot, x)
         y = np.empty((t, m.output_size), m.dtype)
-        part = self._parts.get(t)
-        if part is None:
+        try:
+            ws = self._parts[t]
+        except KeyError:
             a = m.arch
-            part = self._parts[t] = bank_part_size(t, a.num_layers, a.input_size, a.hidden_size, a.gates,
-                                                   m.output_size, 1)
+            ws = self._parts[t] = self._scratch(bank_part_size(t, a.num_layers, a.input_size, a.hidden_size,
+                                                               a.gates, m.output_size, 1))
         self._one[0] = slot
         states, n_left, skip, hop, pre, use_fft, itab, ftab, n_scratch = features.kernel_consts
         bad, peak = features._bad_peak
         r = audio_bank_one_kernel(x, features._one, bad, peak, states, n_left, skip, hop, pre, use_fft, itab, ftab,
                                   features._data, frontend_scratch(n_scratch), frames, m._mi, m.theta, self._one,
-                                  self.h, self.c, self._scratch(part), y, 1)
+                                  self.h, self.c, ws, y, 1)
         features._one_done(fslot, x, t)  # AudioError if the front end found NaN/Inf
         if r:  # cannot happen (finite samples give finite frames): said, like push_many
             raise InputError(f"slot {slot}: the front end's frames contain {-r} NaN/Inf values; the model "
@@ -719,6 +720,7 @@ class Bank:
         """``size`` elements of the bank's scratch, grown geometrically (never allocated per call)."""
         if self._pws.shape[0] < size:  # on a cache line: the kernels align every region they carve to it
             self._pws = aligned_copy(np.zeros(2 * size, self.model.dtype))
+            self._parts.clear()  # push_audio's views of the old one
         return self._pws[:size]
 
     def snapshot(self, sid) -> dict:

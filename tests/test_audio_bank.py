@@ -400,3 +400,7 @@ def test_bank_push_audio_equals_front_end_then_model_bit_for_bit_and_the_naive_r
         bank.push_audio(fb, fb.slot("a"), int(bank.slots(["a"])[0]), bad)
     after = fb.states, fb.n_left, bank.h, bank.c, bank.n_frames
     assert all(np.array_equal(u, v) for u, v in zip(before, after))
+    bank64 = m.astype(np.float64).bank(capacity=1)
+    bank64.open("a")
+    with pytest.raises(streamrnn.ShapeError, match="float32 model"):
+        bank64.push_audio(fb, fb.slot("a"), 0, x16[:320])

@@ -47,6 +47,7 @@ from streamrnn.nn.kernels import (
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
 _DTYPES = (np.float32, np.float64)
+_FLOAT32 = np.dtype(np.float32)
 _DTYPE, _NDIM = attrgetter("dtype"), attrgetter("ndim")  # C-level getters for Bank.push_many's bulk checks
 
 
@@ -564,9 +565,21 @@ class Bank:
 
         x (n,) float32/float64, C-contiguous, checked by the caller (``FeatureBank.push_one``'s
         contract); ``slot`` from ``slots``.  A float32 model only (the front end writes float32
-        frames).  AudioError for NaN/Inf samples (nothing computed, no state changed).
+        frames; ShapeError otherwise).  AudioError for NaN/Inf samples (nothing computed, no state changed).
+
+        >>> import numpy as np, streamrnn
+        >>> from streamrnn.audio import LogMel
+        >>> from streamrnn.audio.stream import FeatureBank
+        >>> m = streamrnn.Model.random("gru", 40, 8, output_size=1, activation="sigmoid", frontend=LogMel().to_dict())
+        >>> fb, bank = FeatureBank(m.frontend, capacity=2), m.bank(capacity=2)
+        >>> fb.open("mic0"); bank.open("mic0")
+        >>> bank.push_audio(fb, fb.slot("mic0"), int(bank.slots(["mic0"])[0]), np.zeros(1600, np.float32)).shape
+        (8, 1)
         """
         m = self.model
+        if m.dtype is not _FLOAT32:
+            raise ShapeError(f"push_audio takes a float32 model (the front end's frames), got {m.dtype}: "
+                             f"push_many(features.push_many(...)) converts")
         t, frames = features._one_setup(fslot, x)
         y = np.empty((t, m.output_size), m.dtype)
         try:

@@ -13,7 +13,8 @@ machine use several runs.
 
 ``--floors``: what a paced 20 ms block costs at the least, each in its own paced loop (the same
 sleep-until-due loop as ``tools/bench.py --only live``), interleaved over ``--repeats``, medians:
-the loop alone (sleep and wake-up), one call of a trivial Numba kernel, a Numba kernel that only
+the loop alone (sleep and wake-up), 200 calls of one Python function (repeated code is cheap: only
+distinct code and data pay for the cold caches), one call of a trivial Numba kernel, a Numba kernel that only
 reads the model's weights (one value per 64-byte line), one that reads the front end's tables,
 the front end + model kernel call of a block (``Bank.push_audio``), that call after the weights and
 tables were read (their misses paid by the reads), that call twice (the second on warm caches), and
@@ -43,6 +44,10 @@ def _touch(a):
     return s
 
 
+def _nothing():
+    return None
+
+
 def floors(seconds: float, repeats: int) -> None:
     import streamrnn
     from streamrnn.audio.stream import FeatureBank
@@ -58,8 +63,13 @@ def floors(seconds: float, repeats: int) -> None:
     tb = fb.frontend._tables
     tables = np.concatenate([tb.ftab.view(np.float64), tb.itab.view(np.float64)])
     small = np.zeros(16, np.float32)
+    def calls(b, n=200):
+        for _ in range(n):
+            _nothing()
+
     steps = {
         "loop alone (sleep, wake-up)": lambda b: None,
+        "+ 200 calls of one Python function": calls,
         "+ a trivial Numba call": lambda b: _touch(small),
         f"+ read the weights ({m.theta.nbytes // 1024} KB)": lambda b: _touch(m.theta),
         f"+ read the front end's tables ({tables.nbytes // 1024} KB)": lambda b: _touch(tables),

@@ -584,7 +584,9 @@ class Bank:
         y = np.empty((t, m.output_size), m.dtype)
         try:
             ws = self._parts[t]
-        except KeyError:
+        except KeyError:  # a new block length (a live source has one or two)
+            if len(self._parts) >= 64:  # blocks of many lengths (a ZeroMQ producer's): bounded
+                self._parts.clear()
             a = m.arch
             ws = self._parts[t] = self._scratch(bank_part_size(t, a.num_layers, a.input_size, a.hidden_size,
                                                                a.gates, m.output_size, 1))

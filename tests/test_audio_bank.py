@@ -351,3 +351,56 @@ def test_feature_bank_restore_refuses_what_does_not_fit_and_changes_nothing():
         fb.snapshot("zz")
     with pytest.raises(StreamIdError, match="'zz' is not open"):
         fb.restore("zz", fb.snapshot("a"))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_bank_push_audio_equals_front_end_then_model_bit_for_bit_and_the_naive_reference(speech, cell):
+    """Bank.push_audio (front end + model in one kernel call: the pipeline's path for a live stream)
+    gives exactly a lone FeatureStream + Stream on the same blocks (random sizes, some empty, float32
+    and float64), two streams interleaved; and the plain-NumPy model (tests/naive.py) on the offline
+    front end to float32 rounding.  NaN samples: AudioError, and no state changes."""
+    from naive import forward
+
+    from streamrnn.audio.frontend import as_frontend
+    from streamrnn.audio.stream import FeatureBank, FeatureStream
+
+    m = audio_model(cell)
+    x16 = Resampler(speech[1], 16000).push(speech[0])[:24000]
+    fb, bank = FeatureBank(m.frontend, capacity=4), m.bank(capacity=4)
+    alone = {}
+    for sid in ("pad", "a", "b"):  # "pad": rows 0 of both banks are not the streams' own
+        fb.open(sid)
+        bank.open(sid)
+        alone[sid] = (FeatureStream(m.frontend, 16000), m.stream())
+    rng = np.random.default_rng(7)
+    pos = {"a": 0, "b": 0}
+    got = {"a": [], "b": []}
+    while min(pos.values()) < len(x16):
+        for k, sid in enumerate(("a", "b")):
+            n = int(rng.integers(0, 700))
+            v = x16[pos[sid]:pos[sid] + n] * (1.0 - 0.3 * k)
+            pos[sid] += n
+            v = v.astype(np.float64) if k else v.astype(np.float32)
+            y = bank.push_audio(fb, fb.slot(sid), int(bank.slots([sid])[0]), v)
+            fs, st = alone[sid]
+            assert y.dtype == np.float32 and np.array_equal(y, st.push(fs.push(v))), sid
+            got[sid].append(y)
+    for k, sid in enumerate(("a", "b")):
+        y = np.concatenate(got[sid])
+        sig = x16 * (1.0 - 0.3 * k)
+        ref, _, _ = forward(cell, m.tensors(), as_frontend(m.frontend).compute(sig.astype(np.float64 if k else np.float32)),
+                            m.num_layers, m.activation)
+        assert y.shape == ref.shape and y.shape[0] > 140
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+        assert bank.n_frames[bank.slots([sid])[0]] == fb.n_frames[fb.slot(sid)] == y.shape[0]
+    before = fb.states.copy(), fb.n_left.copy(), bank.h.copy(), bank.c.copy(), bank.n_frames.copy()
+    bad = np.zeros(900, np.float32)
+    bad[3] = np.inf
+    with pytest.raises(streamrnn.AudioError, match="1 NaN/Inf"):
+        bank.push_audio(fb, fb.slot("a"), int(bank.slots(["a"])[0]), bad)
+    after = fb.states, fb.n_left, bank.h, bank.c, bank.n_frames
+    assert all(np.array_equal(u, v) for u, v in zip(before, after))
+    bank64 = m.astype(np.float64).bank(capacity=1)
+    bank64.open("a")
+    with pytest.raises(streamrnn.ShapeError, match="float32 model"):
+        bank64.push_audio(fb, fb.slot("a"), 0, x16[:320])

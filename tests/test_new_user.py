@@ -678,11 +678,12 @@ def test_the_few_frame_kernel_equals_the_tiled_one_and_a_paced_source_compiles_o
     np.testing.assert_array_equal(one, tiled)  # bit for bit: the same W = 1 / W = 8 arithmetic
     # in a fresh process, the real-time demo's warm-up and first blocks never compile the tiled kernel:
     # the demo is a mono 16 kHz stream, banked (FeatureBank's one kernel, which takes the frame arithmetic
-    # as a flag), so neither frames dispatcher is compiled and the FeatureBank kernel is, once
-    code = ("import streamrnn; from streamrnn.audio import kernels as k; "
+    # as a flag), alone in every read: front end and model in one compiled call (Bank.push_audio), so
+    # neither frames dispatcher is compiled and that kernel is, once
+    code = ("import streamrnn; from streamrnn.audio import kernels as k; from streamrnn.nn import kernels as nk; "
             "streamrnn.run_stream(streamrnn.StreamConfig(model='vad', source='demo', duration=0.3, sink=('null',)));"
             "print(len(k._frames_kernel.signatures), len(k._frames1_kernel.signatures), "
-            "len(k._push_many_kernel.signatures))")
+            "len(nk.audio_bank_one_kernel.signatures))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split()[:2] == ["0", "0"] and int(p.stdout.split()[2]) >= 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,45 @@ def test_a_banked_streams_state_snapshot_moves_to_a_fresh_processor_and_to_a_lon
     assert frames.snapshot() is None
     with pytest.raises(SnapshotError, match="feature frames"):
         frames.restore(snap)
+
+
+def test_a_lone_live_stream_publishes_the_same_bytes_as_in_the_company_of_another():
+    """A stream alone in every read takes the one-kernel-call path (Bank.push_audio); the same stream
+    read together with another takes the general one (FeatureBank.push_rows + Bank.push_rows).  Its
+    messages (descriptor, preds, events, end) encode to the same bytes, once the random output epoch
+    and the send time are set equal; and they hold the offline model's predictions."""
+    import soundfile as sf
+
+    from streamrnn.audio.frontend import as_frontend
+    from streamrnn.transport import wire
+    from streamrnn.transport.sources import demo_path
+
+    m = streamrnn.load_model("vad")
+    x = sf.read(str(demo_path()), dtype="float32")[0][:16000 * 8, None]  # 8 s of speech and silence
+    t0 = time.time() - 30.0  # plausible capture times: latency and monotonic t_capture paths
+    keep = {"alone": Keep(), "company": Keep()}
+    pipes = {k: Pipeline(None, [v], model=m, config=StreamConfig(max_streams=4)) for k, v in keep.items()}
+    for i in range(0, len(x), 320):
+        ch = Chunk("s", 7, "audio", x[i:i + 320], 16000.0, i, t0 + i / 16000, seq=i // 320,
+                   end=i + 320 >= len(x))
+        pipes["alone"].process_many([ch])
+        other = Chunk("o", 9, "audio", x[::-1][i:i + 320].copy(), 16000.0, i, t0 + i / 16000, seq=i // 320)
+        pipes["company"].process_many([other, ch] if i % 640 else [ch, other])
+
+    def frames(k):
+        out = []
+        for q in keep[k].msgs:
+            if q.stream != "s":
+                continue
+            q.epoch, q.t_send = 1, 0.0
+            if q.kind == wire.DESC:
+                q.meta = dict(q.meta, epoch=1)
+            out.append(wire.encode(q))
+        return out
+
+    alone, company = frames("alone"), frames("company")
+    kinds = [q.kind_name for q in keep["alone"].msgs]
+    assert kinds.count("pred") > 350 and "event" in kinds and kinds[-1] == "eos"
+    assert alone == company
+    offline = m.forward(as_frontend(m.frontend).compute(x[:, 0]))[m.delay:]
+    np.testing.assert_allclose(preds(keep["alone"], "s"), offline, rtol=0, atol=1e-5)

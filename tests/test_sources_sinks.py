@@ -277,13 +277,15 @@ def test_fast_json_lines_equal_json_dumps_of_every_record():
     rng = np.random.default_rng(3)
     cases = ((100.0, wire.FLAG_GAP | wire.FLAG_RESET, (7, 3), "s.1"), (None, 0, (7, 3), "s.1"),
              (16000.0 / 160, wire.FLAG_OVERFLOW, (7, 3), "s.1"), (44100.0 / 512, 0, (9, 1), 'a%d "b"\\'),
-             (100.0, wire.FLAG_GAP, (1, 2), "s%s"), (100.0, 0, (3, 0), "s.1"), (100.0, 0, (0, 1), "s.1"))
+             (100.0, wire.FLAG_GAP, (1, 2), "s%s"), (100.0, 0, (3, 0), "s.1"), (100.0, 0, (0, 1), "s.1"),
+             (100.0, 0, (2, 1), "stre\u00e4m \U0001f600"))
     for rate, flags, shape, sid in cases:
         desc = {"rate": rate} if rate else {}
         data = rng.standard_normal(shape).astype(np.float32) * np.float32(10.0) ** rng.integers(-8, 8, shape)
-        m = wire.Message(wire.PRED, sid, flags=flags, epoch=2**53 - 1, seq=41, sample_index=123456,
-                         t_capture=1764230400.123456, data=data)
-        rec = Records()
-        rec.descs[("out", sid)] = desc
-        want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rec.rows(m))
-        assert row_lines(m, desc) == want
+        for t_capture in (1764230400.123456, np.float64(1e-7), float("inf"), 0.0):
+            m = wire.Message(wire.PRED, sid, flags=flags, epoch=2**53 - 1, seq=41, sample_index=123456,
+                             t_capture=t_capture, data=data)
+            rec = Records()
+            rec.descs[("out", sid)] = desc
+            want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rec.rows(m))
+            assert row_lines(m, desc) == want

@@ -407,6 +407,9 @@ class FeatureBank:
         self._data = np.empty(0)  # frame data of the longest stream of a call, grown on demand
         self._one = np.zeros(6, np.int64)  # push_one's index arrays
         self._bad_peak = (np.zeros(1, np.int64), np.zeros(1))  # push_one's NaN/Inf count and peak
+        tb = self.frontend._tables  # the one-stream kernels' constant arguments, looked up once
+        self.kernel_consts = (self.states, self.n_left, self.skip, self._hop, self.frontend.preemphasis,
+                              tb.kernel is _frames_kernel, tb.itab, tb.ftab, tb.n_scratch)
 
     def __len__(self):
         return len(self._slot)
@@ -524,26 +527,36 @@ class FeatureBank:
         """One stream's samples x (n,) float32/float64, C-contiguous -> its frames (t, n_features):
         ``push_rows`` of one stream without its per-call index arrays (a paced live stream pays
         every NumPy call on cold caches after each sleep).  AudioError for NaN/Inf, nothing computed."""
+        t, out = self._one_setup(slot, x)
+        one, (bad, peak) = self._one, self._bad_peak
+        states, n_left, skip, hop, a, use_fft, itab, ftab, n_scratch = self.kernel_consts
+        _push_many_kernel(x, one[1:3], one[:1], states, n_left, skip, one[5:], one[3:5], hop, a, use_fft, itab, ftab,
+                          self._data, _scratch(n_scratch), out, bad, peak)
+        self._one_done(slot, x, t)
+        return out
+
+    def _one_setup(self, slot: int, x: np.ndarray):
+        """Before a one-stream kernel call (``push_one``, ``Bank.push_audio``): the index arrays
+        ``_one`` = [slot, 0, n, 0, t, t] filled, the frame data grown; -> (t, frames (t, n_features))."""
         n = x.shape[0]
         skip, nl = int(self.skip[slot]), int(self.n_left[slot])
         total = nl + n - min(skip, n)
         t = 1 + (total - self._win) // self._hop if total >= self._win else 0
         one = self._one  # [slot, 0, n, 0, t, t]: slots (1,), offs (2,), fo (2,), t (1,)
         one[0], one[2], one[4], one[5] = slot, n, t, t
-        out = np.empty((t, self.n_features), np.float32)
         if self._data.shape[0] < total:
             self._data = np.empty(2 * total)
-        tb = self.frontend._tables
-        bp = self._bad_peak
-        _push_many_kernel(x, one[1:3], one[:1], self.states, self.n_left, self.skip, one[5:], one[3:5], self._hop,
-                          self.frontend.preemphasis, tb.kernel is _frames_kernel, tb.itab, tb.ftab, self._data,
-                          _scratch(tb.n_scratch), out, bp[0], bp[1])
-        if bp[0][0]:
+        return t, np.empty((t, self.n_features), np.float32)
+
+    def _one_done(self, slot: int, x: np.ndarray, t: int) -> None:
+        """After a one-stream kernel call: AudioError if it found NaN/Inf (it computed nothing), the
+        frame count, the float-range warning."""
+        bad, peak = self._bad_peak
+        if bad[0]:
             raise nonfinite_error(x, "samples")
         self.n_frames[slot] += t
-        if bp[1][0] > FLOAT_PEAK_LIMIT and x.dtype.kind == "f":
-            self._out_of_range(slot, bp[1][0])
-        return out
+        if peak[0] > FLOAT_PEAK_LIMIT and x.dtype.kind == "f":
+            self._out_of_range(slot, peak[0])
 
     def _out_of_range(self, slot: int, peak: float) -> None:
         if not self._warned[slot]:

@@ -26,6 +26,7 @@ import math
 import numpy as np
 from numba import njit
 
+from streamrnn.audio.kernels import _push_many_kernel
 from streamrnn.compiling import announce_compiles
 from streamrnn.nn.cells import ACT_SIGMOID, ACT_SOFTMAX, GRU, LSTM, RNN_TANH
 
@@ -505,3 +506,30 @@ def count_nonfinite(x):
             if not (v - v == 0):  # false exactly for NaN and +-Inf
                 n += 1
     return n
+
+
+@njit(cache=True, error_model="numpy")
+def audio_bank_one_kernel(x, fone, fbad, fpeak, states, n_left, skip, hop, a, use_fft, itab, ftab, data, fscratch,
+                          frames, mi, theta, bone, h_all, c_all, ws, y, group):
+    """One mono stream's new samples through its front-end row and its bank slot in one call: a
+    ``FeatureBank.push_one`` then a one-stream ``bank_step_kernel``, with no Python between them
+    (a paced live stream pays every Python and NumPy call on cold caches after each sleep).
+
+    x (n,) float32/float64 samples.  fone (6,) int64 the front end's index arrays as ``push_one``
+    fills them ([row, 0, n, 0, t, t]: slots, offs, fo, t of ``_push_many_kernel``); fbad (1,)
+    int64, fpeak (1,) float64 its NaN/Inf count and peak |sample|; states .. fscratch the
+    ``FeatureBank``'s arrays; frames (t, n_features) float32 written.  bone (3,) int64 the bank's
+    one-stream [slot, 0, T] (T set here to t); h_all, c_all, ws, y, group as ``bank_step_kernel``
+    (y (t, O) written).  Returns 0; the front end's NaN/Inf count (> 0: nothing computed, no state
+    changed); or minus the frames' NaN/Inf count (the front end advanced, the model did not).
+    Each stage runs exactly the operations of its own kernel: outputs are bit-identical.
+    """
+    _push_many_kernel(x, fone[1:3], fone[:1], states, n_left, skip, fone[5:6], fone[3:5], hop, a, use_fft, itab,
+                      ftab, data, fscratch, frames, fbad, fpeak)
+    if fbad[0]:
+        return fbad[0]
+    t = fone[5]
+    if t == 0:
+        return 0
+    bone[2] = t
+    return -bank_step_kernel(mi, theta, frames, bone[1:], bone[:1], h_all, c_all, ws, y, group)

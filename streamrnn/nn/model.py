@@ -19,6 +19,7 @@ from streamrnn.errors import (
     StreamIdError,
     StreamingError,
 )
+from streamrnn.audio.frontend import _scratch as frontend_scratch
 from streamrnn.nn import modelfile
 from streamrnn.nn.cells import (
     ACT_CODES,
@@ -32,6 +33,7 @@ from streamrnn.nn.kernels import (
     MODE_APPLY_ACT,
     MODE_SAVE,
     BANK_GROUP,
+    audio_bank_one_kernel,
     bank_part_size,
     bank_step_kernel,
     count_nonfinite,
@@ -45,6 +47,7 @@ from streamrnn.nn.kernels import (
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
 
 _DTYPES = (np.float32, np.float64)
+_FLOAT32 = np.dtype(np.float32)
 _DTYPE, _NDIM = attrgetter("dtype"), attrgetter("ndim")  # C-level getters for Bank.push_many's bulk checks
 
 
@@ -433,6 +436,7 @@ class Bank:
         self._open = np.zeros(self.capacity, bool)  # slot -> open?, for push_block's bulk checks
         self._seen = np.zeros(self.capacity, np.int64)  # push_block's duplicate check
         self._one = np.zeros(3, np.int64)  # a one-stream push_many's slots and offsets (_push_one)
+        self._parts: dict = {}  # T -> push_audio's scratch view (one lane's bank_part_size), made once
 
     def __len__(self):
         return len(self._slot)
@@ -551,6 +555,53 @@ class Bank:
                 raise InputError(f"stream {sid!r}: x contains {bad} NaN/Inf values; nothing was computed")
             self.n_frames[slot] += T
         return {sid: y}
+
+    def push_audio(self, features, fslot: int, slot: int, x: np.ndarray) -> np.ndarray:
+        """One mono stream's samples through its front end (row ``fslot`` of a ``FeatureBank`` of the
+        model's front end) and its bank ``slot`` in one kernel call -> y (t, output_size), t the
+        frames the samples complete: what ``bank.push_many({id: features.push_one(fslot, x)})``
+        returns, bit for bit, without the Python and NumPy calls between the two (a paced live
+        stream pays each of them on cold caches after every sleep).
+
+        x (n,) float32/float64, C-contiguous, checked by the caller (``FeatureBank.push_one``'s
+        contract); ``slot`` from ``slots``.  A float32 model only (the front end writes float32
+        frames; ShapeError otherwise).  AudioError for NaN/Inf samples (nothing computed, no state changed).
+
+        >>> import numpy as np, streamrnn
+        >>> from streamrnn.audio import LogMel
+        >>> from streamrnn.audio.stream import FeatureBank
+        >>> m = streamrnn.Model.random("gru", 40, 8, output_size=1, activation="sigmoid", frontend=LogMel().to_dict())
+        >>> fb, bank = FeatureBank(m.frontend, capacity=2), m.bank(capacity=2)
+        >>> fb.open("mic0"); bank.open("mic0")
+        >>> bank.push_audio(fb, fb.slot("mic0"), int(bank.slots(["mic0"])[0]), np.zeros(1600, np.float32)).shape
+        (8, 1)
+        """
+        m = self.model
+        if m.dtype is not _FLOAT32:
+            raise ShapeError(f"push_audio takes a float32 model (the front end's frames), got {m.dtype}: "
+                             f"push_many(features.push_many(...)) converts")
+        t, frames = features._one_setup(fslot, x)
+        y = np.empty((t, m.output_size), m.dtype)
+        try:
+            ws = self._parts[t]
+        except KeyError:  # a new block length (a live source has one or two)
+            if len(self._parts) >= 64:  # blocks of many lengths (a ZeroMQ producer's): bounded
+                self._parts.clear()
+            a = m.arch
+            ws = self._parts[t] = self._scratch(bank_part_size(t, a.num_layers, a.input_size, a.hidden_size,
+                                                               a.gates, m.output_size, 1))
+        self._one[0] = slot
+        states, n_left, skip, hop, pre, use_fft, itab, ftab, n_scratch = features.kernel_consts
+        bad, peak = features._bad_peak
+        r = audio_bank_one_kernel(x, features._one, bad, peak, states, n_left, skip, hop, pre, use_fft, itab, ftab,
+                                  features._data, frontend_scratch(n_scratch), frames, m._mi, m.theta, self._one,
+                                  self.h, self.c, ws, y, 1)
+        features._one_done(fslot, x, t)  # AudioError if the front end found NaN/Inf
+        if r:  # cannot happen (finite samples give finite frames): said, like push_many
+            raise InputError(f"slot {slot}: the front end's frames contain {-r} NaN/Inf values; the model "
+                             f"computed nothing")
+        self.n_frames[slot] += t
+        return y
 
     def _advance(self, x, offs, slots, y, T: int) -> int:
         """One kernel call: x (N, I) rows of the n = len(slots) streams (stream i owns rows
@@ -684,6 +735,7 @@ class Bank:
         """``size`` elements of the bank's scratch, grown geometrically (never allocated per call)."""
         if self._pws.shape[0] < size:  # on a cache line: the kernels align every region they carve to it
             self._pws = aligned_copy(np.zeros(2 * size, self.model.dtype))
+            self._parts.clear()  # push_audio's views of the old one
         return self._pws[:size]
 
     def snapshot(self, sid) -> dict:

@@ -113,6 +113,7 @@ class Hysteresis:
                               f"(got {min_on}, {min_off}, {max_len})")
         self.on, self.off, self.min_on, self.min_off, self.max_len = on, off, min_on, min_off, max_len
         self.n_labels = int(n_labels)
+        self._params = (float(on), float(off), min_on, min_off, max_len)  # the kernel's, converted once
         self._st = np.zeros((self.n_labels, 5), np.int64)
         self._peak = np.zeros(self.n_labels, np.float64)
         self._ev = np.zeros((64, 5), np.int64)  # grows with the block length, never per frame
@@ -143,8 +144,7 @@ class Hysteresis:
         if cap > len(self._ev):
             self._ev = np.zeros((cap, 5), np.int64)
             self._ev_peak = np.zeros(cap, np.float64)
-        n = _hysteresis_kernel(y, float(self.on), float(self.off), self.min_on, self.min_off, self.max_len,
-                               self._st, self._peak, self._ev, self._ev_peak)
+        n = _hysteresis_kernel(y, *self._params, self._st, self._peak, self._ev, self._ev_peak)
         out = []
         for i in range(n):
             j, typ, frame, start, reason = (int(v) for v in self._ev[i])
@@ -225,7 +225,10 @@ class EventDetector:
 
     def push(self, y) -> list[dict]:
         """y (T, n_labels) probabilities -> events sorted by frame, with label and time (s)."""
-        events = [self._finish(ev) for ev in self.machine.push(y)]
+        events = self.machine.push(y)
+        if not events:  # most blocks of a live stream: nothing more to do
+            return events
+        events = [self._finish(ev) for ev in events]
         events.sort(key=lambda e: (e["frame"], e["event"] == "start"))
         return events
 

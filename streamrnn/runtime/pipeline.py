@@ -202,6 +202,17 @@ class ModelProcessor(Processor):
             self.features = FeatureBank(model.frontend, self.bank.capacity)
         if config.events.enabled and model.activation == "sigmoid":
             self.event_params = config.events
+        self._fused = model.dtype == np.float32  # Bank.push_audio: the front end writes float32 frames
+
+    def _run_one(self, sid: str, d: "_Deferred") -> tuple[dict, dict]:
+        """One deferred block alone in its tick (a live source): front end and bank in one kernel
+        call (a float32 model), else the two one-stream entries."""
+        try:
+            if self._fused:
+                return {sid: self.bank.push_audio(self.features, d.fslot, d.bslot, d.x)}, {}
+            return {sid: self.bank.push(sid, self.features.push_one(d.fslot, d.x))}, {}
+        except StreamRNNError as e:
+            return {}, {sid: e}
 
     def open(self, sid, content, rate, channels) -> StreamState:
         from streamrnn.audio.stream import FeatureStream
@@ -230,6 +241,10 @@ class ModelProcessor(Processor):
         return StreamState(fe, rate, lambda: self.bank.close(sid))
 
     def run(self, frames: dict) -> tuple[dict, dict]:
+        if len(frames) == 1:  # one stream in the tick (a live source): straight to its one kernel call
+            (sid, f), = frames.items()
+            if type(f) is _Deferred and f.shape[0]:
+                return self._run_one(sid, f)
         todo = {sid: f for sid, f in frames.items() if f.shape[0]}
         if not todo:
             return {}, {}
@@ -248,12 +263,8 @@ class ModelProcessor(Processor):
         stream's frames into one block, which one bank call (``Bank.push_rows``) takes as it is."""
         items = list(deferred.values())
         n = len(items)
-        if n == 1:  # one stream (a live source): the one-stream entries, fewer NumPy calls per block
-            (sid, d), = deferred.items()
-            try:
-                return self.bank.push_many({sid: self.features.push_one(d.fslot, d.x)}), {}
-            except StreamRNNError as e:
-                return {}, {sid: e}
+        if n == 1:  # one stream with audio (beside feature-frame streams)
+            return self._run_one(*next(iter(deferred.items())))
         xs = list(map(_X, items))
         offs = np.zeros(n + 1, np.int64)
         np.cumsum(np.fromiter(map(len, xs), np.int64, n), out=offs[1:])

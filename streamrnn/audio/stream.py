@@ -25,7 +25,7 @@ import numpy as np
 
 from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite, guarded_restore, nonfinite_error
 from streamrnn.audio.frontend import _scratch, as_frontend
-from streamrnn.audio.kernels import _frames_kernel, _push_many_kernel, all_finite
+from streamrnn.audio.kernels import _frame_counts_kernel, _frames_kernel, _push_many_kernel, all_finite
 from streamrnn.audio.resample import Resampler, downmix
 from streamrnn.errors import AudioError, CapacityError, ConfigError, SnapshotError, StreamExistsError, StreamIdError
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
@@ -407,6 +407,8 @@ class FeatureBank:
         self._data = np.empty(0)  # frame data of the longest stream of a call, grown on demand
         self._one = np.zeros(6, np.int64)  # push_one's index arrays
         self._bad_peak = (np.zeros(1, np.int64), np.zeros(1))  # push_one's NaN/Inf count and peak
+        self._rows = (np.zeros(0, np.int64),) * 4  # _push_rows' t, fo, bad, peak (grown on demand)
+        self._frames = np.empty((0, self.n_features), np.float32)  # _push_rows(reuse=True)'s frames
 
     def __len__(self):
         return len(self._slot)
@@ -500,25 +502,40 @@ class FeatureBank:
             i = next(i for i in range(n) if not all_finite(x[offs[i]:offs[i + 1]]))
             sid = next(k for k, v in self._slot.items() if v == slots[i])
             raise AudioError(f"stream {sid!r}: {nonfinite_error(x[offs[i]:offs[i + 1]], 'samples')}")
+        out, fo, _, _ = self._push_rows(np.ascontiguousarray(slots, np.int64), x, offs)
+        return out, fo.copy()
+
+    def _push_rows(self, slots: np.ndarray, x: np.ndarray, offs: np.ndarray, reuse: bool = False):
+        """``push_rows`` of checked input (finite samples, offs rising from 0 to len(x), slots open and
+        distinct, int64 C-contiguous) -> (frames, fo, t: each stream's frame count, tmax: the largest).
+        No NumPy call per stream and no allocation but the frames: the index arrays are the bank's own
+        (fo and t views of them, valid until the next call), and with ``reuse`` the frames too (a view of a
+        buffer grown geometrically: valid until the next call, for a caller that consumes them at once)."""
+        n = slots.shape[0]
+        buf = self._rows
+        if buf[0].shape[0] < n + 1:  # t, fo, bad, peak: grown geometrically (at most capacity + 1)
+            k = min(max(2 * (n + 1), 64), self.capacity + 1)
+            self._rows = buf = (np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k))
+        t, fo, bad, peak = buf[0][:n], buf[1][:n + 1], buf[2][:n], buf[3][:n]
         # the frames each stream completes: LogMel._push's arithmetic, for all streams at once
-        total = self.n_left[slots] + lens - np.minimum(self.skip[slots], lens)
-        t = np.where(total >= self._win, 1 + (total - self._win) // self._hop, 0)
-        fo = np.zeros(n + 1, np.int64)
-        np.cumsum(t, out=fo[1:])
-        out = np.empty((int(fo[n]), self.n_features), np.float32)
-        need = int(total.max()) if n else 0
+        total, need, tmax = _frame_counts_kernel(offs, slots, self.n_left, self.skip, self.n_frames, self._win,
+                                                 self._hop, t, fo)
+        if reuse:
+            if self._frames.shape[0] < total:
+                self._frames = np.empty((max(total, 2 * self._frames.shape[0]), self.n_features), np.float32)
+            out = self._frames[:total]
+        else:
+            out = np.empty((total, self.n_features), np.float32)
         if self._data.shape[0] < need:
             self._data = np.empty(2 * need)
-        bad, peak = np.zeros(n, np.int64), np.zeros(n)
         tb = self.frontend._tables
         _push_many_kernel(x, offs, slots, self.states, self.n_left, self.skip, t, fo, self._hop,
                           self.frontend.preemphasis, tb.kernel is _frames_kernel, tb.itab, tb.ftab, self._data,
                           _scratch(tb.n_scratch), out, bad, peak)
-        self.n_frames[slots] += t
-        if n and peak.max() > FLOAT_PEAK_LIMIT and x.dtype.kind == "f":
+        if n and x.dtype.kind == "f" and peak.max() > FLOAT_PEAK_LIMIT:
             for i in np.flatnonzero(peak > FLOAT_PEAK_LIMIT):
                 self._out_of_range(int(slots[i]), float(peak[i]))
-        return out, fo
+        return out, fo, t, tmax
 
     def push_one(self, slot: int, x: np.ndarray) -> np.ndarray:
         """One stream's samples x (n,) float32/float64, C-contiguous -> its frames (t, n_features):

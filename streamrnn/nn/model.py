@@ -433,6 +433,7 @@ class Bank:
         self._open = np.zeros(self.capacity, bool)  # slot -> open?, for push_block's bulk checks
         self._seen = np.zeros(self.capacity, np.int64)  # push_block's duplicate check
         self._one = np.zeros(3, np.int64)  # a one-stream push_many's slots and offsets (_push_one)
+        self._parts: dict = {}  # _advance's scratch size per (block length T, group)
 
     def __len__(self):
         return len(self._slot)
@@ -558,7 +559,13 @@ class Bank:
         kernel's NaN/Inf count (nothing computed if not 0)."""
         m, a = self.model, self.model.arch
         n = slots.shape[0]
-        part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
+        key = (T, self._group)
+        part = self._parts.get(key)
+        if part is None:  # per block length (a handful of them), not per call
+            if len(self._parts) >= 256:  # bounded whatever lengths the input brings
+                self._parts.clear()
+            part = self._parts[key] = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates,
+                                                   m.output_size, self._group)
         n_groups = -(-n // self._group)
         if self.threads > 1 and n_groups > 1:
             from streamrnn.nn.parallel import bank_step_parallel
@@ -592,11 +599,18 @@ class Bank:
         self._seen[slots] = lanes
         if (self._seen[slots] != lanes).any():
             raise ValueError("slots repeat a stream: each stream may appear once per call")
-        x = np.ascontiguousarray(x, dtype=m.dtype)
-        y = np.empty((x.shape[0], m.output_size), m.dtype)
+        return self._push_rows(slots, np.ascontiguousarray(x, dtype=m.dtype), offs, lens, int(lens.max()) if n else 0)
+
+    def _push_rows(self, slots, x, offs, lens, T: int) -> np.ndarray:
+        """``push_rows`` of checked input (slots open and distinct, int64; x (N, input_size) C-contiguous
+        in the model's dtype; offs rising from 0 to N; lens = its steps, T their largest): the checks a
+        caller that opened the streams itself has already made (``ModelProcessor``), not repeated per
+        call.  InputError for NaN/Inf (nothing computed)."""
+        y = np.empty((x.shape[0], self.model.output_size), self.model.dtype)
         if x.shape[0]:
-            bad = self._advance(x, offs, slots, y, int(lens.max()))
+            bad = self._advance(x, offs, slots, y, T)
             if bad:
+                n = slots.shape[0]
                 i = next(i for i in range(n) if not np.isfinite(x[offs[i]:offs[i + 1]]).all())
                 sid = next(k for k, v in self._slot.items() if v == slots[i])
                 raise InputError(f"stream {sid!r} (slot {int(slots[i])}): x contains NaN/Inf values; nothing was computed")

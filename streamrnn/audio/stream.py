@@ -449,6 +449,49 @@ class FeatureBank:
         fe = self.frontend._snapshot_of(self.states[r], self.n_left[r], self.skip[r], self.n_frames[r], 0)
         return _feature_stream_snapshot(self._settings(), None, fe, 0)
 
+    def snapshot_rows(self, ids) -> dict:
+        """The states of the open streams ``ids`` in one dict of arrays: what ``snapshot`` of each gives,
+        with what they share (version, settings) once and every stream's leftover samples in one
+        array (``buffer``, stream i's ``n_left[i]`` values after stream i - 1's).  ``split_rows`` gives
+        back each stream's ``snapshot`` dict.  StreamIdError for an id that is not open.
+
+        >>> import numpy as np
+        >>> from streamrnn.audio import LogMel
+        >>> fb = FeatureBank(LogMel(), capacity=4)
+        >>> fb.open("a"); fb.open("b")
+        >>> _ = fb.push_many({"a": np.ones(500, np.float32), "b": np.ones(900, np.float32)})
+        >>> one = fb.split_rows(fb.snapshot_rows(["a", "b"]))[1]
+        >>> bool(np.array_equal(one["frontend"]["buffer"], fb.snapshot("b")["frontend"]["buffer"]))
+        True
+        """
+        r = np.fromiter(map(self.slot, ids), np.int64)
+        n_left = self.n_left[r]
+        st = self.states[r]  # (n, 1 + win): prev, then the leftover samples (the first n_left of them)
+        keep = np.arange(self._win)[None, :] < n_left[:, None]
+        return {"version": SNAPSHOT_VERSION, "kind": "feature_rows", "settings": self._settings(),
+                "prev": st[:, 0], "n_left": n_left, "skip": self.skip[r], "n_frames": self.n_frames[r],
+                "buffer": st[:, 1:][keep]}
+
+    @staticmethod
+    def split_rows(rows: dict) -> list:
+        """``snapshot_rows``'s dict -> each stream's ``snapshot`` dict, in order (its buffers views of
+        the dict's).  SnapshotError for another kind of dict or buffers that do not add up."""
+        if not isinstance(rows, dict) or rows.get("kind") != "feature_rows":
+            raise SnapshotError("not a feature bank's snapshot_rows dict")
+        n_left, buf = np.asarray(rows["n_left"], np.int64), rows["buffer"]
+        ends = np.cumsum(n_left).tolist()
+        if n_left.ndim != 1 or (len(n_left) and n_left.min() < 0) or (ends[-1] if ends else 0) != len(buf):
+            raise SnapshotError(f"feature bank rows: n_left {n_left.tolist()} do not add up to {len(buf)} samples")
+        v, settings = rows["version"], rows["settings"]
+        fe = settings["frontend"] if isinstance(settings, dict) else None
+        out = []
+        for i, (a, b) in enumerate(zip([0] + ends, ends)):
+            f = {"version": v, "kind": "frontend", "settings": fe, "buffer": buf[a:b], "prev": float(rows["prev"][i]),
+                 "skip": int(rows["skip"][i]), "n_frames": int(rows["n_frames"][i]), "n_nonfinite": 0}
+            out.append({"version": v, "kind": "feature_stream", "settings": settings, "resampler": None,
+                        "frontend": f, "n_nonfinite": 0})  # _feature_stream_snapshot's dict
+        return out
+
     def restore(self, sid, snap: dict) -> None:
         """Put back into stream ``sid`` a snapshot from ``snapshot`` or from a ``FeatureStream`` at the
         front end's rate with the same front end (a front end's own ``LogMel.snapshot()`` too).

@@ -700,6 +700,33 @@ class Bank:
             self._pws = aligned_copy(np.zeros(2 * size, self.model.dtype))
         return self._pws[:size]
 
+    def snapshot_rows(self, ids) -> dict:
+        """The states of the open streams ``ids`` in one dict of arrays (h, c (L, n, H), n_frames (n,)):
+        what ``snapshot`` of each gives, with what they share (version, signature) once.
+        ``split_rows`` gives back each stream's ``snapshot`` dict.  StreamIdError for an id not open.
+
+        >>> import numpy as np, streamrnn
+        >>> bank = streamrnn.Model.random("gru", input_size=4, hidden_size=8).bank(capacity=4)
+        >>> for sid in ("a", "b"): bank.open(sid)
+        >>> _ = bank.push_many({"a": np.ones((3, 4), np.float32), "b": np.ones((1, 4), np.float32)})
+        >>> one = bank.split_rows(bank.snapshot_rows(["a", "b"]))[1]
+        >>> bool(np.array_equal(one["h"], bank.snapshot("b")["h"])), one["n_frames"]
+        (True, 1)
+        """
+        slots = self.slots(ids)
+        return {"version": SNAPSHOT_VERSION, "kind": "stream_rows", "signature": self.model.signature(),
+                "h": self.h[:, slots], "c": self.c[:, slots], "n_frames": self.n_frames[slots]}
+
+    @staticmethod
+    def split_rows(rows: dict) -> list:
+        """``snapshot_rows``'s dict -> each stream's ``snapshot`` dict, in order (views of its arrays).
+        SnapshotError for another kind of dict."""
+        if not isinstance(rows, dict) or rows.get("kind") != "stream_rows":
+            raise SnapshotError("not a bank's snapshot_rows dict")
+        h, c, nf = rows["h"], rows["c"], rows["n_frames"]
+        return [{"version": rows["version"], "kind": "stream", "signature": rows["signature"], "h": h[:, i:i + 1],
+                 "c": c[:, i:i + 1], "n_frames": int(nf[i])} for i in range(len(nf))]
+
     def snapshot(self, sid) -> dict:
         """The stream's state as a ``Stream`` snapshot (restorable into a Stream or a bank slot)."""
         slot = self._get(sid)

@@ -198,8 +198,13 @@ def test_feature_bank_equals_one_feature_stream_per_id_bit_for_bit(speech, fe):
             out = fb.push_many(blocks)
         elif entry == 1 and blocks and all(b.dtype == np.float32 for b in blocks.values()):
             offs = np.r_[0, np.cumsum([len(b) for b in blocks.values()])].astype(np.int64)
-            frames, fo = fb.push_rows(np.array([fb.slot(s) for s in blocks], np.int64),
-                                      np.concatenate(list(blocks.values())), offs)
+            slots = np.array([fb.slot(s) for s in blocks], np.int64)
+            if rnd % 2:  # the pipeline's entry: no checks, frames in the bank's reused buffer (copied here)
+                frames, fo, t, _ = fb._push_rows(slots, np.concatenate(list(blocks.values())), offs, reuse=True)
+                frames, fo = frames.copy(), fo.copy()
+                assert np.array_equal(t, np.diff(fo))
+            else:
+                frames, fo = fb.push_rows(slots, np.concatenate(list(blocks.values())), offs)
             out = {s: frames[fo[i]:fo[i + 1]] for i, s in enumerate(blocks)}
         else:
             out = {s: fb.push_one(fb.slot(s), np.ascontiguousarray(b if b.dtype.kind == "f" else b / 32768.0))
@@ -235,6 +240,8 @@ def test_feature_bank_verbs_and_bad_samples():
         fb.push_one(fb.slot("b"), bad)
     with pytest.raises(streamrnn.AudioError, match="mono"):
         fb.push_many({"a": np.zeros((900, 2), np.float32)})
+    with pytest.raises(ValueError, match=r"slots must be rows in \[0, 2\), got 0..2"):
+        fb.push_rows(np.array([0, 2], np.int64), np.zeros(20, np.float32), np.array([0, 10, 20], np.int64))
     after = fb.states, fb.n_left, fb.n_frames
     assert all(np.array_equal(u, v) for u, v in zip(before, after))  # nothing was computed
     fb.reset("a")

@@ -541,6 +541,8 @@ class FeatureBank:
         lens = offs[1:] - offs[:-1]
         if offs.shape[0] != n + 1 or offs[0] != 0 or offs[n] != x.shape[0] or (n and lens.min() < 0):
             raise ValueError(f"offs must rise from 0 to len(x)={x.shape[0]} in {n + 1} steps, got {offs}")
+        if n and (slots.min() < 0 or slots.max() >= self.capacity):  # the kernels index rows unchecked
+            raise ValueError(f"slots must be rows in [0, {self.capacity}), got {slots.min()}..{slots.max()}")
         if not all_finite(x):
             i = next(i for i in range(n) if not all_finite(x[offs[i]:offs[i + 1]]))
             sid = next(k for k, v in self._slot.items() if v == slots[i])

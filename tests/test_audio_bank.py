@@ -358,3 +358,28 @@ def test_feature_bank_restore_refuses_what_does_not_fit_and_changes_nothing():
         fb.snapshot("zz")
     with pytest.raises(StreamIdError, match="'zz' is not open"):
         fb.restore("zz", fb.snapshot("a"))
+
+
+def test_frame_counts_kernel_equals_the_numpy_arithmetic():
+    """``_frame_counts_kernel`` against LogMel._push's arithmetic written in NumPy: frames per stream,
+    their offsets, n_frames advanced, the largest total and frame count."""
+    from streamrnn.audio.kernels import _frame_counts_kernel
+
+    rng = np.random.default_rng(8)
+    win, hop, cap = 400, 160, 12
+    for _ in range(20):
+        n = int(rng.integers(0, 8))
+        slots = rng.permutation(cap)[:n].astype(np.int64)
+        lens = rng.integers(0, 2000, n)
+        offs = np.r_[0, np.cumsum(lens)].astype(np.int64)
+        n_left, skip = rng.integers(0, win, cap), rng.integers(0, 300, cap) * (rng.random(cap) < 0.3)
+        nf = rng.integers(0, 100, cap)
+        total = n_left[slots] + lens - np.minimum(skip[slots], lens)
+        want_t = np.where(total >= win, 1 + (total - win) // hop, 0)
+        t, fo, got_nf = np.zeros(n, np.int64), np.zeros(n + 1, np.int64), nf.copy()
+        all_t, need, tmax = _frame_counts_kernel(offs, slots, n_left, skip, got_nf, win, hop, t, fo)
+        want_nf = nf.copy()
+        want_nf[slots] += want_t
+        assert np.array_equal(t, want_t) and np.array_equal(fo, np.r_[0, np.cumsum(want_t)])
+        assert np.array_equal(got_nf, want_nf) and all_t == want_t.sum()
+        assert need == (total.max() if n else 0) and tmax == (want_t.max() if n else 0)

@@ -144,9 +144,23 @@ class Stats:
         >>> s.snapshot()["latency"]["n"], s.snapshot()["latency"]["max_ms"]
         (100, 100.0)
         """
-        if len(seconds) < 64:
+        k = len(seconds)
+        if k < 64:  # add() of each, inlined: one bin per value, the counts and maxima once per call
+            tot, itv = self.lat_total, self.lat_interval
+            ct, ci, bin_, m = tot.counts, itv.counts, LatencyHistogram.bin, 0.0
             for v in seconds:
-                self.latency(float(v))
+                v = float(v)
+                b = bin_(v)
+                ct[b] += 1
+                ci[b] += 1
+                if v > m:
+                    m = v
+            tot.n += k
+            itv.n += k
+            if m > tot.max:
+                tot.max = m
+            if m > itv.max:
+                itv.max = m
             return
         s = np.asarray(seconds, dtype=np.float64)
         b = LatencyHistogram.bins(s)  # once for both histograms

@@ -198,8 +198,13 @@ def test_feature_bank_equals_one_feature_stream_per_id_bit_for_bit(speech, fe):
             out = fb.push_many(blocks)
         elif entry == 1 and blocks and all(b.dtype == np.float32 for b in blocks.values()):
             offs = np.r_[0, np.cumsum([len(b) for b in blocks.values()])].astype(np.int64)
-            frames, fo = fb.push_rows(np.array([fb.slot(s) for s in blocks], np.int64),
-                                      np.concatenate(list(blocks.values())), offs)
+            slots = np.array([fb.slot(s) for s in blocks], np.int64)
+            if rnd % 2:  # the pipeline's entry: no checks, frames in the bank's reused buffer (copied here)
+                frames, fo, t, _ = fb._push_rows(slots, np.concatenate(list(blocks.values())), offs, reuse=True)
+                frames, fo = frames.copy(), fo.copy()
+                assert np.array_equal(t, np.diff(fo))
+            else:
+                frames, fo = fb.push_rows(slots, np.concatenate(list(blocks.values())), offs)
             out = {s: frames[fo[i]:fo[i + 1]] for i, s in enumerate(blocks)}
         else:
             out = {s: fb.push_one(fb.slot(s), np.ascontiguousarray(b if b.dtype.kind == "f" else b / 32768.0))
@@ -235,6 +240,8 @@ def test_feature_bank_verbs_and_bad_samples():
         fb.push_one(fb.slot("b"), bad)
     with pytest.raises(streamrnn.AudioError, match="mono"):
         fb.push_many({"a": np.zeros((900, 2), np.float32)})
+    with pytest.raises(ValueError, match=r"slots must be rows in \[0, 2\), got 0..2"):
+        fb.push_rows(np.array([0, 2], np.int64), np.zeros(20, np.float32), np.array([0, 10, 20], np.int64))
     after = fb.states, fb.n_left, fb.n_frames
     assert all(np.array_equal(u, v) for u, v in zip(before, after))  # nothing was computed
     fb.reset("a")
@@ -404,3 +411,28 @@ def test_bank_push_audio_equals_front_end_then_model_bit_for_bit_and_the_naive_r
     bank64.open("a")
     with pytest.raises(streamrnn.ShapeError, match="float32 model"):
         bank64.push_audio(fb, fb.slot("a"), 0, x16[:320])
+
+
+def test_frame_counts_kernel_equals_the_numpy_arithmetic():
+    """``_frame_counts_kernel`` against LogMel._push's arithmetic written in NumPy: frames per stream,
+    their offsets, n_frames advanced, the largest total and frame count."""
+    from streamrnn.audio.kernels import _frame_counts_kernel
+
+    rng = np.random.default_rng(8)
+    win, hop, cap = 400, 160, 12
+    for _ in range(20):
+        n = int(rng.integers(0, 8))
+        slots = rng.permutation(cap)[:n].astype(np.int64)
+        lens = rng.integers(0, 2000, n)
+        offs = np.r_[0, np.cumsum(lens)].astype(np.int64)
+        n_left, skip = rng.integers(0, win, cap), rng.integers(0, 300, cap) * (rng.random(cap) < 0.3)
+        nf = rng.integers(0, 100, cap)
+        total = n_left[slots] + lens - np.minimum(skip[slots], lens)
+        want_t = np.where(total >= win, 1 + (total - win) // hop, 0)
+        t, fo, got_nf = np.zeros(n, np.int64), np.zeros(n + 1, np.int64), nf.copy()
+        all_t, need, tmax = _frame_counts_kernel(offs, slots, n_left, skip, got_nf, win, hop, t, fo)
+        want_nf = nf.copy()
+        want_nf[slots] += want_t
+        assert np.array_equal(t, want_t) and np.array_equal(fo, np.r_[0, np.cumsum(want_t)])
+        assert np.array_equal(got_nf, want_nf) and all_t == want_t.sum()
+        assert need == (total.max() if n else 0) and tmax == (want_t.max() if n else 0)

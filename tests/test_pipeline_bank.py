@@ -178,3 +178,53 @@ def test_a_lone_live_stream_publishes_the_same_bytes_as_in_the_company_of_anothe
     assert alone == company
     offline = m.forward(as_frontend(m.frontend).compute(x[:, 0]))[m.delay:]
     np.testing.assert_allclose(preds(keep["alone"], "s"), offline, rtol=0, atol=1e-5)
+
+
+def test_the_reads_cached_slot_arrays_follow_streams_that_close_reopen_repeat_and_reset():
+    """The many-stream path keeps last read's slot arrays while the same streams come back; every open
+    and close drops them.  A stream that closes and comes back on another row (its old row taken by a
+    newcomer), a stream twice in one read and an epoch reset, each followed by a read of the same ids:
+    every stream's predictions are bit-identical to a pipeline fed one chunk per call (the one-stream
+    path, which never uses the cache), and the reopened streams equal the offline forward pass."""
+    fe = LogMel(sample_rate=16000, n_mels=12)
+    m = streamrnn.Model.random("gru", 12, 16, num_layers=2, output_size=1, activation="sigmoid",
+                               frontend=fe.to_dict())
+    cfg = StreamConfig(max_streams=16, events=EventParams(enabled=False))
+    keep, ref = Keep(), Keep()
+    p = Pipeline(None, [keep], model=m, config=cfg)
+    q = Pipeline(None, [ref], model=m, config=cfg)
+    rng = np.random.default_rng(3)
+    ids = [f"s{i}" for i in range(6)]
+    audio = {k: rng.standard_normal((12 * 800, 1)).astype(np.float32) * 0.1 for k in ids + ["x", "s2b", "s3b"]}
+    pos = dict.fromkeys(audio, 0)
+
+    def chunk(sid, key=None, epoch=7, n=800, end=False):
+        key = key or sid
+        a, pos[key] = pos[key], pos[key] + n
+        return Chunk(sid, epoch, "audio", audio[key][a:a + n], 16000.0, a, 0.0, seq=a // 800, end=end)
+
+    def read(chunks):
+        p.process_many(chunks)
+        for c in chunks:
+            q.process(c)
+
+    read([chunk(s) for s in ids])
+    read([chunk(s) for s in ids])  # the same ids: the cached arrays
+    row_s2 = int(p.processor.bank.slots(["s2"])[0])
+    read([Chunk("s2", 7, "audio", np.zeros((0, 1), np.float32), 16000.0, pos["s2"], 0.0, end=True)])
+    read([chunk("x")])  # a newcomer takes s2's row
+    assert int(p.processor.bank.slots(["x"])[0]) == row_s2
+    read([chunk(s, key="s2b" if s == "s2" else None, epoch=8 if s == "s2" else 7) for s in ids])  # s2 anew
+    assert int(p.processor.bank.slots(["s2"])[0]) != row_s2
+    read([chunk(s, key="s2b" if s == "s2" else None, epoch=8 if s == "s2" else 7) for s in ids])
+    read([chunk("s0"), chunk("s1"), chunk("s0"), chunk("s1")])  # two blocks of a stream in one read
+    read([chunk(s, key={"s2": "s2b", "s3": "s3b"}.get(s), epoch={"s2": 8, "s3": 9}.get(s, 7)) for s in ids])  # s3 reset
+    read([chunk(s, key={"s2": "s2b", "s3": "s3b"}.get(s), epoch={"s2": 8, "s3": 9}.get(s, 7)) for s in ids])
+    read([chunk("x")] + [chunk(s, key={"s2": "s2b", "s3": "s3b"}.get(s), epoch={"s2": 8, "s3": 9}.get(s, 7))
+                         for s in ids])
+    for sid in ids + ["x"]:
+        assert np.array_equal(preds(keep, sid), preds(ref, sid)), sid
+    for sid, key in (("x", "x"), ("s2", "s2b"), ("s3", "s3b")):  # the last epoch of each: offline
+        n = pos[key]
+        got = preds(keep, sid)[-(1 + (n - 400) // 160):]
+        np.testing.assert_allclose(got, m.forward(fe.compute(audio[key][:n, 0])), rtol=0, atol=1e-6)

@@ -444,3 +444,82 @@ def test_router_keeps_messages_whole_and_sends_each_stream_to_its_shard():
         assert sum(map(len, got)) == 63
     finally:
         ctx.destroy(linger=0)
+
+
+def _worker_pipeline(port):
+    """A serve worker's pipeline (the bundled VAD, a real PULL source on 127.0.0.1:port), opened."""
+    from streamrnn.config import EventParams, StreamConfig
+    from streamrnn.runtime.run import build_pipeline
+    from streamrnn.serve.worker import WorkerPipeline
+
+    cfg = StreamConfig(model="vad", source=f"zmq+pull://127.0.0.1:{port}", sink=("null",), max_streams=16,
+                       events=EventParams(enabled=True))
+    plain = build_pipeline(cfg)
+    w = WorkerPipeline(plain.source, plain.sinks, plain.processor, config=cfg, stats=plain.stats)
+    w.source.open()
+    return w
+
+
+def test_worker_state_stores_shared_parts_once_and_restores_every_kind_of_stream(tmp_path):
+    """A worker's snapshot keeps the bank rows and FeatureBank rows as columns and the out_desc's shared
+    part once: restored (after pack/unpack, and from the previous format's tree) into a fresh worker,
+    every stream's bank state, front end (banked 16 kHz rows, an 8 kHz stream's own FeatureStream, a
+    stream of feature frames with none), event machine and descriptor equal the originals'."""
+    from streamrnn.serve.store import pack, unpack
+    from streamrnn.serve.worker import STATE_FORMAT_1
+    from streamrnn.nn.model import Bank
+    from streamrnn.audio.stream import FeatureBank
+
+    port = free_port()
+    a = _worker_pipeline(port)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    rng = np.random.default_rng(4)
+    streams = {f"m{i}": ("audio", 16000.0, 1, "int16") for i in range(5)}
+    streams |= {"low": ("audio", 8000.0, 1, "int16"), "feat": ("features", 100.0, 40, "float32")}
+    msgs = []
+    for k, (sid, (content, rate, ch, dt)) in enumerate(streams.items()):
+        msgs.append(wire.Message(wire.DESC, sid, epoch=11 + k, meta=wire.descriptor(sid, 11 + k, content, dt, ch, rate)))
+        for b in range(3):
+            n = 16 if content == "features" else 700 + 37 * k
+            x = ((rng.standard_normal((n, ch)) * 3000).astype(np.int16) if dt == "int16"
+                 else rng.standard_normal((n, ch)).astype(np.float32))
+            msgs.append(wire.Message(wire.DATA, sid, epoch=11 + k, seq=b, sample_index=b * n, t_capture=time.time(),
+                                     data=x))
+    for m in msgs:
+        push.send_multipart(wire.encode(m))
+    deadline = time.time() + 20
+    while a.stats.get("messages_in") < len(msgs) and time.time() < deadline:
+        a.process_many(a.source.read(0.05))
+    assert set(a.slots) == set(streams)
+    tree = a.snapshot_state()
+    rows = tree["streams"]
+    assert len(tree["out_desc_common"]) == 1 and all(st["out_desc_common"] == 0 for st in rows)
+    assert tree["bank_rows"]["h"].shape[1] == 7 and len(tree["feature_rows"]["n_left"]) == 5
+    assert [st["frontend_row"] is not None for st in rows] == [sid.startswith("m") for sid in a.slots]
+    # the previous format: each stream's rows and whole out_desc in its entry
+    banks, fronts = Bank.split_rows(tree["bank_rows"]), FeatureBank.split_rows(tree["feature_rows"])
+    old = {"format": STATE_FORMAT_1, "worker": 0, "t": tree["t"], "streams": [
+        {k: v for k, v in st.items() if k not in ("frontend_row", "out_desc_common")}
+        | {"bank": banks[i], "out_desc": a.slots[st["stream"]].out_desc,
+           "frontend": st["frontend"] if st["frontend_row"] is None else fronts[st["frontend_row"]]}
+        for i, st in enumerate(rows)]}
+    for t in (unpack(pack(tree)), old):
+        b = _worker_pipeline(free_port())
+        try:
+            assert b.restore_state(t) == 7
+            for sid, s in a.slots.items():
+                r = b.slots[sid]
+                for x, y in ((s.proc.snapshot(), r.proc.snapshot()), (a.processor.bank.snapshot(sid),
+                                                                      b.processor.bank.snapshot(sid)),
+                             (s.detector.snapshot(), r.detector.snapshot())):
+                    assert json.dumps(x, default=lambda v: [str(v.dtype), v.tolist()]) == \
+                        json.dumps(y, default=lambda v: [str(v.dtype), v.tolist()]), sid
+                assert list(r.out_desc) == list(s.out_desc)  # the same keys in the same order
+                assert {**r.out_desc, "epoch": 0} == {**s.out_desc, "epoch": 0} and r.out_desc["epoch"] != s.out_desc["epoch"]
+                assert (r.samples, r.frames, r.key) == (s.samples, s.frames, s.key) and r.frames > 0
+        finally:
+            b.source.close()
+    a.source.close()
+    push.close()

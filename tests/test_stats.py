@@ -41,3 +41,17 @@ def test_stats_interval_rolls_and_total_keeps():
     assert second["latency"]["n"] == 4 and second["latency_interval"]["n"] == 1
     assert math.isclose(second["latency_interval"]["max_ms"], 500.0)
     assert second["latency"]["p50_ms"] < 5.0 < second["latency"]["max_ms"]
+
+
+def test_latency_many_of_few_and_many_values_counts_what_latency_of_each_counts():
+    """The inlined path (< 64 values) and the NumPy path (>= 64): the same bins, counts, n and max as
+    ``latency`` called once per value, in both histograms."""
+    rng = np.random.default_rng(1)
+    for k in (1, 5, 63, 64, 300):
+        v = np.concatenate([[0.0, -1e-3, 1e-6], 10 ** rng.uniform(-6, 3, k)])[:k]
+        one, many = Stats(), Stats()
+        for x in v:
+            one.latency(float(x))
+        many.latency_many(list(v))
+        for h1, h2 in ((one.lat_total, many.lat_total), (one.lat_interval, many.lat_interval)):
+            assert (h1.counts, h1.n, h1.max) == (h2.counts, h2.n, h2.max), k

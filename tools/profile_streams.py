@@ -2,6 +2,7 @@
 """CPU per message of the ZeroMQ many-stream path, in one process, without a load generator's noise.
 
     python tools/profile_streams.py [--streams 500] [--ticks 40] [--block-ms 100] [--sink null|pub] [--per-read 512] [--cprofile]
+                                    [--snapshot]
 
 Builds what ``streamrnn stream --model vad --source zmq+pull://... --sink null --no-events`` builds
 (``runtime.run.build_pipeline``), sends the messages of N streams (a descriptor each, then one int16
@@ -10,7 +11,9 @@ from a PUSH socket of the same process, one tick at a time, and times only the s
 main thread's CPU (``time.thread_time``) in ``source.read`` + ``pipeline.process_many`` until the
 tick's messages are all read.  (libzmq's I/O thread is not counted: this measures the Python side.)
 Prints a JSON line: CPU us per message (median over ticks), messages, counters.  ``--cprofile`` prints
-the top functions by total time instead.  Connects to loopback only.
+the top functions by total time instead.  ``--snapshot`` adds what a ``streamrnn serve`` worker's
+snapshot of these streams costs (``WorkerPipeline.snapshot_state`` + ``store.pack``, the median CPU ms
+of 15, and the packed bytes).  Connects to loopback only.
 """
 
 from __future__ import annotations
@@ -82,6 +85,24 @@ def messages(n: int, ticks: int, block_ms: int, rate: int = 16000):
         yield out
 
 
+def snapshot_cost(p) -> dict:
+    """CPU of a serve worker's snapshot of the open streams of ``p`` (median of 15) and its size."""
+    from streamrnn.serve.store import pack, unpack
+    from streamrnn.serve.worker import WorkerPipeline
+
+    w = WorkerPipeline(p.source, p.sinks, p.processor, config=p.config, stats=p.stats)
+    w.slots = p.slots
+    cpu = []
+    for _ in range(15):
+        c0 = time.thread_time()
+        data = pack(w.snapshot_state())
+        cpu.append(time.thread_time() - c0)
+    c0 = time.thread_time()
+    tree = unpack(data)
+    return {"streams": len(tree["streams"]), "cpu_ms_median": round(statistics.median(cpu) * 1e3, 2),
+            "bytes": len(data), "unpack_cpu_ms": round((time.thread_time() - c0) * 1e3, 2)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=500)
@@ -91,6 +112,7 @@ def main():
     ap.add_argument("--per-read", type=int, default=512, help="at most this many messages per read (a server "
                     "under real-time load reads fewer than are queued here)")
     ap.add_argument("--cprofile", action="store_true")
+    ap.add_argument("--snapshot", action="store_true", help="also time a serve worker's snapshot of the streams")
     a = ap.parse_args()
     p, port = build(a.streams, a.sink)
     ctx = zmq.Context.instance()
@@ -124,6 +146,7 @@ def main():
         cpu_total += dc
         total_msgs += len(out)
         per_tick.append(dc / len(out))
+    snap_cost = snapshot_cost(p) if a.snapshot else None
     p.close_all("shutdown")
     p.source.close()
     for s in p.sinks:
@@ -135,13 +158,16 @@ def main():
         print(f"per message: {cpu_total / total_msgs * 1e6:.2f} us (profiled)")
         return
     snap = st.snapshot(roll=False)
-    print(json.dumps({"streams": a.streams, "block_ms": a.block_ms, "per_read": a.per_read, "messages": total_msgs,
-                      "us_per_message_median": round(statistics.median(per_tick[1:]) * 1e6, 2),
-                      "us_per_message_mean": round(cpu_total / total_msgs * 1e6, 2),
-                      "us_per_message_in_read": round(read_cpu / total_msgs * 1e6, 2),
-                      "process_cpu_s": round(time.process_time(), 2),
-                      "counters": {k: v for k, v in snap["counters"].items() if k in ("drops", "bad", "gaps", "frames_out",
-                                                                                      "messages_in", "messages_out")}}))
+    out = {"streams": a.streams, "block_ms": a.block_ms, "per_read": a.per_read, "messages": total_msgs,
+           "us_per_message_median": round(statistics.median(per_tick[1:]) * 1e6, 2),
+           "us_per_message_mean": round(cpu_total / total_msgs * 1e6, 2),
+           "us_per_message_in_read": round(read_cpu / total_msgs * 1e6, 2),
+           "process_cpu_s": round(time.process_time(), 2),
+           "counters": {k: v for k, v in snap["counters"].items() if k in ("drops", "bad", "gaps", "frames_out",
+                                                                          "messages_in", "messages_out")}}
+    if snap_cost is not None:
+        out["snapshot"] = snap_cost
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -458,3 +458,29 @@ def _push_many_kernel(x, offs, slots, states, n_left, skip, t, fo, hop, a, use_f
         else:
             skip[r] -= k
             n_left[r] = total - used
+
+
+@njit(cache=True, error_model="numpy")
+def _frame_counts_kernel(offs, slots, n_left, skip, n_frames, win, hop, t, fo):
+    """The frames each of a ``FeatureBank`` call's n streams completes (``LogMel._push``'s
+    arithmetic: total = n_left + len - min(skip, len); 1 + (total - win) // hop if total >= win):
+    t[:n], their offsets fo[:n + 1] (fo[0] = 0), n_frames[slots] += t.  Returns (all frames, the
+    largest total, the largest t): what ``_push_many_kernel``'s caller sizes its buffers with.
+    offs (n + 1,) the streams' sample offsets, slots (n,) their rows."""
+    n = slots.shape[0]
+    fo[0] = 0
+    need = 0
+    tmax = 0
+    for i in range(n):
+        r = slots[i]
+        m = offs[i + 1] - offs[i]
+        total = n_left[r] + m - min(skip[r], m)
+        ti = 1 + (total - win) // hop if total >= win else 0
+        t[i] = ti
+        fo[i + 1] = fo[i] + ti
+        n_frames[r] += ti
+        if total > need:
+            need = total
+        if ti > tmax:
+            tmax = ti
+    return fo[n], need, tmax

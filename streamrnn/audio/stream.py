@@ -25,7 +25,7 @@ import numpy as np
 
 from streamrnn.audio.checks import as_signal, check_rate, fix_nonfinite, guarded_restore, nonfinite_error
 from streamrnn.audio.frontend import _scratch, as_frontend
-from streamrnn.audio.kernels import _frames_kernel, _push_many_kernel, all_finite
+from streamrnn.audio.kernels import _frame_counts_kernel, _frames_kernel, _push_many_kernel, all_finite
 from streamrnn.audio.resample import Resampler, downmix
 from streamrnn.errors import AudioError, CapacityError, ConfigError, SnapshotError, StreamExistsError, StreamIdError
 from streamrnn.snapshot import SNAPSHOT_VERSION, check_snapshot
@@ -410,6 +410,8 @@ class FeatureBank:
         tb = self.frontend._tables  # the one-stream kernels' constant arguments, looked up once
         self.kernel_consts = (self.states, self.n_left, self.skip, self._hop, self.frontend.preemphasis,
                               tb.kernel is _frames_kernel, tb.itab, tb.ftab, tb.n_scratch)
+        self._rows = (np.zeros(0, np.int64),) * 4  # _push_rows' t, fo, bad, peak (grown on demand)
+        self._frames = np.empty((0, self.n_features), np.float32)  # _push_rows(reuse=True)'s frames
 
     def __len__(self):
         return len(self._slot)
@@ -449,6 +451,49 @@ class FeatureBank:
         r = self.slot(sid)
         fe = self.frontend._snapshot_of(self.states[r], self.n_left[r], self.skip[r], self.n_frames[r], 0)
         return _feature_stream_snapshot(self._settings(), None, fe, 0)
+
+    def snapshot_rows(self, ids) -> dict:
+        """The states of the open streams ``ids`` in one dict of arrays: what ``snapshot`` of each gives,
+        with what they share (version, settings) once and every stream's leftover samples in one
+        array (``buffer``, stream i's ``n_left[i]`` values after stream i - 1's).  ``split_rows`` gives
+        back each stream's ``snapshot`` dict.  StreamIdError for an id that is not open.
+
+        >>> import numpy as np
+        >>> from streamrnn.audio import LogMel
+        >>> fb = FeatureBank(LogMel(), capacity=4)
+        >>> fb.open("a"); fb.open("b")
+        >>> _ = fb.push_many({"a": np.ones(500, np.float32), "b": np.ones(900, np.float32)})
+        >>> one = fb.split_rows(fb.snapshot_rows(["a", "b"]))[1]
+        >>> bool(np.array_equal(one["frontend"]["buffer"], fb.snapshot("b")["frontend"]["buffer"]))
+        True
+        """
+        r = np.fromiter(map(self.slot, ids), np.int64)
+        n_left = self.n_left[r]
+        st = self.states[r]  # (n, 1 + win): prev, then the leftover samples (the first n_left of them)
+        keep = np.arange(self._win)[None, :] < n_left[:, None]
+        return {"version": SNAPSHOT_VERSION, "kind": "feature_rows", "settings": self._settings(),
+                "prev": st[:, 0], "n_left": n_left, "skip": self.skip[r], "n_frames": self.n_frames[r],
+                "buffer": st[:, 1:][keep]}
+
+    @staticmethod
+    def split_rows(rows: dict) -> list:
+        """``snapshot_rows``'s dict -> each stream's ``snapshot`` dict, in order (its buffers views of
+        the dict's).  SnapshotError for another kind of dict or buffers that do not add up."""
+        if not isinstance(rows, dict) or rows.get("kind") != "feature_rows":
+            raise SnapshotError("not a feature bank's snapshot_rows dict")
+        n_left, buf = np.asarray(rows["n_left"], np.int64), rows["buffer"]
+        ends = np.cumsum(n_left).tolist()
+        if n_left.ndim != 1 or (len(n_left) and n_left.min() < 0) or (ends[-1] if ends else 0) != len(buf):
+            raise SnapshotError(f"feature bank rows: n_left {n_left.tolist()} do not add up to {len(buf)} samples")
+        v, settings = rows["version"], rows["settings"]
+        fe = settings["frontend"] if isinstance(settings, dict) else None
+        out = []
+        for i, (a, b) in enumerate(zip([0] + ends, ends)):
+            f = {"version": v, "kind": "frontend", "settings": fe, "buffer": buf[a:b], "prev": float(rows["prev"][i]),
+                 "skip": int(rows["skip"][i]), "n_frames": int(rows["n_frames"][i]), "n_nonfinite": 0}
+            out.append({"version": v, "kind": "feature_stream", "settings": settings, "resampler": None,
+                        "frontend": f, "n_nonfinite": 0})  # _feature_stream_snapshot's dict
+        return out
 
     def restore(self, sid, snap: dict) -> None:
         """Put back into stream ``sid`` a snapshot from ``snapshot`` or from a ``FeatureStream`` at the
@@ -499,29 +544,46 @@ class FeatureBank:
         lens = offs[1:] - offs[:-1]
         if offs.shape[0] != n + 1 or offs[0] != 0 or offs[n] != x.shape[0] or (n and lens.min() < 0):
             raise ValueError(f"offs must rise from 0 to len(x)={x.shape[0]} in {n + 1} steps, got {offs}")
+        if n and (slots.min() < 0 or slots.max() >= self.capacity):  # the kernels index rows unchecked
+            raise ValueError(f"slots must be rows in [0, {self.capacity}), got {slots.min()}..{slots.max()}")
         if not all_finite(x):
             i = next(i for i in range(n) if not all_finite(x[offs[i]:offs[i + 1]]))
             sid = next(k for k, v in self._slot.items() if v == slots[i])
             raise AudioError(f"stream {sid!r}: {nonfinite_error(x[offs[i]:offs[i + 1]], 'samples')}")
+        out, fo, _, _ = self._push_rows(np.ascontiguousarray(slots, np.int64), x, offs)
+        return out, fo.copy()
+
+    def _push_rows(self, slots: np.ndarray, x: np.ndarray, offs: np.ndarray, reuse: bool = False):
+        """``push_rows`` of checked input (finite samples, offs rising from 0 to len(x), slots open and
+        distinct, int64 C-contiguous) -> (frames, fo, t: each stream's frame count, tmax: the largest).
+        No NumPy call per stream and no allocation but the frames: the index arrays are the bank's own
+        (fo and t views of them, valid until the next call), and with ``reuse`` the frames too (a view of a
+        buffer grown geometrically: valid until the next call, for a caller that consumes them at once)."""
+        n = slots.shape[0]
+        buf = self._rows
+        if buf[0].shape[0] < n + 1:  # t, fo, bad, peak: grown geometrically (at most capacity + 1)
+            k = min(max(2 * (n + 1), 64), self.capacity + 1)
+            self._rows = buf = (np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k))
+        t, fo, bad, peak = buf[0][:n], buf[1][:n + 1], buf[2][:n], buf[3][:n]
         # the frames each stream completes: LogMel._push's arithmetic, for all streams at once
-        total = self.n_left[slots] + lens - np.minimum(self.skip[slots], lens)
-        t = np.where(total >= self._win, 1 + (total - self._win) // self._hop, 0)
-        fo = np.zeros(n + 1, np.int64)
-        np.cumsum(t, out=fo[1:])
-        out = np.empty((int(fo[n]), self.n_features), np.float32)
-        need = int(total.max()) if n else 0
+        total, need, tmax = _frame_counts_kernel(offs, slots, self.n_left, self.skip, self.n_frames, self._win,
+                                                 self._hop, t, fo)
+        if reuse:
+            if self._frames.shape[0] < total:
+                self._frames = np.empty((max(total, 2 * self._frames.shape[0]), self.n_features), np.float32)
+            out = self._frames[:total]
+        else:
+            out = np.empty((total, self.n_features), np.float32)
         if self._data.shape[0] < need:
             self._data = np.empty(2 * need)
-        bad, peak = np.zeros(n, np.int64), np.zeros(n)
         tb = self.frontend._tables
         _push_many_kernel(x, offs, slots, self.states, self.n_left, self.skip, t, fo, self._hop,
                           self.frontend.preemphasis, tb.kernel is _frames_kernel, tb.itab, tb.ftab, self._data,
                           _scratch(tb.n_scratch), out, bad, peak)
-        self.n_frames[slots] += t
-        if n and peak.max() > FLOAT_PEAK_LIMIT and x.dtype.kind == "f":
+        if n and x.dtype.kind == "f" and peak.max() > FLOAT_PEAK_LIMIT:
             for i in np.flatnonzero(peak > FLOAT_PEAK_LIMIT):
                 self._out_of_range(int(slots[i]), float(peak[i]))
-        return out, fo
+        return out, fo, t, tmax
 
     def push_one(self, slot: int, x: np.ndarray) -> np.ndarray:
         """One stream's samples x (n,) float32/float64, C-contiguous -> its frames (t, n_features):

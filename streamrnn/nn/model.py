@@ -437,6 +437,7 @@ class Bank:
         self._seen = np.zeros(self.capacity, np.int64)  # push_block's duplicate check
         self._one = np.zeros(3, np.int64)  # a one-stream push_many's slots and offsets (_push_one)
         self._parts: dict = {}  # T -> push_audio's scratch view (one lane's bank_part_size), made once
+        self._part_sizes: dict = {}  # _advance's scratch size per (block length T, group)
 
     def __len__(self):
         return len(self._slot)
@@ -609,7 +610,13 @@ class Bank:
         kernel's NaN/Inf count (nothing computed if not 0)."""
         m, a = self.model, self.model.arch
         n = slots.shape[0]
-        part = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, self._group)
+        key = (T, self._group)
+        part = self._part_sizes.get(key)
+        if part is None:  # per block length (a handful of them), not per call
+            if len(self._part_sizes) >= 256:  # bounded whatever lengths the input brings
+                self._part_sizes.clear()
+            part = self._part_sizes[key] = bank_part_size(T, a.num_layers, a.input_size, a.hidden_size, a.gates,
+                                                   m.output_size, self._group)
         n_groups = -(-n // self._group)
         if self.threads > 1 and n_groups > 1:
             from streamrnn.nn.parallel import bank_step_parallel
@@ -643,11 +650,18 @@ class Bank:
         self._seen[slots] = lanes
         if (self._seen[slots] != lanes).any():
             raise ValueError("slots repeat a stream: each stream may appear once per call")
-        x = np.ascontiguousarray(x, dtype=m.dtype)
-        y = np.empty((x.shape[0], m.output_size), m.dtype)
+        return self._push_rows(slots, np.ascontiguousarray(x, dtype=m.dtype), offs, lens, int(lens.max()) if n else 0)
+
+    def _push_rows(self, slots, x, offs, lens, T: int) -> np.ndarray:
+        """``push_rows`` of checked input (slots open and distinct, int64; x (N, input_size) C-contiguous
+        in the model's dtype; offs rising from 0 to N; lens = its steps, T their largest): the checks a
+        caller that opened the streams itself has already made (``ModelProcessor``), not repeated per
+        call.  InputError for NaN/Inf (nothing computed)."""
+        y = np.empty((x.shape[0], self.model.output_size), self.model.dtype)
         if x.shape[0]:
-            bad = self._advance(x, offs, slots, y, int(lens.max()))
+            bad = self._advance(x, offs, slots, y, T)
             if bad:
+                n = slots.shape[0]
                 i = next(i for i in range(n) if not np.isfinite(x[offs[i]:offs[i + 1]]).all())
                 sid = next(k for k, v in self._slot.items() if v == slots[i])
                 raise InputError(f"stream {sid!r} (slot {int(slots[i])}): x contains NaN/Inf values; nothing was computed")
@@ -737,6 +751,33 @@ class Bank:
             self._pws = aligned_copy(np.zeros(2 * size, self.model.dtype))
             self._parts.clear()  # push_audio's views of the old one
         return self._pws[:size]
+
+    def snapshot_rows(self, ids) -> dict:
+        """The states of the open streams ``ids`` in one dict of arrays (h, c (L, n, H), n_frames (n,)):
+        what ``snapshot`` of each gives, with what they share (version, signature) once.
+        ``split_rows`` gives back each stream's ``snapshot`` dict.  StreamIdError for an id not open.
+
+        >>> import numpy as np, streamrnn
+        >>> bank = streamrnn.Model.random("gru", input_size=4, hidden_size=8).bank(capacity=4)
+        >>> for sid in ("a", "b"): bank.open(sid)
+        >>> _ = bank.push_many({"a": np.ones((3, 4), np.float32), "b": np.ones((1, 4), np.float32)})
+        >>> one = bank.split_rows(bank.snapshot_rows(["a", "b"]))[1]
+        >>> bool(np.array_equal(one["h"], bank.snapshot("b")["h"])), one["n_frames"]
+        (True, 1)
+        """
+        slots = self.slots(ids)
+        return {"version": SNAPSHOT_VERSION, "kind": "stream_rows", "signature": self.model.signature(),
+                "h": self.h[:, slots], "c": self.c[:, slots], "n_frames": self.n_frames[slots]}
+
+    @staticmethod
+    def split_rows(rows: dict) -> list:
+        """``snapshot_rows``'s dict -> each stream's ``snapshot`` dict, in order (views of its arrays).
+        SnapshotError for another kind of dict."""
+        if not isinstance(rows, dict) or rows.get("kind") != "stream_rows":
+            raise SnapshotError("not a bank's snapshot_rows dict")
+        h, c, nf = rows["h"], rows["c"], rows["n_frames"]
+        return [{"version": rows["version"], "kind": "stream", "signature": rows["signature"], "h": h[:, i:i + 1],
+                 "c": c[:, i:i + 1], "n_frames": int(nf[i])} for i in range(len(nf))]
 
     def snapshot(self, sid) -> dict:
         """The stream's state as a ``Stream`` snapshot (restorable into a Stream or a bank slot)."""

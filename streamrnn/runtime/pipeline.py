@@ -200,6 +200,8 @@ class ModelProcessor(Processor):
             from streamrnn.audio.stream import FeatureBank
 
             self.features = FeatureBank(model.frontend, self.bank.capacity)
+        self._rows_cache = None  # _run_deferred's (ids, front-end rows, bank rows) of the last read
+        self._offs = np.zeros(0, np.int64)  # _run_deferred's sample offsets, grown geometrically
         if config.events.enabled and model.activation == "sigmoid":
             self.event_params = config.events
         self._fused = model.dtype == np.float32  # Bank.push_audio: the front end writes float32 frames
@@ -226,8 +228,10 @@ class ModelProcessor(Processor):
             if channels == 1 and float(rate) == fb.sample_rate:
                 self.bank.open(sid)
                 fb.open(sid)
+                self._rows_cache = None
 
                 def close():
+                    self._rows_cache = None  # the id may come back on other rows
                     self.bank.close(sid)
                     fb.close(sid)
 
@@ -265,17 +269,29 @@ class ModelProcessor(Processor):
         n = len(items)
         if n == 1:  # one stream with audio (beside feature-frame streams)
             return self._run_one(*next(iter(deferred.items())))
+        ids = list(deferred)
+        c = self._rows_cache  # the streams with data are often last read's: their slot arrays again
+        if c is not None and c[0] == ids:
+            fslots, bslots = c[1], c[2]
+        else:  # dropped by every open and close (ModelProcessor.open, _BankedState's close)
+            fslots = np.fromiter(map(_FSLOT, items), np.int64, n)
+            bslots = np.fromiter(map(_BSLOT, items), np.int64, n)
+            self._rows_cache = (ids, fslots, bslots)
         xs = list(map(_X, items))
-        offs = np.zeros(n + 1, np.int64)
+        offs = self._offs
+        if offs.shape[0] < n + 1:
+            offs = self._offs = np.zeros(max(2 * (n + 1), 64), np.int64)
+        offs = offs[:n + 1]
         np.cumsum(np.fromiter(map(len, xs), np.int64, n), out=offs[1:])
-        try:
-            frames, fo = self.features.push_rows(np.fromiter(map(_FSLOT, items), np.int64, n),
-                                                 np.concatenate(xs), offs)
-            y = self.bank.push_rows(np.fromiter(map(_BSLOT, items), np.int64, n), frames, fo)
+        try:  # prepare checked every block (finite, mono) and open checked the slots: no checks again
+            frames, fo, t, tmax = self.features._push_rows(fslots, np.concatenate(xs), offs, reuse=True)
+            if frames.dtype != self.bank.model.dtype:  # a float64 model
+                frames = frames.astype(self.bank.model.dtype)
+            y = self.bank._push_rows(bslots, frames, fo, t, tmax)
         except StreamRNNError as e:  # cannot happen (prepare refused non-finite blocks): skip the tick, said
             return {}, dict.fromkeys(deferred, e)
         ends = fo.tolist()
-        return {sid: y[a:b] for sid, a, b in zip(deferred, ends, ends[1:])}, {}
+        return {sid: y[a:b] for sid, a, b in zip(ids, ends, ends[1:])}, {}
 
     def _run_frames(self, todo: dict) -> tuple[dict, dict]:
         try:
@@ -443,7 +459,7 @@ class Pipeline:
         self.stats.add("messages_out", len(out))
         self.stats.add("frames_out", sum([r[-1].shape[0] for r in out.rows]))
         if lat:  # the source counted the data whose times are not plausible (implausible_time)
-            self.stats.latency_many(t - np.array(lat))
+            self.stats.latency_many([t - v for v in lat] if len(lat) < 64 else t - np.array(lat))
 
     def _make_out_desc(self, slot: StreamSlot, ch: Chunk) -> dict:
         extra = self.processor.describe(slot.proc)

@@ -27,8 +27,11 @@ import signal
 import threading
 import time
 
+from streamrnn.audio.stream import FeatureBank
+from streamrnn.errors import SnapshotError
+from streamrnn.nn.model import Bank
 from streamrnn.runtime.events import EventDetector
-from streamrnn.runtime.pipeline import Pipeline, StreamSlot
+from streamrnn.runtime.pipeline import Pipeline, StreamSlot, _BankedState
 from streamrnn.serve.routing import shard_of
 from streamrnn.serve.store import pack, unpack
 from streamrnn.stats import LatencyHistogram
@@ -37,7 +40,9 @@ from streamrnn.transport.sinks import ZmqSink
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = "streamrnn-serve-state/1"  # the "format" of a worker's state tree
+STATE_FORMAT = "streamrnn-serve-state/2"  # the "format" of a worker's state tree (bank and front-end rows as columns)
+STATE_FORMAT_1 = "streamrnn-serve-state/1"  # each stream's rows in its own entry: still restored
+_OWN_DESC_KEYS = frozenset(("stream", "epoch", "input"))  # what differs between the out_desc of two streams
 
 
 def worker_name(index: int) -> str:
@@ -55,9 +60,12 @@ class WorkerPipeline(Pipeline):
 
     # --- snapshot ----------------------------------------------------------------------------
     def snapshot_state(self) -> dict:
-        """Every open stream's state as one tree (arrays, dicts, lists, JSON scalars)."""
-        bank = self.processor.bank
-        streams = []
+        """Every open stream's state as one tree (arrays, dicts, lists, JSON scalars).  The bank rows of
+        all streams and the front ends in the processor's ``FeatureBank`` are stored as columns
+        (``Bank.snapshot_rows``, ``FeatureBank.snapshot_rows``: what the streams share once, one array
+        per field); a stream's own entry keeps its scalars (and a ``FeatureStream``'s snapshot)."""
+        pp = self.processor
+        streams, ids, fb_ids, descs = [], [], [], []
         for s in self.slots.values():
             src = self.source.stream_state(s.stream)
             if src is None:  # its input ended or was forgotten in this very read: nothing to resume
@@ -65,28 +73,62 @@ class WorkerPipeline(Pipeline):
             resume = self._resume.get(s.stream)
             if resume is not None:  # restored, no input since: keep the older snapshot's clock
                 src = dict(src, next_index=resume["snapshot_sample"])
+            banked = isinstance(s.proc, _BankedState)
+            if banked:
+                fb_ids.append(s.stream)
+            ids.append(s.stream)
+            d = s.out_desc  # all but its own keys (the model descriptor, labels...): once per distinct value
+            common = {k: None if k in _OWN_DESC_KEYS else v for k, v in d.items()}  # None: kept in place, the order too
+            j = next((j for j, t in enumerate(descs) if t == common), None)
+            if j is None and len(descs) < 16:
+                j = len(descs)
+                descs.append(common)
+            own = d if j is None else {k: v for k, v in d.items() if k in _OWN_DESC_KEYS}
             streams.append({
-                "stream": s.stream, "in_epoch": s.in_epoch, "key": list(s.key), "out_desc": s.out_desc,
+                "stream": s.stream, "in_epoch": s.in_epoch, "key": list(s.key), "out_desc": own, "out_desc_common": j,
                 "pending_flags": s.pending_flags, "samples": s.samples, "frames": s.frames,
                 "frame0": s.frame0, "last_t_capture": s.last_t_capture,
                 # the t_capture of the last plausible pred (JSON has no -inf: None before the first)
                 "last_pred_t": None if s.last_pred_t == -math.inf else s.last_pred_t,
-                "frontend": s.proc.snapshot(),  # a FeatureStream's or a FeatureBank row's: the same dict
-                "bank": bank.snapshot(s.stream),
+                # a FeatureStream's snapshot (None: feature frames); a FeatureBank row's: feature_rows[frontend_row]
+                "frontend": None if banked else s.proc.snapshot(), "frontend_row": len(fb_ids) - 1 if banked else None,
                 "events": None if s.detector is None else s.detector.snapshot(),
                 "source": src})
-        return {"format": STATE_FORMAT, "worker": self.worker, "t": time.time(), "streams": streams}
+        return {"format": STATE_FORMAT, "worker": self.worker, "t": time.time(), "streams": streams,
+                "out_desc_common": descs,  # a stream's out_desc: its own keys and descs[its out_desc_common]
+                "bank_rows": pp.bank.snapshot_rows(ids),  # row i: streams[i]'s
+                "feature_rows": pp.features.snapshot_rows(fb_ids) if fb_ids else None,
+                }
 
     def restore_state(self, tree: dict) -> int:
-        """Reopen the streams of a ``snapshot_state`` tree (before any read); returns how many."""
-        if not isinstance(tree, dict) or tree.get("format") != STATE_FORMAT:
+        """Reopen the streams of a ``snapshot_state`` tree (before any read); returns how many.  A tree
+        of the previous format (each stream's bank and front-end snapshots in its own entry) too."""
+        if not isinstance(tree, dict) or tree.get("format") not in (STATE_FORMAT, STATE_FORMAT_1):
             log.error("worker %d: state is not %s; starting empty", self.worker, STATE_FORMAT)
             return 0
+        streams = tree.get("streams", [])
+        banks = fronts = None
+        if tree["format"] == STATE_FORMAT:
+            try:
+                banks = Bank.split_rows(tree["bank_rows"])
+                fronts = FeatureBank.split_rows(tree["feature_rows"]) if tree["feature_rows"] is not None else []
+                if len(banks) != len(streams):
+                    raise SnapshotError(f"{len(banks)} bank rows for {len(streams)} streams")
+            except Exception as e:  # noqa: BLE001 (a damaged tree: said, and the worker starts empty)
+                self.stats.count("restore_errors", type(e).__name__)
+                log.error("worker %d: state's rows are damaged (%s); starting empty", self.worker, e)
+                return 0
         n = 0
-        for st in tree.get("streams", []):
+        for i, st in enumerate(streams):
             if shard_of(str(st.get("stream")), self.workers) != self.worker:
                 continue  # a state directory of a service with another number of workers: not routed here
             try:
+                if banks is not None:  # the stream's rows back in its entry
+                    k = st["frontend_row"]
+                    st = dict(st, bank=banks[i], frontend=st["frontend"] if k is None else fronts[k])
+                    j = st["out_desc_common"]
+                    if j is not None:
+                        st["out_desc"] = {**tree["out_desc_common"][j], **st["out_desc"]}
                 self._restore_stream(st)
                 n += 1
             except Exception as e:  # noqa: BLE001 (one bad stream must not keep the others from resuming)

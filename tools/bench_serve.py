@@ -5,7 +5,9 @@ all cores, against one `streamrnn stream` process, and a paper projection to N m
     python tools/bench_serve.py [--streams 800] [--repeats 3] [--tick-ms MS] [--direct]   # prints JSON
 
 `tools/loadgen.py` sends N streams of 100 ms int16 blocks in real time through the one ingress; for each
-case (stream, serve --workers 1, 2, ..., all cores; interleaved repeats, medians) it records the CPU
+case (stream, serve --workers 1, 2, ..., all cores, and the control "2 x stream": two `stream` processes,
+each fed half the streams by its own load generator, what a user without `serve` shards by hand;
+interleaved repeats, medians) it records the CPU
 seconds of the workers (every child process of the service), of the supervisor (its router and egress
 proxy threads) and of the load generator, drops, frames out and the p50/p99 latency of the summary line.
 
@@ -64,21 +66,17 @@ def _cpu(pids) -> float:
     return total
 
 
-def run_case(workers: int | None, n: int, seconds: float, block_ms: int = 100, tick_ms: float | None = None) -> dict:
-    """One run: ``workers`` None = `streamrnn stream`, else `streamrnn serve --workers K`; ``tick_ms`` None:
-    the default read tick."""
-    p_in = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    common = ["--model", "vad", "--source", f"zmq+pull://127.0.0.1:{p_in}", "--no-events",
-              "--max-streams", str(n + 8)] + ([] if tick_ms is None else ["--tick-ms", str(tick_ms)])
-    if workers is None:
-        # the same egress as serve's (a pub socket), so that only the service's own cost differs
-        cmd = ["stream", *common, "--sink", f"zmq+pub://127.0.0.1:{_free_port()}", "--duration", str(seconds + 8)]
-    else:
-        cmd = ["serve", *common, "--sink", f"zmq+pub://127.0.0.1:{_free_port()}", "--workers", str(workers)]
+SHARDED = "shard2"  # the control case: two `stream` processes, each fed half the streams by its own load generator
+
+
+def _case_name(workers) -> str:
+    return {None: "stream", SHARDED: "2 x stream (sharded by hand)"}.get(workers, f"serve x{workers}")
+
+
+def _start(cmd: list, env: dict, ready: str) -> tuple:
+    """A `streamrnn` process started and waited for (its ready line on stderr): (process, stderr lines so far)."""
     proc = subprocess.Popen([sys.executable, "-m", "streamrnn", *cmd], env=env, stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
-    ready = "streamrnn: serving" if workers else "streamrnn: streaming"
     t_end = time.monotonic() + 120
     err_lines = []
     while time.monotonic() < t_end:  # wait for the ready line (workers loaded their kernels)
@@ -86,40 +84,80 @@ def run_case(workers: int | None, n: int, seconds: float, block_ms: int = 100, t
         err_lines.append(line)
         if ready in line or not line:
             break
-    gen = subprocess.Popen([sys.executable, str(TOOLS / "loadgen.py"), "--streams", str(n), "--seconds", str(seconds),
-                            "--block-ms", str(block_ms), f"tcp://127.0.0.1:{p_in}"], env=env, stdout=subprocess.PIPE,
-                           text=True)
-    time.sleep(1.5)  # every stream has started
-    kids = _descendants(proc.pid) if workers else []
-    c_sup0, c_w0, t0 = _cpu([proc.pid]), _cpu(kids), time.monotonic()
-    out, _ = gen.communicate(timeout=seconds + 120)
-    c_sup1, c_w1, t1 = _cpu([proc.pid]), _cpu(kids), time.monotonic()
-    if workers:
-        time.sleep(1.0)
-        proc.terminate()
-    _, err = proc.communicate(timeout=120)
-    err = "".join(err_lines) + err
-    sent = json.loads(out.strip().splitlines()[-1])
-    wall = t1 - t0
-    if workers:
+    return proc, err_lines
+
+
+def _summary(err: str, serve: bool) -> tuple:
+    """(p50, p99 ms or None, drops, frames out or None) from the summary `stream` or `serve` prints at exit."""
+    if serve:
         lat = re.search(r"latency p50 ([\d.]+) ms, p99 ([\d.]+) ms", err)
         drops = re.search(r"; drops (\d+);", err)
         frames = re.search(r"frames out (\d+)", err)
-        worker_cpu, sup_cpu = (c_w1 - c_w0), (c_sup1 - c_sup0)
     else:
         lat = re.search(r"latency\s+p50 ([\d.]+) ms, p99 ([\d.]+) ms", err)
         drops = re.search(r"drops\s+(\d+)", err)
         frames = re.search(r"frames_out\s+(\d+)", err)
-        worker_cpu, sup_cpu = (c_sup1 - c_sup0), 0.0
-    return {"case": "stream" if workers is None else f"serve x{workers}", "workers": workers, "streams": n,
+    return ([float(lat.group(1)), float(lat.group(2))] if lat else None, int(drops.group(1)) if drops else 0,
+            int(frames.group(1)) if frames else None)
+
+
+def run_case(workers, n: int, seconds: float, block_ms: int = 100, tick_ms: float | None = None) -> dict:
+    """One run: ``workers`` None = `streamrnn stream`, ``SHARDED`` = two `stream` processes with n/2 streams
+    each (what a user without `serve` would do), else `streamrnn serve --workers K`; ``tick_ms`` None: the
+    default read tick."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    serve = workers not in (None, SHARDED)
+    shards = 2 if workers == SHARDED else 1
+    procs, gens, ports = [], [], []
+    for _ in range(shards):
+        p_in = _free_port()
+        ports.append(p_in)
+        common = ["--model", "vad", "--source", f"zmq+pull://127.0.0.1:{p_in}", "--no-events",
+                  "--max-streams", str(n + 8)] + ([] if tick_ms is None else ["--tick-ms", str(tick_ms)])
+        if not serve:
+            # the same egress as serve's (a pub socket), so that only the service's own cost differs
+            cmd = ["stream", *common, "--sink", f"zmq+pub://127.0.0.1:{_free_port()}", "--duration", str(seconds + 8)]
+        else:
+            cmd = ["serve", *common, "--sink", f"zmq+pub://127.0.0.1:{_free_port()}", "--workers", str(workers)]
+        procs.append(_start(cmd, env, "streamrnn: serving" if serve else "streamrnn: streaming"))
+    for p_in in ports:
+        gens.append(subprocess.Popen([sys.executable, str(TOOLS / "loadgen.py"), "--streams", str(n // shards),
+                                      "--seconds", str(seconds), "--block-ms", str(block_ms), f"tcp://127.0.0.1:{p_in}"],
+                                     env=env, stdout=subprocess.PIPE, text=True))
+    time.sleep(1.5)  # every stream has started
+    proc = procs[0][0]
+    # the CPU counted as the workers': serve's worker processes; `stream`'s own process (each shard's)
+    kids = _descendants(proc.pid) if serve else [p.pid for p, _ in procs]
+    c_sup0, c_w0, t0 = (_cpu([proc.pid]) if serve else 0.0), _cpu(kids), time.monotonic()
+    outs = [g.communicate(timeout=seconds + 120)[0] for g in gens]
+    c_sup1, c_w1, t1 = (_cpu([proc.pid]) if serve else 0.0), _cpu(kids), time.monotonic()
+    if serve:
+        time.sleep(1.0)
+        proc.terminate()
+    lat, drops, frames, sent = [], 0, 0, {"messages": 0, "behind_s": 0.0, "cpu_s": 0.0}
+    for (p, err_lines), out in zip(procs, outs):
+        err = "".join(err_lines) + p.communicate(timeout=120)[1]
+        l_, d_, f_ = _summary(err, serve)
+        lat.append(l_)
+        drops += d_
+        frames = None if f_ is None or frames is None else frames + f_
+        g = json.loads(out.strip().splitlines()[-1])
+        sent["messages"] += g["messages"]
+        sent["behind_s"] = max(sent["behind_s"], g["behind_s"])
+        sent["cpu_s"] += g.get("cpu_s") or 0.0
+    wall = t1 - t0
+    worker_cpu, sup_cpu = (c_w1 - c_w0), (c_sup1 - c_sup0)
+    per = n // shards
+    return {"case": _case_name(workers), "workers": workers, "streams": per * shards,
             "tick_ms": tick_ms,
             "wall_s": round(wall, 2), "worker_cpu_s": round(worker_cpu, 3), "supervisor_cpu_s": round(sup_cpu, 3),
-            "cpu_s_per_stream_s": worker_cpu / (n * wall), "messages_sent": sent["messages"],
-            "generator_behind_s": sent["behind_s"], "generator_cpu_s": sent.get("cpu_s"),
+            "cpu_s_per_stream_s": worker_cpu / (per * shards * wall), "messages_sent": sent["messages"],
+            "generator_behind_s": sent["behind_s"], "generator_cpu_s": sent["cpu_s"],
             # the VAD's frames (25 ms window, 10 ms hop at 16 kHz) of every stream's audio
-            "frames_expected": n * ((int(seconds * 1000 / block_ms) * 16 * block_ms - 400) // 160 + 1), "drops": int(drops.group(1)) if drops else 0,  # none: no line
-            "frames_out": int(frames.group(1)) if frames else None,
-            "latency_ms": [float(lat.group(1)), float(lat.group(2))] if lat else None}
+            "frames_expected": per * shards * ((int(seconds * 1000 / block_ms) * 16 * block_ms - 400) // 160 + 1),
+            "drops": drops, "frames_out": frames,
+            # the shards' latency: the worse of their p50s and p99s
+            "latency_ms": [max(x[0] for x in lat), max(x[1] for x in lat)] if all(lat) else None}
 
 
 def carried(r: dict) -> bool:
@@ -147,7 +185,7 @@ def direct_check(cases, seconds: float, tick_ms, start: int = 800, step: int = 4
             if not ok:
                 break
             best, n = n, n + step
-        out.append({"case": "stream" if c is None else f"serve x{c}", "workers": c, "max_streams": best,
+        out.append({"case": _case_name(c), "workers": c, "max_streams": best,
                     "runs": tried})
     base = out[0]["max_streams"]
     for d in out:
@@ -162,9 +200,9 @@ def bench_serve(a) -> dict:
     seconds = 5 if a.quick else 10
     repeats = 1 if a.quick else max(3, min(a.repeats, 5))
     cores = os.cpu_count() or 1
-    cases = [None, 1, 2] + ([cores] if cores > 2 else [])
+    cases = [None, 1, 2, SHARDED] + ([cores] if cores > 2 else [])
     if getattr(a, "cases", None):
-        cases = [None if c == "stream" else int(c) for c in a.cases.split(",")]
+        cases = [None if c == "stream" else c if c == SHARDED else int(c) for c in a.cases.split(",")]
     runs = {c: [] for c in cases}
     tick = getattr(a, "tick_ms", None)
     for _ in range(repeats):  # interleaved: other work on the machine hits every case alike
@@ -176,7 +214,7 @@ def bench_serve(a) -> dict:
     rows = []
     for c, rs in runs.items():
         cost = statistics.median(r["cpu_s_per_stream_s"] for r in rs)
-        k = c or 1
+        k = 2 if c == SHARDED else c or 1
         lat = [r["latency_ms"] for r in rs if r["latency_ms"]]
         rows.append({"case": rs[0]["case"], "workers": c, "streams": n, "repeats": len(rs),
                      "cpu_s_per_stream_s": cost, "streams_per_core": 1 / cost if cost else None,
@@ -189,17 +227,20 @@ def bench_serve(a) -> dict:
     base = rows[0]["capacity_streams"]
     for r in rows:
         r["vs_stream"] = r["capacity_streams"] / base if base and r["capacity_streams"] else None
-    per_core = statistics.median(r["streams_per_core"] for r in rows[1:] if r["streams_per_core"])
+    served = [r["streams_per_core"] for r in rows if r["streams_per_core"] and r["workers"] not in (None, SHARDED)]
+    per_core = statistics.median(served) if served else None
     router_streams = router_msg_per_s / 10  # 100 ms blocks: 10 messages/s per stream
     # one service over a Ray cluster has one router; one service per machine (producers shard by the map) has m
-    proj = [{"machines": m, "cores_each": 16, "one_service": min(m * 15 * per_core, router_streams),
+    proj = [] if per_core is None else [{"machines": m, "cores_each": 16, "one_service": min(m * 15 * per_core, router_streams),
              "service_per_machine": m * min(15 * per_core, router_streams)} for m in (1, 4, 16)]
     md = ["## Serving on many cores (`streamrnn serve`)", "",
           f"`tools/loadgen.py` sends {n} real-time 16 kHz streams (100 ms int16 blocks) through the one ingress "
           "of `streamrnn serve --model vad --workers K` (or into one `streamrnn stream` process); CPU seconds of "
           "the workers per stream-second give the per-worker cost, and the capacity of K workers is K / cost "
           "(one worker per core). Not counted in it: the supervisor (router and egress proxy) and the load generator, "
-          "whose CPU (fractions of a core) the last columns show. "
+          "whose CPU (fractions of a core) the last columns show. The control \"2 x stream (sharded by hand)\": two "
+          "`stream` processes, each fed half the streams by its own load generator, counted the same way (K = 2): "
+          "what two busy processes beside their load generators cost per stream on this machine without `serve`. "
           f"Read tick: {'the default' if tick is None else f'{tick:g} ms'}. "
           "Medians of interleaved repeats on a machine shared with other work.", "",
           "| case | CPU s per stream-s | streams per core | capacity (streams) | vs stream | drops | p50 / p99 ms | supervisor CPU | loadgen CPU |",
@@ -208,7 +249,7 @@ def bench_serve(a) -> dict:
         md.append(f"| {r['case']} | {r['cpu_s_per_stream_s']:.5f} | {r['streams_per_core']:.0f} | "
                   f"{r['capacity_streams']:.0f} | {r['vs_stream']:.2f}x | {max(d or 0 for d in r['drops'])} | "
                   f"{r['p50_ms_median'] or 0:.1f} / {r['p99_ms_median'] or 0:.1f} | {r['supervisor_cpu_fraction']:.3f} | {r['generator_cpu_fraction']:.3f} |")
-    md += ["", f"Projection (paper): {per_core:.0f} streams per worker core; one router core forwards about "
+    md += [] if per_core is None else ["", f"Projection (paper): {per_core:.0f} streams per worker core; one router core forwards about "
                f"{router_msg_per_s:,.0f} messages/s ({router_streams:,.0f} streams of 100 ms blocks). With 15 worker "
                "cores per 16-core machine, one service over a Ray cluster (one router) / one service per "
                "machine (producers shard by the documented map, crc32 of the id modulo the number of services): "
@@ -238,7 +279,8 @@ def main():
                     help="also find the largest N that stream and serve --workers 2 carry on this machine")
     ap.add_argument("--direct-start", type=int, default=800, help="the direct check's first N (default 800)")
     ap.add_argument("--direct-step", type=int, default=400, help="the direct check's step (default 400)")
-    ap.add_argument("--cases", default=None, help="comma-separated cases, e.g. stream,1,2 (default: stream,1,2[,cores])")
+    ap.add_argument("--cases", default=None, help=f"comma-separated cases, e.g. stream,1,2,{SHARDED} (default: stream,1,2,{SHARDED}[,cores]; {SHARDED}: "
+                         "two stream processes, each fed half the streams by its own load generator)")
     a = ap.parse_args()
     rep = bench_serve(a)
     print(json.dumps({k: v for k, v in rep.items() if k != "runs"}, indent=1))

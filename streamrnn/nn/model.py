@@ -580,16 +580,17 @@ class Bank:
         if m.dtype is not _FLOAT32:
             raise ShapeError(f"push_audio takes a float32 model (the front end's frames), got {m.dtype}: "
                              f"push_many(features.push_many(...)) converts")
-        t, frames = features._one_setup(fslot, x)
+        t = features._one_setup(fslot, x)
         y = np.empty((t, m.output_size), m.dtype)
         try:
-            ws = self._parts[t]
+            ws, frames = self._parts[t]  # the kernel's scratch and the block's frames (they never leave it)
         except KeyError:  # a new block length (a live source has one or two)
             if len(self._parts) >= 64:  # blocks of many lengths (a ZeroMQ producer's): bounded
                 self._parts.clear()
             a = m.arch
-            ws = self._parts[t] = self._scratch(bank_part_size(t, a.num_layers, a.input_size, a.hidden_size,
-                                                               a.gates, m.output_size, 1))
+            ws = self._scratch(bank_part_size(t, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, 1))
+            frames = np.empty((t, features.n_features), np.float32)
+            self._parts[t] = ws, frames
         self._one[0] = slot
         states, n_left, skip, hop, pre, use_fft, itab, ftab, n_scratch = features.kernel_consts
         bad, peak = features._bad_peak

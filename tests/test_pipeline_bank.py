@@ -138,46 +138,96 @@ def test_a_banked_streams_state_snapshot_moves_to_a_fresh_processor_and_to_a_lon
         frames.restore(snap)
 
 
+def _lone_stream_runs(x, nan_block=None, t0=None):
+    """Stream "s" of the bundled VAD through three pipelines: alone in every read (the lean path,
+    ``Pipeline._process_lone``), alone with the lean path off (``process_many``'s general steps:
+    ``_BankedState.prepare``, ``ModelProcessor._run_one``), and read together with another stream
+    (``FeatureBank.push_rows`` + ``Bank.push_rows``).  Block ``nan_block`` holds a NaN.  -> {name:
+    (Keep, Pipeline)}."""
+    m = streamrnn.load_model("vad")
+    t0 = time.time() - 30.0 if t0 is None else t0  # plausible capture times: latency and monotonic t_capture
+    runs = {k: (Keep(), None) for k in ("lean", "general", "company")}
+    runs = {k: (v, Pipeline(None, [v], model=m, config=StreamConfig(max_streams=4))) for k, (v, _) in runs.items()}
+    assert runs["lean"][1]._lone
+    runs["general"][1]._lone = False
+    for i in range(0, len(x), 320):
+        b = x[i:i + 320]
+        if i // 320 == nan_block:
+            b = b.copy()
+            b[5] = np.nan
+        ch = Chunk("s", 7, "audio", b, 16000.0, i, t0 + i / 16000, seq=i // 320, end=i + 320 >= len(x))
+        runs["lean"][1].process_many([ch])
+        runs["general"][1].process_many([ch])
+        other = Chunk("o", 9, "audio", x[::-1][i:i + 320].copy(), 16000.0, i, t0 + i / 16000, seq=i // 320)
+        runs["company"][1].process_many([other, ch] if i % 640 else [ch, other])
+    return runs
+
+
+def _stream_bytes(keep, sid="s"):
+    """The encoded messages of stream ``sid``, the random output epoch and the send time set equal."""
+    from streamrnn.transport import wire
+
+    out = []
+    for q in keep.msgs:
+        if q.stream != sid:
+            continue
+        q.epoch, q.t_send = 1, 0.0
+        if q.kind == wire.DESC:
+            q.meta = dict(q.meta, epoch=1)
+        out.append(wire.encode(q))
+    return out
+
+
+def _counters(p):
+    """Every counter of a pipeline's stats and its number of latency samples (their values are times)."""
+    return p.stats.snapshot(roll=False)["counters"], p.stats.lat_total.n
+
+
 def test_a_lone_live_stream_publishes_the_same_bytes_as_in_the_company_of_another():
-    """A stream alone in every read takes the one-kernel-call path (Bank.push_audio); the same stream
-    read together with another takes the general one (FeatureBank.push_rows + Bank.push_rows).  Its
+    """A stream alone in every read takes the lean path (``Pipeline._process_lone``: one
+    ``Bank.push_audio`` call); with the lean path off, the general steps for one stream; read together
+    with another, the general many-stream path (FeatureBank.push_rows + Bank.push_rows).  Its
     messages (descriptor, preds, events, end) encode to the same bytes, once the random output epoch
-    and the send time are set equal; and they hold the offline model's predictions."""
+    and the send time are set equal; the lean and general runs count the same stats (inputs, outputs,
+    latency samples); and they hold the offline model's predictions."""
     import soundfile as sf
 
     from streamrnn.audio.frontend import as_frontend
-    from streamrnn.transport import wire
     from streamrnn.transport.sources import demo_path
 
-    m = streamrnn.load_model("vad")
     x = sf.read(str(demo_path()), dtype="float32")[0][:16000 * 8, None]  # 8 s of speech and silence
-    t0 = time.time() - 30.0  # plausible capture times: latency and monotonic t_capture paths
-    keep = {"alone": Keep(), "company": Keep()}
-    pipes = {k: Pipeline(None, [v], model=m, config=StreamConfig(max_streams=4)) for k, v in keep.items()}
-    for i in range(0, len(x), 320):
-        ch = Chunk("s", 7, "audio", x[i:i + 320], 16000.0, i, t0 + i / 16000, seq=i // 320,
-                   end=i + 320 >= len(x))
-        pipes["alone"].process_many([ch])
-        other = Chunk("o", 9, "audio", x[::-1][i:i + 320].copy(), 16000.0, i, t0 + i / 16000, seq=i // 320)
-        pipes["company"].process_many([other, ch] if i % 640 else [ch, other])
-
-    def frames(k):
-        out = []
-        for q in keep[k].msgs:
-            if q.stream != "s":
-                continue
-            q.epoch, q.t_send = 1, 0.0
-            if q.kind == wire.DESC:
-                q.meta = dict(q.meta, epoch=1)
-            out.append(wire.encode(q))
-        return out
-
-    alone, company = frames("alone"), frames("company")
-    kinds = [q.kind_name for q in keep["alone"].msgs]
+    runs = _lone_stream_runs(x)
+    lean, general, company = (_stream_bytes(runs[k][0]) for k in ("lean", "general", "company"))
+    kinds = [q.kind_name for q in runs["lean"][0].msgs]
     assert kinds.count("pred") > 350 and "event" in kinds and kinds[-1] == "eos"
-    assert alone == company
+    assert lean == general == company
+    assert _counters(runs["lean"][1]) == _counters(runs["general"][1])
+    assert runs["lean"][1].stats.get("frames_in") == len(x) and runs["lean"][1].stats.lat_total.n > 350
+    m = streamrnn.load_model("vad")
     offline = m.forward(as_frontend(m.frontend).compute(x[:, 0]))[m.delay:]
-    np.testing.assert_allclose(preds(keep["alone"], "s"), offline, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(preds(runs["lean"][0], "s"), offline, rtol=0, atol=1e-5)
+
+
+def test_a_lone_streams_nan_block_is_refused_on_the_lean_path_as_on_the_general_one():
+    """A block with a NaN: the lean path (whose one kernel call finds it and computes nothing) skips it
+    as ``_BankedState.prepare`` does on the general paths: the same counters (one bad input, its
+    samples not counted), the same bytes afterwards, and the predictions of the audio without it."""
+    import soundfile as sf
+
+    from streamrnn.audio.frontend import as_frontend
+    from streamrnn.transport.sources import demo_path
+
+    x = sf.read(str(demo_path()), dtype="float32")[0][:16000 * 3, None]
+    runs = _lone_stream_runs(x, nan_block=40)
+    lean, general, company = (_stream_bytes(runs[k][0]) for k in ("lean", "general", "company"))
+    assert lean == general == company
+    assert _counters(runs["lean"][1]) == _counters(runs["general"][1])
+    st = runs["lean"][1].stats
+    assert st.get("bad", "input") == 1 and st.get("frames_in") == len(x) - 320
+    m = streamrnn.load_model("vad")
+    kept = np.concatenate([x[:40 * 320, 0], x[41 * 320:, 0]])
+    offline = m.forward(as_frontend(m.frontend).compute(kept))[m.delay:]
+    np.testing.assert_allclose(preds(runs["lean"][0], "s"), offline, rtol=0, atol=1e-5)
 
 
 def test_the_reads_cached_slot_arrays_follow_streams_that_close_reopen_repeat_and_reset():

@@ -289,3 +289,40 @@ def test_fast_json_lines_equal_json_dumps_of_every_record():
             rec.descs[("out", sid)] = desc
             want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rec.rows(m))
             assert row_lines(m, desc) == want
+
+
+def test_json_lines_sink_writes_a_ticks_outputs_from_their_rows_as_write_writes_each_message():
+    """JsonLinesSink.write_outputs formats a tick's prediction rows without building messages
+    (Records.pred_lines); the text must equal ``write`` of each message (``Outputs.messages``), itself
+    json.dumps of every record: streams with and without a descriptor, flags, several columns and rows,
+    a non-finite time, and a tick with a NaN value (sent to ``write``, the json.dumps path)."""
+    rng = np.random.default_rng(5)
+
+    def ticks():
+        for nan in (False, True):
+            b = wire.Outputs(wire.PRED)
+            for i, (sid, flags, shape) in enumerate((("a", wire.FLAG_GAP | wire.FLAG_RESET, (2, 1)), ("b", 0, (3, 2)),
+                                                     ("a", 0, (1, 1)), ("c%s", wire.FLAG_OVERFLOW, (2, 3)))):
+                data = rng.standard_normal(shape).astype(np.float32)
+                if nan and i == 2:
+                    data[0, 0] = np.nan
+                b.append(sid, flags, 5 + i, 40 + i, 1000 * i, float("inf") if i == 3 else 1764230400.25 + i, i, data)
+            b.t_send = 2.0
+            yield b
+
+    desc = wire.Message(wire.DESC, "a", meta=wire.descriptor("a", 5, "pred", "float32", 1, 100.0))
+    desc_b = wire.Message(wire.DESC, "b", meta=wire.descriptor("b", 6, "pred", "float32", 2, 16000.0 / 160))
+    fast, slow = io.StringIO(), io.StringIO()
+    sinks = JsonLinesSink(stream=fast), JsonLinesSink(stream=slow)
+    for s in sinks:
+        s.open()
+        s.write(desc)
+        s.write(desc_b)
+    for b in ticks():
+        sinks[0].write_outputs(b)
+        for m in b.messages():
+            sinks[1].write(m)
+    lines = fast.getvalue().splitlines()
+    assert fast.getvalue() == slow.getvalue() and len(lines) == 2 + 2 * 8
+    assert [json.loads(x)["type"] for x in lines].count("pred") == 16
+    assert any('"y":[NaN]' in x for x in lines)  # the NaN tick went through json.dumps

@@ -4,6 +4,7 @@ time, in this process, with each part of the loop wrapped in a thread-CPU timer.
 
     python tools/live_profile.py [--seconds 10] [--sink null]
     python tools/live_profile.py --floors [--seconds 4] [--repeats 3]
+    python tools/live_profile.py --dispatch [--seconds 4] [--repeats 3]
 
 Prints the process's CPU seconds per audio second after start-up and, per part, the thread CPU
 time, the number of calls and the time per call.  The timers add a little of their own (two
@@ -21,6 +22,10 @@ tables were read (their misses paid by the reads), that call twice (the second o
 that call in a tight loop (warm caches).  The differences are the cold-cache costs of each part:
 what is left of the first call beyond its data is its code (the compiled kernels are several
 hundred KB; the path a block runs misses in the instruction caches after every sleep) and Python.
+
+``--dispatch``: what Numba's dispatcher costs for ``audio_bank_one_kernel``'s 23 arguments, paced and
+warm: kernels that do nothing, called with those 23 arguments and with one, through the dispatcher
+and through their compiled entry points (a measurement only).
 """
 
 from __future__ import annotations
@@ -46,6 +51,17 @@ def _touch(a):
 
 def _nothing():
     return None
+
+
+@njit(cache=True)
+def _nothing1(a0):
+    return 0
+
+
+@njit(cache=True)
+def _nothing23(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19, a20, a21,
+               a22):
+    return 0
 
 
 def floors(seconds: float, repeats: int) -> None:
@@ -106,15 +122,70 @@ def floors(seconds: float, repeats: int) -> None:
     print(f"  {'Bank.push_audio in a tight loop (warm caches)':58s} {(time.process_time() - t0) / n * 1e6:7.1f}")
 
 
+def dispatch(seconds: float, repeats: int) -> None:
+    """What Numba's dispatcher costs for ``audio_bank_one_kernel``'s 23 arguments: a kernel that does
+    nothing, called with the same 23 arguments (their types: the same dispatch work) and with one,
+    paced and in a tight loop.  Also the same kernels' compiled entry points called directly (Numba
+    internals, ``overloads[sig].entry_point``: a measurement only, not a supported way to call them)."""
+    import streamrnn
+    from streamrnn.audio.frontend import _scratch as frontend_scratch
+    from streamrnn.audio.stream import FeatureBank
+
+    m = streamrnn.load_model("vad")
+    fb, bank = FeatureBank(m.frontend, 1), m.bank(1)
+    fb.open("a")
+    bank.open("a")
+    x = np.zeros(320, np.float32)
+    t = fb._one_setup(0, x)
+    states, n_left, skip, hop, pre, use_fft, itab, ftab, n_scratch = fb.kernel_consts
+    bad, peak = fb._bad_peak
+    args = (x, fb._one, bad, peak, states, n_left, skip, hop, pre, use_fft, itab, ftab, fb._data,
+            frontend_scratch(n_scratch), np.empty((t, m.input_size), np.float32), m._mi, m.theta, bank._one,
+            bank.h, bank.c, bank._scratch(16), np.empty((t, 1), np.float32), 1)
+    _nothing23(*args)
+    _nothing1(x)
+    e23 = _nothing23.overloads[_nothing23.signatures[0]].entry_point
+    e1 = _nothing1.overloads[_nothing1.signatures[0]].entry_point
+    steps = {"loop alone (sleep, wake-up)": (lambda *a: None, (x,)),
+             "+ a do-nothing kernel, 1 argument (dispatcher)": (_nothing1, (x,)),
+             "+ its compiled entry point, 1 argument": (e1, (x,)),
+             "+ a do-nothing kernel, audio_bank_one_kernel's 23 arguments": (_nothing23, args),
+             "+ its compiled entry point, 23 arguments": (e23, args)}
+    runs = {k: [] for k in steps}
+    n = int(seconds * 50)
+    for _ in range(repeats):
+        for k, (f, a) in steps.items():
+            c0 = time.process_time()
+            t0 = time.monotonic()
+            for i in range(n):
+                wait = t0 + (i + 1) * 0.02 - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                f(*a)
+            runs[k].append((time.process_time() - c0) / n)
+    print(f"paced 20 ms blocks, {seconds:g} s each, median of {repeats} (range), CPU us per block; "
+          f"then a tight loop (warm), us per call:")
+    for k, v in runs.items():
+        f, a = steps[k]
+        c0, nt = time.process_time(), 50000
+        for _ in range(nt):
+            f(*a)
+        warm = (time.process_time() - c0) / nt
+        print(f"  {k:62s} {np.median(v) * 1e6:7.1f} ({min(v) * 1e6:.0f}-{max(v) * 1e6:.0f})  warm {warm * 1e6:5.2f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--sink", default="null")
     ap.add_argument("--floors", action="store_true", help="the cold-cache floors of a paced block (see above)")
+    ap.add_argument("--dispatch", action="store_true", help="what Numba's dispatch of 23 arguments costs (see above)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
     if a.floors:
         return floors(a.seconds, a.repeats)
+    if a.dispatch:
+        return dispatch(a.seconds, a.repeats)
 
     from streamrnn.config import StreamConfig
     from streamrnn.runtime import pipeline as P
@@ -141,11 +212,13 @@ def main(argv=None):
     wrap(p.source, "read", "source.read (sleep, file, chunk)")
     wrap(p.source, "_take", "  file read (a block of the decoded second)")
     wrap(p, "process_many", "process_many")
-    wrap(P.StreamState, "prepare", "  prepare (front end)")
-    wrap(P._BankedState, "prepare", "  prepare (check, defer)")
-    wrap(p.processor, "run", "  processor.run (front end + model)")
+    wrap(P.StreamState, "prepare", "  prepare (front end; not on the lean path)")
+    wrap(P._BankedState, "prepare", "  prepare (check, defer; not on the lean path)")
+    wrap(p.processor, "run", "  processor.run (front end + model; not on the lean path)")
+    wrap(p, "_process_lone", "  the lean path of a lone block (_process_lone)")
     wrap(p.processor.bank, "push_audio", "    Bank.push_audio (one kernel call)")
-    wrap(p, "_emit_output", "  outputs (message, sinks, stats, events)")
+    wrap(p, "_emit_output", "    output row, events (_emit_output)")
+    wrap(p, "_write_outputs", "    sinks, stats (_write_outputs)")
     wrap(p, "_periodic_desc", "descriptors, heartbeats (1/s)")
     wrap(p, "_send_stats", "stats message (1/s)")
     t = {}

@@ -589,7 +589,8 @@ class FeatureBank:
         """One stream's samples x (n,) float32/float64, C-contiguous -> its frames (t, n_features):
         ``push_rows`` of one stream without its per-call index arrays (a paced live stream pays
         every NumPy call on cold caches after each sleep).  AudioError for NaN/Inf, nothing computed."""
-        t, out = self._one_setup(slot, x)
+        t = self._one_setup(slot, x)
+        out = np.empty((t, self.n_features), np.float32)
         one, (bad, peak) = self._one, self._bad_peak
         states, n_left, skip, hop, a, use_fft, itab, ftab, n_scratch = self.kernel_consts
         _push_many_kernel(x, one[1:3], one[:1], states, n_left, skip, one[5:], one[3:5], hop, a, use_fft, itab, ftab,
@@ -599,7 +600,7 @@ class FeatureBank:
 
     def _one_setup(self, slot: int, x: np.ndarray):
         """Before a one-stream kernel call (``push_one``, ``Bank.push_audio``): the index arrays
-        ``_one`` = [slot, 0, n, 0, t, t] filled, the frame data grown; -> (t, frames (t, n_features))."""
+        ``_one`` = [slot, 0, n, 0, t, t] filled, the frame data grown; -> t, the frames the samples complete."""
         n = x.shape[0]
         skip, nl = int(self.skip[slot]), int(self.n_left[slot])
         total = nl + n - min(skip, n)
@@ -608,7 +609,7 @@ class FeatureBank:
         one[0], one[2], one[4], one[5] = slot, n, t, t
         if self._data.shape[0] < total:
             self._data = np.empty(2 * total)
-        return t, np.empty((t, self.n_features), np.float32)
+        return t
 
     def _one_done(self, slot: int, x: np.ndarray, t: int) -> None:
         """After a one-stream kernel call: AudioError if it found NaN/Inf (it computed nothing), the

@@ -436,7 +436,7 @@ class Bank:
         self._open = np.zeros(self.capacity, bool)  # slot -> open?, for push_block's bulk checks
         self._seen = np.zeros(self.capacity, np.int64)  # push_block's duplicate check
         self._one = np.zeros(3, np.int64)  # a one-stream push_many's slots and offsets (_push_one)
-        self._parts: dict = {}  # T -> push_audio's scratch view (one lane's bank_part_size), made once
+        self._parts: dict = {}  # T -> push_audio's scratch view (one lane's bank_part_size), frames and y shape, made once
         self._part_sizes: dict = {}  # _advance's scratch size per (block length T, group)
 
     def __len__(self):
@@ -581,16 +581,17 @@ class Bank:
         if m.dtype is not _FLOAT32:
             raise ShapeError(f"push_audio takes a float32 model (the front end's frames), got {m.dtype}: "
                              f"push_many(features.push_many(...)) converts")
-        t, frames = features._one_setup(fslot, x)
-        y = np.empty((t, m.output_size), m.dtype)
-        try:
-            ws = self._parts[t]
+        t = features._one_setup(fslot, x)
+        try:  # the kernel's scratch and the block's frames (they never leave it), y's shape
+            ws, frames, y_shape = self._parts[t]
         except KeyError:  # a new block length (a live source has one or two)
             if len(self._parts) >= 64:  # blocks of many lengths (a ZeroMQ producer's): bounded
                 self._parts.clear()
             a = m.arch
-            ws = self._parts[t] = self._scratch(bank_part_size(t, a.num_layers, a.input_size, a.hidden_size,
-                                                               a.gates, m.output_size, 1))
+            ws = self._scratch(bank_part_size(t, a.num_layers, a.input_size, a.hidden_size, a.gates, m.output_size, 1))
+            frames, y_shape = np.empty((t, features.n_features), np.float32), (t, m.output_size)
+            self._parts[t] = ws, frames, y_shape
+        y = np.empty(y_shape, np.float32)
         self._one[0] = slot
         states, n_left, skip, hop, pre, use_fft, itab, ftab, n_scratch = features.kernel_consts
         bad, peak = features._bad_peak

@@ -118,6 +118,17 @@ class Records:
         return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.make(m))
 
 
+    def pred_lines(self, stream: str, flags: int, epoch: int, seq: int, sample_index: int, t_capture: float,
+                   ref_seq: int, data) -> str | None:
+        """``lines`` of an outgoing prediction message given by its fields (a ``wire.Outputs`` row, no
+        ``Message`` built), or None where ``lines`` would take its ``json.dumps`` path (values not
+        finite, no values, wire fields, no data): the caller then builds the message."""
+        if self.wire_fields or not self.with_data or not data.size or not _finite(data):
+            return None
+        return _row_lines(stream, epoch, sample_index, t_capture, seq, flags, data,
+                          self.descs.get(("out", stream)) or {}, "pred")
+
+
 def _finite(a) -> bool:
     # one reduction, no temporary: NaN/Inf make the sum non-finite; a finite sum that overflows
     # only sends the rows down the slow (json.dumps) path, which writes the same bytes
@@ -137,23 +148,29 @@ def row_lines(m: wire.Message, desc: dict, rtype: str = "pred") -> str:
     bytecode per row): the per-row ``json.dumps`` was half of the whole pipeline's CPU time on a
     long file, and a per-row f-string loop still a quarter.  Only for finite values (json spells
     NaN/Inf differently from repr)."""
+    return _row_lines(m.stream, m.epoch, m.sample_index, m.t_capture, m.seq, m.flags, m.data, desc, rtype)
+
+
+def _row_lines(stream: str, epoch: int, sample_index: int, t: float, seq: int, flag_bits: int, data, desc: dict,
+               rtype: str) -> str:
+    """``row_lines`` of a message given by its fields."""
     rate = float(desc.get("rate") or 0) or None
-    n = m.data.shape[0]
+    n = data.shape[0]
     # json.dumps of a str is encode_basestring_ascii of it, of a finite float its repr: the same
     # bytes without json.dumps's Python layers (this runs per message: 50 a second for a live stream)
-    t = m.t_capture
-    head = '{"v":%d,"type":"%s","stream":%s,"epoch":%d,"frame":' % (SCHEMA, rtype, _json_str(m.stream), m.epoch)
-    mid = ',"t_capture":%s,"seq":%d,"flags":' % (float.__repr__(t) if math.isfinite(t) else json.dumps(t), m.seq)
+    head = '{"v":%d,"type":"%s","stream":%s,"epoch":%d,"frame":' % (SCHEMA, rtype, _json_str(stream), epoch)
+    mid = ',"t_capture":%s,"seq":%d,"flags":' % (float.__repr__(t) if math.isfinite(t) else json.dumps(t), seq)
     row = (head.replace("%", "%%") + '%d,"time":%s' + mid.replace("%", "%%")
            + '%s,"' + values_key(rtype) + '":[%s]}\n')
-    frames = range(m.sample_index, m.sample_index + n)
+    frames = range(sample_index, sample_index + n)
     if rate is None:
         times = repeat("null", n)
     else:  # repr(round(k / rate, 6)), as json.dumps writes the record's float
         times = map(repr, map(round, map(truediv, frames, repeat(rate)), repeat(6)))
-    first = json.dumps(m.flag_names(), separators=(",", ":")) if m.flags else "[]"
+    first = (json.dumps([nm for b, nm in wire.FLAG_NAMES.items() if flag_bits & b], separators=(",", ":"))
+             if flag_bits else "[]")  # Message.flag_names
     flags = chain((first,), repeat("[]", n - 1))
-    cols = m.data.T.tolist()  # (O, n) Python floats: repr of each is what json.dumps writes
+    cols = data.T.tolist()  # (O, n) Python floats: repr of each is what json.dumps writes
     if len(cols) == 1:
         ys = map(repr, cols[0])
     elif cols:

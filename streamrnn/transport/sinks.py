@@ -198,6 +198,18 @@ class JsonLinesSink(_TextSink):
         if m.kind == wire.EOS:  # a finished stream is complete on disk
             self._f.flush()
 
+    def write_outputs(self, batch):
+        """A tick's predictions written from their rows (``Records.pred_lines``), without a ``Message``
+        per row (a live stream pays each Python call on cold caches after every sleep): the bytes
+        ``write`` writes for each; a row with NaN/Inf or no values sends the tick to ``write``."""
+        if batch.kind != wire.PRED:
+            return super().write_outputs(batch)
+        lines = self.rec.pred_lines
+        texts = [lines(*row) for row in batch.rows]
+        if None in texts:
+            return super().write_outputs(batch)
+        self._f.write("".join(texts))
+
     def describe(self):
         return f"JSON lines to {self.path or 'stdout'}"
 

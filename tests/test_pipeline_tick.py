@@ -54,16 +54,22 @@ def _wait_for(cond, timeout=10.0):
         time.sleep(0.005)
 
 
-@pytest.fixture
-def running(tmp_path):
-    """A pipeline with a tick of TICK_MS reading a real PULL socket in its own thread; a PUSH into it."""
+def _tick_pipeline(tmp_path):
+    """A small GRU's pipeline with a tick of TICK_MS reading a real PULL socket (IPC in ``tmp_path``), a
+    ``CountingProcessor``, into a ``Keep`` sink: (pipeline, its source, the sink, the model)."""
     m = streamrnn.Model.random("gru", input_size=4, hidden_size=12, output_size=2, activation="sigmoid", seed=3)
     cfg = StreamConfig(max_streams=32, tick_ms=TICK_MS, events=EventParams(enabled=False), stats_interval=60,
                        desc_interval=60)
     stats = Stats()
     src = ZmqSource(f"zmq+pull+ipc://{tmp_path}/in.sock", stats=stats, max_streams=32)
     keep = Keep()
-    p = Pipeline(src, [keep], CountingProcessor(m, cfg), config=cfg, stats=stats)
+    return Pipeline(src, [keep], CountingProcessor(m, cfg), config=cfg, stats=stats), src, keep, m
+
+
+@pytest.fixture
+def running(tmp_path):
+    """A pipeline with a tick of TICK_MS reading a real PULL socket in its own thread; a PUSH into it."""
+    p, src, keep, m = _tick_pipeline(tmp_path)
     stop, ready = threading.Event(), threading.Event()
     th = threading.Thread(target=p.run, args=(stop,), kwargs={"on_ready": lambda _: ready.set()})
     th.start()
@@ -144,13 +150,7 @@ class _RecordingStop(threading.Event):
 def test_a_backlog_larger_than_one_read_is_read_without_waiting_a_tick(tmp_path):
     """1,300 messages queued before the first read: a read takes 512 at most, and the reads after a
     full one follow at once (a tick of 1 s after each would leave a burst behind for seconds)."""
-    m = streamrnn.Model.random("gru", input_size=4, hidden_size=12, output_size=2, activation="sigmoid", seed=3)
-    cfg = StreamConfig(max_streams=32, tick_ms=TICK_MS, events=EventParams(enabled=False), stats_interval=60,
-                       desc_interval=60)
-    stats = Stats()
-    src = ZmqSource(f"zmq+pull+ipc://{tmp_path}/in.sock", stats=stats, max_streams=32)
-    keep = Keep()
-    p = Pipeline(src, [keep], ModelProcessor(m, cfg), config=cfg, stats=stats)
+    p, src, keep, m = _tick_pipeline(tmp_path)
     backlogs = []
     read = src.read
 

@@ -58,6 +58,16 @@ def _check_same(got, want):
     assert np.array_equal(got[7], want[7])
 
 
+def _source_and_push():
+    """An open ``ZmqSource`` (PULL on a free 127.0.0.1 port) and a PUSH socket connected to it."""
+    port = free_port()
+    src = ZmqSource(f"zmq+pull://127.0.0.1:{port}", stats=Stats())
+    src.open()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    return src, push
+
+
 def _valid_data(rng: random.Random):
     """Valid data messages of both fast dtypes, several rows and channels, and a few edge cases."""
     out = []
@@ -242,11 +252,7 @@ def test_source_read_is_message_by_message_decode_and_accept(seed, per_read):
         ch = ref._accept(m)
         if ch is not None:
             want.append(ch)
-    port = free_port()
-    src = ZmqSource(f"zmq+pull://127.0.0.1:{port}", stats=Stats())
-    src.open()
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.connect(f"tcp://127.0.0.1:{port}")
+    src, push = _source_and_push()
     try:
         for f in msgs:
             push.send_multipart(f)
@@ -367,11 +373,7 @@ def test_latency_many_counts_what_latency_of_each_counts(values):
 
 
 def test_source_read_stops_at_its_byte_budget_counting_every_frame():
-    port = free_port()
-    src = ZmqSource(f"zmq+pull://127.0.0.1:{port}", stats=Stats())
-    src.open()
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.connect(f"tcp://127.0.0.1:{port}")
+    src, push = _source_and_push()
     try:
         push.send_multipart(wire.encode(wire.Message(wire.DESC, "s", direction="in", epoch=4,
                                                      meta=wire.descriptor("s", 4, "audio", "int16", 1, 16000.0))))

@@ -38,6 +38,8 @@ import time
 import numpy as np
 from numba import njit
 
+from bench_sections import _paced  # noqa: E402  (tools/ is this script's directory)
+
 
 @njit(cache=True)
 def _touch(a):
@@ -97,21 +99,10 @@ def floors(seconds: float, repeats: int) -> None:
     for f in steps.values():
         f(x[:320])
 
-    def paced(step, block=320, rate=16000):
-        n = int(seconds * rate) // block
-        t0, c0 = time.monotonic(), time.process_time()
-        for i in range(n):
-            wait = t0 + (i + 1) * block / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            j = (i * block) % (len(x) - block)
-            step(x[j:j + block])
-        return (time.process_time() - c0) / n
-
     runs = {k: [] for k in steps}
     for _ in range(repeats):
         for k, f in steps.items():
-            runs[k].append(paced(f))
+            runs[k].append(_paced(f, x, 320, seconds) * 320 / 16000)  # CPU s per block
     print(f"paced 20 ms blocks, {seconds:g} s each, median of {repeats} (range), CPU us per block:")
     for k, v in runs.items():
         print(f"  {k:58s} {np.median(v) * 1e6:7.1f} ({min(v) * 1e6:.0f}-{max(v) * 1e6:.0f})")
@@ -152,17 +143,9 @@ def dispatch(seconds: float, repeats: int) -> None:
              "+ a do-nothing kernel, audio_bank_one_kernel's 23 arguments": (_nothing23, args),
              "+ its compiled entry point, 23 arguments": (e23, args)}
     runs = {k: [] for k in steps}
-    n = int(seconds * 50)
     for _ in range(repeats):
         for k, (f, a) in steps.items():
-            c0 = time.process_time()
-            t0 = time.monotonic()
-            for i in range(n):
-                wait = t0 + (i + 1) * 0.02 - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                f(*a)
-            runs[k].append((time.process_time() - c0) / n)
+            runs[k].append(_paced(lambda b, f=f, a=a: f(*a), np.zeros(640, np.float32), 320, seconds) * 320 / 16000)  # CPU s per block
     print(f"paced 20 ms blocks, {seconds:g} s each, median of {repeats} (range), CPU us per block; "
           f"then a tight loop (warm), us per call:")
     for k, v in runs.items():

@@ -307,6 +307,29 @@ def read_text_file(path, max_bytes: int, what: str, error=ConfigError) -> str:
         raise error(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); a {what} must be UTF-8") from None
 
 
+
+def json_lines(text: str, path):
+    r"""``(line number, value)`` of each non-blank line of JSON-lines ``text`` (read from ``path``,
+    named in errors), in order, numbered from 1; ConfigError ``"<path>:<line>: not JSON: ..."`` at
+    the first line that is not JSON.  The manifests' and the training history's one reader.
+
+    >>> list(json_lines('{"audio": "a.wav"}\n\n[1, 2]\n', "m.jsonl"))
+    [(1, {'audio': 'a.wav'}), (3, [1, 2])]
+    >>> list(json_lines("{}\nnot json\n", "m.jsonl"))
+    Traceback (most recent call last):
+    ...
+    streamrnn.errors.ConfigError: m.jsonl:2: not JSON: Expecting value: line 1 column 1 (char 0)
+    """
+    import json
+
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{i}: not JSON: {e}") from None
+
 def read_toml(path) -> dict:
     """A TOML file as a dict; ConfigError (naming the file) if unreadable or invalid."""
     p = Path(path)

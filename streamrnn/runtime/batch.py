@@ -47,7 +47,7 @@ import numpy as np
 from streamrnn.audio.files import AudioFile, write_labels
 from streamrnn.audio.frontend import as_frontend
 from streamrnn.audio.stream import FeatureStream
-from streamrnn.config import EventParams, StreamConfig, read_text_file
+from streamrnn.config import EventParams, StreamConfig, json_lines, read_text_file
 from streamrnn.errors import ConfigError, InputError, StreamRNNError
 from streamrnn.nn.model import Model, load_model
 from streamrnn.nn.modelfile import MAX_MODEL_BYTES, resolve_model_path
@@ -393,13 +393,7 @@ def _manifest_items(path: Path) -> list[Item]:
     text = read_text_file(path, MAX_MANIFEST_BYTES, "manifest", ConfigError)
     base = path.parent.resolve()
     out = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{i}: not a JSON object ({e.msg})") from None
+    for i, rec in json_lines(text, path):
         if not isinstance(rec, dict) or not isinstance(rec.get("audio"), str) or not rec["audio"]:
             raise ConfigError(f'{path}:{i}: expected an object with an "audio" path')
         p = (base / rec["audio"]).resolve()

@@ -47,7 +47,7 @@ from streamrnn.audio.files import frame_targets, read_audio, read_labels
 from streamrnn.audio.frontend import LogMel, as_frontend
 from streamrnn.audio.resample import Resampler
 from streamrnn.audio.stream import out_of_range_peak
-from streamrnn.config import read_text_file
+from streamrnn.config import json_lines, read_text_file
 from streamrnn.errors import AudioError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -99,14 +99,8 @@ def read_manifest(path) -> list[ManifestEntry]:
     text = read_text_file(path, MAX_MANIFEST_BYTES, "manifest", ConfigError)
     base = path.parent
     out = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for i, d in json_lines(text, path):
         where = f"{path}:{i}"
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}: not JSON: {e}") from None
         if not isinstance(d, dict) or "audio" not in d:
             raise ConfigError(f"{where}: each line must be an object with an 'audio' path, got "
                               f"{'an object without one' if isinstance(d, dict) else 'a JSON ' + type(d).__name__}")

@@ -32,13 +32,13 @@ along the window are those of the stream, not of a cold start.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from streamrnn.config import json_lines
 from streamrnn.errors import ConfigError, InputError
 from streamrnn.nn.model import Model
 from streamrnn.train.bptt import BPTT
@@ -181,13 +181,7 @@ def read_history(run_dir) -> list[dict]:
         raise ConfigError(f"{path}: no metrics.jsonl (give the --out folder of a `streamrnn train` run)")
     keys = ("epoch", "grad_norm_mean", "grad_norm_max", "clipped_fraction", "horizon_frames")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{n}: not JSON: {e}") from None
+    for _, rec in json_lines(path.read_text(encoding="utf-8"), path):
         out.append({k: rec.get(k) for k in keys})
     return out
 

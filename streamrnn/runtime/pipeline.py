@@ -38,13 +38,13 @@ from operator import attrgetter
 
 import numpy as np
 
-from streamrnn.config import DEFAULT_TICK_MS, StreamConfig
+from streamrnn.config import StreamConfig
 from streamrnn.errors import AudioError, ConfigError, InputError, SnapshotError, StreamRNNError
 from streamrnn.runtime.events import EventDetector
 from streamrnn.runtime.warmup import compile_front_end_elsewhere, warm_up_blocks
 from streamrnn.stats import RecentIds, Stats
 from streamrnn.transport import wire
-from streamrnn.transport.sources import MAX_AGE, Chunk, Source, ZmqSource, new_epoch
+from streamrnn.transport.sources import MAX_AGE, Chunk, Source, new_epoch
 
 log = logging.getLogger(__name__)
 
@@ -661,7 +661,9 @@ class Pipeline:
         if self._outputs.rows:
             self._write_outputs()
 
-    def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int, now: float | None = None) -> None:
+    def _emit_output(self, slot: StreamSlot, ch: Chunk, y, s0: int, now: float) -> None:
+        """Queue ``y`` (the stream's new output rows) for the tick's write, and feed its events; ``now``:
+        the tick's time.time(), which judges the capture time plausible."""
         t = y.shape[0]
         k0 = slot.frames
         # Capture time of the newest input row the last output row depends on (at most the newest row
@@ -674,7 +676,7 @@ class Pipeline:
         if ch.time_ok:
             t_cap = min(t_cap, ch.t_arrival)
         # judged on arrival by the source
-        plausible = ch.time_ok and 0.0 <= (time.time() if now is None else now) - t_cap <= MAX_AGE
+        plausible = ch.time_ok and 0.0 <= now - t_cap <= MAX_AGE
         if plausible:
             # Monotonic on any input: a producer replaying faster than real time stamps each block
             # "now minus its duration", so the rows of consecutive blocks overlap in time, and a
@@ -762,8 +764,9 @@ class Pipeline:
 
     def tick_seconds(self) -> float:
         """Seconds between two reads of the source (``StreamConfig.tick_ms``; its default None: the
-        ``DEFAULT_TICK_MS`` for a ZeroMQ source, whose many streams' messages arrive one by one, and 0
-        for a single-stream source, which returns a block when one is due: a wait would only delay it).
+        source's ``default_tick_ms``: ``DEFAULT_TICK_MS`` for a ZeroMQ source, whose many streams'
+        messages arrive one by one, and 0 for a single-stream source, which returns a block when one
+        is due: a wait would only delay it).
 
         >>> import streamrnn
         >>> m = streamrnn.Model.random("gru", input_size=3, hidden_size=8, output_size=1)
@@ -772,7 +775,7 @@ class Pipeline:
         """
         ms = self.config.tick_ms
         if ms is None:
-            ms = DEFAULT_TICK_MS if isinstance(self.source, ZmqSource) else 0.0
+            ms = self.source.default_tick_ms if self.source is not None else 0.0
         return ms / 1000
 
     def run(self, stop: threading.Event | None = None, on_ready=None, on_tick=None) -> Stats:

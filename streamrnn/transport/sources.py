@@ -31,7 +31,7 @@ import numpy as np
 
 from streamrnn.audio.checks import SAMPLE_RATE_RANGE
 from streamrnn.audio.files import AudioFile
-from streamrnn.config import StreamConfig
+from streamrnn.config import DEFAULT_TICK_MS, StreamConfig
 from streamrnn.errors import AudioError, ConfigError, WireError
 from streamrnn.models import MODELS_DIR
 from streamrnn.stats import RecentIds, Stats
@@ -133,6 +133,7 @@ class Source:
     exhausted = False
     expected_rate: float | None = None   # samples/s if known before open (for warm-up)
     backlog = False      # the last read stopped at its limits with messages still waiting: read again now
+    default_tick_ms = 0.0  # ms between reads unless StreamConfig.tick_ms says (a block is read when due)
 
     def __init__(self, stats: Stats | None = None):
         self.stats = stats if stats is not None else Stats()
@@ -651,6 +652,8 @@ class ZmqSource(ZmqSocketOwner, Source):
     ``implausible_time`` are counted on arrival.
     An end-of-stream message (kind 5) of the stream's epoch ends that stream.
     """
+
+    default_tick_ms = DEFAULT_TICK_MS  # many streams' messages arrive one by one: one read per tick
 
     def __init__(self, uri, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, max_streams=64,
                  hwm_seconds=2.0, msgs_per_second=None, stats=None, curve=None):

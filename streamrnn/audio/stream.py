@@ -407,7 +407,7 @@ class FeatureBank:
         self._data = np.empty(0)  # frame data of the longest stream of a call, grown on demand
         self._one = np.zeros(6, np.int64)  # push_one's index arrays
         self._bad_peak = (np.zeros(1, np.int64), np.zeros(1))  # push_one's NaN/Inf count and peak
-        tb = self.frontend._tables  # the one-stream kernels' constant arguments, looked up once
+        tb = self.frontend._tables  # the front-end kernel's constant arguments, looked up once
         self.kernel_consts = (self.states, self.n_left, self.skip, self._hop, self.frontend.preemphasis,
                               tb.kernel is _frames_kernel, tb.itab, tb.ftab, tb.n_scratch)
         self._rows = (np.zeros(0, np.int64),) * 4  # _push_rows' t, fo, bad, peak (grown on demand)
@@ -576,10 +576,9 @@ class FeatureBank:
             out = np.empty((total, self.n_features), np.float32)
         if self._data.shape[0] < need:
             self._data = np.empty(2 * need)
-        tb = self.frontend._tables
-        _push_many_kernel(x, offs, slots, self.states, self.n_left, self.skip, t, fo, self._hop,
-                          self.frontend.preemphasis, tb.kernel is _frames_kernel, tb.itab, tb.ftab, self._data,
-                          _scratch(tb.n_scratch), out, bad, peak)
+        states, n_left, skip, hop, a, use_fft, itab, ftab, n_scratch = self.kernel_consts
+        _push_many_kernel(x, offs, slots, states, n_left, skip, t, fo, hop, a, use_fft, itab, ftab, self._data,
+                          _scratch(n_scratch), out, bad, peak)
         if n and x.dtype.kind == "f" and peak.max() > FLOAT_PEAK_LIMIT:
             for i in np.flatnonzero(peak > FLOAT_PEAK_LIMIT):
                 self._out_of_range(int(slots[i]), float(peak[i]))

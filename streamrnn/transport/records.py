@@ -167,8 +167,7 @@ def _row_lines(stream: str, epoch: int, sample_index: int, t: float, seq: int, f
         times = repeat("null", n)
     else:  # repr(round(k / rate, 6)), as json.dumps writes the record's float
         times = map(repr, map(round, map(truediv, frames, repeat(rate)), repeat(6)))
-    first = (json.dumps([nm for b, nm in wire.FLAG_NAMES.items() if flag_bits & b], separators=(",", ":"))
-             if flag_bits else "[]")  # Message.flag_names
+    first = json.dumps(wire.flag_names(flag_bits), separators=(",", ":")) if flag_bits else "[]"
     flags = chain((first,), repeat("[]", n - 1))
     cols = data.T.tolist()  # (O, n) Python floats: repr of each is what json.dumps writes
     if len(cols) == 1:

@@ -134,7 +134,7 @@ class Message:
         return KIND_NAMES[self.kind]
 
     def flag_names(self) -> list[str]:
-        return [n for b, n in FLAG_NAMES.items() if self.flags & b]
+        return flag_names(self.flags)
 
     def to_json(self, with_data: bool = True) -> dict:
         """A JSON-able dict of every field (the form ``streamrnn listen`` prints)."""
@@ -490,8 +490,17 @@ class Outputs:
         return [[t, hb[i:i + HEADER_SIZE], a.tobytes()] for t, i, a in zip(topics, range(0, n * HEADER_SIZE, HEADER_SIZE), data)]
 
 
+def flag_names(bits: int) -> list[str]:
+    """The names of the flags set in ``bits`` (``FLAG_NAMES`` order; unknown bits have none).
+
+    >>> flag_names(FLAG_GAP | FLAG_END), flag_names(0)
+    (['gap', 'end'], [])
+    """
+    return [n for b, n in FLAG_NAMES.items() if bits & b]
+
+
 def _flag_list(bits: int) -> str:
-    return " and ".join(n for b, n in FLAG_NAMES.items() if bits & b) or "no flags"
+    return " and ".join(flag_names(bits)) or "no flags"
 
 
 def _no_constant(name):

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from streamrnn import __version__
-from streamrnn.config import DEFAULT_TICK_MS, EventParams, StreamConfig
+from streamrnn.config import DEFAULT_TICK_MS, MAX_TICK_MS, EventParams, StreamConfig
 from streamrnn.errors import StreamRNNError
 
 
@@ -122,7 +122,7 @@ def _common_stream_options(f):
                      help=f"Read a ZeroMQ source at most once per this many ms, everything queued at once: one "
                           f"wake-up and one model call for many streams' messages, for up to this much latency "
                           f"(default {DEFAULT_TICK_MS:g} for ZeroMQ sources, 0 for others; 0: read each "
-                          f"message as it arrives)."),
+                          f"message as it arrives; at most {MAX_TICK_MS:g})."),
         click.option("--realtime/--no-realtime", default=None,
                      help="Pace file sources like a microphone (default: the demo yes, files no)."),
         click.option("--json/--no-json", "json", default=None, help="JSON lines on stdout even on a terminal."),

@@ -510,8 +510,8 @@ class StreamConfig:
         if self.idle_timeout < 0:
             raise ConfigError(f"idle_timeout must be >= 0 s (0 = never), got {self.idle_timeout}")
         if self.tick_ms is not None and not 0 <= self.tick_ms <= MAX_TICK_MS:
-            raise ConfigError(f"tick_ms must be between 0 and {MAX_TICK_MS:g} ms (0 = read every message "
-                              f"at once), got {self.tick_ms}")
+            raise ConfigError(f"tick_ms must be between 0 and {MAX_TICK_MS:g} ms (0 = read each message "
+                              f"as it arrives), got {self.tick_ms}")
         for k in ("block_ms", "queue_seconds", "hwm_seconds", "stats_interval", "desc_interval"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")

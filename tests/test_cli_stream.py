@@ -36,12 +36,12 @@ def free_port():
 class Proc:
     """A subprocess whose stdout/stderr go to files (no pipe can fill up and block it)."""
 
-    def __init__(self, args, tmp, name, env=None, stdin=None):
+    def __init__(self, args, tmp, name, env=None, stdin=None, session=False):
         self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
         e = dict(os.environ)
         e.update(env or {})
         self.p = subprocess.Popen([PY, *map(str, args)], stdout=open(self.out, "w"), stderr=open(self.err, "w"),
-                                  stdin=stdin, env=e, cwd=tmp)
+                                  stdin=stdin, env=e, cwd=tmp, start_new_session=session)  # session: its own group
 
     def wait_for(self, path_attr, pattern, timeout=30):
         t_end = time.monotonic() + timeout

@@ -373,6 +373,11 @@ def worker_main(spec_json: str) -> None:
         log.exception("worker %d failed", index)
         tell("failed", error=str(e))
         rc = 1
+    # Drained: a later SIGTERM must not end the exit.  A process-group SIGTERM (systemd's default stop,
+    # `timeout`) reaches us and the supervisor, which then sends its own; Python puts the default
+    # action back while it shuts down, so that second one would kill us (exit -15).  An ignored
+    # signal stays ignored.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     tell("exit", rc=rc)
     ctl.close()
     sys.exit(rc)
